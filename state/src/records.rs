@@ -1,0 +1,132 @@
+//! The persisted records. Field names are part of the on-disk format: add fields with
+//! `#[serde(default)]`, never rename or repurpose one without bumping
+//! [`crate::SCHEMA_VERSION`].
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Skipped => "skipped",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One run of a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub workflow: String,
+    /// Absolute path of the workflow file; `rerun` reads its current content.
+    pub workflow_path: String,
+    /// The workflow file's text as last executed (templates unrendered, so no secrets).
+    pub definition: String,
+    /// Resolved params (defaults from the file overridden by `--param`).
+    pub params: BTreeMap<String, String>,
+    /// Logical date, `YYYY-MM-DD`.
+    pub logical_date: String,
+    pub status: RunStatus,
+    pub started_at: DateTime<Utc>,
+    #[serde(default)]
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Process that last executed the run.
+    pub pid: u32,
+    /// How many times `rerun` resumed this run.
+    #[serde(default)]
+    pub reruns: u32,
+}
+
+/// The current state of one task in one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub run_id: String,
+    pub task_id: String,
+    pub status: TaskStatus,
+    /// Attempts made so far, across reruns.
+    pub attempts: u32,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Why it failed, was skipped or cancelled.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Outputs of the last successful attempt.
+    #[serde(default)]
+    pub outputs: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One attempt at one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub run_id: String,
+    pub task_id: String,
+    /// 1-based, counting across reruns.
+    pub attempt: u32,
+    pub status: TaskStatus,
+    pub started_at: DateTime<Utc>,
+    #[serde(default)]
+    pub ended_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The last bytes of the task's output (stdout and stderr interleaved), secrets masked.
+    #[serde(default)]
+    pub output_tail: String,
+    #[serde(default)]
+    pub outputs: serde_json::Map<String, serde_json::Value>,
+}

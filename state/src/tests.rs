@@ -1,0 +1,163 @@
+use super::*;
+
+fn run(id: &str, status: RunStatus, secs: i64) -> RunRecord {
+    RunRecord {
+        id: id.into(),
+        workflow: "demo".into(),
+        workflow_path: "/tmp/demo.yaml".into(),
+        definition: "name: demo".into(),
+        params: Default::default(),
+        logical_date: "2026-01-02".into(),
+        status,
+        started_at: DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap(),
+        ended_at: None,
+        pid: 4242,
+        reruns: 0,
+    }
+}
+
+fn task(run_id: &str, id: &str, status: TaskStatus) -> TaskRecord {
+    TaskRecord {
+        run_id: run_id.into(),
+        task_id: id.into(),
+        status,
+        attempts: 1,
+        started_at: None,
+        ended_at: None,
+        error: None,
+        outputs: Default::default(),
+    }
+}
+
+fn attempt(run_id: &str, task: &str, n: u32, status: TaskStatus) -> AttemptRecord {
+    AttemptRecord {
+        run_id: run_id.into(),
+        task_id: task.into(),
+        attempt: n,
+        status,
+        started_at: Utc::now(),
+        ended_at: None,
+        exit_code: None,
+        error: None,
+        output_tail: String::new(),
+        outputs: Default::default(),
+    }
+}
+
+#[test]
+fn records_round_trip_and_runs_list_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, recovered) = Store::open(dir.path(), "test").unwrap();
+    assert!(recovered.is_empty());
+    store
+        .commit(&[
+            Write::Run(run("old", RunStatus::Succeeded, 0)),
+            Write::Run(run("new", RunStatus::Failed, 10)),
+            Write::Task(task("new", "a", TaskStatus::Failed)),
+            Write::Task(task("new", "ab", TaskStatus::Succeeded)),
+            Write::Attempt(attempt("new", "a", 2, TaskStatus::Failed)),
+            Write::Attempt(attempt("new", "a", 10, TaskStatus::Failed)),
+            Write::Attempt(attempt("new", "ab", 1, TaskStatus::Succeeded)),
+        ])
+        .unwrap();
+    let ids: Vec<_> = store
+        .runs(None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["new", "old"]);
+    assert_eq!(store.runs(None, 1).unwrap().len(), 1);
+    assert!(store.runs(Some("other"), 10).unwrap().is_empty());
+    assert_eq!(store.tasks("new").unwrap().len(), 2);
+    // Attempt keys are zero-padded so 10 sorts after 2, and `a` does not match `ab`.
+    let attempts: Vec<_> = store
+        .attempts("new", "a")
+        .unwrap()
+        .into_iter()
+        .map(|a| a.attempt)
+        .collect();
+    assert_eq!(attempts, [2, 10]);
+    assert_eq!(
+        store.run("old").unwrap().unwrap(),
+        run("old", RunStatus::Succeeded, 0)
+    );
+    assert!(store.run("missing").unwrap().is_none());
+}
+
+#[test]
+fn second_open_names_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, _) = Store::open(dir.path(), "orchestrator run x.yaml").unwrap();
+    let err = Store::open(dir.path(), "second").unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StateError::Locked { .. }), "{msg}");
+    assert!(
+        msg.contains(&format!("pid {}: orchestrator run x.yaml", std::process::id())),
+        "{msg}"
+    );
+}
+
+#[test]
+fn reopening_marks_running_runs_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = Store::open(dir.path(), "test").unwrap();
+        store
+            .commit(&[
+                Write::Run(run("r1", RunStatus::Running, 0)),
+                Write::Task(task("r1", "done", TaskStatus::Succeeded)),
+                Write::Task(task("r1", "busy", TaskStatus::Running)),
+                Write::Attempt(attempt("r1", "busy", 1, TaskStatus::Running)),
+                Write::Task(task("r1", "later", TaskStatus::Pending)),
+            ])
+            .unwrap();
+    }
+    let (store, recovered) = Store::open(dir.path(), "test").unwrap();
+    assert_eq!(recovered, ["r1"]);
+    let r = store.run("r1").unwrap().unwrap();
+    assert_eq!(r.status, RunStatus::Interrupted);
+    assert!(r.ended_at.is_some());
+    let mut tasks = store.tasks("r1").unwrap();
+    tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+    let statuses: Vec<_> = tasks.iter().map(|t| (t.task_id.as_str(), t.status)).collect();
+    assert_eq!(
+        statuses,
+        [
+            ("busy", TaskStatus::Failed),
+            ("done", TaskStatus::Succeeded),
+            ("later", TaskStatus::Pending)
+        ]
+    );
+    assert!(tasks[0].error.as_deref().unwrap().starts_with("interrupted"));
+    let a = store.attempts("r1", "busy").unwrap();
+    assert_eq!(a[0].status, TaskStatus::Failed);
+}
+
+#[test]
+fn refuses_a_store_from_a_newer_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = Store::open(dir.path(), "test").unwrap();
+        store
+            .db
+            .insert(b"meta\0schema", (SCHEMA_VERSION + 1).to_string().as_bytes())
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let err = Store::open(dir.path(), "test").unwrap_err();
+    assert!(matches!(err, StateError::TooNew { .. }), "{err}");
+    assert!(err.to_string().contains("upgrade orchestrator"));
+}
+
+#[test]
+fn reads_records_written_without_later_optional_fields() {
+    // A v1 record as an older binary may have written it: optional fields absent.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    let json = br#"{"v":1,"run_id":"r","task_id":"t","status":"succeeded","attempts":1}"#;
+    store.db.insert(task_key("r", "t"), &json[..]).unwrap();
+    let t = store.tasks("r").unwrap();
+    assert_eq!(t[0].status, TaskStatus::Succeeded);
+    assert!(t[0].outputs.is_empty());
+}

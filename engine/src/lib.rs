@@ -1,1 +1,19 @@
+//! The workflow engine: the workflow model, YAML loading and validation, the DAG,
+//! trigger rules, templates, the task plugin boundary and the executor.
+//!
+//! Dependencies point one way: `state` ← `engine` ← `tasks` ← the `orchestrator`
+//! binary. The engine knows the state store only through `orchestrator_state`'s API,
+//! and task kinds only through the [`task::Task`] trait and the [`task::Registry`].
 
+pub mod dag;
+pub mod diag;
+pub mod executor;
+pub mod runner;
+pub mod suggest;
+pub mod task;
+pub mod template;
+pub mod trigger;
+pub mod workflow;
+pub mod yaml;
+
+pub use orchestrator_state as state;

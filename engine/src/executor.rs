@@ -1,0 +1,555 @@
+//! The executor: one event loop per run.
+//!
+//! Each turn of the loop (1) decides, for tasks whose upstreams changed, whether they can
+//! run, must wait, or can never run (trigger rules); (2) starts ready tasks up to
+//! `max_parallel`; (3) writes every transition of the turn to the store in one durable
+//! group commit; (4) only then spawns the started attempts; (5) waits for the next
+//! completion, retry timer or cancellation, draining all completions already available.
+//!
+//! **Invariant:** a transition is durable before the engine acts on it: a task is
+//! recorded `running` before its attempt is spawned, and `succeeded` before any
+//! dependant is started (its dependants are started in a later turn, after the commit).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use orchestrator_state::{
+    AttemptRecord, RunRecord, RunStatus, StateError, Store, TaskRecord, TaskStatus, Write,
+};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::task::{OutputSink, Outputs, TaskContext, TaskFailure};
+use crate::template::Redactor;
+use crate::trigger::{decide, Decision, Upstream};
+use crate::workflow::Workflow;
+
+/// How long a task may take to stop after its cancel token fires before the engine
+/// stops waiting for it.
+const CANCEL_GRACE: Duration = Duration::from_secs(30);
+
+/// What the caller sees of a run while it executes (the CLI prints these).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event<'a> {
+    Started {
+        task: &'a str,
+        attempt: u32,
+    },
+    Succeeded {
+        task: &'a str,
+        attempt: u32,
+        elapsed: Duration,
+    },
+    Failed {
+        task: &'a str,
+        attempt: u32,
+        error: &'a str,
+        /// Set when another attempt follows after this delay.
+        retry_in: Option<Duration>,
+    },
+    Skipped {
+        task: &'a str,
+        reason: &'a str,
+    },
+    Cancelled {
+        task: &'a str,
+    },
+}
+
+pub trait Observer: Send + Sync {
+    fn event(&self, event: &Event<'_>);
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+
+impl Observer for Silent {
+    fn event(&self, _: &Event<'_>) {}
+}
+
+/// How a task enters an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initial {
+    /// Succeeded earlier in this run; keeps its result.
+    Keep,
+    /// To execute; `prior_attempts` were made in earlier executions of the run.
+    Execute { prior_attempts: u32 },
+}
+
+pub struct Execution<'a> {
+    pub store: &'a Store,
+    pub workflow: &'a Workflow,
+    /// The run record, already persisted as `running` with its task records.
+    pub run: RunRecord,
+    /// Per task, by index.
+    pub records: Vec<TaskRecord>,
+    pub initial: Vec<Initial>,
+    pub cancel: CancellationToken,
+    pub redactor: Arc<Redactor>,
+    pub observer: &'a dyn Observer,
+}
+
+#[derive(Debug)]
+enum State {
+    Pending,
+    Ready,
+    Running { attempt: u32 },
+    Retrying { due: Instant },
+    Done(Upstream),
+}
+
+enum Outcome {
+    Succeeded(Outputs),
+    Failed(TaskFailure),
+    TimedOut(Duration),
+    Cancelled,
+}
+
+struct Finished {
+    task: usize,
+    attempt: u32,
+    elapsed: Duration,
+    outcome: Outcome,
+    tail: String,
+}
+
+struct Loop<'a> {
+    ex: Execution<'a>,
+    states: Vec<State>,
+    /// Topological rank of each task: the order in which decisions are made.
+    rank: Vec<usize>,
+    /// Tasks whose upstreams changed, to decide on, by rank.
+    dirty: BTreeSet<(usize, usize)>,
+    /// Tasks that may start, by rank (file order among peers).
+    ready: BTreeSet<(usize, usize)>,
+    attempts: Vec<Vec<AttemptRecord>>,
+    writes: Vec<Write>,
+    to_spawn: Vec<usize>,
+    running: usize,
+    cancelling: bool,
+}
+
+/// Executes the run to completion (or cancellation) and returns its final record.
+pub async fn execute(ex: Execution<'_>) -> Result<RunRecord, StateError> {
+    let n = ex.workflow.tasks.len();
+    let mut rank = vec![0; n];
+    for (r, &t) in ex.workflow.dag.order().iter().enumerate() {
+        rank[t] = r;
+    }
+    let states = ex
+        .initial
+        .iter()
+        .map(|i| match i {
+            Initial::Keep => State::Done(Upstream::Succeeded),
+            Initial::Execute { .. } => State::Pending,
+        })
+        .collect();
+    let dirty = (0..n)
+        .filter(|&t| ex.initial[t] != Initial::Keep)
+        .map(|t| (rank[t], t))
+        .collect();
+    let mut lp = Loop {
+        ex,
+        states,
+        rank,
+        dirty,
+        ready: BTreeSet::new(),
+        attempts: vec![Vec::new(); n],
+        writes: Vec::new(),
+        to_spawn: Vec::new(),
+        running: 0,
+        cancelling: false,
+    };
+    lp.run().await
+}
+
+impl Loop<'_> {
+    async fn run(&mut self) -> Result<RunRecord, StateError> {
+        let mut joins: JoinSet<Finished> = JoinSet::new();
+        loop {
+            self.decide();
+            self.start_ready();
+            if !self.writes.is_empty() {
+                self.ex.store.commit(&self.writes)?;
+                self.writes.clear();
+            }
+            for t in std::mem::take(&mut self.to_spawn) {
+                joins.spawn(self.attempt_future(t));
+            }
+            let next_retry = self
+                .states
+                .iter()
+                .filter_map(|s| match s {
+                    State::Retrying { due, .. } => Some(*due),
+                    _ => None,
+                })
+                .min();
+            if self.running == 0 && next_retry.is_none() && self.ready.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(joined) = joins.join_next() => {
+                    self.finished(joined);
+                    while let Some(joined) = joins.try_join_next() {
+                        self.finished(joined);
+                    }
+                }
+                _ = sleep_until(next_retry) => self.retries_due(),
+                _ = self.ex.cancel.cancelled(), if !self.cancelling => self.cancel_waiting(),
+            }
+        }
+        self.finish_run()
+    }
+
+    fn id(&self, t: usize) -> &str {
+        &self.ex.workflow.tasks[t].id
+    }
+
+    /// Applies trigger rules to every dirty task, cascading skips downstream.
+    fn decide(&mut self) {
+        while let Some((_, t)) = self.dirty.pop_first() {
+            if !matches!(self.states[t], State::Pending) {
+                continue;
+            }
+            let dag = &self.ex.workflow.dag;
+            let upstream: Vec<(&str, Upstream)> = dag
+                .upstream(t)
+                .iter()
+                .map(|&u| {
+                    let state = match self.states[u] {
+                        State::Done(o) => o,
+                        _ => Upstream::Waiting,
+                    };
+                    (self.ex.workflow.tasks[u].id.as_str(), state)
+                })
+                .collect();
+            match decide(self.ex.workflow.tasks[t].trigger, &upstream) {
+                Decision::Wait => {}
+                Decision::Run => {
+                    self.states[t] = State::Ready;
+                    self.ready.insert((self.rank[t], t));
+                }
+                Decision::Skip {
+                    reason,
+                    after_failure,
+                } => {
+                    self.ex.observer.event(&Event::Skipped {
+                        task: self.id(t),
+                        reason: &reason,
+                    });
+                    let now = Utc::now();
+                    let rec = &mut self.ex.records[t];
+                    rec.status = TaskStatus::Skipped;
+                    rec.started_at = None;
+                    rec.ended_at = Some(now);
+                    rec.error = Some(reason);
+                    self.writes.push(Write::Task(rec.clone()));
+                    self.done(t, Upstream::Skipped { after_failure });
+                }
+            }
+        }
+    }
+
+    fn done(&mut self, t: usize, outcome: Upstream) {
+        self.states[t] = State::Done(outcome);
+        for &d in self.ex.workflow.dag.downstream(t) {
+            self.dirty.insert((self.rank[d], d));
+        }
+    }
+
+    fn start_ready(&mut self) {
+        if self.cancelling {
+            return;
+        }
+        while self.running < self.ex.workflow.max_parallel {
+            let Some((_, t)) = self.ready.pop_first() else {
+                break;
+            };
+            // The record holds the latest attempt number, across retries and reruns.
+            let attempt = self.ex.records[t].attempts + 1;
+            let now = Utc::now();
+            self.states[t] = State::Running { attempt };
+            self.running += 1;
+            let first = attempt == self.first_attempt(t);
+            let rec = &mut self.ex.records[t];
+            rec.status = TaskStatus::Running;
+            rec.attempts = attempt;
+            if rec.started_at.is_none() || first {
+                rec.started_at = Some(now);
+            }
+            rec.ended_at = None;
+            self.writes.push(Write::Task(rec.clone()));
+            let a = AttemptRecord {
+                run_id: self.ex.run.id.clone(),
+                task_id: rec.task_id.clone(),
+                attempt,
+                status: TaskStatus::Running,
+                started_at: now,
+                ended_at: None,
+                exit_code: None,
+                error: None,
+                output_tail: String::new(),
+                outputs: Default::default(),
+            };
+            self.writes.push(Write::Attempt(a.clone()));
+            self.attempts[t].push(a);
+            self.to_spawn.push(t);
+            self.ex.observer.event(&Event::Started {
+                task: self.id(t),
+                attempt,
+            });
+        }
+    }
+
+    /// The attempt number of this execution's first attempt at task `t`.
+    fn first_attempt(&self, t: usize) -> u32 {
+        match self.ex.initial[t] {
+            Initial::Execute { prior_attempts } => prior_attempts + 1,
+            Initial::Keep => 1,
+        }
+    }
+
+    fn attempt_future(&self, t: usize) -> impl std::future::Future<Output = Finished> + Send + 'static {
+        let def = &self.ex.workflow.tasks[t];
+        let attempt = match self.states[t] {
+            State::Running { attempt } => attempt,
+            _ => 0,
+        };
+        let cancel = self.ex.cancel.child_token();
+        let output = OutputSink::new(&def.id, self.ex.redactor.clone());
+        let ctx = TaskContext {
+            run_id: self.ex.run.id.clone(),
+            task_id: def.id.clone(),
+            attempt,
+            logical_date: self.ex.run.logical_date.clone(),
+            base_dir: self.ex.workflow.base_dir(),
+            cancel: cancel.clone(),
+            output: output.clone(),
+        };
+        let task = def.task.clone();
+        let timeout = def.timeout;
+        let run_cancel = self.ex.cancel.clone();
+        async move {
+            let started = std::time::Instant::now();
+            // The attempt runs in its own tokio task so that a panicking plugin fails
+            // the attempt instead of the engine.
+            let inner = tokio::spawn({
+                let ctx = ctx.clone();
+                async move { task.run(&ctx).await }
+            });
+            let outcome = run_attempt(inner, &cancel, timeout).await;
+            let outcome = match outcome {
+                Outcome::Failed(_) | Outcome::TimedOut(_) if run_cancel.is_cancelled() => {
+                    Outcome::Cancelled
+                }
+                o => o,
+            };
+            Finished {
+                task: t,
+                attempt,
+                elapsed: started.elapsed(),
+                outcome,
+                tail: output.tail(),
+            }
+        }
+    }
+
+    fn finished(&mut self, joined: Result<Finished, tokio::task::JoinError>) {
+        let Ok(f) = joined else {
+            // attempt_future catches task panics itself; a JoinError here means the
+            // runtime is shutting down, and the run's record is left to recovery.
+            return;
+        };
+        let t = f.task;
+        self.running -= 1;
+        let now = Utc::now();
+        let redactor = self.ex.redactor.clone();
+        let Some(mut a) = self.attempts[t].pop() else {
+            return;
+        };
+        a.ended_at = Some(now);
+        a.output_tail = f.tail;
+        let def = &self.ex.workflow.tasks[t];
+        match f.outcome {
+            Outcome::Succeeded(outputs) => {
+                a.status = TaskStatus::Succeeded;
+                a.outputs = outputs.clone();
+                let rec = &mut self.ex.records[t];
+                rec.status = TaskStatus::Succeeded;
+                rec.ended_at = Some(now);
+                rec.error = None;
+                rec.outputs = outputs;
+                self.writes.push(Write::Attempt(a));
+                self.writes.push(Write::Task(rec.clone()));
+                self.ex.observer.event(&Event::Succeeded {
+                    task: &def.id,
+                    attempt: f.attempt,
+                    elapsed: f.elapsed,
+                });
+                self.done(t, Upstream::Succeeded);
+            }
+            Outcome::Cancelled => {
+                a.status = TaskStatus::Cancelled;
+                a.error = Some("cancelled: the run was cancelled".into());
+                let rec = &mut self.ex.records[t];
+                rec.status = TaskStatus::Cancelled;
+                rec.ended_at = Some(now);
+                rec.error = a.error.clone();
+                self.writes.push(Write::Attempt(a));
+                self.writes.push(Write::Task(rec.clone()));
+                self.ex.observer.event(&Event::Cancelled { task: &def.id });
+                self.done(t, Upstream::Cancelled);
+            }
+            Outcome::Failed(_) | Outcome::TimedOut(_) => {
+                let (error, exit_code) = match f.outcome {
+                    Outcome::Failed(e) => (e.message, e.exit_code),
+                    Outcome::TimedOut(d) => (
+                        format!(
+                            "timed out after {}; the task and its child processes were killed (raise `timeout:` if it needs longer)",
+                            humantime::format_duration(d)
+                        ),
+                        None,
+                    ),
+                    _ => unreachable!("matched above"),
+                };
+                let error = redactor.redact(&error).into_owned();
+                a.status = TaskStatus::Failed;
+                a.error = Some(error.clone());
+                a.exit_code = exit_code;
+                let made = f.attempt + 1 - self.first_attempt(t);
+                let retry = made <= def.retry.retries && !self.cancelling;
+                let retry_in = retry.then(|| def.retry.delay_before(made + 1));
+                let rec = &mut self.ex.records[t];
+                rec.error = Some(error.clone());
+                if let Some(delay) = retry_in {
+                    self.states[t] = State::Retrying {
+                        due: Instant::now() + delay,
+                    };
+                } else {
+                    rec.status = TaskStatus::Failed;
+                    rec.ended_at = Some(now);
+                }
+                self.writes.push(Write::Attempt(a));
+                self.writes.push(Write::Task(rec.clone()));
+                self.ex.observer.event(&Event::Failed {
+                    task: &def.id,
+                    attempt: f.attempt,
+                    error: &error,
+                    retry_in,
+                });
+                if retry_in.is_none() {
+                    self.done(t, Upstream::Failed);
+                }
+            }
+        }
+    }
+
+    fn retries_due(&mut self) {
+        let now = Instant::now();
+        for t in 0..self.states.len() {
+            if let State::Retrying { due, .. } = self.states[t] {
+                if due <= now {
+                    self.states[t] = State::Ready;
+                    self.ready.insert((self.rank[t], t));
+                }
+            }
+        }
+    }
+
+    /// The run was cancelled: running attempts see their (child) tokens fire and report
+    /// back; everything not yet running is cancelled now.
+    fn cancel_waiting(&mut self) {
+        self.cancelling = true;
+        self.ready.clear();
+        self.dirty.clear();
+        let now = Utc::now();
+        for t in 0..self.states.len() {
+            if matches!(
+                self.states[t],
+                State::Pending | State::Ready | State::Retrying { .. }
+            ) {
+                let rec = &mut self.ex.records[t];
+                rec.status = TaskStatus::Cancelled;
+                rec.ended_at = Some(now);
+                rec.error = Some("cancelled before it started: the run was cancelled".into());
+                self.writes.push(Write::Task(rec.clone()));
+                self.states[t] = State::Done(Upstream::Cancelled);
+                self.ex.observer.event(&Event::Cancelled {
+                    task: &self.ex.workflow.tasks[t].id,
+                });
+            }
+        }
+    }
+
+    fn finish_run(&mut self) -> Result<RunRecord, StateError> {
+        let statuses = self.ex.records.iter().map(|r| r.status);
+        let mut status = RunStatus::Succeeded;
+        for s in statuses {
+            match s {
+                TaskStatus::Cancelled => status = RunStatus::Cancelled,
+                TaskStatus::Failed if status != RunStatus::Cancelled => status = RunStatus::Failed,
+                _ => {}
+            }
+        }
+        if self.cancelling {
+            status = RunStatus::Cancelled;
+        }
+        let mut run = self.ex.run.clone();
+        run.status = status;
+        run.ended_at = Some(Utc::now());
+        self.writes.push(Write::Run(run.clone()));
+        self.ex.store.commit(&self.writes)?;
+        self.writes.clear();
+        Ok(run)
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run_attempt(
+    mut inner: tokio::task::JoinHandle<Result<Outputs, TaskFailure>>,
+    cancel: &CancellationToken,
+    timeout: Option<Duration>,
+) -> Outcome {
+    let joined = |r: Result<Result<Outputs, TaskFailure>, tokio::task::JoinError>| match r {
+        Ok(Ok(outputs)) => Outcome::Succeeded(outputs),
+        Ok(Err(e)) => Outcome::Failed(e),
+        Err(e) => Outcome::Failed(TaskFailure::new(format!(
+            "the task crashed ({e}); this is a bug in the task kind, please report it"
+        ))),
+    };
+    let timer = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = &mut inner => joined(r),
+        _ = timer => {
+            cancel.cancel();
+            let _ = tokio::time::timeout(CANCEL_GRACE, &mut inner).await;
+            inner.abort();
+            Outcome::TimedOut(timeout.unwrap_or_default())
+        }
+        _ = cancel.cancelled() => {
+            if tokio::time::timeout(CANCEL_GRACE, &mut inner).await.is_err() {
+                inner.abort();
+            }
+            Outcome::Cancelled
+        }
+    }
+}
+
+/// Started-at of a record, for display.
+pub fn elapsed(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Option<Duration> {
+    Some((end? - start?).to_std().unwrap_or_default())
+}

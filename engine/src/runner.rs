@@ -1,0 +1,209 @@
+//! Starting a run and resuming one (`rerun`): the records written before the executor
+//! takes over, and which tasks a rerun re-executes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use chrono::Utc;
+use orchestrator_state::{RunRecord, RunStatus, StateError, Store, TaskRecord, TaskStatus, Write};
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::{execute, Execution, Initial, Observer};
+use crate::suggest::closest;
+use crate::template::Redactor;
+use crate::workflow::Workflow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The rerun cannot go ahead; the message says why and what to do.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A new run id: UTC start time plus a random suffix, e.g. `20261122T204949-3fa2`.
+/// Sorts by time, and is short enough to type.
+pub fn new_run_id() -> String {
+    format!(
+        "{}-{:04x}",
+        Utc::now().format("%Y%m%dT%H%M%S"),
+        fastrand::u16(..)
+    )
+}
+
+/// Common inputs of [`start`] and [`resume`].
+pub struct Env<'a> {
+    pub store: &'a Store,
+    pub cancel: CancellationToken,
+    pub redactor: Arc<Redactor>,
+    pub observer: &'a dyn Observer,
+}
+
+/// Records a new run of `workflow` and executes it. The workflow must have been loaded
+/// with this `run_id` and `date` (templates are rendered at load time).
+pub async fn start(
+    env: Env<'_>,
+    workflow: &Workflow,
+    run_id: &str,
+    date: &str,
+) -> Result<RunRecord, RunError> {
+    let run = RunRecord {
+        id: run_id.to_string(),
+        workflow: workflow.name.clone(),
+        workflow_path: workflow.path.display().to_string(),
+        definition: workflow.source.clone(),
+        params: workflow.params.clone(),
+        logical_date: date.to_string(),
+        status: RunStatus::Running,
+        started_at: Utc::now(),
+        ended_at: None,
+        pid: std::process::id(),
+        reruns: 0,
+    };
+    let records: Vec<TaskRecord> = workflow
+        .tasks
+        .iter()
+        .map(|t| pending_record(run_id, &t.id, 0))
+        .collect();
+    let initial = vec![Initial::Execute { prior_attempts: 0 }; records.len()];
+    launch(env, workflow, run, records, initial).await
+}
+
+/// Resumes `run` with the current `workflow` (loaded with the run's id, date and
+/// params): re-executes what did not succeed, and with `from` that task too, plus
+/// everything downstream; keeps what succeeded.
+pub async fn resume(
+    env: Env<'_>,
+    workflow: &Workflow,
+    mut run: RunRecord,
+    from: Option<&str>,
+) -> Result<RunRecord, RunError> {
+    let previous: BTreeMap<String, TaskRecord> = env
+        .store
+        .tasks(&run.id)?
+        .into_iter()
+        .map(|t| (t.task_id.clone(), t))
+        .collect();
+    let initial = plan_rerun(workflow, &run, &previous, from)?;
+    let records = workflow
+        .tasks
+        .iter()
+        .zip(&initial)
+        .map(|(t, init)| match (init, previous.get(&t.id)) {
+            (Initial::Keep, Some(rec)) => rec.clone(),
+            (_, prev) => pending_record(&run.id, &t.id, prev.map_or(0, |p| p.attempts)),
+        })
+        .collect();
+    run.status = RunStatus::Running;
+    run.ended_at = None;
+    run.pid = std::process::id();
+    run.reruns += 1;
+    run.definition = workflow.source.clone();
+    run.workflow_path = workflow.path.display().to_string();
+    launch(env, workflow, run, records, initial).await
+}
+
+/// Which tasks a rerun keeps and which it re-executes. Pure, so it is table-tested.
+pub fn plan_rerun(
+    workflow: &Workflow,
+    run: &RunRecord,
+    previous: &BTreeMap<String, TaskRecord>,
+    from: Option<&str>,
+) -> Result<Vec<Initial>, RunError> {
+    if run.status == RunStatus::Running {
+        return Err(RunError::Refused(format!(
+            "run {} is still running (pid {}); wait for it to finish, or stop it first",
+            run.id, run.pid
+        )));
+    }
+    // A task the run did not finish must still exist, or the rerun cannot complete it.
+    let ids: Vec<&str> = workflow.task_ids();
+    for (id, rec) in previous {
+        if rec.status != TaskStatus::Succeeded && workflow.index_of(id).is_none() {
+            return Err(RunError::Refused(format!(
+                "run {} needs task `{id}` ({}), but {} no longer has a task `{id}`; restore it, or start a new run with `orchestrator run`",
+                run.id,
+                rec.status,
+                workflow.path.display()
+            )));
+        }
+    }
+    let mut roots: BTreeSet<usize> = workflow
+        .tasks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| previous.get(&t.id).is_none_or(|r| r.status != TaskStatus::Succeeded))
+        .map(|(i, _)| i)
+        .collect();
+    if let Some(from) = from {
+        let Some(i) = workflow.index_of(from) else {
+            let hint = closest(from, ids.iter().copied())
+                .map(|s| format!("did you mean `{s}`?"))
+                .unwrap_or_else(|| format!("tasks: {}", ids.join(", ")));
+            return Err(RunError::Refused(format!(
+                "--from {from}: {} has no task `{from}`; {hint}",
+                workflow.path.display()
+            )));
+        };
+        roots.insert(i);
+    }
+    if roots.is_empty() {
+        return Err(RunError::Refused(format!(
+            "run {} already succeeded; nothing to rerun. Use --from TASK to re-execute a task and everything downstream of it",
+            run.id
+        )));
+    }
+    let execute = workflow.dag.closure(roots);
+    Ok(workflow
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if execute.contains(&i) {
+                Initial::Execute {
+                    prior_attempts: previous.get(&t.id).map_or(0, |r| r.attempts),
+                }
+            } else {
+                Initial::Keep
+            }
+        })
+        .collect())
+}
+
+fn pending_record(run_id: &str, task_id: &str, attempts: u32) -> TaskRecord {
+    TaskRecord {
+        run_id: run_id.to_string(),
+        task_id: task_id.to_string(),
+        status: TaskStatus::Pending,
+        attempts,
+        started_at: None,
+        ended_at: None,
+        error: None,
+        outputs: Default::default(),
+    }
+}
+
+async fn launch(
+    env: Env<'_>,
+    workflow: &Workflow,
+    run: RunRecord,
+    records: Vec<TaskRecord>,
+    initial: Vec<Initial>,
+) -> Result<RunRecord, RunError> {
+    let mut writes = vec![Write::Run(run.clone())];
+    writes.extend(records.iter().cloned().map(Write::Task));
+    env.store.commit(&writes)?;
+    let run = execute(Execution {
+        store: env.store,
+        workflow,
+        run,
+        records,
+        initial,
+        cancel: env.cancel,
+        redactor: env.redactor,
+        observer: env.observer,
+    })
+    .await?;
+    Ok(run)
+}

@@ -1,0 +1,199 @@
+//! The plugin boundary: what a task kind implements and what it is given.
+//!
+//! A kind is a typed config struct (`#[serde(deny_unknown_fields)]`) implementing
+//! [`TaskConfig`]; its `build` makes the runnable [`Task`]. Registering it is one line:
+//! `registry.register::<ShellConfig>()`. The engine reads the task's YAML mapping, minus
+//! the keys common to every task (`kind`, `after`, `trigger`, `retries`, ...), into
+//! that struct, after rendering its templates.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::template::Redactor;
+use crate::yaml::{DeError, Node};
+
+/// Named values a task produces; stored with the attempt and shown by `show`.
+pub type Outputs = serde_json::Map<String, serde_json::Value>;
+
+/// A runnable task, built once per run from its config.
+#[async_trait::async_trait]
+pub trait Task: Send + Sync + fmt::Debug {
+    /// Runs one attempt.
+    ///
+    /// Must return soon after `ctx.cancel` fires (timeout or run cancellation), having
+    /// stopped everything it started (child processes, queries); the engine records why
+    /// it was cancelled. Write progress and diagnostics with `ctx.output`.
+    async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure>;
+}
+
+/// Why an attempt failed, in words a user can act on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskFailure {
+    pub message: String,
+    pub exit_code: Option<i32>,
+}
+
+impl TaskFailure {
+    pub fn new(message: impl Into<String>) -> Self {
+        TaskFailure {
+            message: message.into(),
+            exit_code: None,
+        }
+    }
+}
+
+impl fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Everything an attempt may know about where it runs.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    pub run_id: String,
+    pub task_id: String,
+    /// 1-based, counting across reruns.
+    pub attempt: u32,
+    /// `YYYY-MM-DD`.
+    pub logical_date: String,
+    /// The workflow file's directory: relative paths in the config resolve against it.
+    pub base_dir: PathBuf,
+    pub cancel: CancellationToken,
+    pub output: OutputSink,
+}
+
+/// Where a task writes its output: each line is masked, streamed to the log prefixed by
+/// the task id, and its tail kept for the attempt record.
+#[derive(Clone)]
+pub struct OutputSink {
+    task_id: Arc<str>,
+    redactor: Arc<Redactor>,
+    tail: Arc<Mutex<Tail>>,
+}
+
+impl fmt::Debug for OutputSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutputSink")
+            .field("task_id", &self.task_id)
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct Tail {
+    text: String,
+    dropped: bool,
+}
+
+impl OutputSink {
+    /// Bytes of output kept per attempt (the tail; older output is dropped).
+    pub const TAIL_BYTES: usize = 16 * 1024;
+
+    pub fn new(task_id: &str, redactor: Arc<Redactor>) -> Self {
+        OutputSink {
+            task_id: task_id.into(),
+            redactor,
+            tail: Arc::default(),
+        }
+    }
+
+    pub fn line(&self, line: &str) {
+        let line = self.redactor.redact(line);
+        tracing::info!(target: "task", "{} | {}", self.task_id, line);
+        let Ok(mut tail) = self.tail.lock() else {
+            return;
+        };
+        tail.text.push_str(&line);
+        tail.text.push('\n');
+        if tail.text.len() > 2 * Self::TAIL_BYTES {
+            let mut cut = tail.text.len() - Self::TAIL_BYTES;
+            while !tail.text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            tail.text.drain(..cut);
+            tail.dropped = true;
+        }
+    }
+
+    /// The kept tail of the output, at most [`Self::TAIL_BYTES`].
+    pub fn tail(&self) -> String {
+        let Ok(tail) = self.tail.lock() else {
+            return String::new();
+        };
+        let text = &tail.text;
+        let mut cut = text.len().saturating_sub(Self::TAIL_BYTES);
+        while !text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        if tail.dropped || cut > 0 {
+            format!("[... earlier output dropped]\n{}", &text[cut..])
+        } else {
+            text.clone()
+        }
+    }
+}
+
+/// What a config's `build` can use.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    pub task_id: String,
+    /// The workflow file's directory.
+    pub base_dir: PathBuf,
+}
+
+/// A task kind's typed config: the deserialized YAML is the factory.
+pub trait TaskConfig: DeserializeOwned + Send + Sync + 'static {
+    /// The `kind:` name.
+    const KIND: &'static str;
+
+    /// Makes the task. An `Err` is a validation error reported at the task's line.
+    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String>;
+}
+
+/// A registered kind, type-erased.
+pub trait TaskKind: Send + Sync {
+    fn build(&self, config: &Node, ctx: &BuildContext) -> Result<Arc<dyn Task>, BuildError>;
+}
+
+#[derive(Debug)]
+pub enum BuildError {
+    Config(DeError),
+    Invalid(String),
+}
+
+struct ConfigKind<C>(std::marker::PhantomData<fn() -> C>);
+
+impl<C: TaskConfig> TaskKind for ConfigKind<C> {
+    fn build(&self, config: &Node, ctx: &BuildContext) -> Result<Arc<dyn Task>, BuildError> {
+        let config: C = config.parse().map_err(BuildError::Config)?;
+        config.build(ctx).map_err(BuildError::Invalid)
+    }
+}
+
+/// The task kinds a workflow may use.
+#[derive(Default)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, Box<dyn TaskKind>>,
+}
+
+impl Registry {
+    pub fn register<C: TaskConfig>(&mut self) -> &mut Self {
+        self.kinds
+            .insert(C::KIND, Box::new(ConfigKind::<C>(std::marker::PhantomData)));
+        self
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&dyn TaskKind> {
+        self.kinds.get(kind).map(|k| &**k)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+}

@@ -1,0 +1,252 @@
+//! `{{ ... }}` templates in task configs, and masking of secrets.
+//!
+//! Templates are rendered once per run (and per rerun) when the workflow is loaded, with
+//! `params`, `run.id`, `run.date` and `env` in scope. Before rendering, every variable a
+//! template refers to is checked against that context, so an unknown variable is a
+//! validation error naming the variable — never an empty string.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use minijinja::{Environment, UndefinedBehavior};
+
+/// What templates can see.
+#[derive(Debug, Clone)]
+pub struct TemplateVars {
+    pub params: BTreeMap<String, String>,
+    pub run_id: String,
+    /// Logical date, `YYYY-MM-DD`.
+    pub date: String,
+    pub env: BTreeMap<String, String>,
+}
+
+impl TemplateVars {
+    /// Variables for a run: the process environment, the given run id and date.
+    pub fn for_run(params: BTreeMap<String, String>, run_id: &str, date: &str) -> Self {
+        TemplateVars {
+            params,
+            run_id: run_id.into(),
+            date: date.into(),
+            env: std::env::vars().collect(),
+        }
+    }
+}
+
+/// A template problem: message and an optional "did you mean" hint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateError {
+    pub message: String,
+    pub help: Option<String>,
+}
+
+pub struct Renderer<'a> {
+    env: Environment<'static>,
+    vars: &'a TemplateVars,
+    ctx: minijinja::Value,
+}
+
+impl<'a> Renderer<'a> {
+    pub fn new(vars: &'a TemplateVars) -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        let ctx = minijinja::context! {
+            params => vars.params.clone(),
+            run => minijinja::context! { id => vars.run_id.clone(), date => vars.date.clone() },
+            env => vars.env.clone(),
+        };
+        Renderer { env, vars, ctx }
+    }
+
+    /// Renders `text` if it holds template syntax; otherwise returns it as is.
+    pub fn render<'t>(&self, text: &'t str) -> Result<Cow<'t, str>, TemplateError> {
+        if !(text.contains("{{") || text.contains("{%") || text.contains("{#")) {
+            return Ok(Cow::Borrowed(text));
+        }
+        let tmpl = self.env.template_from_str(text).map_err(|e| TemplateError {
+            message: format!("template syntax error: {}", detail(&e)),
+            help: Some("templates use `{{ name }}`; write `{% raw %}{{{% endraw %}` for a literal `{{`".into()),
+        })?;
+        let mut unknown: Vec<String> = tmpl
+            .undeclared_variables(true)
+            .into_iter()
+            .filter(|v| !self.is_known(v))
+            .collect();
+        unknown.sort();
+        if let Some(var) = unknown.first() {
+            return Err(self.unknown_variable(var));
+        }
+        tmpl.render(&self.ctx)
+            .map(Cow::Owned)
+            .map_err(|e| TemplateError {
+                message: format!("template error: {}", detail(&e)),
+                help: None,
+            })
+    }
+
+    fn is_known(&self, var: &str) -> bool {
+        let (root, rest) = match var.split_once('.') {
+            Some((r, rest)) => (r, Some(rest)),
+            None => (var, None),
+        };
+        let first = rest.map(|r| r.split('.').next().unwrap_or(r));
+        match (root, first) {
+            ("params" | "run" | "env", None) => true,
+            ("params", Some(k)) => self.vars.params.contains_key(k),
+            ("run", Some(k)) => matches!(k, "id" | "date"),
+            ("env", Some(k)) => self.vars.env.contains_key(k),
+            _ => false,
+        }
+    }
+
+    fn unknown_variable(&self, var: &str) -> TemplateError {
+        let (root, key) = var.split_once('.').unwrap_or((var, ""));
+        let key = key.split('.').next().unwrap_or(key);
+        let (message, candidates): (String, Vec<String>) = match root {
+            "params" => (
+                format!("unknown template variable `{var}`: no param `{key}` is declared"),
+                self.vars.params.keys().map(|k| format!("params.{k}")).collect(),
+            ),
+            "run" => (
+                format!("unknown template variable `{var}`"),
+                vec!["run.id".into(), "run.date".into()],
+            ),
+            "env" => {
+                return TemplateError {
+                    message: format!(
+                        "template variable `{var}`: environment variable `{key}` is not set"
+                    ),
+                    help: Some(format!("set it (`export {key}=...`) before running")),
+                }
+            }
+            _ => (
+                format!("unknown template variable `{var}`"),
+                self.vars
+                    .params
+                    .keys()
+                    .map(|k| format!("params.{k}"))
+                    .chain(["run.id".into(), "run.date".into()])
+                    .collect(),
+            ),
+        };
+        let help = crate::suggest::closest(var, candidates.iter().map(String::as_str))
+            .map(|s| format!("did you mean `{s}`?"))
+            .or_else(|| {
+                Some("templates can use params.NAME (declared under `params:`), run.id, run.date and env.NAME".into())
+            });
+        TemplateError { message, help }
+    }
+}
+
+fn detail(e: &minijinja::Error) -> String {
+    match e.detail() {
+        Some(d) => format!("{d} ({})", e.kind()),
+        None => e.kind().to_string(),
+    }
+}
+
+/// Masks the values of secret-looking environment variables.
+///
+/// A variable is secret when its name contains KEY, SECRET, TOKEN or PASSWORD
+/// (any case). Values shorter than [`Redactor::MIN_LEN`] are not masked: they would
+/// mangle ordinary output and are not credentials anyway.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    pub const MIN_LEN: usize = 4;
+
+    pub fn from_env() -> Self {
+        Self::from_vars(std::env::vars())
+    }
+
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut secrets: Vec<String> = vars
+            .into_iter()
+            .filter(|(name, value)| is_secret_name(name) && value.len() >= Self::MIN_LEN)
+            .map(|(_, value)| value)
+            .collect();
+        // Longest first, so a secret containing another is masked whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Redactor { secrets }
+    }
+
+    pub fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        let mut out = Cow::Borrowed(text);
+        for s in &self.secrets {
+            if out.contains(s.as_str()) {
+                out = Cow::Owned(out.replace(s.as_str(), "***"));
+            }
+        }
+        out
+    }
+}
+
+pub fn is_secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    ["KEY", "SECRET", "TOKEN", "PASSWORD"]
+        .iter()
+        .any(|w| upper.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> TemplateVars {
+        TemplateVars {
+            params: [("greeting".to_string(), "hello".to_string())].into(),
+            run_id: "r1".into(),
+            date: "2026-01-02".into(),
+            env: [("HOME".to_string(), "/root".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn renders_known_variables() {
+        let v = vars();
+        let r = Renderer::new(&v);
+        assert_eq!(
+            r.render("{{ params.greeting }} {{ run.id }} {{ run.date }} {{ env.HOME }}\n")
+                .unwrap(),
+            "hello r1 2026-01-02 /root\n"
+        );
+        assert!(matches!(r.render("plain"), Ok(Cow::Borrowed("plain"))));
+    }
+
+    #[test]
+    fn unknown_variables_are_errors_with_suggestions() {
+        let v = vars();
+        let r = Renderer::new(&v);
+        let e = r.render("{{ params.greting }}").unwrap_err();
+        assert_eq!(
+            e.message,
+            "unknown template variable `params.greting`: no param `greting` is declared"
+        );
+        assert_eq!(e.help.as_deref(), Some("did you mean `params.greeting`?"));
+        let e = r.render("{{ parms.greeting }}").unwrap_err();
+        assert_eq!(e.help.as_deref(), Some("did you mean `params.greeting`?"));
+        let e = r.render("{{ env.NOPE_NOT_SET }}").unwrap_err();
+        assert!(e.message.contains("`NOPE_NOT_SET` is not set"), "{}", e.message);
+        let e = r.render("{{ run.dat }}").unwrap_err();
+        assert_eq!(e.help.as_deref(), Some("did you mean `run.date`?"));
+        assert!(r.render("{{ oops").unwrap_err().message.contains("syntax"));
+    }
+
+    #[test]
+    fn redacts_secret_values_only() {
+        let r = Redactor::from_vars([
+            ("ALPHAVANTAGE_API_KEY".to_string(), "sekrit123".to_string()),
+            ("db_password".to_string(), "hunter22".to_string()),
+            ("PATH".to_string(), "/usr/bin".to_string()),
+            ("SHORT_TOKEN".to_string(), "ab".to_string()),
+        ]);
+        assert_eq!(
+            r.redact("key=sekrit123 pw=hunter22 path=/usr/bin ab"),
+            "key=*** pw=*** path=/usr/bin ab"
+        );
+    }
+}

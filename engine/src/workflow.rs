@@ -1,0 +1,642 @@
+//! Loading a workflow file: YAML → checked, template-rendered, built [`Workflow`].
+//!
+//! Every check runs and every problem is collected (with its line and column) before
+//! anything is reported, so one `validate` shows all of them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::dag::Dag;
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::suggest::closest;
+use crate::task::{BuildContext, BuildError, Registry, Task};
+use crate::template::{Renderer, TemplateVars};
+use crate::trigger::TriggerRule;
+use crate::yaml::{self, DeError, Node, NodeKind, Pos};
+
+/// Keys every task has, whatever its kind; the rest of a task's mapping is the kind's.
+pub const COMMON_TASK_FIELDS: &[&str] = &[
+    "kind",
+    "description",
+    "after",
+    "trigger",
+    "retries",
+    "retry_delay",
+    "retry_backoff",
+    "timeout",
+];
+
+const TOP_FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "params",
+    "max_parallel",
+    "defaults",
+    "tasks",
+];
+
+/// A validated workflow, ready to execute.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub name: String,
+    pub description: Option<String>,
+    /// Absolute path of the file.
+    pub path: PathBuf,
+    /// The file's text.
+    pub source: String,
+    /// Declared params with `--param` overrides applied.
+    pub params: BTreeMap<String, String>,
+    pub max_parallel: usize,
+    /// In file order.
+    pub tasks: Vec<TaskDef>,
+    pub dag: Dag,
+}
+
+impl Workflow {
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.tasks.iter().position(|t| t.id == id)
+    }
+
+    pub fn task_ids(&self) -> Vec<&str> {
+        self.tasks.iter().map(|t| t.id.as_str()).collect()
+    }
+
+    /// The workflow's directory; relative paths in task configs resolve against it.
+    pub fn base_dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskDef {
+    pub id: String,
+    pub kind: String,
+    pub description: Option<String>,
+    pub trigger: TriggerRule,
+    pub retry: RetryPolicy,
+    pub timeout: Option<Duration>,
+    pub task: Arc<dyn Task>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Extra attempts after the first.
+    pub retries: u32,
+    pub delay: Duration,
+    pub backoff: f64,
+}
+
+impl RetryPolicy {
+    /// Delay before attempt `next` (2 = first retry): `delay * backoff^(next-2)`, with
+    /// ±10% jitter so many retrying tasks do not hit a service in lockstep.
+    pub fn delay_before(&self, next: u32) -> Duration {
+        let base = self.delay.as_secs_f64() * self.backoff.powi(next.saturating_sub(2) as i32);
+        let jitter = 0.9 + 0.2 * fastrand::f64();
+        Duration::from_secs_f64((base * jitter).min(86_400.0))
+    }
+}
+
+/// What the loader needs besides the file.
+pub struct LoadOptions<'a> {
+    pub registry: &'a Registry,
+    /// `--param k=v`; each must name a declared param.
+    pub overrides: BTreeMap<String, String>,
+    pub run_id: String,
+    pub date: String,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read workflow file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<Workflow, LoadError> {
+    let read_err = |source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let source = std::fs::read_to_string(path).map_err(read_err)?;
+    let abs = std::path::absolute(path).map_err(read_err)?;
+    load_str(&abs, source, opts).map_err(LoadError::Invalid)
+}
+
+/// Loads a workflow from text; `path` is used in messages and as the base directory.
+pub fn load_str(path: &Path, source: String, opts: &LoadOptions) -> Result<Workflow, Diagnostics> {
+    let mut errs = Vec::new();
+    let result = Loader {
+        opts,
+        errs: &mut errs,
+    }
+    .load(path, &source);
+    match result {
+        Some(wf) if errs.is_empty() => Ok(wf),
+        _ => Err(Diagnostics {
+            file: path.to_path_buf(),
+            source,
+            items: errs,
+        }),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DefaultsSpec {
+    retries: Option<u32>,
+    retry_delay: Option<Dur>,
+    retry_backoff: Option<f64>,
+    timeout: Option<Dur>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonSpec {
+    kind: String,
+    description: Option<String>,
+    // Read from the node directly to keep each entry's position.
+    #[allow(dead_code)]
+    after: Option<serde::de::IgnoredAny>,
+    trigger: Option<TriggerRule>,
+    retries: Option<u32>,
+    retry_delay: Option<Dur>,
+    retry_backoff: Option<f64>,
+    timeout: Option<Dur>,
+}
+
+/// A duration written like `30s`, `5m`, `1h30m`.
+#[derive(Debug, Clone, Copy)]
+struct Dur(Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration `{s}` ({e}); write a number and a unit, e.g. 500ms, 30s, 5m, 1h30m"
+            ))
+        })
+    }
+}
+
+struct Loader<'a, 'e> {
+    opts: &'a LoadOptions<'a>,
+    errs: &'e mut Vec<Diagnostic>,
+}
+
+struct PendingTask {
+    id: String,
+    pos: Pos,
+    after: Vec<(String, Pos)>,
+    def: Option<TaskDef>,
+}
+
+impl Loader<'_, '_> {
+    fn err(&mut self, pos: Option<Pos>, message: impl Into<String>) -> &mut Diagnostic {
+        self.errs.push(Diagnostic::new(pos, message));
+        let last = self.errs.len() - 1;
+        &mut self.errs[last]
+    }
+
+    /// Records a typed-config error, with a suggestion for unknown keys.
+    fn de_err(&mut self, e: DeError, context: &str, extra_fields: &[&str]) {
+        let (message, help) = match &e.unknown_field {
+            Some(u) => {
+                let candidates: Vec<&str> = u
+                    .expected
+                    .iter()
+                    .chain(extra_fields)
+                    .copied()
+                    .collect();
+                let help = match closest(&u.field, candidates.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("allowed fields: {}", candidates.join(", ")),
+                };
+                (format!("unknown field `{}` {context}", u.field), Some(help))
+            }
+            None => (format!("{} {context}", e.message), None),
+        };
+        self.errs
+            .push(Diagnostic::new(e.pos, message).maybe_help(help));
+    }
+
+    fn load(&mut self, path: &Path, source: &str) -> Option<Workflow> {
+        let root = match yaml::parse(source) {
+            Ok(Some(root)) => root,
+            Ok(None) => {
+                self.err(None, "the file is empty")
+                    .help = Some("a workflow needs at least `name:` and `tasks:`".into());
+                return None;
+            }
+            Err(e) => {
+                self.err(Some(e.pos), format!("YAML syntax error: {}", e.message));
+                return None;
+            }
+        };
+        let Some(entries) = root.as_map() else {
+            self.err(
+                Some(root.pos),
+                format!("a workflow must be a mapping, found {}", root.describe()),
+            );
+            return None;
+        };
+        self.check_duplicate_keys(&root, true);
+
+        let mut name = None;
+        let mut description = None;
+        let mut params = BTreeMap::new();
+        let mut max_parallel = None;
+        let mut defaults = DefaultsSpec::default();
+        let mut tasks_node = None;
+        for (k, v) in entries {
+            let key = k.as_str().unwrap_or_default();
+            match key {
+                "name" => match v.parse::<String>() {
+                    Ok(n) if is_valid_name(&n, false) => name = Some(n),
+                    Ok(n) => {
+                        self.err(Some(v.pos), format!("invalid workflow name `{n}`"))
+                            .help = Some("use lowercase letters, digits, `_` and `-`".into());
+                    }
+                    Err(e) => self.de_err(e, "in `name`", &[]),
+                },
+                "description" => match v.parse::<Option<String>>() {
+                    Ok(d) => description = d,
+                    Err(e) => self.de_err(e, "in `description`", &[]),
+                },
+                "params" => match v.parse::<Option<BTreeMap<String, String>>>() {
+                    Ok(p) => params = p.unwrap_or_default(),
+                    Err(e) => self.de_err(e, "in `params` (a mapping of name: value)", &[]),
+                },
+                "max_parallel" => match v.parse::<usize>() {
+                    Ok(0) => {
+                        self.err(Some(v.pos), "`max_parallel` must be at least 1");
+                    }
+                    Ok(n) => max_parallel = Some(n),
+                    Err(e) => self.de_err(e, "in `max_parallel`", &[]),
+                },
+                "defaults" => match v.parse::<Option<DefaultsSpec>>() {
+                    Ok(d) => defaults = d.unwrap_or_default(),
+                    Err(e) => self.de_err(e, "in `defaults`", &[]),
+                },
+                "tasks" => tasks_node = Some(v),
+                other => {
+                    let help = match closest(other, TOP_FIELDS.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("allowed fields: {}", TOP_FIELDS.join(", ")),
+                    };
+                    self.err(Some(k.pos), format!("unknown field `{other}` at the top level"))
+                        .help = Some(help);
+                }
+            }
+        }
+        if name.is_none() && !entries.iter().any(|(k, _)| k.as_str() == Some("name")) {
+            self.err(Some(root.pos), "missing field `name`")
+                .help = Some("add `name: my_workflow` (lowercase letters, digits, `_`, `-`)".into());
+        }
+        if let Some(b) = defaults.retry_backoff {
+            if !(b >= 1.0 && b.is_finite()) {
+                let pos = root.get("defaults").and_then(|d| d.get("retry_backoff")).map(|n| n.pos);
+                self.err(pos, format!("`retry_backoff` must be 1.0 or more, found {b}"));
+            }
+        }
+
+        // --param overrides must name declared params.
+        for (k, v) in &self.opts.overrides {
+            if params.contains_key(k) {
+                params.insert(k.clone(), v.clone());
+            } else {
+                let declared: Vec<&str> = params.keys().map(String::as_str).collect();
+                let help = match closest(k, declared.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None if declared.is_empty() => {
+                        "this workflow declares no params; add it under `params:` first".into()
+                    }
+                    None => format!("declared params: {}", declared.join(", ")),
+                };
+                self.err(None, format!("--param {k}: the workflow declares no param `{k}`"))
+                    .help = Some(help);
+            }
+        }
+
+        let Some(tasks_node) = tasks_node else {
+            self.err(Some(root.pos), "missing field `tasks`")
+                .help = Some("add a `tasks:` mapping of task id to task".into());
+            return None;
+        };
+        let Some(task_entries) = tasks_node.as_map() else {
+            self.err(
+                Some(tasks_node.pos),
+                format!("`tasks` must be a mapping of task id to task, found {}", tasks_node.describe()),
+            );
+            return None;
+        };
+        if task_entries.is_empty() {
+            self.err(Some(tasks_node.pos), "`tasks` is empty; a workflow needs at least one task");
+            return None;
+        }
+
+        let vars = TemplateVars {
+            params: params.clone(),
+            run_id: self.opts.run_id.clone(),
+            date: self.opts.date.clone(),
+            env: self.opts.env.clone(),
+        };
+        let renderer = Renderer::new(&vars);
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let pending: Vec<PendingTask> = task_entries
+            .iter()
+            .map(|(k, v)| self.task(k, v, &defaults, &renderer, &base_dir))
+            .collect();
+
+        // Resolve `after` names to indices.
+        let index: HashMap<&str, usize> = pending
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.as_str(), i))
+            .collect();
+        let mut upstream = vec![Vec::new(); pending.len()];
+        for (i, t) in pending.iter().enumerate() {
+            for (dep, pos) in &t.after {
+                match index.get(dep.as_str()) {
+                    Some(&j) if upstream[i].contains(&j) => {
+                        self.err(Some(*pos), format!("task `{}` lists `{dep}` twice in `after`", t.id));
+                    }
+                    Some(&j) => upstream[i].push(j),
+                    None => {
+                        let help = closest(dep, index.keys().copied())
+                            .map(|s| format!("did you mean `{s}`?"))
+                            .unwrap_or_else(|| {
+                                format!("tasks in this file: {}", pending.iter().map(|t| t.id.as_str()).collect::<Vec<_>>().join(", "))
+                            });
+                        self.err(
+                            Some(*pos),
+                            format!("task `{}` depends on unknown task `{dep}`", t.id),
+                        )
+                        .help = Some(help);
+                    }
+                }
+            }
+        }
+        let dag = match Dag::new(upstream) {
+            Ok(dag) => Some(dag),
+            Err(cycles) => {
+                for cycle in cycles {
+                    let chain: Vec<&str> = cycle.iter().map(|&i| pending[i].id.as_str()).collect();
+                    self.err(
+                        Some(pending[cycle[0]].pos),
+                        format!("dependency cycle: {}", chain.join(" -> ")),
+                    )
+                    .help = Some("remove one of these `after` entries".into());
+                }
+                None
+            }
+        };
+
+        let dag = dag?;
+        if !self.errs.is_empty() {
+            return None;
+        }
+        let tasks: Option<Vec<TaskDef>> = pending.into_iter().map(|t| t.def).collect();
+        Some(Workflow {
+            name: name?,
+            description,
+            path: path.to_path_buf(),
+            source: source.to_string(),
+            params,
+            max_parallel: max_parallel.unwrap_or_else(default_parallelism),
+            tasks: tasks?,
+            dag,
+        })
+    }
+
+    fn task(
+        &mut self,
+        key: &Node,
+        node: &Node,
+        defaults: &DefaultsSpec,
+        renderer: &Renderer,
+        base_dir: &Path,
+    ) -> PendingTask {
+        let id = key.as_str().unwrap_or_default().to_string();
+        let mut pending = PendingTask {
+            id: id.clone(),
+            pos: key.pos,
+            after: Vec::new(),
+            def: None,
+        };
+        if !is_valid_name(&id, true) {
+            self.err(Some(key.pos), format!("invalid task id `{id}`"))
+                .help = Some("use letters, digits, `_` and `-`".into());
+        }
+        let Some(entries) = node.as_map() else {
+            self.err(
+                Some(node.pos),
+                format!("task `{id}` must be a mapping with at least `kind:`, found {}", node.describe()),
+            );
+            return pending;
+        };
+
+        // `after:` is a list of ids or a single id.
+        if let Some(after) = node.get("after") {
+            match &after.kind {
+                NodeKind::Seq(items) => {
+                    for item in items {
+                        match item.as_str() {
+                            Some(s) => pending.after.push((s.to_string(), item.pos)),
+                            None => {
+                                self.err(Some(item.pos), format!("`after` entries of task `{id}` must be task ids, found {}", item.describe()));
+                            }
+                        }
+                    }
+                }
+                NodeKind::Scalar { .. } if after.is_null() => {}
+                NodeKind::Scalar { value, .. } => pending.after.push((value.clone(), after.pos)),
+                NodeKind::Map(_) => {
+                    self.err(Some(after.pos), format!("`after` of task `{id}` must be a list of task ids"));
+                }
+            }
+        }
+
+        let (common, config): (Vec<_>, Vec<_>) = entries
+            .iter()
+            .cloned()
+            .partition(|(k, _)| k.as_str().is_some_and(|k| COMMON_TASK_FIELDS.contains(&k)));
+        let common_node = Node {
+            kind: NodeKind::Map(common),
+            pos: node.pos,
+        };
+        let context = format!("in task `{id}`");
+        let spec: CommonSpec = match common_node.parse() {
+            Ok(s) => s,
+            Err(e) => {
+                self.de_err(e, &context, COMMON_TASK_FIELDS);
+                return pending;
+            }
+        };
+        let Some(kind) = self.opts.registry.get(&spec.kind) else {
+            let kind_pos = node.get("kind").map(|n| n.pos);
+            let names: Vec<&str> = self.opts.registry.names().collect();
+            let help = match closest(&spec.kind, names.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("known kinds: {}", names.join(", ")),
+            };
+            self.err(kind_pos, format!("unknown task kind `{}` in task `{id}`", spec.kind))
+                .help = Some(help);
+            return pending;
+        };
+        let retry_backoff = spec.retry_backoff.or(defaults.retry_backoff).unwrap_or(2.0);
+        if !(retry_backoff >= 1.0 && retry_backoff.is_finite()) {
+            let pos = node.get("retry_backoff").map(|n| n.pos);
+            self.err(pos, format!("`retry_backoff` of task `{id}` must be 1.0 or more, found {retry_backoff}"));
+        }
+
+        let mut config_node = Node {
+            kind: NodeKind::Map(config),
+            pos: node.pos,
+        };
+        let before = self.errs.len();
+        self.render(&mut config_node, renderer, &id);
+        if self.errs.len() > before {
+            return pending;
+        }
+        let ctx = BuildContext {
+            task_id: id.clone(),
+            base_dir: base_dir.to_path_buf(),
+        };
+        let task = match kind.build(&config_node, &ctx) {
+            Ok(t) => t,
+            Err(BuildError::Config(e)) => {
+                let context = format!("in task `{id}` (kind {})", spec.kind);
+                self.de_err(e, &context, COMMON_TASK_FIELDS);
+                return pending;
+            }
+            Err(BuildError::Invalid(msg)) => {
+                self.err(Some(node.pos), format!("task `{id}`: {msg}"));
+                return pending;
+            }
+        };
+        pending.def = Some(TaskDef {
+            id,
+            kind: spec.kind,
+            description: spec.description,
+            trigger: spec.trigger.unwrap_or_default(),
+            retry: RetryPolicy {
+                retries: spec.retries.or(defaults.retries).unwrap_or(0),
+                delay: spec
+                    .retry_delay
+                    .or(defaults.retry_delay)
+                    .map_or(Duration::from_secs(5), |d| d.0),
+                backoff: retry_backoff,
+            },
+            timeout: spec.timeout.or(defaults.timeout).map(|d| d.0),
+            task,
+        });
+        pending
+    }
+
+    /// Renders templates in every scalar of a task's kind-specific config, in place.
+    fn render(&mut self, node: &mut Node, renderer: &Renderer, task_id: &str) {
+        match &mut node.kind {
+            NodeKind::Scalar { value, .. } => match renderer.render(value) {
+                Ok(std::borrow::Cow::Owned(v)) => *value = v,
+                Ok(std::borrow::Cow::Borrowed(_)) => {}
+                Err(e) => {
+                    self.errs.push(
+                        Diagnostic::new(Some(node.pos), format!("{} in task `{task_id}`", e.message))
+                            .maybe_help(e.help),
+                    );
+                }
+            },
+            NodeKind::Seq(items) => {
+                for item in items {
+                    self.render(item, renderer, task_id);
+                }
+            }
+            NodeKind::Map(entries) => {
+                for (_, v) in entries {
+                    self.render(v, renderer, task_id);
+                }
+            }
+        }
+    }
+
+    fn check_duplicate_keys(&mut self, node: &Node, top: bool) {
+        match &node.kind {
+            NodeKind::Map(entries) => {
+                let mut seen: HashMap<&str, Pos> = HashMap::new();
+                for (k, v) in entries {
+                    if let Some(key) = k.as_str() {
+                        if let Some(first) = seen.insert(key, k.pos) {
+                            self.err(
+                                Some(k.pos),
+                                format!("duplicate key `{key}` (first at line {})", first.line),
+                            );
+                        }
+                    }
+                    let is_tasks = top && k.as_str() == Some("tasks");
+                    if is_tasks {
+                        self.check_duplicate_task_ids(v);
+                    } else {
+                        self.check_duplicate_keys(v, false);
+                    }
+                }
+            }
+            NodeKind::Seq(items) => {
+                for item in items {
+                    self.check_duplicate_keys(item, false);
+                }
+            }
+            NodeKind::Scalar { .. } => {}
+        }
+    }
+
+    fn check_duplicate_task_ids(&mut self, tasks: &Node) {
+        let Some(entries) = tasks.as_map() else {
+            return;
+        };
+        let mut seen: HashMap<&str, Pos> = HashMap::new();
+        for (k, v) in entries {
+            if let Some(id) = k.as_str() {
+                if let Some(first) = seen.insert(id, k.pos) {
+                    self.err(
+                        Some(k.pos),
+                        format!("duplicate task id `{id}` (first defined at line {})", first.line),
+                    )
+                    .help = Some("task ids must be unique; rename one of them".into());
+                }
+            }
+            self.check_duplicate_keys(v, false);
+        }
+    }
+}
+
+fn is_valid_name(s: &str, allow_upper: bool) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| {
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || c == '_'
+                || c == '-'
+                || (allow_upper && c.is_ascii_uppercase())
+        })
+}
+
+fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get())
+}

@@ -17,3 +17,4 @@ pub mod workflow;
 pub mod yaml;
 
 pub use orchestrator_state as state;
+pub use tokio_util::sync::CancellationToken;

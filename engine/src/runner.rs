@@ -60,6 +60,7 @@ pub async fn start(
         ended_at: None,
         pid: std::process::id(),
         reruns: 0,
+        task_order: workflow.task_ids().into_iter().map(String::from).collect(),
     };
     let records: Vec<TaskRecord> = workflow
         .tasks
@@ -101,6 +102,11 @@ pub async fn resume(
     run.reruns += 1;
     run.definition = workflow.source.clone();
     run.workflow_path = workflow.path.display().to_string();
+    // Tasks of the run that the current file no longer has (they had succeeded) stay
+    // listed after the current ones.
+    let mut order: Vec<String> = workflow.task_ids().into_iter().map(String::from).collect();
+    order.extend(previous.keys().filter(|id| workflow.index_of(id).is_none()).cloned());
+    run.task_order = order;
     launch(env, workflow, run, records, initial).await
 }
 

@@ -104,7 +104,7 @@ impl<'a> Renderer<'a> {
         let key = key.split('.').next().unwrap_or(key);
         let (message, candidates): (String, Vec<String>) = match root {
             "params" => (
-                format!("unknown template variable `{var}`: no param `{key}` is declared"),
+                format!("unknown template variable `{var}`"),
                 self.vars.params.keys().map(|k| format!("params.{k}")).collect(),
             ),
             "run" => (
@@ -114,7 +114,7 @@ impl<'a> Renderer<'a> {
             "env" => {
                 return TemplateError {
                     message: format!(
-                        "template variable `{var}`: environment variable `{key}` is not set"
+                        "environment variable `{key}` is not set (template variable `{var}`)"
                     ),
                     help: Some(format!("set it (`export {key}=...`) before running")),
                 }
@@ -134,6 +134,10 @@ impl<'a> Renderer<'a> {
             .or_else(|| {
                 Some("templates can use params.NAME (declared under `params:`), run.id, run.date and env.NAME".into())
             });
+        let help = match (root, help) {
+            ("params", Some(h)) => Some(format!("no param `{key}` is declared; {h}")),
+            (_, h) => h,
+        };
         TemplateError { message, help }
     }
 }
@@ -222,11 +226,11 @@ mod tests {
         let v = vars();
         let r = Renderer::new(&v);
         let e = r.render("{{ params.greting }}").unwrap_err();
+        assert_eq!(e.message, "unknown template variable `params.greting`");
         assert_eq!(
-            e.message,
-            "unknown template variable `params.greting`: no param `greting` is declared"
+            e.help.as_deref(),
+            Some("no param `greting` is declared; did you mean `params.greeting`?")
         );
-        assert_eq!(e.help.as_deref(), Some("did you mean `params.greeting`?"));
         let e = r.render("{{ parms.greeting }}").unwrap_err();
         assert_eq!(e.help.as_deref(), Some("did you mean `params.greeting`?"));
         let e = r.render("{{ env.NOPE_NOT_SET }}").unwrap_err();

@@ -108,6 +108,9 @@ pub struct LoadOptions<'a> {
     pub registry: &'a Registry,
     /// `--param k=v`; each must name a declared param.
     pub overrides: BTreeMap<String, String>,
+    /// Params carried over from an earlier execution (a rerun): applied where the file
+    /// still declares them, ignored otherwise.
+    pub inherited: BTreeMap<String, String>,
     pub run_id: String,
     pub date: String,
     pub env: BTreeMap<String, String>,
@@ -146,9 +149,13 @@ pub fn load_str(path: &Path, source: String, opts: &LoadOptions) -> Result<Workf
     match result {
         Some(wf) if errs.is_empty() => Ok(wf),
         _ => Err(Diagnostics {
+            items: {
+                // Errors without a position (e.g. --param) first, then in file order.
+                errs.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
+                errs
+            },
             file: path.to_path_buf(),
             source,
-            items: errs,
         }),
     }
 }
@@ -313,6 +320,11 @@ impl Loader<'_, '_> {
             }
         }
 
+        for (k, v) in &self.opts.inherited {
+            if let Some(p) = params.get_mut(k) {
+                p.clone_from(v);
+            }
+        }
         // --param overrides must name declared params.
         for (k, v) in &self.opts.overrides {
             if params.contains_key(k) {
@@ -489,6 +501,13 @@ impl Loader<'_, '_> {
                 return pending;
             }
         };
+        let mut config_node = Node {
+            kind: NodeKind::Map(config),
+            pos: node.pos,
+        };
+        let before = self.errs.len();
+        self.render(&mut config_node, renderer, &id);
+        let templates_ok = self.errs.len() == before;
         let Some(kind) = self.opts.registry.get(&spec.kind) else {
             let kind_pos = node.get("kind").map(|n| n.pos);
             let names: Vec<&str> = self.opts.registry.names().collect();
@@ -506,13 +525,7 @@ impl Loader<'_, '_> {
             self.err(pos, format!("`retry_backoff` of task `{id}` must be 1.0 or more, found {retry_backoff}"));
         }
 
-        let mut config_node = Node {
-            kind: NodeKind::Map(config),
-            pos: node.pos,
-        };
-        let before = self.errs.len();
-        self.render(&mut config_node, renderer, &id);
-        if self.errs.len() > before {
+        if !templates_ok {
             return pending;
         }
         let ctx = BuildContext {

@@ -87,6 +87,9 @@ pub struct RunRecord {
     /// How many times `rerun` resumed this run.
     #[serde(default)]
     pub reruns: u32,
+    /// Task ids in the workflow's order (file order), as last executed.
+    #[serde(default)]
+    pub task_order: Vec<String>,
 }
 
 /// The current state of one task in one run.

@@ -13,6 +13,7 @@ fn run(id: &str, status: RunStatus, secs: i64) -> RunRecord {
         ended_at: None,
         pid: 4242,
         reruns: 0,
+        task_order: vec![],
     }
 }
 

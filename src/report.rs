@@ -1,0 +1,333 @@
+//! What the CLI prints: transition lines, tables, `show` and the `--json` formats.
+//! The JSON shapes are documented in README and are a stable interface.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use orchestrator_engine::executor::{Event, Observer};
+use orchestrator_engine::state::{AttemptRecord, RunRecord, StateError, Store, TaskRecord};
+use orchestrator_engine::workflow::Workflow;
+use serde_json::{json, Value};
+
+/// Prints one line per task transition to stdout.
+pub struct Printer {
+    pub quiet: bool,
+}
+
+impl Observer for Printer {
+    fn event(&self, event: &Event<'_>) {
+        if self.quiet {
+            return;
+        }
+        match event {
+            Event::Started { task, attempt } => println!("{task}: started (attempt {attempt})"),
+            Event::Succeeded {
+                task,
+                attempt,
+                elapsed,
+            } => println!(
+                "{task}: succeeded in {} (attempt {attempt})",
+                fmt_duration(*elapsed)
+            ),
+            Event::Failed {
+                task,
+                attempt,
+                error,
+                retry_in,
+            } => match retry_in {
+                Some(d) => println!(
+                    "{task}: failed (attempt {attempt}): {error}; retrying in {}",
+                    fmt_duration(*d)
+                ),
+                None => println!("{task}: failed (attempt {attempt}): {error}"),
+            },
+            Event::Skipped { task, reason } => println!("{task}: skipped: {reason}"),
+            Event::Cancelled { task } => println!("{task}: cancelled"),
+        }
+    }
+}
+
+/// `12ms`, `1.25s`, `3m04s`, `2h05m`.
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.2}s", d.as_secs_f64())
+    } else if ms < 3_600_000 {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1_000) % 60)
+    } else {
+        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
+    }
+}
+
+fn span(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Option<Duration> {
+    (end? - start?).to_std().ok()
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.zip(&widths).enumerate() {
+            if i + 1 == widths.len() {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut headers.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+fn one_line(s: &str, max: usize) -> String {
+    let first = s.lines().next().unwrap_or_default();
+    if first.chars().count() > max {
+        format!("{}…", first.chars().take(max).collect::<String>())
+    } else if s.lines().nth(1).is_some() {
+        format!("{first} …")
+    } else {
+        first.to_string()
+    }
+}
+
+fn ts(t: Option<DateTime<Utc>>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
+}
+
+pub fn runs_table(runs: &[RunRecord]) -> String {
+    if runs.is_empty() {
+        return "no runs yet; start one with `orchestrator run FILE`\n".into();
+    }
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                r.workflow.clone(),
+                r.status.to_string(),
+                r.logical_date.clone(),
+                r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                span(Some(r.started_at), r.ended_at).map_or("-".into(), fmt_duration),
+            ]
+        })
+        .collect();
+    table(
+        &["RUN", "WORKFLOW", "STATUS", "DATE", "STARTED (UTC)", "DURATION"],
+        &rows,
+    )
+}
+
+pub fn runs_json(runs: &[RunRecord]) -> String {
+    let list: Vec<Value> = runs
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "workflow": r.workflow,
+                "status": r.status.as_str(),
+                "logical_date": r.logical_date,
+                "started_at": ts(Some(r.started_at)),
+                "ended_at": ts(r.ended_at),
+            })
+        })
+        .collect();
+    Value::Array(list).to_string()
+}
+
+/// A run with its tasks (in workflow order) and their attempts.
+pub struct RunDetails {
+    run: RunRecord,
+    tasks: Vec<(TaskRecord, Vec<AttemptRecord>)>,
+}
+
+impl RunDetails {
+    pub fn load(store: &Store, run: RunRecord) -> Result<RunDetails, StateError> {
+        let mut records = store.tasks(&run.id)?;
+        let pos = |id: &str| {
+            run.task_order
+                .iter()
+                .position(|t| t == id)
+                .unwrap_or(usize::MAX)
+        };
+        records.sort_by_key(|t| (pos(&t.task_id), t.task_id.clone()));
+        let mut tasks = Vec::with_capacity(records.len());
+        for t in records {
+            let attempts = store.attempts(&run.id, &t.task_id)?;
+            tasks.push((t, attempts));
+        }
+        Ok(RunDetails { run, tasks })
+    }
+
+    fn task_rows(&self) -> Vec<Vec<String>> {
+        self.tasks
+            .iter()
+            .map(|(t, _)| {
+                vec![
+                    t.task_id.clone(),
+                    t.status.to_string(),
+                    t.attempts.to_string(),
+                    span(t.started_at, t.ended_at).map_or("-".into(), fmt_duration),
+                    t.error.as_deref().map_or(String::new(), |e| one_line(e, 100)),
+                ]
+            })
+            .collect()
+    }
+
+    /// The table printed at the end of `run` and `rerun`.
+    pub fn summary(&self) -> String {
+        let r = &self.run;
+        let mut out = String::from("\n");
+        out.push_str(&table(
+            &["TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"],
+            &self.task_rows(),
+        ));
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for (t, _) in &self.tasks {
+            let s = t.status.to_string();
+            match counts.iter_mut().find(|(k, _)| *k == s) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((s, 1)),
+            }
+        }
+        let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let took = span(Some(r.started_at), r.ended_at).map_or("-".into(), fmt_duration);
+        out.push_str(&format!(
+            "\nrun {} {} in {took}: {}\n",
+            r.id,
+            r.status,
+            counts.join(", ")
+        ));
+        if r.status != orchestrator_engine::state::RunStatus::Succeeded {
+            out.push_str(&format!(
+                "inspect: orchestrator show {id}\nafter fixing the cause: orchestrator rerun {id}\n",
+                id = r.id
+            ));
+        }
+        out
+    }
+
+    pub fn text(&self) -> String {
+        let r = &self.run;
+        let mut out = format!(
+            "run {}\n  workflow: {} ({})\n  status: {}\n  logical date: {}\n  started: {}\n  ended: {}\n",
+            r.id,
+            r.workflow,
+            r.workflow_path,
+            r.status,
+            r.logical_date,
+            r.started_at.to_rfc3339(),
+            r.ended_at.map_or("-".into(), |t| t.to_rfc3339()),
+        );
+        if !r.params.is_empty() {
+            let p: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push_str(&format!("  params: {}\n", p.join(", ")));
+        }
+        if r.reruns > 0 {
+            out.push_str(&format!("  reruns: {}\n", r.reruns));
+        }
+        out.push('\n');
+        out.push_str(&table(
+            &["TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"],
+            &self.task_rows(),
+        ));
+        for (t, attempts) in &self.tasks {
+            if !t.outputs.is_empty() {
+                out.push_str(&format!(
+                    "\n{} outputs: {}\n",
+                    t.task_id,
+                    Value::Object(t.outputs.clone())
+                ));
+            }
+            for a in attempts {
+                out.push_str(&format!(
+                    "\n--- {} attempt {}: {}{}{}\n",
+                    t.task_id,
+                    a.attempt,
+                    a.status,
+                    span(Some(a.started_at), a.ended_at)
+                        .map_or(String::new(), |d| format!(" in {}", fmt_duration(d))),
+                    a.exit_code.map_or(String::new(), |c| format!(", exit {c}")),
+                ));
+                if let Some(e) = &a.error {
+                    out.push_str(&format!("error: {e}\n"));
+                }
+                if !a.output_tail.is_empty() {
+                    for line in a.output_tail.lines() {
+                        out.push_str(&format!("  | {line}\n"));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn json(&self) -> Value {
+        let r = &self.run;
+        let tasks: Vec<Value> = self
+            .tasks
+            .iter()
+            .map(|(t, attempts)| {
+                json!({
+                    "id": t.task_id,
+                    "status": t.status.as_str(),
+                    "attempts": t.attempts,
+                    "started_at": ts(t.started_at),
+                    "ended_at": ts(t.ended_at),
+                    "error": t.error,
+                    "outputs": t.outputs,
+                    "history": attempts.iter().map(|a| json!({
+                        "attempt": a.attempt,
+                        "status": a.status.as_str(),
+                        "started_at": ts(Some(a.started_at)),
+                        "ended_at": ts(a.ended_at),
+                        "exit_code": a.exit_code,
+                        "error": a.error,
+                        "output_tail": a.output_tail,
+                        "outputs": a.outputs,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({
+            "id": r.id,
+            "workflow": r.workflow,
+            "workflow_path": r.workflow_path,
+            "status": r.status.as_str(),
+            "logical_date": r.logical_date,
+            "params": r.params,
+            "reruns": r.reruns,
+            "started_at": ts(Some(r.started_at)),
+            "ended_at": ts(r.ended_at),
+            "tasks": tasks,
+        })
+    }
+}
+
+/// The task graph as Graphviz dot or a Mermaid flowchart; non-default trigger rules are
+/// shown on their task.
+pub fn graph(wf: &Workflow, mermaid: bool) -> String {
+    let ids = wf.task_ids();
+    let labels: Vec<Option<&str>> = wf
+        .tasks
+        .iter()
+        .map(|t| (t.trigger != Default::default()).then(|| t.trigger.as_str()))
+        .collect();
+    if mermaid {
+        orchestrator_engine::dag::to_mermaid(&ids, &wf.dag, &labels)
+    } else {
+        orchestrator_engine::dag::to_dot(&wf.name, &ids, &wf.dag, &labels)
+    }
+}

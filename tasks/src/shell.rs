@@ -1,0 +1,193 @@
+//! `kind: shell` — runs `sh -c COMMAND`.
+//!
+//! The command runs in its own process group, so a timeout or cancellation stops it and
+//! everything it started (SIGTERM to the group, then SIGKILL after a grace period).
+//! stdout and stderr are read line by line into the task's output sink (masked, streamed
+//! to the log, tail kept in the attempt record).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use orchestrator_engine::task::{
+    BuildContext, OutputSink, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
+};
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+
+/// How long a cancelled command gets to exit after SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(5);
+/// How long to keep reading output after the command exited (a background process may
+/// hold the pipe open forever).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// Longest line kept whole; longer lines are cut.
+const MAX_LINE: usize = 8 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShellConfig {
+    /// The command line, run with `sh -c`.
+    command: String,
+    /// Extra environment variables.
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    /// Working directory; relative paths resolve against the workflow file's directory,
+    /// which is also the default.
+    workdir: Option<PathBuf>,
+}
+
+impl TaskConfig for ShellConfig {
+    const KIND: &'static str = "shell";
+
+    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
+        if self.command.trim().is_empty() {
+            return Err("`command` is empty; give the shell command to run".into());
+        }
+        let workdir = match self.workdir {
+            Some(w) if w.is_absolute() => w,
+            Some(w) => ctx.base_dir.join(w),
+            None => ctx.base_dir.clone(),
+        };
+        Ok(Arc::new(Shell {
+            command: self.command,
+            env: self.env,
+            workdir,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct Shell {
+    command: String,
+    env: BTreeMap<String, String>,
+    workdir: PathBuf,
+}
+
+/// Kills the process group when dropped, unless the command exited on its own.
+struct GroupGuard(Option<Pid>);
+
+impl GroupGuard {
+    fn signal(&self, sig: Signal) {
+        if let Some(pgid) = self.0 {
+            // ESRCH (already gone) is fine.
+            let _ = killpg(pgid, sig);
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.signal(Signal::SIGKILL);
+    }
+}
+
+#[async_trait::async_trait]
+impl Task for Shell {
+    async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(&self.command)
+            .current_dir(&self.workdir)
+            .envs(&self.env)
+            .env("ORCHESTRATOR_RUN_ID", &ctx.run_id)
+            .env("ORCHESTRATOR_TASK_ID", &ctx.task_id)
+            .env("ORCHESTRATOR_ATTEMPT", ctx.attempt.to_string())
+            .env("ORCHESTRATOR_LOGICAL_DATE", &ctx.logical_date)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| {
+            TaskFailure::new(format!(
+                "cannot start `sh -c` in {}: {e}; check that the directory exists",
+                self.workdir.display()
+            ))
+        })?;
+        let mut guard = GroupGuard(child.id().map(|id| Pid::from_raw(id as i32)));
+        let readers = [
+            child.stdout.take().map(|s| read_lines(s, ctx.output.clone())),
+            child.stderr.take().map(|s| read_lines(s, ctx.output.clone())),
+        ];
+        let readers: Vec<_> = readers.into_iter().flatten().collect();
+
+        let status = tokio::select! {
+            status = child.wait() => status,
+            _ = ctx.cancel.cancelled() => {
+                guard.signal(Signal::SIGTERM);
+                if tokio::time::timeout(TERM_GRACE, child.wait()).await.is_err() {
+                    guard.signal(Signal::SIGKILL);
+                }
+                // Whatever the shell left behind in its group goes too.
+                guard.signal(Signal::SIGKILL);
+                let _ = child.wait().await;
+                for r in readers {
+                    r.abort();
+                }
+                return Err(TaskFailure::new("cancelled"));
+            }
+        };
+        // Exited on its own: leave any background processes it started alone.
+        guard.0 = None;
+        for r in readers {
+            if tokio::time::timeout(DRAIN_AFTER_EXIT, r).await.is_err() {
+                ctx.output
+                    .line("[orchestrator] output still open after the command exited; stopped reading");
+            }
+        }
+        let status = status.map_err(|e| TaskFailure::new(format!("waiting for `sh -c`: {e}")))?;
+        match status.code() {
+            Some(0) => {
+                let mut out = Outputs::new();
+                out.insert("exit_code".into(), 0.into());
+                Ok(out)
+            }
+            Some(code) => Err(TaskFailure {
+                message: format!("command exited with status {code}{}", last_line(&ctx.output)),
+                exit_code: Some(code),
+            }),
+            None => {
+                use std::os::unix::process::ExitStatusExt;
+                let sig = status.signal().unwrap_or_default();
+                Err(TaskFailure::new(format!(
+                    "command was killed by signal {sig}{}",
+                    last_line(&ctx.output)
+                )))
+            }
+        }
+    }
+}
+
+fn read_lines<R: AsyncRead + Unpin + Send + 'static>(
+    stream: R,
+    sink: OutputSink,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let end = buf.len().min(MAX_LINE);
+                    let line = String::from_utf8_lossy(&buf[..end]);
+                    sink.line(line.trim_end_matches(['\n', '\r']));
+                }
+            }
+        }
+    })
+}
+
+fn last_line(sink: &OutputSink) -> String {
+    let tail = sink.tail();
+    match tail.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(l) => format!("; last output: {}", l.trim()),
+        None => String::new(),
+    }
+}

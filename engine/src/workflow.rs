@@ -191,9 +191,9 @@ struct Dur(Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|_| {
             serde::de::Error::custom(format!(
-                "invalid duration `{s}` ({e}); write a number and a unit, e.g. 500ms, 30s, 5m, 1h30m"
+                "`{s}` is not a duration; write a number and a unit, e.g. 500ms, 30s, 5m, 1h30m"
             ))
         })
     }
@@ -234,7 +234,10 @@ impl Loader<'_, '_> {
                 };
                 (format!("unknown field `{}` {context}", u.field), Some(help))
             }
-            None => (format!("{} {context}", e.message), None),
+            None => match &e.key {
+                Some(key) => (format!("invalid `{key}` {context}: {}", e.message), None),
+                None => (format!("{} {context}", e.message), None),
+            },
         };
         self.errs
             .push(Diagnostic::new(e.pos, message).maybe_help(help));

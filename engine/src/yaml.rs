@@ -233,6 +233,8 @@ fn as_bool(s: &str) -> Option<bool> {
 pub struct DeError {
     pub message: String,
     pub pos: Option<Pos>,
+    /// The innermost mapping key whose value was wrong, e.g. `retries`.
+    pub key: Option<String>,
     /// Set for unknown keys, so callers can suggest the closest known one.
     pub unknown_field: Option<UnknownField>,
 }
@@ -264,6 +266,7 @@ impl de::Error for DeError {
         DeError {
             message: msg.to_string(),
             pos: None,
+            key: None,
             unknown_field: None,
         }
     }
@@ -272,6 +275,7 @@ impl de::Error for DeError {
         DeError {
             message: format!("unknown field `{field}`"),
             pos: None,
+            key: None,
             unknown_field: Some(UnknownField {
                 field: field.to_string(),
                 expected,
@@ -401,7 +405,7 @@ impl<'de> de::SeqAccess<'de> for SeqAccess<'de> {
 
 struct MapAccess<'de> {
     iter: std::slice::Iter<'de, (Node, Node)>,
-    value: Option<&'de Node>,
+    value: Option<(&'de Node, &'de Node)>,
 }
 
 impl<'de> de::MapAccess<'de> for MapAccess<'de> {
@@ -413,7 +417,7 @@ impl<'de> de::MapAccess<'de> for MapAccess<'de> {
     ) -> Result<Option<K::Value>, DeError> {
         match self.iter.next() {
             Some((key, value)) => {
-                self.value = Some(value);
+                self.value = Some((key, value));
                 seed.deserialize(key).map(Some).map_err(|e| e.at(key.pos))
             }
             None => Ok(None),
@@ -421,11 +425,16 @@ impl<'de> de::MapAccess<'de> for MapAccess<'de> {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let node = self
+        let (key, node) = self
             .value
             .take()
             .ok_or_else(|| <DeError as de::Error>::custom("value requested before key; this is a bug"))?;
-        seed.deserialize(node).map_err(|e| e.at(node.pos))
+        seed.deserialize(node).map_err(|mut e| {
+            if e.key.is_none() {
+                e.key = key.as_str().map(String::from);
+            }
+            e.at(node.pos)
+        })
     }
 }
 
@@ -470,6 +479,7 @@ mod tests {
         let node = parse("name: x\nn: lots\n").unwrap().unwrap();
         let e = node.parse::<Conf>().unwrap_err();
         assert_eq!(e.pos, Some(Pos { line: 2, col: 4 }));
+        assert_eq!(e.key.as_deref(), Some("n"));
         assert!(e.message.contains("invalid type"), "{}", e.message);
 
         let node = parse("name: x\nlsit: []\n").unwrap().unwrap();

@@ -1,0 +1,12 @@
+//! End-to-end tests of the `orchestrator` binary: each test writes workflows into a
+//! temporary directory, runs the real binary there, and inspects what it printed,
+//! what the state store says (`show --json`) and what the tasks left on disk.
+
+mod common;
+
+mod cli;
+mod crash;
+mod rerun;
+mod retries;
+mod triggers;
+mod validation;

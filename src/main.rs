@@ -25,7 +25,12 @@ use orchestrator_engine::CancellationToken;
 )]
 struct Cli {
     /// Where runs, attempts and (later) the catalog are stored.
-    #[arg(long, global = true, env = "ORCHESTRATOR_STATE_DIR", default_value = ".orchestrator")]
+    #[arg(
+        long,
+        global = true,
+        env = "ORCHESTRATOR_STATE_DIR",
+        default_value = ".orchestrator"
+    )]
     state_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -170,7 +175,10 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_level(false)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -191,7 +199,13 @@ async fn dispatch(cli: Cli) -> Result<u8, Fail> {
     match cli.command {
         Command::Validate { file, params } => {
             let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
-            let wf = load(&file, params.into_iter().collect(), Default::default(), "validate", &date)?;
+            let wf = load(
+                &file,
+                params.into_iter().collect(),
+                Default::default(),
+                "validate",
+                &date,
+            )?;
             println!(
                 "{}: workflow `{}` is valid ({} tasks)",
                 file.display(),
@@ -202,8 +216,17 @@ async fn dispatch(cli: Cli) -> Result<u8, Fail> {
         }
         Command::Graph { file, format } => {
             let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
-            let wf = load(&file, Default::default(), Default::default(), "graph", &date)?;
-            print!("{}", report::graph(&wf, matches!(format, GraphFormat::Mermaid)));
+            let wf = load(
+                &file,
+                Default::default(),
+                Default::default(),
+                "graph",
+                &date,
+            )?;
+            print!(
+                "{}",
+                report::graph(&wf, matches!(format, GraphFormat::Mermaid))
+            );
             Ok(0)
         }
         Command::Run {
@@ -215,7 +238,13 @@ async fn dispatch(cli: Cli) -> Result<u8, Fail> {
             let date = date.unwrap_or_else(|| chrono::Utc::now().format("%Y-%m-%d").to_string());
             let run_id = runner::new_run_id();
             // Validate before touching the state store: invalid input changes nothing.
-            let wf = load(&file, params.into_iter().collect(), Default::default(), &run_id, &date)?;
+            let wf = load(
+                &file,
+                params.into_iter().collect(),
+                Default::default(),
+                &run_id,
+                &date,
+            )?;
             let store = open_store(&state_dir)?;
             println!(
                 "run {run_id} started: workflow {}, logical date {date}, {} tasks, state {}",
@@ -352,10 +381,13 @@ fn cancel_on_signal() -> CancellationToken {
     let t = token.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) =
-            (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-        else {
-            tracing::warn!("warning: cannot install signal handlers; Ctrl-C will not cancel cleanly");
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            tracing::warn!(
+                "warning: cannot install signal handlers; Ctrl-C will not cancel cleanly"
+            );
             return;
         };
         let name = tokio::select! {

@@ -125,7 +125,14 @@ pub fn runs_table(runs: &[RunRecord]) -> String {
         })
         .collect();
     table(
-        &["RUN", "WORKFLOW", "STATUS", "DATE", "STARTED (UTC)", "DURATION"],
+        &[
+            "RUN",
+            "WORKFLOW",
+            "STATUS",
+            "DATE",
+            "STARTED (UTC)",
+            "DURATION",
+        ],
         &rows,
     )
 }
@@ -180,7 +187,9 @@ impl RunDetails {
                     t.status.to_string(),
                     t.attempts.to_string(),
                     span(t.started_at, t.ended_at).map_or("-".into(), fmt_duration),
-                    t.error.as_deref().map_or(String::new(), |e| one_line(e, 100)),
+                    t.error
+                        .as_deref()
+                        .map_or(String::new(), |e| one_line(e, 100)),
                 ]
             })
             .collect()

@@ -148,7 +148,10 @@ pub fn to_dot(name: &str, ids: &[&str], dag: &Dag, labels: &[Option<&str>]) -> S
     let mut out = format!("digraph \"{name}\" {{\n  rankdir=LR;\n");
     for &t in dag.order() {
         match labels[t] {
-            Some(l) => out.push_str(&format!("  \"{}\" [label=\"{}\\n({l})\"];\n", ids[t], ids[t])),
+            Some(l) => out.push_str(&format!(
+                "  \"{}\" [label=\"{}\\n({l})\"];\n",
+                ids[t], ids[t]
+            )),
             None => out.push_str(&format!("  \"{}\";\n", ids[t])),
         }
     }

@@ -312,7 +312,10 @@ impl Loop<'_> {
         }
     }
 
-    fn attempt_future(&self, t: usize) -> impl std::future::Future<Output = Finished> + Send + 'static {
+    fn attempt_future(
+        &self,
+        t: usize,
+    ) -> impl std::future::Future<Output = Finished> + Send + 'static {
         let def = &self.ex.workflow.tasks[t];
         let attempt = match self.states[t] {
             State::Running { attempt } => attempt,

@@ -105,7 +105,12 @@ pub async fn resume(
     // Tasks of the run that the current file no longer has (they had succeeded) stay
     // listed after the current ones.
     let mut order: Vec<String> = workflow.task_ids().into_iter().map(String::from).collect();
-    order.extend(previous.keys().filter(|id| workflow.index_of(id).is_none()).cloned());
+    order.extend(
+        previous
+            .keys()
+            .filter(|id| workflow.index_of(id).is_none())
+            .cloned(),
+    );
     run.task_order = order;
     launch(env, workflow, run, records, initial).await
 }
@@ -139,7 +144,11 @@ pub fn plan_rerun(
         .tasks
         .iter()
         .enumerate()
-        .filter(|(_, t)| previous.get(&t.id).is_none_or(|r| r.status != TaskStatus::Succeeded))
+        .filter(|(_, t)| {
+            previous
+                .get(&t.id)
+                .is_none_or(|r| r.status != TaskStatus::Succeeded)
+        })
         .map(|(i, _)| i)
         .collect();
     if let Some(from) = from {

@@ -105,7 +105,11 @@ impl<'a> Renderer<'a> {
         let (message, candidates): (String, Vec<String>) = match root {
             "params" => (
                 format!("unknown template variable `{var}`"),
-                self.vars.params.keys().map(|k| format!("params.{k}")).collect(),
+                self.vars
+                    .params
+                    .keys()
+                    .map(|k| format!("params.{k}"))
+                    .collect(),
             ),
             "run" => (
                 format!("unknown template variable `{var}`"),
@@ -234,7 +238,11 @@ mod tests {
         let e = r.render("{{ parms.greeting }}").unwrap_err();
         assert_eq!(e.help.as_deref(), Some("did you mean `params.greeting`?"));
         let e = r.render("{{ env.NOPE_NOT_SET }}").unwrap_err();
-        assert!(e.message.contains("`NOPE_NOT_SET` is not set"), "{}", e.message);
+        assert!(
+            e.message.contains("`NOPE_NOT_SET` is not set"),
+            "{}",
+            e.message
+        );
         let e = r.render("{{ run.dat }}").unwrap_err();
         assert_eq!(e.help.as_deref(), Some("did you mean `run.date`?"));
         assert!(r.render("{{ oops").unwrap_err().message.contains("syntax"));

@@ -20,7 +20,8 @@ pub enum TriggerRule {
 }
 
 impl TriggerRule {
-    pub const NAMES: &'static [&'static str] = &["all_success", "any_success", "all_done", "any_failed"];
+    pub const NAMES: &'static [&'static str] =
+        &["all_success", "any_success", "all_done", "any_failed"];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,7 +42,9 @@ pub enum Upstream {
     Failed,
     /// Skipped; `after_failure` when the skip was caused by a failure further up
     /// (Airflow's `upstream_failed`), which `any_failed` counts as a failure.
-    Skipped { after_failure: bool },
+    Skipped {
+        after_failure: bool,
+    },
     Cancelled,
 }
 
@@ -53,7 +56,10 @@ impl Upstream {
     fn counts_as_failure(self) -> bool {
         matches!(
             self,
-            Upstream::Failed | Upstream::Skipped { after_failure: true }
+            Upstream::Failed
+                | Upstream::Skipped {
+                    after_failure: true
+                }
         )
     }
 
@@ -73,7 +79,10 @@ pub enum Decision {
     Wait,
     Run,
     /// Can never run. `after_failure` propagates to downstream `any_failed` handlers.
-    Skip { reason: String, after_failure: bool },
+    Skip {
+        reason: String,
+        after_failure: bool,
+    },
 }
 
 /// Decides for a task with rule `rule` whose upstreams are `upstream` (id, outcome).
@@ -163,25 +172,66 @@ mod tests {
         let plain_skip = Skipped {
             after_failure: false,
         };
-        let cases: Vec<(TriggerRule, Vec<(&str, Upstream)>, Decision)> = vec![
+        type Case = (TriggerRule, Vec<(&'static str, Upstream)>, Decision);
+        let cases: Vec<Case> = vec![
             (AllSuccess, vec![], Decision::Run),
-            (AllSuccess, vec![("a", Succeeded), ("b", Waiting)], Decision::Wait),
-            (AllSuccess, vec![("a", Succeeded), ("b", Succeeded)], Decision::Run),
-            (AllSuccess, vec![("a", Waiting), ("b", Failed)], skip("upstream failed: b", true)),
-            (AllSuccess, vec![("a", plain_skip)], skip("upstream skipped: a", false)),
-            (AllSuccess, vec![("a", fail_after_skip)], skip("upstream skipped: a", true)),
-            (AnySuccess, vec![("a", Succeeded), ("b", Waiting)], Decision::Run),
-            (AnySuccess, vec![("a", Failed), ("b", Waiting)], Decision::Wait),
+            (
+                AllSuccess,
+                vec![("a", Succeeded), ("b", Waiting)],
+                Decision::Wait,
+            ),
+            (
+                AllSuccess,
+                vec![("a", Succeeded), ("b", Succeeded)],
+                Decision::Run,
+            ),
+            (
+                AllSuccess,
+                vec![("a", Waiting), ("b", Failed)],
+                skip("upstream failed: b", true),
+            ),
+            (
+                AllSuccess,
+                vec![("a", plain_skip)],
+                skip("upstream skipped: a", false),
+            ),
+            (
+                AllSuccess,
+                vec![("a", fail_after_skip)],
+                skip("upstream skipped: a", true),
+            ),
+            (
+                AnySuccess,
+                vec![("a", Succeeded), ("b", Waiting)],
+                Decision::Run,
+            ),
+            (
+                AnySuccess,
+                vec![("a", Failed), ("b", Waiting)],
+                Decision::Wait,
+            ),
             (
                 AnySuccess,
                 vec![("a", Failed), ("b", plain_skip)],
                 skip("no upstream succeeded (a failed, b skipped)", true),
             ),
             (AllDone, vec![("a", Failed), ("b", Waiting)], Decision::Wait),
-            (AllDone, vec![("a", Failed), ("b", Cancelled)], Decision::Run),
-            (AnyFailed, vec![("a", Failed), ("b", Waiting)], Decision::Run),
+            (
+                AllDone,
+                vec![("a", Failed), ("b", Cancelled)],
+                Decision::Run,
+            ),
+            (
+                AnyFailed,
+                vec![("a", Failed), ("b", Waiting)],
+                Decision::Run,
+            ),
             (AnyFailed, vec![("a", fail_after_skip)], Decision::Run),
-            (AnyFailed, vec![("a", Succeeded), ("b", Waiting)], Decision::Wait),
+            (
+                AnyFailed,
+                vec![("a", Succeeded), ("b", Waiting)],
+                Decision::Wait,
+            ),
             (
                 AnyFailed,
                 vec![("a", Succeeded), ("b", plain_skip)],

@@ -222,12 +222,8 @@ impl Loader<'_, '_> {
     fn de_err(&mut self, e: DeError, context: &str, extra_fields: &[&str]) {
         let (message, help) = match &e.unknown_field {
             Some(u) => {
-                let candidates: Vec<&str> = u
-                    .expected
-                    .iter()
-                    .chain(extra_fields)
-                    .copied()
-                    .collect();
+                let candidates: Vec<&str> =
+                    u.expected.iter().chain(extra_fields).copied().collect();
                 let help = match closest(&u.field, candidates.iter().copied()) {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => format!("allowed fields: {}", candidates.join(", ")),
@@ -247,8 +243,8 @@ impl Loader<'_, '_> {
         let root = match yaml::parse(source) {
             Ok(Some(root)) => root,
             Ok(None) => {
-                self.err(None, "the file is empty")
-                    .help = Some("a workflow needs at least `name:` and `tasks:`".into());
+                self.err(None, "the file is empty").help =
+                    Some("a workflow needs at least `name:` and `tasks:`".into());
                 return None;
             }
             Err(e) => {
@@ -307,19 +303,28 @@ impl Loader<'_, '_> {
                         Some(s) => format!("did you mean `{s}`?"),
                         None => format!("allowed fields: {}", TOP_FIELDS.join(", ")),
                     };
-                    self.err(Some(k.pos), format!("unknown field `{other}` at the top level"))
-                        .help = Some(help);
+                    self.err(
+                        Some(k.pos),
+                        format!("unknown field `{other}` at the top level"),
+                    )
+                    .help = Some(help);
                 }
             }
         }
         if name.is_none() && !entries.iter().any(|(k, _)| k.as_str() == Some("name")) {
-            self.err(Some(root.pos), "missing field `name`")
-                .help = Some("add `name: my_workflow` (lowercase letters, digits, `_`, `-`)".into());
+            self.err(Some(root.pos), "missing field `name`").help =
+                Some("add `name: my_workflow` (lowercase letters, digits, `_`, `-`)".into());
         }
         if let Some(b) = defaults.retry_backoff {
             if !(b >= 1.0 && b.is_finite()) {
-                let pos = root.get("defaults").and_then(|d| d.get("retry_backoff")).map(|n| n.pos);
-                self.err(pos, format!("`retry_backoff` must be 1.0 or more, found {b}"));
+                let pos = root
+                    .get("defaults")
+                    .and_then(|d| d.get("retry_backoff"))
+                    .map(|n| n.pos);
+                self.err(
+                    pos,
+                    format!("`retry_backoff` must be 1.0 or more, found {b}"),
+                );
             }
         }
 
@@ -341,25 +346,34 @@ impl Loader<'_, '_> {
                     }
                     None => format!("declared params: {}", declared.join(", ")),
                 };
-                self.err(None, format!("--param {k}: the workflow declares no param `{k}`"))
-                    .help = Some(help);
+                self.err(
+                    None,
+                    format!("--param {k}: the workflow declares no param `{k}`"),
+                )
+                .help = Some(help);
             }
         }
 
         let Some(tasks_node) = tasks_node else {
-            self.err(Some(root.pos), "missing field `tasks`")
-                .help = Some("add a `tasks:` mapping of task id to task".into());
+            self.err(Some(root.pos), "missing field `tasks`").help =
+                Some("add a `tasks:` mapping of task id to task".into());
             return None;
         };
         let Some(task_entries) = tasks_node.as_map() else {
             self.err(
                 Some(tasks_node.pos),
-                format!("`tasks` must be a mapping of task id to task, found {}", tasks_node.describe()),
+                format!(
+                    "`tasks` must be a mapping of task id to task, found {}",
+                    tasks_node.describe()
+                ),
             );
             return None;
         };
         if task_entries.is_empty() {
-            self.err(Some(tasks_node.pos), "`tasks` is empty; a workflow needs at least one task");
+            self.err(
+                Some(tasks_node.pos),
+                "`tasks` is empty; a workflow needs at least one task",
+            );
             return None;
         }
 
@@ -390,14 +404,24 @@ impl Loader<'_, '_> {
             for (dep, pos) in &t.after {
                 match index.get(dep.as_str()) {
                     Some(&j) if upstream[i].contains(&j) => {
-                        self.err(Some(*pos), format!("task `{}` lists `{dep}` twice in `after`", t.id));
+                        self.err(
+                            Some(*pos),
+                            format!("task `{}` lists `{dep}` twice in `after`", t.id),
+                        );
                     }
                     Some(&j) => upstream[i].push(j),
                     None => {
                         let help = closest(dep, index.keys().copied())
                             .map(|s| format!("did you mean `{s}`?"))
                             .unwrap_or_else(|| {
-                                format!("tasks in this file: {}", pending.iter().map(|t| t.id.as_str()).collect::<Vec<_>>().join(", "))
+                                format!(
+                                    "tasks in this file: {}",
+                                    pending
+                                        .iter()
+                                        .map(|t| t.id.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )
                             });
                         self.err(
                             Some(*pos),
@@ -462,7 +486,10 @@ impl Loader<'_, '_> {
         let Some(entries) = node.as_map() else {
             self.err(
                 Some(node.pos),
-                format!("task `{id}` must be a mapping with at least `kind:`, found {}", node.describe()),
+                format!(
+                    "task `{id}` must be a mapping with at least `kind:`, found {}",
+                    node.describe()
+                ),
             );
             return pending;
         };
@@ -475,7 +502,13 @@ impl Loader<'_, '_> {
                         match item.as_str() {
                             Some(s) => pending.after.push((s.to_string(), item.pos)),
                             None => {
-                                self.err(Some(item.pos), format!("`after` entries of task `{id}` must be task ids, found {}", item.describe()));
+                                self.err(
+                                    Some(item.pos),
+                                    format!(
+                                        "`after` entries of task `{id}` must be task ids, found {}",
+                                        item.describe()
+                                    ),
+                                );
                             }
                         }
                     }
@@ -483,7 +516,10 @@ impl Loader<'_, '_> {
                 NodeKind::Scalar { .. } if after.is_null() => {}
                 NodeKind::Scalar { value, .. } => pending.after.push((value.clone(), after.pos)),
                 NodeKind::Map(_) => {
-                    self.err(Some(after.pos), format!("`after` of task `{id}` must be a list of task ids"));
+                    self.err(
+                        Some(after.pos),
+                        format!("`after` of task `{id}` must be a list of task ids"),
+                    );
                 }
             }
         }
@@ -518,14 +554,22 @@ impl Loader<'_, '_> {
                 Some(s) => format!("did you mean `{s}`?"),
                 None => format!("known kinds: {}", names.join(", ")),
             };
-            self.err(kind_pos, format!("unknown task kind `{}` in task `{id}`", spec.kind))
-                .help = Some(help);
+            self.err(
+                kind_pos,
+                format!("unknown task kind `{}` in task `{id}`", spec.kind),
+            )
+            .help = Some(help);
             return pending;
         };
         let retry_backoff = spec.retry_backoff.or(defaults.retry_backoff).unwrap_or(2.0);
         if !(retry_backoff >= 1.0 && retry_backoff.is_finite()) {
             let pos = node.get("retry_backoff").map(|n| n.pos);
-            self.err(pos, format!("`retry_backoff` of task `{id}` must be 1.0 or more, found {retry_backoff}"));
+            self.err(
+                pos,
+                format!(
+                    "`retry_backoff` of task `{id}` must be 1.0 or more, found {retry_backoff}"
+                ),
+            );
         }
 
         if !templates_ok {
@@ -574,8 +618,11 @@ impl Loader<'_, '_> {
                 Ok(std::borrow::Cow::Borrowed(_)) => {}
                 Err(e) => {
                     self.errs.push(
-                        Diagnostic::new(Some(node.pos), format!("{} in task `{task_id}`", e.message))
-                            .maybe_help(e.help),
+                        Diagnostic::new(
+                            Some(node.pos),
+                            format!("{} in task `{task_id}`", e.message),
+                        )
+                        .maybe_help(e.help),
                     );
                 }
             },
@@ -632,7 +679,10 @@ impl Loader<'_, '_> {
                 if let Some(first) = seen.insert(id, k.pos) {
                     self.err(
                         Some(k.pos),
-                        format!("duplicate task id `{id}` (first defined at line {})", first.line),
+                        format!(
+                            "duplicate task id `{id}` (first defined at line {})",
+                            first.line
+                        ),
                     )
                     .help = Some("task ids must be unique; rename one of them".into());
                 }

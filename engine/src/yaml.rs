@@ -30,7 +30,10 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeKind {
     /// `plain` is false for quoted and block scalars: those are always strings.
-    Scalar { value: String, plain: bool },
+    Scalar {
+        value: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }
@@ -308,10 +311,11 @@ impl<'de> de::Deserializer<'de> for &'de Node {
                     visitor.visit_str(value)
                 }
             }
-            NodeKind::Scalar { value, plain: false } => visitor.visit_str(value),
-            NodeKind::Seq(items) => visitor.visit_seq(SeqAccess {
-                iter: items.iter(),
-            }),
+            NodeKind::Scalar {
+                value,
+                plain: false,
+            } => visitor.visit_str(value),
+            NodeKind::Seq(items) => visitor.visit_seq(SeqAccess { iter: items.iter() }),
             NodeKind::Map(entries) => visitor.visit_map(MapAccess {
                 iter: entries.iter(),
                 value: None,
@@ -362,7 +366,9 @@ impl<'de> de::Deserializer<'de> for &'de Node {
     ) -> Result<V::Value, DeError> {
         match &self.kind {
             NodeKind::Scalar { value, .. } => visitor
-                .visit_enum(IntoDeserializer::<DeError>::into_deserializer(value.as_str()))
+                .visit_enum(IntoDeserializer::<DeError>::into_deserializer(
+                    value.as_str(),
+                ))
                 .map_err(|e| e.at(self.pos)),
             _ => Err(<DeError as de::Error>::custom(format!(
                 "expected one of the allowed names, found {}",
@@ -394,10 +400,7 @@ impl<'de> de::SeqAccess<'de> for SeqAccess<'de> {
         seed: T,
     ) -> Result<Option<T::Value>, DeError> {
         match self.iter.next() {
-            Some(node) => seed
-                .deserialize(node)
-                .map(Some)
-                .map_err(|e| e.at(node.pos)),
+            Some(node) => seed.deserialize(node).map(Some).map_err(|e| e.at(node.pos)),
             None => Ok(None),
         }
     }
@@ -425,10 +428,9 @@ impl<'de> de::MapAccess<'de> for MapAccess<'de> {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let (key, node) = self
-            .value
-            .take()
-            .ok_or_else(|| <DeError as de::Error>::custom("value requested before key; this is a bug"))?;
+        let (key, node) = self.value.take().ok_or_else(|| {
+            <DeError as de::Error>::custom("value requested before key; this is a bug")
+        })?;
         seed.deserialize(node).map_err(|mut e| {
             if e.key.is_none() {
                 e.key = key.as_str().map(String::from);

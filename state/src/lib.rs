@@ -61,7 +61,9 @@ pub enum StateError {
         "state store {dir} was written by a newer orchestrator (record schema v{found}, this binary reads up to v{SCHEMA_VERSION}); upgrade orchestrator"
     )]
     TooNew { dir: PathBuf, found: u32 },
-    #[error("state store {dir}: record {key} is unreadable ({reason}); this is a bug, please report it")]
+    #[error(
+        "state store {dir}: record {key} is unreadable ({reason}); this is a bug, please report it"
+    )]
     Corrupt {
         dir: PathBuf,
         key: String,
@@ -252,10 +254,9 @@ impl Store {
                     batch.insert(index_key(&r.started_at, &r.id), &[][..]);
                 }
                 Write::Task(t) => batch.insert(task_key(&t.run_id, &t.task_id), encode(t)),
-                Write::Attempt(a) => batch.insert(
-                    attempt_key(&a.run_id, &a.task_id, a.attempt),
-                    encode(a),
-                ),
+                Write::Attempt(a) => {
+                    batch.insert(attempt_key(&a.run_id, &a.task_id, a.attempt), encode(a))
+                }
             }
         }
         self.db.apply_batch(batch).map_err(|e| self.db_err(e))?;

@@ -94,7 +94,10 @@ fn second_open_names_the_holder() {
     let msg = err.to_string();
     assert!(matches!(err, StateError::Locked { .. }), "{msg}");
     assert!(
-        msg.contains(&format!("pid {}: orchestrator run x.yaml", std::process::id())),
+        msg.contains(&format!(
+            "pid {}: orchestrator run x.yaml",
+            std::process::id()
+        )),
         "{msg}"
     );
 }
@@ -121,7 +124,10 @@ fn reopening_marks_running_runs_interrupted() {
     assert!(r.ended_at.is_some());
     let mut tasks = store.tasks("r1").unwrap();
     tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));
-    let statuses: Vec<_> = tasks.iter().map(|t| (t.task_id.as_str(), t.status)).collect();
+    let statuses: Vec<_> = tasks
+        .iter()
+        .map(|t| (t.task_id.as_str(), t.status))
+        .collect();
     assert_eq!(
         statuses,
         [
@@ -130,7 +136,11 @@ fn reopening_marks_running_runs_interrupted() {
             ("later", TaskStatus::Pending)
         ]
     );
-    assert!(tasks[0].error.as_deref().unwrap().starts_with("interrupted"));
+    assert!(tasks[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .starts_with("interrupted"));
     let a = store.attempts("r1", "busy").unwrap();
     assert_eq!(a[0].status, TaskStatus::Failed);
 }

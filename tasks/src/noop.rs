@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use orchestrator_engine::task::{BuildContext, Outputs, Task, TaskConfig, TaskContext, TaskFailure};
+use orchestrator_engine::task::{
+    BuildContext, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]

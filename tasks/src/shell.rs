@@ -111,8 +111,14 @@ impl Task for Shell {
         })?;
         let mut guard = GroupGuard(child.id().map(|id| Pid::from_raw(id as i32)));
         let readers = [
-            child.stdout.take().map(|s| read_lines(s, ctx.output.clone())),
-            child.stderr.take().map(|s| read_lines(s, ctx.output.clone())),
+            child
+                .stdout
+                .take()
+                .map(|s| read_lines(s, ctx.output.clone())),
+            child
+                .stderr
+                .take()
+                .map(|s| read_lines(s, ctx.output.clone())),
         ];
         let readers: Vec<_> = readers.into_iter().flatten().collect();
 
@@ -136,8 +142,9 @@ impl Task for Shell {
         guard.0 = None;
         for r in readers {
             if tokio::time::timeout(DRAIN_AFTER_EXIT, r).await.is_err() {
-                ctx.output
-                    .line("[orchestrator] output still open after the command exited; stopped reading");
+                ctx.output.line(
+                    "[orchestrator] output still open after the command exited; stopped reading",
+                );
             }
         }
         let status = status.map_err(|e| TaskFailure::new(format!("waiting for `sh -c`: {e}")))?;
@@ -148,7 +155,10 @@ impl Task for Shell {
                 Ok(out)
             }
             Some(code) => Err(TaskFailure {
-                message: format!("command exited with status {code}{}", last_line(&ctx.output)),
+                message: format!(
+                    "command exited with status {code}{}",
+                    last_line(&ctx.output)
+                ),
                 exit_code: Some(code),
             }),
             None => {

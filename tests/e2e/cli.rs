@@ -21,7 +21,10 @@ fn a_second_process_is_told_who_holds_the_state_dir() {
         )),
         "{out:?}"
     );
-    assert!(out.stderr.contains("run hold.yaml"), "the holder's command line: {out:?}");
+    assert!(
+        out.stderr.contains("run hold.yaml"),
+        "the holder's command line: {out:?}"
+    );
     assert!(child.wait().unwrap().success());
 }
 
@@ -47,7 +50,13 @@ tasks:
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let id = stdout.lines().next().unwrap().split_whitespace().nth(1).unwrap();
+    let id = stdout
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap();
     assert!(stdout.contains("long: cancelled"), "{stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("SIGTERM received"));
 
@@ -79,14 +88,20 @@ tasks:
     );
     let out = sb.run_with_env(&["run", "secret.yaml"], &[("DEMO_API_KEY", SECRET)]);
     assert_eq!(out.code, 1, "{out:?}");
-    let show = sb.run_with_env(&["show", &out.run_id(), "--json"], &[("DEMO_API_KEY", SECRET)]);
+    let show = sb.run_with_env(
+        &["show", &out.run_id(), "--json"],
+        &[("DEMO_API_KEY", SECRET)],
+    );
     for text in [&out.stdout, &out.stderr, &show.stdout] {
         assert!(!text.contains(SECRET), "secret leaked:\n{text}");
     }
     assert!(out.stderr.contains("leak | templated ***"), "{out:?}");
     assert!(out.stderr.contains("leak | from env ***"), "{out:?}");
     let show: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
-    assert!(task(&show, "leak")["error"].as_str().unwrap().contains("failing with ***"));
+    assert!(task(&show, "leak")["error"]
+        .as_str()
+        .unwrap()
+        .contains("failing with ***"));
     for entry in walk(&sb.state_dir()) {
         let bytes = std::fs::read(&entry).unwrap();
         assert!(
@@ -114,17 +129,36 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn runs_lists_newest_first_and_filters() {
     let sb = Sandbox::new();
     sb.write("a.yaml", "name: a\ntasks:\n  t:\n    kind: noop\n");
-    sb.write("b.yaml", "name: b\ntasks:\n  t:\n    kind: shell\n    command: exit 1\n");
+    sb.write(
+        "b.yaml",
+        "name: b\ntasks:\n  t:\n    kind: shell\n    command: exit 1\n",
+    );
     let first = sb.run(&["run", "a.yaml", "--date", "2025-01-02"]).run_id();
     let second = sb.run(&["run", "b.yaml", "-q"]);
     assert!(!second.stdout.contains("t: started"), "quiet: {second:?}");
     let second = second.run_id();
 
-    let runs: serde_json::Value = serde_json::from_str(&sb.run(&["runs", "--json"]).stdout).unwrap();
-    let ids: Vec<&str> = runs.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let runs: serde_json::Value =
+        serde_json::from_str(&sb.run(&["runs", "--json"]).stdout).unwrap();
+    let ids: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, [second.as_str(), first.as_str()]);
     let keys: Vec<&String> = runs[1].as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["ended_at", "id", "logical_date", "started_at", "status", "workflow"]);
+    assert_eq!(
+        keys,
+        [
+            "ended_at",
+            "id",
+            "logical_date",
+            "started_at",
+            "status",
+            "workflow"
+        ]
+    );
     assert_eq!(runs[1]["status"], "succeeded");
     assert_eq!(runs[1]["logical_date"], "2025-01-02");
     assert_eq!(runs[0]["status"], "failed");

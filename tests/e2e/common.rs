@@ -29,17 +29,26 @@ impl Out {
     /// The run id from the first line, `run ID started: ...`.
     pub fn run_id(&self) -> String {
         let first = self.stdout.lines().next().unwrap_or_default();
-        let id = first.strip_prefix("run ").and_then(|r| r.split_whitespace().next());
+        let id = first
+            .strip_prefix("run ")
+            .and_then(|r| r.split_whitespace().next());
         match id {
             Some(id) => id.to_string(),
-            None => panic!("no run id on the first line:\n{}\n{}", self.stdout, self.stderr),
+            None => panic!(
+                "no run id on the first line:\n{}\n{}",
+                self.stdout, self.stderr
+            ),
         }
     }
 }
 
 impl std::fmt::Debug for Out {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -153,5 +162,8 @@ pub fn read_pid(path: &Path) -> i32 {
 
 /// Kills a leftover process at the end of a test.
 pub fn kill(pid: i32) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }

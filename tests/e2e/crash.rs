@@ -39,12 +39,18 @@ tasks:
     let runs: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(runs[0]["status"], "interrupted", "{out:?}");
     let id = runs[0]["id"].as_str().unwrap().to_string();
-    assert!(out.stderr.contains(&format!("run {id} was interrupted")), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("run {id} was interrupted")),
+        "{out:?}"
+    );
 
     let show = sb.show(&id);
     assert_eq!(status(&show, "first"), "succeeded");
     assert_eq!(status(&show, "long"), "failed");
-    assert!(task(&show, "long")["error"].as_str().unwrap().starts_with("interrupted"));
+    assert!(task(&show, "long")["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("interrupted"));
     assert_eq!(status(&show, "last"), "pending");
 
     sb.write("fast", "");

@@ -6,6 +6,7 @@ mod common;
 
 mod cli;
 mod crash;
+mod daily;
 mod rerun;
 mod retries;
 mod triggers;

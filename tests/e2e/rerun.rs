@@ -36,7 +36,11 @@ fn rerun_resumes_only_the_failed_task_and_its_downstream() {
     let out = sb.run(&["run", "wap.yaml"]);
     assert_eq!(out.code, 1, "{out:?}");
     let id = out.run_id();
-    assert!(out.stdout.contains(&format!("after fixing the cause: orchestrator rerun {id}")), "{out:?}");
+    assert!(
+        out.stdout
+            .contains(&format!("after fixing the cause: orchestrator rerun {id}")),
+        "{out:?}"
+    );
     let show = sb.show(&id);
     assert_eq!(status(&show, "transform"), "failed");
     assert_eq!(status(&show, "publish"), "skipped");
@@ -66,8 +70,14 @@ fn rerun_resumes_only_the_failed_task_and_its_downstream() {
     assert_eq!(sb.count("ran_transform"), 3);
     assert_eq!(sb.count("ran_publish"), 2);
     let show = sb.show(&id);
-    assert_eq!(attempts_of(&show, "transform"), ["1:failed", "2:succeeded", "3:succeeded"]);
-    assert_eq!(attempts_of(&show, "publish"), ["1:succeeded", "2:succeeded"]);
+    assert_eq!(
+        attempts_of(&show, "transform"),
+        ["1:failed", "2:succeeded", "3:succeeded"]
+    );
+    assert_eq!(
+        attempts_of(&show, "publish"),
+        ["1:succeeded", "2:succeeded"]
+    );
 
     // Only one run exists: reruns add attempts to it.
     let runs: serde_json::Value =
@@ -83,7 +93,11 @@ fn rerun_refuses_what_it_cannot_do() {
 
     let out = sb.run(&["rerun", &id, "--from", "transfrom"]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("has no task `transfrom`; did you mean `transform`?"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("has no task `transfrom`; did you mean `transform`?"),
+        "{out:?}"
+    );
 
     // The fixed file dropped a task the run still needs.
     let without_publish = BROKEN.replace("; exit 1", "");
@@ -91,8 +105,14 @@ fn rerun_refuses_what_it_cannot_do() {
     sb.write("wap.yaml", without_publish);
     let out = sb.run(&["rerun", &id]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("needs task `publish` (skipped)"), "{out:?}");
-    assert!(out.stderr.contains("no longer has a task `publish`"), "{out:?}");
+    assert!(
+        out.stderr.contains("needs task `publish` (skipped)"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("no longer has a task `publish`"),
+        "{out:?}"
+    );
     assert_eq!(sb.count("ran_transform"), 1, "nothing ran");
 
     let out = sb.run(&["rerun", "nope"]);
@@ -103,7 +123,10 @@ fn rerun_refuses_what_it_cannot_do() {
     assert_eq!(sb.run(&["rerun", &id]).code, 0);
     let out = sb.run(&["rerun", &id]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("already succeeded; nothing to rerun"), "{out:?}");
+    assert!(
+        out.stderr.contains("already succeeded; nothing to rerun"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -120,11 +143,21 @@ tasks:
     command: "echo {{ params.who }} {{ run.date }} {{ run.id }} >> said; test -f ok"
 "#,
     );
-    let out = sb.run(&["run", "p.yaml", "--param", "who=override", "--date", "2025-04-09"]);
+    let out = sb.run(&[
+        "run",
+        "p.yaml",
+        "--param",
+        "who=override",
+        "--date",
+        "2025-04-09",
+    ]);
     assert_eq!(out.code, 1, "{out:?}");
     let id = out.run_id();
     sb.write("ok", "");
     assert_eq!(sb.run(&["rerun", &id]).code, 0);
     let line = format!("override 2025-04-09 {id}");
-    assert_eq!(sb.read("said").lines().collect::<Vec<_>>(), [line.as_str(), line.as_str()]);
+    assert_eq!(
+        sb.read("said").lines().collect::<Vec<_>>(),
+        [line.as_str(), line.as_str()]
+    );
 }

@@ -25,7 +25,11 @@ tasks:
     );
     let out = sb.run(&["run", "flaky.yaml"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("flaky: failed (attempt 1): command exited with status 1"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("flaky: failed (attempt 1): command exited with status 1"),
+        "{out:?}"
+    );
     assert!(out.stdout.contains("retrying in"), "{out:?}");
     assert_eq!(sb.read("counter").trim(), "3");
 
@@ -37,7 +41,12 @@ tasks:
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| (a["attempt"].as_u64().unwrap(), a["status"].as_str().unwrap()))
+        .map(|a| {
+            (
+                a["attempt"].as_u64().unwrap(),
+                a["status"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(history, [(1, "failed"), (2, "failed"), (3, "succeeded")]);
     assert!(flaky["history"][2]["output_tail"]

@@ -47,7 +47,11 @@ tasks:
     );
     let out = sb.run(&["run", "diamond.yaml"]);
     assert_eq!(out.code, 1, "a run with a failed task exits 1: {out:?}");
-    assert!(out.stdout.contains("join_all: skipped: upstream failed: bad"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("join_all: skipped: upstream failed: bad"),
+        "{out:?}"
+    );
 
     let show = sb.show(&out.run_id());
     assert_eq!(show["status"], "failed");
@@ -55,16 +59,26 @@ tasks:
     assert_eq!(status(&show, "bad"), "failed");
     let bad_error = task(&show, "bad")["error"].as_str().unwrap();
     assert!(bad_error.contains("exited with status 3"), "{bad_error}");
-    assert!(bad_error.contains("boom"), "the last output line is in the error: {bad_error}");
+    assert!(
+        bad_error.contains("boom"),
+        "the last output line is in the error: {bad_error}"
+    );
     assert_eq!(task(&show, "bad")["history"][0]["exit_code"], 3);
 
     assert_eq!(status(&show, "join_all"), "skipped");
     assert_eq!(task(&show, "join_all")["error"], "upstream failed: bad");
     assert_eq!(status(&show, "downstream_of_join"), "skipped");
-    assert_eq!(task(&show, "downstream_of_join")["error"], "upstream skipped: join_all");
+    assert_eq!(
+        task(&show, "downstream_of_join")["error"],
+        "upstream skipped: join_all"
+    );
     assert_eq!(task(&show, "join_all")["attempts"], 0);
 
-    for (id, marker) in [("join_any", "joined_any"), ("cleanup", "cleaned"), ("on_failure", "alerted")] {
+    for (id, marker) in [
+        ("join_any", "joined_any"),
+        ("cleanup", "cleaned"),
+        ("on_failure", "alerted"),
+    ] {
         assert_eq!(status(&show, id), "succeeded", "{id}");
         assert!(sb.path(marker).exists(), "{id} ran");
     }
@@ -101,7 +115,10 @@ tasks:
     // With max_parallel 1 the same pair cannot meet, and times out.
     std::fs::remove_file(sb.path("left_up")).unwrap();
     std::fs::remove_file(sb.path("right_up")).unwrap();
-    let serial = sb.read("pair.yaml").replace("max_parallel: 2", "max_parallel: 1").replace("20s", "300ms");
+    let serial = sb
+        .read("pair.yaml")
+        .replace("max_parallel: 2", "max_parallel: 1")
+        .replace("20s", "300ms");
     sb.write("pair.yaml", &serial);
     let out = sb.run(&["run", "pair.yaml"]);
     assert_eq!(out.code, 1, "{out:?}");

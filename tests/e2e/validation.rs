@@ -11,22 +11,34 @@ fn invalid(yaml: &str) -> (Sandbox, String) {
     assert_eq!(out.code, 2, "{out:?}");
     let run = sb.run(&["run", "wf.yaml"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert_eq!(run.stderr, out.stderr, "run reports the same errors as validate");
+    assert_eq!(
+        run.stderr, out.stderr,
+        "run reports the same errors as validate"
+    );
     assert!(!sb.state_dir().exists(), "invalid input touches no state");
     (sb, out.stderr)
 }
 
 fn assert_error(sb: &Sandbox, stderr: &str, line: usize, col: usize, message: &str) {
-    let want = format!("error: {}:{line}:{col}: {message}\n", sb.path("wf.yaml").display());
+    let want = format!(
+        "error: {}:{line}:{col}: {message}\n",
+        sb.path("wf.yaml").display()
+    );
     assert!(stderr.contains(&want), "expected\n{want}in\n{stderr}");
 }
 
 #[test]
 fn yaml_syntax() {
     let (sb, err) = invalid("name: x\ntasks:\n  a: {kind: noop\n  b: {kind: noop}\n");
-    assert!(err.contains(&format!("error: {}:4:", sb.path("wf.yaml").display())), "{err}");
+    assert!(
+        err.contains(&format!("error: {}:4:", sb.path("wf.yaml").display())),
+        "{err}"
+    );
     assert!(err.contains("YAML syntax error: "), "{err}");
-    let tail = format!("1 error in {}; nothing was run\n", sb.path("wf.yaml").display());
+    let tail = format!(
+        "1 error in {}; nothing was run\n",
+        sb.path("wf.yaml").display()
+    );
     assert!(err.ends_with(&tail), "{err}");
 }
 
@@ -35,10 +47,19 @@ fn unknown_field_with_suggestion() {
     let (sb, err) = invalid(
         "name: x\ntasks:\n  extract:\n    kind: noop\n  load:\n    kind: shell\n    aftr: [extract]\n    command: cat out.txt\n",
     );
-    assert_error(&sb, &err, 7, 5, "unknown field `aftr` in task `load` (kind shell)");
+    assert_error(
+        &sb,
+        &err,
+        7,
+        5,
+        "unknown field `aftr` in task `load` (kind shell)",
+    );
     assert!(err.contains("  = help: did you mean `after`?"), "{err}");
     // The offending line is quoted with a caret under the key.
-    assert!(err.contains("7 |     aftr: [extract]\n  |     ^\n"), "{err}");
+    assert!(
+        err.contains("7 |     aftr: [extract]\n  |     ^\n"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -51,7 +72,13 @@ fn unknown_top_level_field() {
 #[test]
 fn duplicate_task_ids() {
     let (sb, err) = invalid("name: x\ntasks:\n  load:\n    kind: noop\n  load:\n    kind: noop\n");
-    assert_error(&sb, &err, 5, 3, "duplicate task id `load` (first defined at line 3)");
+    assert_error(
+        &sb,
+        &err,
+        5,
+        3,
+        "duplicate task id `load` (first defined at line 3)",
+    );
 }
 
 #[test]
@@ -59,7 +86,13 @@ fn unknown_dependency_with_suggestion() {
     let (sb, err) = invalid(
         "name: x\ntasks:\n  extract:\n    kind: noop\n  load:\n    kind: noop\n    after: [extrct]\n",
     );
-    assert_error(&sb, &err, 7, 13, "task `load` depends on unknown task `extrct`");
+    assert_error(
+        &sb,
+        &err,
+        7,
+        13,
+        "task `load` depends on unknown task `extrct`",
+    );
     assert!(err.contains("did you mean `extract`?"), "{err}");
 }
 
@@ -95,8 +128,17 @@ fn unknown_template_variable() {
     let (sb, err) = invalid(
         "name: x\nparams:\n  greeting: hello\ntasks:\n  a:\n    kind: shell\n    command: echo {{ params.greting }}\n",
     );
-    assert_error(&sb, &err, 7, 14, "unknown template variable `params.greting` in task `a`");
-    assert!(err.contains("no param `greting` is declared; did you mean `params.greeting`?"), "{err}");
+    assert_error(
+        &sb,
+        &err,
+        7,
+        14,
+        "unknown template variable `params.greting` in task `a`",
+    );
+    assert!(
+        err.contains("no param `greting` is declared; did you mean `params.greeting`?"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -106,17 +148,30 @@ fn every_error_is_reported_at_once() {
     );
     assert_error(&sb, &err, 4, 11, "unknown task kind `nope` in task `a`");
     assert_error(&sb, &err, 7, 13, "task `b` depends on unknown task `zzz`");
-    assert_error(&sb, &err, 10, 14, "invalid `retries` in task `c`: invalid type: string \"many\", expected u32");
+    assert_error(
+        &sb,
+        &err,
+        10,
+        14,
+        "invalid `retries` in task `c`: invalid type: string \"many\", expected u32",
+    );
     assert!(err.contains("3 errors in"), "{err}");
 }
 
 #[test]
 fn unknown_param_override() {
     let sb = Sandbox::new();
-    sb.write("wf.yaml", "name: x\nparams: {greeting: hi}\ntasks:\n  a:\n    kind: noop\n");
+    sb.write(
+        "wf.yaml",
+        "name: x\nparams: {greeting: hi}\ntasks:\n  a:\n    kind: noop\n",
+    );
     let out = sb.run(&["run", "wf.yaml", "--param", "greting=yo"]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("--param greting: the workflow declares no param `greting`"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("--param greting: the workflow declares no param `greting`"),
+        "{out:?}"
+    );
     assert!(out.stderr.contains("did you mean `greeting`?"), "{out:?}");
 }
 
@@ -126,11 +181,22 @@ fn valid_file_and_bad_arguments() {
     sb.write("wf.yaml", "name: x\ntasks:\n  a:\n    kind: noop\n");
     let out = sb.run(&["validate", "wf.yaml"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("workflow `x` is valid (1 tasks)"), "{out:?}");
+    assert!(
+        out.stdout.contains("workflow `x` is valid (1 tasks)"),
+        "{out:?}"
+    );
     let out = sb.run(&["run", "wf.yaml", "--date", "2025-13-01"]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("`2025-13-01` is not a date like 2026-01-31"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("`2025-13-01` is not a date like 2026-01-31"),
+        "{out:?}"
+    );
     let out = sb.run(&["run", "missing.yaml"]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("cannot read workflow file missing.yaml"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("cannot read workflow file missing.yaml"),
+        "{out:?}"
+    );
 }

@@ -639,6 +639,8 @@ impl Loader<'_, '_> {
         }
     }
 
+    /// Reports keys that appear twice in one mapping, anywhere in the document. The
+    /// keys of the top-level `tasks` mapping are task ids, and are reported as such.
     fn check_duplicate_keys(&mut self, node: &Node, top: bool) {
         match &node.kind {
             NodeKind::Map(entries) => {
@@ -652,8 +654,7 @@ impl Loader<'_, '_> {
                             );
                         }
                     }
-                    let is_tasks = top && k.as_str() == Some("tasks");
-                    if is_tasks {
+                    if top && k.as_str() == Some("tasks") {
                         self.check_duplicate_task_ids(v);
                     } else {
                         self.check_duplicate_keys(v, false);
@@ -673,18 +674,20 @@ impl Loader<'_, '_> {
         let Some(entries) = tasks.as_map() else {
             return;
         };
-        let mut seen: HashMap<&str, Pos> = HashMap::new();
+        let mut first_at: HashMap<&str, Pos> = HashMap::new();
         for (k, v) in entries {
-            if let Some(id) = k.as_str() {
-                if let Some(first) = seen.insert(id, k.pos) {
+            let id = k.as_str().unwrap_or_default();
+            match first_at.get(id) {
+                Some(first) => {
+                    let line = first.line;
                     self.err(
                         Some(k.pos),
-                        format!(
-                            "duplicate task id `{id}` (first defined at line {})",
-                            first.line
-                        ),
+                        format!("duplicate task id `{id}` (first defined at line {line})"),
                     )
                     .help = Some("task ids must be unique; rename one of them".into());
+                }
+                None => {
+                    first_at.insert(id, k.pos);
                 }
             }
             self.check_duplicate_keys(v, false);

@@ -89,6 +89,20 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Run read-only SQL against the catalog's tables (the local Athena console).
+    Query {
+        /// One SELECT (or WITH, EXPLAIN, SHOW, DESCRIBE) statement.
+        sql: String,
+        /// Print a JSON array with one object per row, keyed by column name.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the catalog's tables.
+    Tables {
+        /// Print JSON (a list of table records).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a workflow's task graph.
     Graph {
         file: PathBuf,
@@ -205,6 +219,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Fail> {
                 Default::default(),
                 "validate",
                 &date,
+                &state_dir,
             )?;
             println!(
                 "{}: workflow `{}` is valid ({} tasks)",
@@ -222,6 +237,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Fail> {
                 Default::default(),
                 "graph",
                 &date,
+                &state_dir,
             )?;
             print!(
                 "{}",
@@ -244,6 +260,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Fail> {
                 Default::default(),
                 &run_id,
                 &date,
+                &state_dir,
             )?;
             let store = open_store(&state_dir)?;
             println!(
@@ -254,6 +271,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Fail> {
             );
             let env = runner::Env {
                 store: &store,
+                catalog: store.clone(),
                 cancel: cancel_on_signal(),
                 redactor: Arc::new(Redactor::from_env()),
                 observer: &report::Printer { quiet },
@@ -274,6 +292,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Fail> {
                 run.params.clone(),
                 &run.id,
                 &run.logical_date,
+                &state_dir,
             )?;
             if wf.name != run.workflow {
                 return Err(Fail::input(format!(
@@ -291,6 +310,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Fail> {
             let observer = report::Printer { quiet };
             let env = runner::Env {
                 store: &store,
+                catalog: store.clone(),
                 cancel: cancel_on_signal(),
                 redactor: Arc::new(Redactor::from_env()),
                 observer: &observer,
@@ -309,6 +329,40 @@ async fn dispatch(cli: Cli) -> Result<u8, Fail> {
                 println!("{}", report::runs_json(&runs));
             } else {
                 print!("{}", report::runs_table(&runs));
+            }
+            Ok(0)
+        }
+        Command::Query { sql, json } => {
+            let store = open_store(&state_dir)?;
+            let batches = orchestrator_tasks::data::query(store, sql)
+                .await
+                .map_err(|e| Fail::input(format!("error: {e}")))?;
+            if json {
+                println!(
+                    "{}",
+                    report::batches_json(&batches).map_err(|e| Fail {
+                        code: 1,
+                        message: format!("error: {e}")
+                    })?
+                );
+            } else {
+                println!(
+                    "{}",
+                    report::batches_table(&batches).map_err(|e| Fail {
+                        code: 1,
+                        message: format!("error: {e}")
+                    })?
+                );
+            }
+            Ok(0)
+        }
+        Command::Tables { json } => {
+            let store = open_store(&state_dir)?;
+            let tables = store.tables()?;
+            if json {
+                println!("{}", serde_json::to_string(&tables).unwrap_or_default());
+            } else {
+                print!("{}", report::tables_table(&tables));
             }
             Ok(0)
         }
@@ -332,7 +386,10 @@ fn load(
     inherited: BTreeMap<String, String>,
     run_id: &str,
     date: &str,
+    state_dir: &Path,
 ) -> Result<Workflow, Fail> {
+    let state_dir = std::path::absolute(state_dir)
+        .map_err(|e| Fail::input(format!("error: state dir {}: {e}", state_dir.display())))?;
     let registry = orchestrator_tasks::registry();
     let opts = LoadOptions {
         registry: &registry,
@@ -341,11 +398,12 @@ fn load(
         run_id: run_id.to_string(),
         date: date.to_string(),
         env: std::env::vars().collect(),
+        default_warehouse: state_dir.join("warehouse"),
     };
     Ok(workflow::load_file(file, &opts)?)
 }
 
-fn open_store(dir: &Path) -> Result<Store, Fail> {
+fn open_store(dir: &Path) -> Result<Arc<Store>, Fail> {
     let owner = std::env::args().collect::<Vec<_>>().join(" ");
     let (store, recovered) = Store::open(dir, &owner)?;
     for id in recovered {
@@ -353,7 +411,7 @@ fn open_store(dir: &Path) -> Result<Store, Fail> {
             "note: run {id} was interrupted (the process running it is gone); it is marked `interrupted`. Resume it with `orchestrator rerun {id}`"
         );
     }
-    Ok(store)
+    Ok(Arc::new(store))
 }
 
 fn find_run(store: &Store, id: &str) -> Result<orchestrator_engine::state::RunRecord, Fail> {

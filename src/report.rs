@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use orchestrator_engine::executor::{Event, Observer};
-use orchestrator_engine::state::{AttemptRecord, RunRecord, StateError, Store, TaskRecord};
+use orchestrator_engine::state::{
+    AttemptRecord, RunRecord, StateError, Store, TableRecord, TaskRecord,
+};
 use orchestrator_engine::workflow::Workflow;
+use orchestrator_tasks::data::datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{json, Value};
 
 /// Prints one line per task transition to stdout.
@@ -339,4 +342,64 @@ pub fn graph(wf: &Workflow, mermaid: bool) -> String {
     } else {
         orchestrator_engine::dag::to_dot(&wf.name, &ids, &wf.dag, &labels)
     }
+}
+
+/// Query results as a text table.
+pub fn batches_table(batches: &[RecordBatch]) -> Result<String, String> {
+    orchestrator_tasks::data::datafusion::arrow::util::pretty::pretty_format_batches(batches)
+        .map(|t| t.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Query results as a JSON array of objects keyed by column name: numbers as numbers,
+/// dates as `YYYY-MM-DD`, nulls as `null`.
+pub fn batches_json(batches: &[RecordBatch]) -> Result<String, String> {
+    let mut writer = arrow_json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow_json::writer::JsonArray>(Vec::new());
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    writer.write_batches(&refs).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
+    let out = String::from_utf8(writer.into_inner()).map_err(|e| e.to_string())?;
+    Ok(if out.is_empty() { "[]".into() } else { out })
+}
+
+pub fn tables_table(tables: &[TableRecord]) -> String {
+    if tables.is_empty() {
+        return "no tables yet; a `crawl` or `create_table_as` task creates them\n".into();
+    }
+    let rows: Vec<Vec<String>> = tables
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.format.clone(),
+                t.row_count.map_or("-".into(), |n| n.to_string()),
+                t.columns.len().to_string(),
+                if t.partition_columns.is_empty() {
+                    "-".into()
+                } else {
+                    format!(
+                        "{} ({})",
+                        t.partition_columns.join(", "),
+                        t.partitions.len()
+                    )
+                },
+                t.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                t.location.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "TABLE",
+            "FORMAT",
+            "ROWS",
+            "COLUMNS",
+            "PARTITIONED BY",
+            "UPDATED (UTC)",
+            "LOCATION",
+        ],
+        &rows,
+    )
 }

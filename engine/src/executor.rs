@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::Catalog;
 use crate::task::{OutputSink, Outputs, TaskContext, TaskFailure};
 use crate::template::Redactor;
 use crate::trigger::{decide, Decision, Upstream};
@@ -81,6 +82,7 @@ pub enum Initial {
 
 pub struct Execution<'a> {
     pub store: &'a Store,
+    pub catalog: Arc<dyn Catalog>,
     pub workflow: &'a Workflow,
     /// The run record, already persisted as `running` with its task records.
     pub run: RunRecord,
@@ -329,6 +331,8 @@ impl Loop<'_> {
             attempt,
             logical_date: self.ex.run.logical_date.clone(),
             base_dir: self.ex.workflow.base_dir(),
+            warehouse: self.ex.workflow.warehouse.clone(),
+            catalog: self.ex.catalog.clone(),
             cancel: cancel.clone(),
             output: output.clone(),
         };

@@ -8,6 +8,7 @@ use chrono::Utc;
 use orchestrator_state::{RunRecord, RunStatus, StateError, Store, TaskRecord, TaskStatus, Write};
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::Catalog;
 use crate::executor::{execute, Execution, Initial, Observer};
 use crate::suggest::closest;
 use crate::template::Redactor;
@@ -35,6 +36,8 @@ pub fn new_run_id() -> String {
 /// Common inputs of [`start`] and [`resume`].
 pub struct Env<'a> {
     pub store: &'a Store,
+    /// Usually the same store, as the catalog task kinds see.
+    pub catalog: Arc<dyn Catalog>,
     pub cancel: CancellationToken,
     pub redactor: Arc<Redactor>,
     pub observer: &'a dyn Observer,
@@ -211,6 +214,7 @@ async fn launch(
     env.store.commit(&writes)?;
     let run = execute(Execution {
         store: env.store,
+        catalog: env.catalog,
         workflow,
         run,
         records,

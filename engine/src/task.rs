@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::Catalog;
 use crate::template::Redactor;
 use crate::yaml::{DeError, Node};
 
@@ -54,7 +55,7 @@ impl fmt::Display for TaskFailure {
 }
 
 /// Everything an attempt may know about where it runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TaskContext {
     pub run_id: String,
     pub task_id: String,
@@ -64,8 +65,21 @@ pub struct TaskContext {
     pub logical_date: String,
     /// The workflow file's directory: relative paths in the config resolve against it.
     pub base_dir: PathBuf,
+    /// Where tables created by the workflow are written (absolute).
+    pub warehouse: PathBuf,
+    pub catalog: Arc<dyn Catalog>,
     pub cancel: CancellationToken,
     pub output: OutputSink,
+}
+
+impl fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("run_id", &self.run_id)
+            .field("task_id", &self.task_id)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a task writes its output: each line is masked, streamed to the log prefixed by

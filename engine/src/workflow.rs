@@ -35,6 +35,7 @@ const TOP_FIELDS: &[&str] = &[
     "description",
     "params",
     "max_parallel",
+    "warehouse",
     "defaults",
     "tasks",
 ];
@@ -51,6 +52,9 @@ pub struct Workflow {
     /// Declared params with `--param` overrides applied.
     pub params: BTreeMap<String, String>,
     pub max_parallel: usize,
+    /// Where created tables are written (absolute): `warehouse:`, relative to the file's
+    /// directory, or `{state-dir}/warehouse`.
+    pub warehouse: PathBuf,
     /// In file order.
     pub tasks: Vec<TaskDef>,
     pub dag: Dag,
@@ -114,6 +118,8 @@ pub struct LoadOptions<'a> {
     pub run_id: String,
     pub date: String,
     pub env: BTreeMap<String, String>,
+    /// The warehouse when the file sets none (absolute): `{state-dir}/warehouse`.
+    pub default_warehouse: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +271,7 @@ impl Loader<'_, '_> {
         let mut description = None;
         let mut params = BTreeMap::new();
         let mut max_parallel = None;
+        let mut warehouse = None;
         let mut defaults = DefaultsSpec::default();
         let mut tasks_node = None;
         for (k, v) in entries {
@@ -296,6 +303,16 @@ impl Loader<'_, '_> {
                 "defaults" => match v.parse::<Option<DefaultsSpec>>() {
                     Ok(d) => defaults = d.unwrap_or_default(),
                     Err(e) => self.de_err(e, "in `defaults`", &[]),
+                },
+                "warehouse" => match v.parse::<String>() {
+                    Ok(w) if !w.trim().is_empty() => warehouse = Some(PathBuf::from(w)),
+                    Ok(_) => {
+                        self.err(
+                            Some(v.pos),
+                            "`warehouse` is empty; give a directory or leave it out",
+                        );
+                    }
+                    Err(e) => self.de_err(e, "in `warehouse`", &[]),
                 },
                 "tasks" => tasks_node = Some(v),
                 other => {
@@ -459,6 +476,11 @@ impl Loader<'_, '_> {
             source: source.to_string(),
             params,
             max_parallel: max_parallel.unwrap_or_else(default_parallelism),
+            warehouse: match warehouse {
+                Some(w) if w.is_absolute() => w,
+                Some(w) => base_dir.join(w),
+                None => self.opts.default_warehouse.clone(),
+            },
             tasks: tasks?,
             dag,
         })

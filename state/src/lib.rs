@@ -14,6 +14,7 @@
 //! | `i\0{started_at, fixed width}\0{run}` | empty (newest-first index) |
 //! | `t\0{run}\0{task}`                    | [`TaskRecord`]   |
 //! | `a\0{run}\0{task}\0{attempt:010}`     | [`AttemptRecord`] |
+//! | `c\0{table}`                          | [`TableRecord`] (the catalog) |
 //!
 //! Values are JSON wrapped in `{"v": N, ...}` so a newer binary can read an older store;
 //! fields added later carry `#[serde(default)]`.
@@ -32,7 +33,9 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub use records::{AttemptRecord, RunRecord, RunStatus, TaskRecord, TaskStatus};
+pub use records::{
+    AttemptRecord, ColumnRecord, RunRecord, RunStatus, TableRecord, TaskRecord, TaskStatus,
+};
 
 /// Version of the persisted record format. Bump when a record changes shape in a way
 /// `#[serde(default)]` cannot absorb, and teach [`decode`] to read the older one.
@@ -79,6 +82,8 @@ pub enum Write {
     Run(RunRecord),
     Task(TaskRecord),
     Attempt(AttemptRecord),
+    Table(TableRecord),
+    DropTable(String),
 }
 
 /// The state store of one state directory.
@@ -257,6 +262,8 @@ impl Store {
                 Write::Attempt(a) => {
                     batch.insert(attempt_key(&a.run_id, &a.task_id, a.attempt), encode(a))
                 }
+                Write::Table(t) => batch.insert(table_key(&t.name), encode(t)),
+                Write::DropTable(name) => batch.remove(table_key(name)),
             }
         }
         self.db.apply_batch(batch).map_err(|e| self.db_err(e))?;
@@ -310,6 +317,20 @@ impl Store {
     /// Attempts of one task, oldest first.
     pub fn attempts(&self, run_id: &str, task_id: &str) -> Result<Vec<AttemptRecord>> {
         self.scan(prefix(&["a", run_id, task_id]))
+    }
+
+    /// A catalog table by name.
+    pub fn table(&self, name: &str) -> Result<Option<TableRecord>> {
+        let key = table_key(name);
+        match self.db.get(&key).map_err(|e| self.db_err(e))? {
+            Some(v) => Ok(Some(self.decode(&key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every catalog table, by name.
+    pub fn tables(&self) -> Result<Vec<TableRecord>> {
+        self.scan(prefix(&["c"]))
     }
 
     fn scan<T: DeserializeOwned>(&self, prefix: Vec<u8>) -> Result<Vec<T>> {
@@ -371,6 +392,12 @@ fn index_key(started_at: &DateTime<Utc>, id: &str) -> Vec<u8> {
     let ts = started_at.format("%Y%m%dT%H%M%S%.9f").to_string();
     let mut k = prefix(&["i", &ts]);
     k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn table_key(name: &str) -> Vec<u8> {
+    let mut k = prefix(&["c"]);
+    k.extend_from_slice(name.as_bytes());
     k
 }
 

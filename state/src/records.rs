@@ -133,3 +133,47 @@ pub struct AttemptRecord {
     #[serde(default)]
     pub outputs: serde_json::Map<String, serde_json::Value>,
 }
+
+/// A table in the catalog (the local stand-in for the Glue Data Catalog).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableRecord {
+    pub name: String,
+    /// Absolute path of the directory holding the table's files.
+    pub location: String,
+    /// `csv`, `json` (newline-delimited) or `parquet`.
+    pub format: String,
+    /// Columns of the files, in order (partition columns not included).
+    pub columns: Vec<ColumnRecord>,
+    /// Hive-style partition columns (`dt=2025-04-09/`), in directory order; read as strings.
+    #[serde(default)]
+    pub partition_columns: Vec<String>,
+    /// Partition directories known, e.g. `dt=2025-04-09`.
+    #[serde(default)]
+    pub partitions: Vec<String>,
+    /// Files known (relative to `location`), for crawls to tell what is new.
+    #[serde(default)]
+    pub files: Vec<String>,
+    #[serde(default)]
+    pub row_count: Option<u64>,
+    /// True when the warehouse owns the files (created by orchestrator): `DROP TABLE`
+    /// deletes them. Crawled tables are external: dropping them leaves the files.
+    #[serde(default)]
+    pub managed: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default)]
+    pub last_crawled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnRecord {
+    pub name: String,
+    /// Arrow data type as text, e.g. `Float64`, `Utf8`, `Date32`.
+    pub data_type: String,
+    #[serde(default = "yes")]
+    pub nullable: bool,
+}
+
+fn yes() -> bool {
+    true
+}

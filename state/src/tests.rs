@@ -172,3 +172,37 @@ fn reads_records_written_without_later_optional_fields() {
     assert_eq!(t[0].status, TaskStatus::Succeeded);
     assert!(t[0].outputs.is_empty());
 }
+
+#[test]
+fn catalog_tables_are_stored_and_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    let now = Utc::now();
+    let table = TableRecord {
+        name: "stock_raw".into(),
+        location: "/data/raw".into(),
+        format: "csv".into(),
+        columns: vec![ColumnRecord {
+            name: "close".into(),
+            data_type: "Float64".into(),
+            nullable: true,
+        }],
+        partition_columns: vec!["dt".into()],
+        partitions: vec!["dt=2025-04-09".into()],
+        files: vec!["dt=2025-04-09/NVDA.csv".into()],
+        row_count: Some(3),
+        managed: false,
+        created_at: now,
+        updated_at: now,
+        last_crawled_at: Some(now),
+    };
+    store.commit(&[Write::Table(table.clone())]).unwrap();
+    assert_eq!(store.table("stock_raw").unwrap(), Some(table.clone()));
+    assert_eq!(store.tables().unwrap(), vec![table]);
+    // Table keys do not collide with run keys.
+    assert!(store.runs(None, 10).unwrap().is_empty());
+    store
+        .commit(&[Write::DropTable("stock_raw".into())])
+        .unwrap();
+    assert_eq!(store.table("stock_raw").unwrap(), None);
+}

@@ -7,6 +7,7 @@ mod common;
 mod cli;
 mod crash;
 mod daily;
+mod data;
 mod rerun;
 mod retries;
 mod triggers;

@@ -1,0 +1,417 @@
+//! `kind: crawl` — the Glue crawler: registers a directory of files as a catalog table.
+//!
+//! Scans `path` recursively; `key=value` directories are Hive-style partitions (read as
+//! string columns). Each file not seen by an earlier crawl has its schema inferred on its
+//! own, so a column whose type changed is reported with the file that changed it. A
+//! missing or empty directory is an error, never an empty table.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::Utc;
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::prelude::SessionContext;
+use orchestrator_engine::catalog::Catalog;
+use orchestrator_engine::state::{ColumnRecord, TableRecord};
+use orchestrator_engine::task::{
+    BuildContext, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{dir_url, on_engine, register, Format};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrawlConfig {
+    /// The directory to scan; relative to the workflow file's directory.
+    path: PathBuf,
+    /// The catalog table to create or update.
+    table: String,
+    /// `csv`, `json` (one object per line) or `parquet`; default: from file extensions.
+    format: Option<Format>,
+}
+
+impl TaskConfig for CrawlConfig {
+    const KIND: &'static str = "crawl";
+
+    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
+        check_table_name(&self.table)?;
+        let dir = if self.path.is_absolute() {
+            self.path
+        } else {
+            ctx.base_dir.join(self.path)
+        };
+        Ok(Arc::new(Crawl {
+            dir,
+            table: self.table,
+            format: self.format,
+        }))
+    }
+}
+
+/// Table names are plain SQL identifiers, so they need no quoting in queries.
+pub fn check_table_name(name: &str) -> Result<(), String> {
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid table name `{name}`: use lowercase letters, digits and `_`, not starting with a digit"
+        ))
+    }
+}
+
+#[derive(Debug)]
+struct Crawl {
+    dir: PathBuf,
+    table: String,
+    format: Option<Format>,
+}
+
+#[async_trait::async_trait]
+impl Task for Crawl {
+    async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
+        let (dir, table, format, catalog) = (
+            self.dir.clone(),
+            self.table.clone(),
+            self.format,
+            ctx.catalog.clone(),
+        );
+        let outputs = on_engine(crawl(dir, table, format, catalog))
+            .await
+            .and_then(|r| r)
+            .map_err(TaskFailure::new)?;
+        ctx.output.line(&format!(
+            "crawled {}: {} files ({} new), new partitions: {}, {} rows",
+            self.table,
+            outputs["files_seen"],
+            outputs["new_files"],
+            outputs["new_partitions"],
+            outputs["row_count"]
+        ));
+        Ok(outputs)
+    }
+}
+
+struct Found {
+    /// Relative to the crawled directory, `/`-separated.
+    rel: String,
+    abs: PathBuf,
+    /// `(key, value)` of each partition directory, outermost first.
+    partitions: Vec<(String, String)>,
+}
+
+async fn crawl(
+    dir: PathBuf,
+    table: String,
+    format: Option<Format>,
+    catalog: Arc<dyn Catalog>,
+) -> Result<Outputs, String> {
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(format!(
+                "{} is a file, not a directory; `path:` must name a directory",
+                dir.display()
+            ))
+        }
+        Err(e) => {
+            return Err(format!(
+                "cannot read directory {} ({e}); check `path:`",
+                dir.display()
+            ))
+        }
+    }
+    let mut all = Vec::new();
+    walk(&dir, &mut all)?;
+    let format = match format {
+        Some(f) => f,
+        None => {
+            let seen: BTreeSet<&str> = all
+                .iter()
+                .filter_map(|p| Format::from_extension(p).map(Format::name))
+                .collect();
+            match seen.len() {
+                1 => seen.first().and_then(|n| Format::parse(n)).ok_or("no format")?,
+                0 => {
+                    return Err(format!(
+                        "{} has no .csv, .json or .parquet files; an empty directory is not an empty table",
+                        dir.display()
+                    ))
+                }
+                _ => {
+                    return Err(format!(
+                        "{} mixes file formats ({}); set `format:` to the one this table has",
+                        dir.display(),
+                        seen.into_iter().collect::<Vec<_>>().join(", ")
+                    ))
+                }
+            }
+        }
+    };
+    let files: Vec<Found> = all
+        .iter()
+        .filter(|p| Format::from_extension(p) == Some(format))
+        .map(|p| found(&dir, p))
+        .collect::<Result<_, _>>()?;
+    let Some(first) = files.first() else {
+        return Err(format!(
+            "{} has no {} files; an empty directory is not an empty table",
+            dir.display(),
+            format.extension()
+        ));
+    };
+    let keys: Vec<String> = first.partitions.iter().map(|(k, _)| k.clone()).collect();
+    for f in &files {
+        let these: Vec<&String> = f.partitions.iter().map(|(k, _)| k).collect();
+        if these != keys.iter().collect::<Vec<_>>() {
+            return Err(format!(
+                "file {} is partitioned by ({}) but {} by ({}); every file of a table needs the same partition directories",
+                f.rel,
+                these.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                first.rel,
+                keys.join(", ")
+            ));
+        }
+    }
+
+    let existing = catalog.table(&table).map_err(|e| e.to_string())?;
+    if let Some(t) = &existing {
+        if t.managed {
+            return Err(format!(
+                "table `{table}` was created by orchestrator in the warehouse; crawl into another table name"
+            ));
+        }
+        if t.format != format.name() {
+            return Err(format!(
+                "table `{table}` holds {} files, but {} has {} files; crawl them into another table",
+                t.format,
+                dir.display(),
+                format.name()
+            ));
+        }
+        if t.partition_columns != keys && !t.files.is_empty() {
+            return Err(format!(
+                "table `{table}` is partitioned by ({}), but the files under {} are partitioned by ({})",
+                t.partition_columns.join(", "),
+                dir.display(),
+                keys.join(", ")
+            ));
+        }
+    }
+    let known: BTreeSet<&str> = existing
+        .iter()
+        .flat_map(|t| t.files.iter().map(String::as_str))
+        .collect();
+    let known_partitions: BTreeSet<&str> = existing
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(String::as_str))
+        .collect();
+
+    let mut columns: Vec<ColumnRecord> = existing
+        .as_ref()
+        .map(|t| t.columns.clone())
+        .unwrap_or_default();
+    let mut schema_changes = Vec::new();
+    let ctx = SessionContext::new();
+    let state = ctx.state();
+    let options = format.listing_options(&[]);
+    let mut new_files = 0;
+    for f in files.iter().filter(|f| !known.contains(f.rel.as_str())) {
+        new_files += 1;
+        let url = ListingTableUrl::parse(f.abs.display().to_string()).map_err(|e| e.to_string())?;
+        let schema = options
+            .infer_schema(&state, &url)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", f.rel))?;
+        for field in schema.fields() {
+            let data_type = field.data_type().to_string();
+            match columns.iter_mut().find(|c| c.name == *field.name()) {
+                None => {
+                    if existing.is_some() || !columns.is_empty() {
+                        schema_changes.push(format!("new column `{}` ({data_type}) in {}", field.name(), f.rel));
+                    }
+                    columns.push(ColumnRecord {
+                        name: field.name().clone(),
+                        data_type,
+                        nullable: true,
+                    });
+                }
+                Some(c) if c.data_type == data_type => {}
+                Some(c) => match widen(&c.data_type, &data_type) {
+                    Some(wider) if wider == c.data_type => {}
+                    Some(wider) => {
+                        schema_changes.push(format!(
+                            "column `{}` widened from {} to {wider} by {}",
+                            c.name, c.data_type, f.rel
+                        ));
+                        c.data_type = wider;
+                    }
+                    None => {
+                        return Err(format!(
+                            "column `{}` in {} is {data_type}, but table `{table}` has it as {}; fix the file, or drop the table and crawl again",
+                            field.name(),
+                            f.abs.display(),
+                            c.data_type
+                        ))
+                    }
+                },
+            }
+        }
+    }
+
+    let partitions: BTreeSet<String> = files
+        .iter()
+        .filter(|f| !f.partitions.is_empty())
+        .map(|f| {
+            f.partitions
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect();
+    let new_partitions: Vec<&String> = partitions
+        .iter()
+        .filter(|p| !known_partitions.contains(p.as_str()))
+        .collect();
+    let now = Utc::now();
+    let mut record = TableRecord {
+        name: table.clone(),
+        location: dir.display().to_string(),
+        format: format.name().into(),
+        columns,
+        partition_columns: keys,
+        partitions: partitions.iter().cloned().collect(),
+        files: files.iter().map(|f| f.rel.clone()).collect(),
+        row_count: None,
+        managed: false,
+        created_at: existing.as_ref().map_or(now, |t| t.created_at),
+        updated_at: now,
+        last_crawled_at: Some(now),
+    };
+    record.row_count = Some(count_rows(&ctx, &record).await?);
+    let outputs = json!({
+        "table": table,
+        "files_seen": files.len(),
+        "new_files": new_files,
+        "new_partitions": new_partitions,
+        "schema_changes": schema_changes,
+        "row_count": record.row_count,
+    });
+    catalog.put_table(record).map_err(|e| e.to_string())?;
+    match outputs {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => Ok(Outputs::new()),
+    }
+}
+
+async fn count_rows(ctx: &SessionContext, table: &TableRecord) -> Result<u64, String> {
+    register(ctx, table).await?;
+    let df = ctx
+        .sql(&format!("SELECT count(*) FROM {}", table.name))
+        .await
+        .map_err(|e| e.to_string())?;
+    let batches = df.collect().await.map_err(|e| {
+        format!(
+            "cannot read table `{}` at {}: {e}",
+            table.name,
+            dir_url(Path::new(&table.location))
+        )
+    })?;
+    let n = batches
+        .first()
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        })
+        .map_or(0, |a| a.value(0));
+    Ok(n as u64)
+}
+
+/// The type both `a` and `b` fit in, if one is a widening of the other.
+fn widen(a: &str, b: &str) -> Option<String> {
+    const INTS: &[&str] = &["Int8", "Int16", "Int32", "Int64"];
+    let rank = |t: &str| INTS.iter().position(|i| *i == t);
+    match (a, b) {
+        (x, "Null") | ("Null", x) => Some(x.to_string()),
+        (x, y) if rank(x).is_some() && rank(y).is_some() => {
+            Some(if rank(x) >= rank(y) { x } else { y }.to_string())
+        }
+        (x, "Float64") | ("Float64", x) if rank(x).is_some() || x == "Float32" => {
+            Some("Float64".into())
+        }
+        _ => None,
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot list {} ({e})", dir.display()))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            // Hidden files and `_SUCCESS`-style markers, as Hive and Spark skip them.
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.') && !n.starts_with('_'))
+        })
+        .collect();
+    paths.sort();
+    for p in paths {
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+fn found(root: &Path, path: &Path) -> Result<Found, String> {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let mut partitions = Vec::new();
+    for dir in &parts[..parts.len().saturating_sub(1)] {
+        match dir.split_once('=') {
+            Some((k, v)) if !k.is_empty() => partitions.push((k.to_string(), v.to_string())),
+            _ => {
+                return Err(format!(
+                    "{} is in directory `{dir}`, which is not a partition (`key=value`); move it, or crawl a narrower path",
+                    rel.display()
+                ))
+            }
+        }
+    }
+    Ok(Found {
+        rel: parts.join("/"),
+        abs: path.to_path_buf(),
+        partitions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::widen;
+
+    #[test]
+    fn widening() {
+        assert_eq!(widen("Int64", "Float64").as_deref(), Some("Float64"));
+        assert_eq!(widen("Float64", "Int64").as_deref(), Some("Float64"));
+        assert_eq!(widen("Int32", "Int64").as_deref(), Some("Int64"));
+        assert_eq!(widen("Float64", "Utf8"), None);
+        assert_eq!(widen("Date32", "Utf8"), None);
+    }
+}

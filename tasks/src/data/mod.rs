@@ -1,0 +1,208 @@
+//! The embedded data plane: Apache DataFusion plays Athena over the catalog's tables.
+//!
+//! Every SQL-running task builds a [`SessionContext`] with every catalog table registered
+//! (a listing table over its directory), so tables created or crawled by one run are
+//! queryable by the next, and by `orchestrator query`.
+//!
+//! Query plans are CPU-heavy; DataFusion's guidance is not to run them on the runtime that
+//! drives I/O and timers. They run on a dedicated runtime ([`on_engine`]), so the executor's
+//! event loop stays responsive (timeouts, cancellation, other tasks' output).
+
+pub mod crawl;
+
+use std::future::Future;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::listing::ListingOptions;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::SessionContext;
+use orchestrator_engine::catalog::Catalog;
+use orchestrator_engine::state::TableRecord;
+
+pub use datafusion;
+
+/// File formats a table can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Csv,
+    Json,
+    Parquet,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Json => "json",
+            Format::Parquet => "parquet",
+        }
+    }
+
+    /// The file extension (with dot) files of this format must have.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => ".csv",
+            Format::Json => ".json",
+            Format::Parquet => ".parquet",
+        }
+    }
+
+    pub fn from_extension(path: &Path) -> Option<Format> {
+        match path.extension()?.to_str()? {
+            "csv" => Some(Format::Csv),
+            "json" => Some(Format::Json),
+            "parquet" => Some(Format::Parquet),
+            _ => None,
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Format> {
+        [Format::Csv, Format::Json, Format::Parquet]
+            .into_iter()
+            .find(|f| f.name() == name)
+    }
+
+    fn file_format(self) -> Arc<dyn FileFormat> {
+        match self {
+            Format::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
+            Format::Json => Arc::new(JsonFormat::default()),
+            Format::Parquet => Arc::new(ParquetFormat::default()),
+        }
+    }
+
+    /// Listing options for a table of this format with these partition columns.
+    pub fn listing_options(self, partition_columns: &[String]) -> ListingOptions {
+        ListingOptions::new(self.file_format())
+            .with_file_extension(self.extension())
+            .with_table_partition_cols(
+                partition_columns
+                    .iter()
+                    .map(|c| (c.clone(), DataType::Utf8))
+                    .collect(),
+            )
+    }
+}
+
+/// Runs `fut` on the data-plane runtime and waits for it from the caller's runtime.
+pub async fn on_engine<F, T>(fut: F) -> Result<T, String>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name("datafusion")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the SQL engine's runtime: {e}"))
+    });
+    match runtime {
+        Ok(rt) => rt
+            .spawn(fut)
+            .await
+            .map_err(|e| format!("the SQL engine crashed ({e}); this is a bug, please report it")),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+/// The file schema a catalog table declares (partition columns excluded).
+pub fn schema_of(table: &TableRecord) -> Result<SchemaRef, String> {
+    let fields = table
+        .columns
+        .iter()
+        .map(|c| {
+            DataType::from_str(&c.data_type)
+                .map(|t| Field::new(&c.name, t, c.nullable))
+                .map_err(|e| {
+                    format!(
+                        "catalog table `{}` column `{}` has type `{}` that this version cannot read ({e})",
+                        table.name, c.name, c.data_type
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// A session with every catalog table registered under its name.
+pub async fn session(catalog: &dyn Catalog) -> Result<SessionContext, String> {
+    let ctx = SessionContext::new();
+    let tables = catalog.tables().map_err(|e| e.to_string())?;
+    for table in tables {
+        register(&ctx, &table).await?;
+    }
+    Ok(ctx)
+}
+
+/// Registers one catalog table in `ctx`.
+pub async fn register(ctx: &SessionContext, table: &TableRecord) -> Result<(), String> {
+    let format = Format::parse(&table.format).ok_or_else(|| {
+        format!(
+            "catalog table `{}` has unknown format `{}`",
+            table.name, table.format
+        )
+    })?;
+    let schema = schema_of(table)?;
+    let url = dir_url(Path::new(&table.location));
+    ctx.register_listing_table(
+        table.name.as_str(),
+        url,
+        format.listing_options(&table.partition_columns),
+        Some(schema),
+        None,
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "cannot register table `{}` from {}: {e}",
+            table.name, table.location
+        )
+    })
+}
+
+/// A listing-table URL for a directory (the trailing slash makes it a directory).
+pub fn dir_url(dir: &Path) -> String {
+    let s = dir.display().to_string();
+    if s.ends_with('/') {
+        s
+    } else {
+        format!("{s}/")
+    }
+}
+
+/// Runs read-only SQL (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE) against the catalog.
+pub async fn query(catalog: Arc<dyn Catalog>, sql: String) -> Result<Vec<RecordBatch>, String> {
+    on_engine(async move {
+        let ctx = session(catalog.as_ref()).await?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = ctx
+            .sql_with_options(&sql, options)
+            .await
+            .map_err(|e| query_error(&e.to_string()))?;
+        df.collect().await.map_err(|e| query_error(&e.to_string()))
+    })
+    .await?
+}
+
+fn query_error(e: &str) -> String {
+    if e.contains("not supported")
+        && (e.contains("DDL") || e.contains("DML") || e.contains("Statement"))
+    {
+        format!("{e}; `orchestrator query` is read-only: change tables with `sql`, `create_table_as` or `publish` tasks")
+    } else {
+        e.to_string()
+    }
+}

@@ -1,0 +1,170 @@
+//! The embedded data plane: crawl, the catalog, `query` and `tables`.
+
+use serde_json::Value;
+
+use crate::common::{task, Sandbox};
+
+const CRAWL: &str =
+    "name: crawl\ntasks:\n  crawl:\n    kind: crawl\n    path: raw\n    table: bars\n";
+
+fn bars(sb: &Sandbox, partition: &str, file: &str, rows: &[&str]) {
+    let dir = sb.path(&format!("raw/{partition}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut text = String::from("symbol,date,close,volume\n");
+    for r in rows {
+        text.push_str(r);
+        text.push('\n');
+    }
+    std::fs::write(dir.join(file), text).unwrap();
+}
+
+fn query(sb: &Sandbox, sql: &str) -> Value {
+    let out = sb.run(&["query", "--json", sql]);
+    assert_eq!(out.code, 0, "{out:?}");
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+#[test]
+fn crawl_registers_new_partitions_and_query_reads_them() {
+    let sb = Sandbox::new();
+    sb.write("crawl.yaml", CRAWL);
+    bars(
+        &sb,
+        "dt=2025-04-09",
+        "a.csv",
+        &["NVDA,2025-04-09,101.5,1000", "AMD,2025-04-09,90.25,2000"],
+    );
+    let out = sb.run(&["run", "crawl.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let show = sb.show(&out.run_id());
+    let outputs = &task(&show, "crawl")["outputs"];
+    assert_eq!(
+        outputs["new_partitions"],
+        serde_json::json!(["dt=2025-04-09"])
+    );
+    assert_eq!(outputs["row_count"], 2);
+
+    bars(&sb, "dt=2025-04-10", "a.csv", &["NVDA,2025-04-10,103,1500"]);
+    let out = sb.run(&["run", "crawl.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let show = sb.show(&out.run_id());
+    let outputs = &task(&show, "crawl")["outputs"];
+    assert_eq!(
+        outputs["new_partitions"],
+        serde_json::json!(["dt=2025-04-10"])
+    );
+    assert_eq!(outputs["new_files"], 1);
+    assert_eq!(outputs["files_seen"], 2);
+
+    let rows = query(
+        &sb,
+        "SELECT symbol, date, close, volume, dt FROM bars ORDER BY dt, symbol",
+    );
+    assert_eq!(
+        rows,
+        serde_json::json!([
+            {"symbol": "AMD", "date": "2025-04-09", "close": 90.25, "volume": 2000, "dt": "2025-04-09"},
+            {"symbol": "NVDA", "date": "2025-04-09", "close": 101.5, "volume": 1000, "dt": "2025-04-09"},
+            {"symbol": "NVDA", "date": "2025-04-10", "close": 103.0, "volume": 1500, "dt": "2025-04-10"},
+        ])
+    );
+
+    let tables: Value = serde_json::from_str(&sb.run(&["tables", "--json"]).stdout).unwrap();
+    assert_eq!(tables[0]["name"], "bars");
+    assert_eq!(
+        tables[0]["partitions"],
+        serde_json::json!(["dt=2025-04-09", "dt=2025-04-10"])
+    );
+    assert_eq!(tables[0]["row_count"], 3);
+    let cols: Vec<(&str, &str)> = tables[0]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap(),
+                c["data_type"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cols,
+        [
+            ("symbol", "Utf8"),
+            ("date", "Date32"),
+            ("close", "Float64"),
+            ("volume", "Int64")
+        ]
+    );
+}
+
+#[test]
+fn a_changed_column_type_fails_the_crawl_naming_file_and_column() {
+    let sb = Sandbox::new();
+    sb.write("crawl.yaml", CRAWL);
+    bars(
+        &sb,
+        "dt=2025-04-09",
+        "a.csv",
+        &["NVDA,2025-04-09,101.5,1000"],
+    );
+    assert_eq!(sb.run(&["run", "crawl.yaml"]).code, 0);
+    bars(&sb, "dt=2025-04-10", "a.csv", &["NVDA,2025-04-10,n/a,1000"]);
+    let out = sb.run(&["run", "crawl.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let file = sb.path("raw/dt=2025-04-10/a.csv");
+    let want = format!(
+        "column `close` in {} is Utf8, but table `bars` has it as Float64; fix the file, or drop the table and crawl again",
+        file.display()
+    );
+    assert!(out.stdout.contains(&want), "{out:?}");
+    // The catalog still describes the last good crawl.
+    let tables: Value = serde_json::from_str(&sb.run(&["tables", "--json"]).stdout).unwrap();
+    assert_eq!(
+        tables[0]["partitions"],
+        serde_json::json!(["dt=2025-04-09"])
+    );
+}
+
+#[test]
+fn an_empty_or_missing_directory_is_an_error_not_an_empty_table() {
+    let sb = Sandbox::new();
+    sb.write("crawl.yaml", CRAWL);
+    let out = sb.run(&["run", "crawl.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("cannot read directory"), "{out:?}");
+    std::fs::create_dir_all(sb.path("raw/dt=2025-04-09")).unwrap();
+    let out = sb.run(&["run", "crawl.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "has no .csv, .json or .parquet files; an empty directory is not an empty table"
+        ),
+        "{out:?}"
+    );
+    assert!(sb.run(&["tables"]).stdout.starts_with("no tables yet"));
+}
+
+#[test]
+fn query_is_read_only() {
+    let sb = Sandbox::new();
+    sb.write("crawl.yaml", CRAWL);
+    bars(
+        &sb,
+        "dt=2025-04-09",
+        "a.csv",
+        &["NVDA,2025-04-09,101.5,1000"],
+    );
+    assert_eq!(sb.run(&["run", "crawl.yaml"]).code, 0);
+    let out = sb.run(&["query", "DROP TABLE bars"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("`orchestrator query` is read-only"),
+        "{out:?}"
+    );
+    let out = sb.run(&["query", "SELECT nope FROM bars"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("nope"), "{out:?}");
+    let table = sb.run(&["query", "SELECT count(*) AS n FROM bars"]);
+    assert!(table.stdout.contains("| n |"), "{table:?}");
+}

@@ -412,7 +412,10 @@ impl Loop<'_> {
             }
             Outcome::Failed(_) | Outcome::TimedOut(_) => {
                 let (error, exit_code) = match f.outcome {
-                    Outcome::Failed(e) => (e.message, e.exit_code),
+                    Outcome::Failed(e) => {
+                        a.outputs = e.outputs;
+                        (e.message, e.exit_code)
+                    }
                     Outcome::TimedOut(d) => (
                         format!(
                             "timed out after {}; the task and its child processes were killed (raise `timeout:` if it needs longer)",

@@ -37,6 +37,9 @@ pub trait Task: Send + Sync + fmt::Debug {
 pub struct TaskFailure {
     pub message: String,
     pub exit_code: Option<i32>,
+    /// What the attempt found before failing (e.g. each audit rule's result); stored with
+    /// the attempt like a success's outputs.
+    pub outputs: Outputs,
 }
 
 impl TaskFailure {
@@ -44,6 +47,7 @@ impl TaskFailure {
         TaskFailure {
             message: message.into(),
             exit_code: None,
+            outputs: Outputs::new(),
         }
     }
 }

@@ -366,12 +366,17 @@ impl<'de> de::Deserializer<'de> for &'de Node {
     ) -> Result<V::Value, DeError> {
         match &self.kind {
             NodeKind::Scalar { value, .. } => visitor
-                .visit_enum(IntoDeserializer::<DeError>::into_deserializer(
-                    value.as_str(),
-                ))
+                .visit_enum(IntoDeserializer::<DeError>::into_deserializer(value.as_str()))
                 .map_err(|e| e.at(self.pos)),
+            // `{variant: value}`: externally tagged, e.g. `- row_count: {min: 1}`.
+            NodeKind::Map(entries) if entries.len() == 1 => {
+                let (key, value) = &entries[0];
+                visitor
+                    .visit_enum(EnumAccess { key, value })
+                    .map_err(|e| e.at(self.pos))
+            }
             _ => Err(<DeError as de::Error>::custom(format!(
-                "expected one of the allowed names, found {}",
+                "expected one of the allowed names, or a mapping with exactly one of them as its key, found {}",
                 self.describe()
             ))
             .at(self.pos)),
@@ -440,10 +445,91 @@ impl<'de> de::MapAccess<'de> for MapAccess<'de> {
     }
 }
 
+struct EnumAccess<'de> {
+    key: &'de Node,
+    value: &'de Node,
+}
+
+impl<'de> de::EnumAccess<'de> for EnumAccess<'de> {
+    type Error = DeError;
+    type Variant = &'de Node;
+
+    fn variant_seed<S: DeserializeSeed<'de>>(
+        self,
+        seed: S,
+    ) -> Result<(S::Value, &'de Node), DeError> {
+        let variant = seed.deserialize(self.key).map_err(|e| e.at(self.key.pos))?;
+        Ok((variant, self.value))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for &'de Node {
+    type Error = DeError;
+
+    fn unit_variant(self) -> Result<(), DeError> {
+        if self.is_null() {
+            Ok(())
+        } else {
+            Err(<DeError as de::Error>::custom("this name takes no value").at(self.pos))
+        }
+    }
+
+    fn newtype_variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value, DeError> {
+        seed.deserialize(self).map_err(|e| e.at(self.pos))
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+        de::Deserializer::deserialize_seq(self, visitor)
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        de::Deserializer::deserialize_map(self, visitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(rename_all = "snake_case", deny_unknown_fields)]
+    enum Rule {
+        Plain,
+        Cols(Vec<String>),
+        Range { min: i64, max: Option<i64> },
+    }
+
+    #[test]
+    fn enums_from_names_and_single_key_mappings() {
+        let node = parse("- plain\n- cols: [a, b]\n- range: {min: 1}\n")
+            .unwrap()
+            .unwrap();
+        let rules: Vec<Rule> = node.parse().unwrap();
+        assert_eq!(
+            rules,
+            [
+                Rule::Plain,
+                Rule::Cols(vec!["a".into(), "b".into()]),
+                Rule::Range { min: 1, max: None }
+            ]
+        );
+        let node = parse("- range: {min: 1, mx: 2}\n").unwrap().unwrap();
+        let e = node.parse::<Vec<Rule>>().unwrap_err();
+        assert_eq!(e.unknown_field.unwrap().field, "mx");
+        assert_eq!(e.pos, Some(Pos { line: 1, col: 19 }));
+        let node = parse("- nope: 1\n").unwrap().unwrap();
+        let e = node.parse::<Vec<Rule>>().unwrap_err();
+        assert!(
+            e.message.contains("unknown variant `nope`"),
+            "{}",
+            e.message
+        );
+    }
 
     #[derive(Debug, Deserialize, PartialEq)]
     #[serde(deny_unknown_fields)]

@@ -159,6 +159,10 @@ pub struct TableRecord {
     /// deletes them. Crawled tables are external: dropping them leaves the files.
     #[serde(default)]
     pub managed: bool,
+    /// `RUN_ID/TASK_ID` of the task that created a managed table: re-executing that task
+    /// in that run (a retry or a rerun) may replace it.
+    #[serde(default)]
+    pub created_by: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(default)]

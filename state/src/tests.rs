@@ -192,6 +192,7 @@ fn catalog_tables_are_stored_and_dropped() {
         files: vec!["dt=2025-04-09/NVDA.csv".into()],
         row_count: Some(3),
         managed: false,
+        created_by: None,
         created_at: now,
         updated_at: now,
         last_crawled_at: Some(now),

@@ -1,11 +1,17 @@
 //! Task kinds. Each kind is a typed config (the YAML fields of that kind) whose
 //! `build` makes the runnable task; [`registry`] lists them all.
 
+pub mod alpha_vantage;
 pub mod data;
 mod noop;
 mod shell;
 
+pub use alpha_vantage::AlphaVantageConfig;
 pub use data::crawl::CrawlConfig;
+pub use data::create_table_as::CreateTableAsConfig;
+pub use data::publish::PublishConfig;
+pub use data::quality::QualityCheckConfig;
+pub use data::sql::SqlConfig;
 pub use noop::NoopConfig;
 pub use shell::ShellConfig;
 
@@ -16,6 +22,11 @@ pub fn registry() -> Registry {
     let mut r = Registry::default();
     r.register::<NoopConfig>()
         .register::<ShellConfig>()
-        .register::<CrawlConfig>();
+        .register::<CrawlConfig>()
+        .register::<SqlConfig>()
+        .register::<CreateTableAsConfig>()
+        .register::<QualityCheckConfig>()
+        .register::<PublishConfig>()
+        .register::<AlphaVantageConfig>();
     r
 }

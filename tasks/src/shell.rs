@@ -160,6 +160,7 @@ impl Task for Shell {
                     last_line(&ctx.output)
                 ),
                 exit_code: Some(code),
+                outputs: Outputs::new(),
             }),
             None => {
                 use std::os::unix::process::ExitStatusExt;

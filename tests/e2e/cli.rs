@@ -154,12 +154,12 @@ fn runs_lists_newest_first_and_filters() {
     assert_eq!(
         keys,
         [
-            "ended_at",
             "id",
+            "workflow",
+            "status",
             "logical_date",
             "started_at",
-            "status",
-            "workflow"
+            "ended_at"
         ]
     );
     assert_eq!(runs[1]["status"], "succeeded");

@@ -1,96 +1,455 @@
-//! The reference pipeline, workflows/daily.yaml, on the bundled sample.
+//! The reference pipeline, workflows/daily.yaml, on the bundled sample: publish, idempotent
+//! re-runs, a failed audit, and a crash in the middle of publish.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use crate::common::{status, Sandbox};
+use serde_json::Value;
+
+use crate::common::{status, task, Sandbox};
+
+fn repo(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
 
 fn daily() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("workflows/daily.yaml")
-        .display()
-        .to_string()
+    repo("workflows/daily.yaml").display().to_string()
 }
 
-fn sample_rows() -> usize {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/sample/chips");
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
-        .map(|p| std::fs::read_to_string(p).unwrap().lines().count() - 1)
-        .sum()
+/// One bar from the source CSVs (Date,Close,High,Low,Open,Volume).
+#[derive(Debug, Clone)]
+struct Bar {
+    date: String,
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+    volume: f64,
 }
 
-#[test]
-fn publishes_every_sample_row_once() {
-    let sb = Sandbox::new();
-    let lake = format!("lake={}", sb.path("lake").display());
-    let out = sb.run(&["run", &daily(), "--param", &lake]);
-    assert_eq!(out.code, 0, "{out:?}");
-    let rows = sample_rows();
-    assert_eq!(rows, 2510);
-    assert!(
-        out.stderr.contains(&format!(
-            "publish | stock_daily: inserted {rows} rows, now {rows} rows"
-        )),
-        "{out:?}"
-    );
-    assert_eq!(sb.count("lake/prod/stock_daily/data.csv"), rows);
-
-    let again = sb.run(&["run", &daily(), "--param", &lake]);
-    assert_eq!(again.code, 0, "{again:?}");
-    assert!(
-        again
-            .stderr
-            .contains(&format!("inserted 0 rows, now {rows} rows")),
-        "{again:?}"
-    );
-}
-
-#[test]
-fn a_failed_audit_publishes_nothing() {
-    let sb = Sandbox::new();
-    let lake = format!("lake={}", sb.path("lake").display());
-    assert_eq!(
-        sb.run(&["run", &daily(), "--param", &lake, "--date", "2026-05-11"])
-            .code,
-        0
-    );
-    let published = std::fs::read(sb.path("lake/prod/stock_daily/data.csv")).unwrap();
-
-    // A copy of the sample with one bad bar (high < low) on a date not yet published.
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/sample/chips");
-    std::fs::create_dir(sb.path("bad")).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
+fn source_bars() -> BTreeMap<String, Vec<Bar>> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(repo("data/sample/chips")).unwrap() {
         let p = e.unwrap().path();
-        if p.extension().is_some_and(|e| e == "csv") {
-            std::fs::copy(&p, sb.path("bad").join(p.file_name().unwrap())).unwrap();
+        if p.extension().is_none_or(|x| x != "csv") {
+            continue;
         }
+        let symbol = p.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let mut bars: Vec<Bar> = text
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                let n = |i: usize| f[i].parse::<f64>().unwrap();
+                Bar {
+                    date: f[0].to_string(),
+                    close: n(1),
+                    high: n(2),
+                    low: n(3),
+                    open: n(4),
+                    volume: n(5),
+                }
+            })
+            .collect();
+        bars.sort_by(|a, b| a.date.cmp(&b.date));
+        out.insert(symbol, bars);
     }
-    let nvda = sb.read("bad/NVDA.csv") + "2026-05-12,120.0,100.0,110.0,105.0,1000\n";
-    sb.write("bad/NVDA.csv", &nvda);
-    let sample = format!("sample={}", sb.path("bad").display());
+    out
+}
+
+fn mean(xs: &[f64]) -> f64 {
+    xs.iter().sum::<f64>() / xs.len() as f64
+}
+
+/// The computed columns, derived here independently of the pipeline's SQL.
+fn expected(bars: &[Bar]) -> Vec<BTreeMap<&'static str, Value>> {
+    let sma = |i: usize, n: usize| {
+        (i + 1 >= n).then(|| {
+            mean(
+                &bars[i + 1 - n..=i]
+                    .iter()
+                    .map(|b| b.close)
+                    .collect::<Vec<_>>(),
+            )
+        })
+    };
+    let mut rows = Vec::new();
+    for (i, b) in bars.iter().enumerate() {
+        let prev = i.checked_sub(1).map(|p| &bars[p]);
+        let pct = prev.map(|p| (b.close - p.close) / p.close * 100.0);
+        let body = (b.close - b.open).abs();
+        let range = b.high - b.low;
+        let upper = b.high - b.open.max(b.close);
+        let lower = b.open.min(b.close) - b.low;
+        let candle = if range == 0.0 || body <= 0.1 * range {
+            "doji"
+        } else if lower >= 2.0 * body && upper <= body {
+            "hammer"
+        } else if upper >= 2.0 * body && lower <= body {
+            "shooting_star"
+        } else if b.close > b.open {
+            "bullish"
+        } else {
+            "bearish"
+        };
+        let (s5, s20) = (sma(i, 5), sma(i, 20));
+        let (p5, p20) = (
+            i.checked_sub(1).and_then(|p| sma(p, 5)),
+            i.checked_sub(1).and_then(|p| sma(p, 20)),
+        );
+        let signal = match (p5, p20, s5, s20) {
+            (Some(a), Some(b2), Some(c), Some(d)) if a <= b2 && c > d => Some("BUY"),
+            (Some(a), Some(b2), Some(c), Some(d)) if a >= b2 && c < d => Some("SELL"),
+            _ => None,
+        };
+        let vol7: Vec<f64> = bars[i.saturating_sub(7)..i]
+            .iter()
+            .map(|b| b.volume)
+            .collect();
+        let ln2 = 2f64.ln();
+        let mut row = BTreeMap::new();
+        row.insert("date", Value::from(b.date.clone()));
+        row.insert("daily_return", Value::from(b.close - b.open));
+        row.insert(
+            "avg_price",
+            Value::from((b.open + b.high + b.low + b.close) / 4.0),
+        );
+        row.insert(
+            "volatility",
+            Value::from(
+                0.5 * (b.high / b.low).ln().powi(2)
+                    - (2.0 * ln2 - 1.0) * (b.close / b.open).ln().powi(2),
+            ),
+        );
+        row.insert("price_change_pct", pct.map_or(Value::Null, Value::from));
+        row.insert(
+            "rolling_avg_5d",
+            Value::from(mean(
+                &bars[i.saturating_sub(4)..=i]
+                    .iter()
+                    .map(|b| b.close)
+                    .collect::<Vec<_>>(),
+            )),
+        );
+        row.insert(
+            "volume_surge_ratio",
+            if vol7.is_empty() {
+                Value::Null
+            } else {
+                Value::from(b.volume / mean(&vol7))
+            },
+        );
+        row.insert("candle_type", Value::from(candle));
+        row.insert("is_market_up", Value::from(b.close > b.open));
+        row.insert("sma_5", s5.map_or(Value::Null, Value::from));
+        row.insert("sma_20", s20.map_or(Value::Null, Value::from));
+        row.insert("signal", signal.map_or(Value::Null, Value::from));
+        row.insert(
+            "is_anomaly",
+            Value::from(pct.is_some_and(|p| p.abs() > 5.0)),
+        );
+        rows.push(row);
+    }
+    rows
+}
+
+fn close_enough(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) if !a.is_boolean() => {
+            (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+        }
+        _ => a == b,
+    }
+}
+
+fn query(sb: &Sandbox, sql: &str) -> Value {
+    let out = sb.run(&["query", "--json", sql]);
+    assert_eq!(out.code, 0, "{out:?}");
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+fn count(sb: &Sandbox, sql: &str) -> u64 {
+    query(sb, sql)[0]["n"].as_u64().unwrap()
+}
+
+fn landing(sb: &Sandbox) -> String {
+    format!("landing={}", sb.path("landing").display())
+}
+
+#[test]
+fn publishes_the_sample_with_independently_computed_columns_and_reruns_insert_nothing() {
+    let sb = Sandbox::new();
     let out = sb.run(&[
         "run",
         &daily(),
         "--param",
-        &lake,
-        "--param",
-        &sample,
+        &landing(&sb),
         "--date",
-        "2026-05-12",
+        "2026-05-11",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let source = source_bars();
+    let total: usize = source.values().map(Vec::len).sum();
+    assert_eq!(total, 2510);
+    assert_eq!(
+        count(&sb, "SELECT count(*) AS n FROM stock_daily") as usize,
+        total
+    );
+
+    let rows = query(
+        &sb,
+        "SELECT symbol, date, daily_return, avg_price, volatility, price_change_pct, rolling_avg_5d, \
+         volume_surge_ratio, candle_type, is_market_up, sma_5, sma_20, signal, is_anomaly \
+         FROM stock_daily ORDER BY symbol, date",
+    );
+    let rows = rows.as_array().unwrap();
+    let mut i = 0;
+    let mut signals: BTreeMap<String, usize> = BTreeMap::new();
+    for (symbol, bars) in &source {
+        for want in expected(bars) {
+            let got = &rows[i];
+            assert_eq!(got["symbol"], symbol.as_str());
+            for (col, w) in &want {
+                assert!(
+                    close_enough(&got[*col], w),
+                    "{symbol} {} {col}: got {}, want {w}",
+                    want["date"],
+                    got[*col]
+                );
+            }
+            if let Some(s) = want["signal"].as_str() {
+                *signals.entry(s.to_string()).or_insert(0) += 1;
+            }
+            i += 1;
+        }
+    }
+    assert!(
+        signals.get("BUY") > Some(&0) && signals.get("SELL") > Some(&0),
+        "{signals:?}"
+    );
+
+    let again = sb.run(&[
+        "run",
+        &daily(),
+        "--param",
+        &landing(&sb),
+        "--date",
+        "2026-05-11",
+    ]);
+    assert_eq!(again.code, 0, "{again:?}");
+    let show = sb.show(&again.run_id());
+    assert_eq!(task(&show, "publish")["outputs"]["inserted"], 0);
+    assert_eq!(task(&show, "publish")["outputs"]["already_present"], 2510);
+    assert_eq!(
+        count(&sb, "SELECT count(*) AS n FROM stock_daily") as usize,
+        total
+    );
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A copy of the bundled responses, changed by `edit(symbol, json)`.
+fn sample_copy(sb: &Sandbox, name: &str, edit: impl Fn(&str, &mut Value)) -> String {
+    let dir = sb.path(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(repo("data/sample/alpha_vantage")).unwrap() {
+        let p = e.unwrap().path();
+        let symbol = p.file_stem().unwrap().to_string_lossy().into_owned();
+        let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        edit(&symbol, &mut doc);
+        std::fs::write(dir.join(p.file_name().unwrap()), doc.to_string()).unwrap();
+    }
+    format!("sample={}", dir.display())
+}
+
+#[test]
+fn a_failed_audit_publishes_nothing_and_rerun_from_create_temp_recovers() {
+    let sb = Sandbox::new();
+    // Day one: everything before 2026-05-01.
+    let early = sample_copy(&sb, "early", |_, doc| {
+        let series = doc["Time Series (Daily)"].as_object_mut().unwrap();
+        series.retain(|date, _| date.as_str() < "2026-05-01");
+    });
+    let out = sb.run(&[
+        "run",
+        &daily(),
+        "--param",
+        &landing(&sb),
+        "--param",
+        &early,
+        "--date",
+        "2026-04-30",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let published = count(&sb, "SELECT count(*) AS n FROM stock_daily");
+    let prod = sb.state_dir().join("warehouse/stock_daily");
+    let before = files(&prod);
+
+    // Day two: the full sample, with one bad bar (high < low).
+    let bad = sample_copy(&sb, "bad", |symbol, doc| {
+        if symbol == "NVDA" {
+            doc["Time Series (Daily)"]["2026-05-11"]["2. high"] = Value::from("200.0000");
+        }
+    });
+    let out = sb.run(&[
+        "run",
+        &daily(),
+        "--param",
+        &landing(&sb),
+        "--param",
+        &bad,
+        "--date",
+        "2026-05-11",
     ]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(
-        out.stderr
-            .contains("quality_check | high >= low: NVDA,2026-05-12,105.0,100.0,110.0,120.0,1000"),
-        "{out:?}"
-    );
-    let show = sb.show(&out.run_id());
+    let id = out.run_id();
+    let show = sb.show(&id);
     assert_eq!(status(&show, "quality_check"), "failed");
     assert_eq!(status(&show, "publish"), "skipped");
+    let error = task(&show, "quality_check")["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("1 of 13 checks failed on stock_daily_tmp:"),
+        "{error}"
+    );
+    assert!(
+        error.contains("- sql(SELECT * FROM stock_daily_tmp WHERE high < low): 1 violation"),
+        "{error}"
+    );
+    assert!(
+        error.contains(
+            r#""symbol":"NVDA","date":"2026-05-11","open":214.04,"high":200.0,"low":213.89"#
+        ),
+        "{error}"
+    );
+    let checks = task(&show, "quality_check")["history"][0]["outputs"]["checks"]
+        .as_array()
+        .unwrap()
+        .len();
     assert_eq!(
-        std::fs::read(sb.path("lake/prod/stock_daily/data.csv")).unwrap(),
+        checks, 13,
+        "every rule's result is an output, even on failure"
+    );
+    assert_eq!(files(&prod), before, "production files untouched");
+    assert_eq!(
+        count(&sb, "SELECT count(*) AS n FROM stock_daily"),
         published
+    );
+
+    // Fix the landed raw bar, then rebuild from create_temp.
+    let raw = sb.path("landing/bars/dt=2026-05-11/NVDA.csv");
+    let fixed = std::fs::read_to_string(&raw).unwrap().replace(
+        "NVDA,2026-05-11,214.04,200,",
+        "NVDA,2026-05-11,214.04,222.3,",
+    );
+    assert_ne!(
+        fixed,
+        std::fs::read_to_string(&raw).unwrap(),
+        "the bad row is in the landed file"
+    );
+    std::fs::write(&raw, fixed).unwrap();
+    let out = sb.run(&["rerun", &id, "--from", "create_temp"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let show = sb.show(&id);
+    for (t, attempts) in [
+        ("ingest", 1),
+        ("crawl", 1),
+        ("drop_temp", 1),
+        ("create_temp", 2),
+        ("quality_check", 2),
+        ("publish", 1),
+    ] {
+        assert_eq!(task(&show, t)["attempts"], attempts, "{t}");
+    }
+    assert_eq!(count(&sb, "SELECT count(*) AS n FROM stock_daily"), 2510);
+    assert_eq!(
+        count(&sb, "SELECT count(*) AS n FROM (SELECT symbol, date FROM stock_daily GROUP BY symbol, date HAVING count(*) > 1) AS d"),
+        0
+    );
+}
+
+#[test]
+fn a_crash_during_publish_leaves_production_unchanged_and_rerun_completes_it() {
+    let sb = Sandbox::new();
+    let early = sample_copy(&sb, "early", |_, doc| {
+        let series = doc["Time Series (Daily)"].as_object_mut().unwrap();
+        series.retain(|date, _| date.as_str() < "2026-05-01");
+    });
+    let out = sb.run(&[
+        "run",
+        &daily(),
+        "--param",
+        &landing(&sb),
+        "--param",
+        &early,
+        "--date",
+        "2026-04-30",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let published = count(&sb, "SELECT count(*) AS n FROM stock_daily");
+    let prod = sb.state_dir().join("warehouse/stock_daily");
+    let before = files(&prod);
+
+    // Stop publish after it wrote the new rows and before it moves them into place.
+    let hook = sb.path("hook");
+    std::fs::create_dir(&hook).unwrap();
+    let mut cmd = sb.command(&[
+        "run",
+        &daily(),
+        "--param",
+        &landing(&sb),
+        "--date",
+        "2026-05-11",
+    ]);
+    cmd.env(
+        "ORCHESTRATOR_TEST_PAUSE",
+        format!("publish:before-rename:{}", hook.display()),
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    sb.wait_for_file("hook/paused");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert_eq!(files(&prod), before, "production files untouched");
+    assert_eq!(
+        count(&sb, "SELECT count(*) AS n FROM stock_daily"),
+        published
+    );
+    let runs: Value = serde_json::from_str(&sb.run(&["runs", "--json"]).stdout).unwrap();
+    assert_eq!(runs[0]["status"], "interrupted");
+    let id = runs[0]["id"].as_str().unwrap().to_string();
+
+    let out = sb.run(&["rerun", &id]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let show = sb.show(&id);
+    assert_eq!(
+        task(&show, "create_temp")["attempts"],
+        1,
+        "only publish re-ran"
+    );
+    assert_eq!(task(&show, "publish")["attempts"], 2);
+    assert_eq!(
+        task(&show, "publish")["outputs"]["inserted"],
+        2510 - published
+    );
+    assert_eq!(count(&sb, "SELECT count(*) AS n FROM stock_daily"), 2510);
+    assert_eq!(
+        count(&sb, "SELECT count(*) AS n FROM (SELECT symbol, date FROM stock_daily GROUP BY symbol, date HAVING count(*) > 1) AS d"),
+        0
     );
 }

@@ -115,6 +115,7 @@ async fn crawl(
     format: Option<Format>,
     catalog: Arc<dyn Catalog>,
 ) -> Result<Outputs, String> {
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     match std::fs::metadata(&dir) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -294,6 +295,7 @@ async fn crawl(
         files: files.iter().map(|f| f.rel.clone()).collect(),
         row_count: None,
         managed: false,
+        created_by: None,
         created_at: existing.as_ref().map_or(now, |t| t.created_at),
         updated_at: now,
         last_crawled_at: Some(now),

@@ -9,6 +9,11 @@
 //! event loop stays responsive (timeouts, cancellation, other tasks' output).
 
 pub mod crawl;
+pub mod create_table_as;
+pub mod publish;
+pub mod quality;
+pub mod sql;
+pub mod warehouse;
 
 use std::future::Future;
 use std::path::Path;
@@ -204,5 +209,37 @@ fn query_error(e: &str) -> String {
         format!("{e}; `orchestrator query` is read-only: change tables with `sql`, `create_table_as` or `publish` tasks")
     } else {
         e.to_string()
+    }
+}
+
+/// A test hook: makes a data task stop at a named point so a test can kill the process
+/// there deterministically (e.g. mid-publish). Set `ORCHESTRATOR_TEST_PAUSE` to
+/// `KIND:POINT:DIR`; on reaching POINT, a task of KIND creates `DIR/paused` and waits until
+/// `DIR/resume` exists. Unset (always, outside tests), it does nothing.
+#[derive(Debug, Clone)]
+pub struct PauseHook {
+    point: String,
+    dir: std::path::PathBuf,
+}
+
+impl PauseHook {
+    pub fn from_env(kind: &str) -> Option<PauseHook> {
+        let spec = std::env::var("ORCHESTRATOR_TEST_PAUSE").ok()?;
+        let mut parts = spec.splitn(3, ':');
+        let (k, point, dir) = (parts.next()?, parts.next()?, parts.next()?);
+        (k == kind).then(|| PauseHook {
+            point: point.to_string(),
+            dir: dir.into(),
+        })
+    }
+
+    pub async fn reached(&self, point: &str) {
+        if point != self.point {
+            return;
+        }
+        let _ = std::fs::write(self.dir.join("paused"), "");
+        while !self.dir.join("resume").exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }

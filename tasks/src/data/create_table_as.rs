@@ -1,0 +1,82 @@
+//! `kind: create_table_as` — writes a SELECT's result into the warehouse as a new table
+//! (Parquet) and registers it in the catalog. Fails if the table already exists, so a
+//! pipeline drops its temp table first (as Athena's CTAS requires).
+
+use std::sync::Arc;
+
+use orchestrator_engine::task::{
+    BuildContext, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{on_engine, session, warehouse, Format};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTableAsConfig {
+    table: String,
+    /// A SELECT (or WITH ... SELECT).
+    sql: String,
+    /// Only `parquet` for now.
+    format: Option<Format>,
+}
+
+impl TaskConfig for CreateTableAsConfig {
+    const KIND: &'static str = "create_table_as";
+
+    fn build(self, _: &BuildContext) -> Result<Arc<dyn Task>, String> {
+        super::crawl::check_table_name(&self.table)?;
+        if let Some(f) = self.format.filter(|f| *f != Format::Parquet) {
+            return Err(format!(
+                "`format: {}`: created tables are written as parquet; remove `format:` or set it to parquet",
+                f.name()
+            ));
+        }
+        Ok(Arc::new(CreateTableAs {
+            table: self.table,
+            sql: self.sql,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct CreateTableAs {
+    table: String,
+    sql: String,
+}
+
+#[async_trait::async_trait]
+impl Task for CreateTableAs {
+    async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
+        let (table, sql, catalog, wh) = (
+            self.table.clone(),
+            self.sql.clone(),
+            ctx.catalog.clone(),
+            ctx.warehouse.clone(),
+        );
+        let creator = format!("{}/{}", ctx.run_id, ctx.task_id);
+        let record = on_engine(async move {
+            let lock = warehouse::table_lock(&table);
+            let _guard = lock.lock().await;
+            let session = session(catalog.as_ref()).await?;
+            let df = session
+                .sql(&sql)
+                .await
+                .map_err(|e| format!("in `sql`: {e}"))?;
+            warehouse::create_table(catalog.as_ref(), &wh, &table, df, &creator, None).await
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(TaskFailure::new)?;
+        let rows = record.row_count.unwrap_or(0);
+        ctx.output.line(&format!(
+            "created table {}: {rows} rows at {}",
+            record.name, record.location
+        ));
+        match json!({"table": record.name, "rows": rows, "location": record.location}) {
+            serde_json::Value::Object(m) => Ok(m),
+            _ => Ok(Outputs::new()),
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! `kind: publish` — moves audited rows into the production table, incrementally and
+//! idempotently.
+//!
+//! If `to` does not exist it is created from `from`. Otherwise only rows of `from` whose
+//! key is not yet in `to` are inserted, so publishing the same day twice never duplicates
+//! it. The new rows are written as one Parquet file under the warehouse's staging
+//! directory and renamed into `to`'s directory: one rename, so a crash at any point leaves
+//! `to` either unchanged or fully updated, and publishing again afterwards inserts exactly
+//! what is missing.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::Int64Array;
+use datafusion::prelude::SessionContext;
+use orchestrator_engine::catalog::Catalog;
+use orchestrator_engine::task::{
+    BuildContext, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::quality::rows_json;
+use super::{on_engine, session, warehouse, PauseHook};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// The audited table.
+    from: String,
+    /// The production table.
+    to: String,
+    /// Columns that identify a row; a row whose key is already in `to` is not inserted.
+    key: Vec<String>,
+}
+
+impl TaskConfig for PublishConfig {
+    const KIND: &'static str = "publish";
+
+    fn build(self, _: &BuildContext) -> Result<Arc<dyn Task>, String> {
+        super::crawl::check_table_name(&self.from)?;
+        super::crawl::check_table_name(&self.to)?;
+        if self.key.is_empty() {
+            return Err(
+                "`key` is empty; name the columns that identify a row, e.g. [symbol, date]".into(),
+            );
+        }
+        if self.from == self.to {
+            return Err("`from` and `to` are the same table".into());
+        }
+        Ok(Arc::new(Publish {
+            from: self.from,
+            to: self.to,
+            key: self.key,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct Publish {
+    from: String,
+    to: String,
+    key: Vec<String>,
+}
+
+fn ident(c: &str) -> String {
+    format!("\"{}\"", c.replace('"', "\"\""))
+}
+
+#[async_trait::async_trait]
+impl Task for Publish {
+    async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
+        let (from, to, key) = (self.from.clone(), self.to.clone(), self.key.clone());
+        let (catalog, wh) = (ctx.catalog.clone(), ctx.warehouse.clone());
+        let pause = PauseHook::from_env("publish");
+        let creator = format!("{}/{}", ctx.run_id, ctx.task_id);
+        let (inserted, present, total) = on_engine(async move {
+            let lock = warehouse::table_lock(&to);
+            let _guard = lock.lock().await;
+            publish(catalog, &wh, &from, &to, &key, &creator, pause.as_ref()).await
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(TaskFailure::new)?;
+        ctx.output.line(&format!(
+            "{}: inserted {inserted} rows, {present} already present, {total} rows now",
+            self.to
+        ));
+        match json!({"inserted": inserted, "already_present": present, "rows": total}) {
+            serde_json::Value::Object(m) => Ok(m),
+            _ => Ok(Outputs::new()),
+        }
+    }
+}
+
+async fn scalar(session: &SessionContext, sql: &str) -> Result<u64, String> {
+    let batches = session
+        .sql(sql)
+        .await
+        .map_err(|e| e.to_string())?
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(batches
+        .first()
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.value(0))
+        })
+        .unwrap_or(0) as u64)
+}
+
+/// Returns (inserted, already present, rows in `to` now).
+async fn publish(
+    catalog: Arc<dyn Catalog>,
+    wh: &std::path::Path,
+    from: &str,
+    to: &str,
+    key: &[String],
+    creator: &str,
+    pause: Option<&PauseHook>,
+) -> Result<(u64, u64, u64), String> {
+    let Some(source) = catalog.table(from).map_err(|e| e.to_string())? else {
+        return Err(format!(
+            "table `{from}` does not exist; the steps that build it must run first"
+        ));
+    };
+    for k in key {
+        if !source.columns.iter().any(|c| c.name == *k) {
+            return Err(format!(
+                "key column `{k}` is not a column of `{from}` (columns: {})",
+                source
+                    .columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    let target = catalog.table(to).map_err(|e| e.to_string())?;
+    if let Some(t) = &target {
+        if !t.managed {
+            return Err(format!(
+                "`{to}` is a crawled (external) table; publish writes only to tables in the warehouse"
+            ));
+        }
+        for c in &source.columns {
+            match t.columns.iter().find(|tc| tc.name == c.name) {
+                Some(tc) if tc.data_type == c.data_type => {}
+                Some(tc) => {
+                    return Err(format!(
+                        "column `{}` is {} in `{from}` but {} in `{to}`; cast it in the query that builds `{from}`",
+                        c.name, c.data_type, tc.data_type
+                    ))
+                }
+                None => return Err(format!("column `{}` of `{from}` is not in `{to}`", c.name)),
+            }
+        }
+        if let Some(tc) = t
+            .columns
+            .iter()
+            .find(|tc| !source.columns.iter().any(|c| c.name == tc.name))
+        {
+            return Err(format!(
+                "column `{}` of `{to}` is missing from `{from}`",
+                tc.name
+            ));
+        }
+    }
+
+    let session = session(catalog.as_ref()).await?;
+    let keys = key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
+    let null_keys = key
+        .iter()
+        .map(|k| format!("{} IS NULL", ident(k)))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let n = scalar(
+        &session,
+        &format!("SELECT count(*) FROM {from} WHERE {null_keys}"),
+    )
+    .await?;
+    if n > 0 {
+        return Err(format!(
+            "{n} rows of `{from}` have a null key ({}); add a `not_null` check before publish",
+            key.join(", ")
+        ));
+    }
+    let dups = format!(
+        "SELECT {keys}, count(*) AS copies FROM {from} GROUP BY {keys} HAVING count(*) > 1"
+    );
+    let n = scalar(&session, &format!("SELECT count(*) FROM ({dups}) AS d")).await?;
+    if n > 0 {
+        let sample = session
+            .sql(&format!("{dups} LIMIT 5"))
+            .await
+            .map_err(|e| e.to_string())?
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let sample: Vec<String> = rows_json(&sample)?.iter().map(|v| v.to_string()).collect();
+        return Err(format!(
+            "{n} keys ({}) occur more than once in `{from}`, e.g. {}; add a `unique` check before publish",
+            key.join(", "),
+            sample.join(", ")
+        ));
+    }
+    let source_rows = scalar(&session, &format!("SELECT count(*) FROM {from}")).await?;
+
+    let Some(target) = target else {
+        let df = session
+            .sql(&format!("SELECT * FROM {from}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let t = warehouse::create_table(catalog.as_ref(), wh, to, df, creator, pause).await?;
+        let rows = t.row_count.unwrap_or(0);
+        return Ok((rows, 0, rows));
+    };
+
+    let columns = target
+        .columns
+        .iter()
+        .map(|c| format!("f.{}", ident(&c.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let matches = key
+        .iter()
+        .map(|k| format!("t.{k} = f.{k}", k = ident(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let new_rows = session
+        .sql(&format!(
+            "SELECT {columns} FROM {from} AS f WHERE NOT EXISTS (SELECT 1 FROM {to} AS t WHERE {matches})"
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let schema = new_rows.schema().as_arrow().clone();
+    let staging = warehouse::staging_path(wh, to)?.with_extension("parquet");
+    let inserted = warehouse::write_parquet(new_rows, &staging, true).await?;
+    if let Some(p) = pause {
+        p.reached("before-rename").await;
+    }
+    if inserted > 0 {
+        let dir = warehouse::table_dir(wh, to);
+        let name = staging
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "part.parquet".into());
+        let dest = dir.join(format!("part-{name}"));
+        std::fs::rename(&staging, &dest).map_err(|e| {
+            format!(
+                "cannot move {} into {} ({e})",
+                staging.display(),
+                dir.display()
+            )
+        })?;
+    } else if staging.exists() {
+        let _ = std::fs::remove_file(&staging);
+    }
+    let total = scalar(&session, &format!("SELECT count(*) FROM {to}")).await?;
+    let mut updated = target;
+    updated.row_count = Some(total);
+    updated.updated_at = chrono::Utc::now();
+    if updated.columns.len() != schema.fields().len() {
+        updated.columns = warehouse::columns_of(&schema);
+    }
+    catalog.put_table(updated).map_err(|e| e.to_string())?;
+    Ok((inserted, source_rows - inserted, total))
+}

@@ -1,0 +1,316 @@
+//! `kind: quality_check` — the audit of write-audit-publish.
+//!
+//! Every rule is evaluated (none short-circuits the others); the task fails if any rule
+//! fails, and its error lists each failing rule with its violation count and up to five
+//! sample rows. Each rule's result is an output, visible in `show` whether or not the
+//! check passed.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::Int64Array;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::prelude::SessionContext;
+use orchestrator_engine::task::{
+    BuildContext, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{on_engine, session};
+
+const SAMPLES: usize = 5;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityCheckConfig {
+    table: String,
+    checks: Vec<Check>,
+}
+
+/// One rule. Column names are plain identifiers.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Check {
+    /// `row_count: {min: 1, max: 1000000}`
+    RowCount(Bounds),
+    /// `not_null: [symbol, date]` — one rule per column.
+    NotNull(Vec<String>),
+    /// `unique: [symbol, date]` — the columns together.
+    Unique(Vec<String>),
+    /// `accepted_range: {column: volume, min: 0}` — nulls are not violations.
+    AcceptedRange(Range),
+    /// `accepted_values: {column: signal, values: [BUY, SELL]}` — nulls are not violations.
+    AcceptedValues(Values),
+    /// `sql: "SELECT * FROM t WHERE high < low"` — passes when it returns no rows.
+    Sql(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Bounds {
+    min: Option<u64>,
+    max: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Range {
+    column: String,
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Values {
+    column: String,
+    values: Vec<String>,
+}
+
+/// A rule as SQL: its name and a query returning the violating rows.
+#[derive(Debug, Clone)]
+enum Rule {
+    RowCount { min: Option<u64>, max: Option<u64> },
+    Violations { name: String, query: String },
+}
+
+fn ident(c: &str) -> String {
+    format!("\"{}\"", c.replace('"', "\"\""))
+}
+
+fn literal(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+impl TaskConfig for QualityCheckConfig {
+    const KIND: &'static str = "quality_check";
+
+    fn build(self, _: &BuildContext) -> Result<Arc<dyn Task>, String> {
+        super::crawl::check_table_name(&self.table)?;
+        if self.checks.is_empty() {
+            return Err("`checks` is empty; list at least one rule".into());
+        }
+        let t = &self.table;
+        let mut rules = Vec::new();
+        for check in self.checks {
+            match check {
+                Check::RowCount(b) => {
+                    if b.min.is_none() && b.max.is_none() {
+                        return Err("`row_count` needs `min`, `max` or both".into());
+                    }
+                    rules.push(Rule::RowCount {
+                        min: b.min,
+                        max: b.max,
+                    });
+                }
+                Check::NotNull(cols) => rules.extend(cols.iter().map(|c| Rule::Violations {
+                    name: format!("not_null({c})"),
+                    query: format!("SELECT * FROM {t} WHERE {} IS NULL", ident(c)),
+                })),
+                Check::Unique(cols) => {
+                    let list = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+                    rules.push(Rule::Violations {
+                        name: format!("unique({})", cols.join(", ")),
+                        query: format!(
+                            "SELECT {list}, count(*) AS duplicates FROM {t} GROUP BY {list} HAVING count(*) > 1"
+                        ),
+                    });
+                }
+                Check::AcceptedRange(r) => {
+                    let c = ident(&r.column);
+                    let mut conds = Vec::new();
+                    if let Some(min) = r.min {
+                        conds.push(format!("{c} < {min:?}"));
+                    }
+                    if let Some(max) = r.max {
+                        conds.push(format!("{c} > {max:?}"));
+                    }
+                    if conds.is_empty() {
+                        return Err(format!(
+                            "`accepted_range` on `{}` needs `min`, `max` or both",
+                            r.column
+                        ));
+                    }
+                    let bounds = match (r.min, r.max) {
+                        (Some(a), Some(b)) => format!("{a} <= {} <= {b}", r.column),
+                        (Some(a), None) => format!("{} >= {a}", r.column),
+                        (None, Some(b)) => format!("{} <= {b}", r.column),
+                        (None, None) => String::new(),
+                    };
+                    rules.push(Rule::Violations {
+                        name: format!("accepted_range({bounds})"),
+                        query: format!("SELECT * FROM {t} WHERE {}", conds.join(" OR ")),
+                    });
+                }
+                Check::AcceptedValues(v) => {
+                    let list = v
+                        .values
+                        .iter()
+                        .map(|x| literal(x))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    rules.push(Rule::Violations {
+                        name: format!("accepted_values({} in {})", v.column, v.values.join(", ")),
+                        query: format!(
+                            "SELECT * FROM {t} WHERE {c} IS NOT NULL AND CAST({c} AS VARCHAR) NOT IN ({list})",
+                            c = ident(&v.column)
+                        ),
+                    });
+                }
+                Check::Sql(q) => rules.push(Rule::Violations {
+                    name: format!("sql({})", q.trim()),
+                    query: q,
+                }),
+            }
+        }
+        Ok(Arc::new(QualityCheck {
+            table: self.table,
+            rules,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct QualityCheck {
+    table: String,
+    rules: Vec<Rule>,
+}
+
+#[async_trait::async_trait]
+impl Task for QualityCheck {
+    async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
+        let (table, rules, catalog) = (self.table.clone(), self.rules.clone(), ctx.catalog.clone());
+        let results = on_engine(async move {
+            if catalog.table(&table).map_err(|e| e.to_string())?.is_none() {
+                return Err(format!(
+                    "table `{table}` does not exist; the step that creates it must run first"
+                ));
+            }
+            let session = session(catalog.as_ref()).await?;
+            let mut results = Vec::new();
+            for rule in &rules {
+                results.push(evaluate(&session, &table, rule).await?);
+            }
+            Ok(results)
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(TaskFailure::new)?;
+
+        let failed: Vec<&Value> = results.iter().filter(|r| r["passed"] == false).collect();
+        for r in &results {
+            ctx.output.line(&format!(
+                "{}: {}",
+                r["rule"].as_str().unwrap_or_default(),
+                if r["passed"] == true {
+                    "passed".to_string()
+                } else {
+                    format!("FAILED, {} violations", r["violations"])
+                }
+            ));
+        }
+        let mut outputs = Outputs::new();
+        outputs.insert("table".into(), json!(self.table));
+        outputs.insert("failed".into(), json!(failed.len()));
+        outputs.insert("checks".into(), Value::Array(results.clone()));
+        if failed.is_empty() {
+            return Ok(outputs);
+        }
+        let mut message = format!(
+            "{} of {} checks failed on {}:",
+            failed.len(),
+            results.len(),
+            self.table
+        );
+        for r in &failed {
+            message.push_str(&format!(
+                "\n- {}: {} violation{}",
+                r["rule"].as_str().unwrap_or_default(),
+                r["violations"],
+                if r["violations"] == 1 { "" } else { "s" }
+            ));
+            if let Some(detail) = r["detail"].as_str() {
+                message.push_str(&format!(" ({detail})"));
+            }
+            for s in r["samples"].as_array().into_iter().flatten() {
+                message.push_str(&format!("\n    {s}"));
+            }
+        }
+        Err(TaskFailure {
+            message,
+            exit_code: None,
+            outputs,
+        })
+    }
+}
+
+async fn evaluate(session: &SessionContext, table: &str, rule: &Rule) -> Result<Value, String> {
+    match rule {
+        Rule::RowCount { min, max } => {
+            let n = count(session, &format!("SELECT * FROM {table}"))
+                .await
+                .map_err(|e| format!("row_count: {e}"))?;
+            let low = min.is_some_and(|m| n < m);
+            let high = max.is_some_and(|m| n > m);
+            let name = match (min, max) {
+                (Some(a), Some(b)) => format!("row_count({a} <= rows <= {b})"),
+                (Some(a), None) => format!("row_count(rows >= {a})"),
+                (None, Some(b)) => format!("row_count(rows <= {b})"),
+                (None, None) => "row_count".into(),
+            };
+            Ok(json!({
+                "rule": name,
+                "passed": !(low || high),
+                "violations": if low || high { 1 } else { 0 },
+                "detail": format!("{n} rows"),
+                "samples": [],
+            }))
+        }
+        Rule::Violations { name, query } => {
+            let n = count(session, query)
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            let samples = if n > 0 {
+                let df = session
+                    .sql(&format!("SELECT * FROM ({query}) AS v LIMIT {SAMPLES}"))
+                    .await
+                    .map_err(|e| format!("{name}: {e}"))?;
+                rows_json(&df.collect().await.map_err(|e| format!("{name}: {e}"))?)?
+            } else {
+                Vec::new()
+            };
+            Ok(json!({"rule": name, "passed": n == 0, "violations": n, "samples": samples}))
+        }
+    }
+}
+
+async fn count(session: &SessionContext, query: &str) -> Result<u64, String> {
+    let df = session
+        .sql(&format!("SELECT count(*) AS n FROM ({query}) AS v"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let batches = df.collect().await.map_err(|e| e.to_string())?;
+    Ok(batches
+        .first()
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.value(0))
+        })
+        .unwrap_or(0) as u64)
+}
+
+/// Rows as JSON objects (dates as `YYYY-MM-DD`, nulls explicit).
+pub fn rows_json(batches: &[RecordBatch]) -> Result<Vec<Value>, String> {
+    let mut writer = arrow_json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow_json::writer::LineDelimited>(Vec::new());
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    writer.write_batches(&refs).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
+    let text = String::from_utf8(writer.into_inner()).map_err(|e| e.to_string())?;
+    text.lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| e.to_string()))
+        .collect()
+}

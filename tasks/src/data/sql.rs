@@ -1,0 +1,131 @@
+//! `kind: sql` — runs one or more SQL statements against the catalog.
+//!
+//! DDL keeps the catalog in step: `DROP TABLE [IF EXISTS] t` removes the table (and, for
+//! tables created by orchestrator, its warehouse files; crawled tables' files are left, as
+//! Athena leaves an external table's S3 data), and `CREATE TABLE t AS SELECT ...` creates
+//! a managed Parquet table like `create_table_as`. Other statements (SELECT, EXPLAIN, ...)
+//! run read-only, and their row counts become outputs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::execution::context::SQLOptions;
+use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::sqlparser::ast::{ObjectType, Statement as Sql};
+use orchestrator_engine::catalog::Catalog;
+use orchestrator_engine::task::{
+    BuildContext, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{on_engine, session, warehouse};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlConfig {
+    /// One or more statements separated by `;`.
+    sql: String,
+}
+
+impl TaskConfig for SqlConfig {
+    const KIND: &'static str = "sql";
+
+    fn build(self, _: &BuildContext) -> Result<Arc<dyn Task>, String> {
+        let statements = DFParser::parse_sql(&self.sql).map_err(|e| format!("invalid SQL: {e}"))?;
+        if statements.is_empty() {
+            return Err("`sql` has no statements".into());
+        }
+        Ok(Arc::new(SqlTask { sql: self.sql }))
+    }
+}
+
+#[derive(Debug)]
+struct SqlTask {
+    sql: String,
+}
+
+#[async_trait::async_trait]
+impl Task for SqlTask {
+    async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
+        let (sql, catalog, warehouse) =
+            (self.sql.clone(), ctx.catalog.clone(), ctx.warehouse.clone());
+        let output = ctx.output.clone();
+        let creator = format!("{}/{}", ctx.run_id, ctx.task_id);
+        on_engine(async move { run_statements(&sql, catalog, warehouse, &creator, &output).await })
+            .await
+            .and_then(|r| r)
+            .map_err(TaskFailure::new)
+    }
+}
+
+async fn run_statements(
+    sql: &str,
+    catalog: Arc<dyn Catalog>,
+    warehouse: PathBuf,
+    creator: &str,
+    output: &orchestrator_engine::task::OutputSink,
+) -> Result<Outputs, String> {
+    let statements = DFParser::parse_sql(sql).map_err(|e| format!("invalid SQL: {e}"))?;
+    let (mut dropped, mut created, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+    for statement in statements {
+        match statement {
+            Statement::Statement(s) => match *s {
+                Sql::Drop {
+                    object_type: ObjectType::Table,
+                    if_exists,
+                    names,
+                    ..
+                } => {
+                    for name in names {
+                        let name = name.to_string().to_lowercase();
+                        if warehouse::drop_table(catalog.as_ref(), &name, if_exists)? {
+                            output.line(&format!("dropped table {name}"));
+                            dropped.push(name);
+                        } else {
+                            output.line(&format!("table {name} does not exist; nothing to drop"));
+                        }
+                    }
+                }
+                Sql::CreateTable(ct) if ct.query.is_some() => {
+                    let name = ct.name.to_string().to_lowercase();
+                    super::crawl::check_table_name(&name)?;
+                    let query = ct.query.map(|q| q.to_string()).unwrap_or_default();
+                    if ct.if_not_exists && catalog.table(&name).map_err(|e| e.to_string())?.is_some() {
+                        output.line(&format!("table {name} exists; IF NOT EXISTS: nothing to do"));
+                        continue;
+                    }
+                    if ct.or_replace {
+                        warehouse::drop_table(catalog.as_ref(), &name, true)?;
+                    }
+                    let ctx = session(catalog.as_ref()).await?;
+                    let df = ctx.sql(&query).await.map_err(|e| e.to_string())?;
+                    let t = warehouse::create_table(catalog.as_ref(), &warehouse, &name, df, creator, None).await?;
+                    output.line(&format!("created table {name}: {} rows", t.row_count.unwrap_or(0)));
+                    created.push(name);
+                }
+                other => {
+                    let ctx = session(catalog.as_ref()).await?;
+                    let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false);
+                    let df = ctx
+                        .sql_with_options(&other.to_string(), options)
+                        .await
+                        .map_err(|e| format!("{e}; in a `sql` task, tables change only through DROP TABLE and CREATE TABLE ... AS SELECT"))?;
+                    let batches = df.collect().await.map_err(|e| e.to_string())?;
+                    let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+                    output.line(&format!("{n} rows"));
+                    rows.push(n);
+                }
+            },
+            other => {
+                return Err(format!(
+                    "`{other}` is not supported in a `sql` task; use DROP TABLE, CREATE TABLE ... AS SELECT, or a query"
+                ))
+            }
+        }
+    }
+    match json!({"dropped": dropped, "created": created, "rows": rows}) {
+        serde_json::Value::Object(m) => Ok(m),
+        _ => Ok(Outputs::new()),
+    }
+}

@@ -172,6 +172,12 @@ impl Loop<'_> {
     async fn run(&mut self) -> Result<RunRecord, StateError> {
         let mut joins: JoinSet<Finished> = JoinSet::new();
         loop {
+            // A completion caused by the cancellation can arrive before the cancel branch
+            // below is polled; checking first keeps "cancelled" from turning into "skipped"
+            // downstream.
+            if self.ex.cancel.is_cancelled() && !self.cancelling {
+                self.cancel_waiting();
+            }
             self.decide();
             self.start_ready();
             if !self.writes.is_empty() {

@@ -194,3 +194,84 @@ fn generated_bars_are_reproducible_and_crawlable() {
     );
     assert_eq!(n[0]["n"], 90);
 }
+
+#[test]
+fn sql_ddl_keeps_the_catalog_in_step_and_every_failing_rule_is_reported() {
+    let sb = Sandbox::new();
+    bars(
+        &sb,
+        "dt=2025-04-09",
+        "a.csv",
+        &["NVDA,2025-04-09,101.5,1000", "AMD,2025-04-09,90.25,2000"],
+    );
+    sb.write(
+        "wf.yaml",
+        r#"
+name: ddl
+tasks:
+  crawl:
+    kind: crawl
+    path: raw
+    table: bars
+  derive:
+    kind: sql
+    after: [crawl]
+    sql: |
+      CREATE TABLE closes AS SELECT symbol, close FROM bars;
+      SELECT * FROM closes WHERE close > 100
+  audit:
+    kind: quality_check
+    after: [derive]
+    table: closes
+    checks:
+      - row_count: { max: 1 }
+      - accepted_values: { column: symbol, values: [NVDA] }
+      - not_null: [close]
+      - unique: [symbol]
+"#,
+    );
+    let out = sb.run(&["run", "wf.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let show = sb.show(&out.run_id());
+    assert_eq!(
+        task(&show, "derive")["outputs"]["created"],
+        serde_json::json!(["closes"])
+    );
+    assert_eq!(
+        task(&show, "derive")["outputs"]["rows"],
+        serde_json::json!([1])
+    );
+    let error = task(&show, "audit")["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("2 of 4 checks failed on closes:"),
+        "{error}"
+    );
+    assert!(
+        error.contains("- row_count(rows <= 1): 1 violation (2 rows)"),
+        "{error}"
+    );
+    assert!(error.contains("- accepted_values(symbol in NVDA): 1 violation\n    {\"symbol\":\"AMD\",\"close\":90.25}"), "{error}");
+
+    let managed = sb.state_dir().join("warehouse/closes");
+    assert!(managed.is_dir());
+    sb.write(
+        "drop.yaml",
+        "name: drop\ntasks:\n  drop:\n    kind: sql\n    sql: DROP TABLE closes; DROP TABLE bars; DROP TABLE IF EXISTS nothing\n",
+    );
+    let out = sb.run(&["run", "drop.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!managed.exists(), "a managed table's files go with it");
+    assert!(
+        sb.path("raw/dt=2025-04-09/a.csv").exists(),
+        "a crawled table's files stay"
+    );
+    assert!(sb.run(&["tables"]).stdout.starts_with("no tables yet"));
+    let out = sb.run(&["run", "drop.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "table `closes` does not exist; write `DROP TABLE IF EXISTS closes` to allow that"
+        ),
+        "{out:?}"
+    );
+}

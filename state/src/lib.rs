@@ -142,16 +142,15 @@ impl Store {
             .and_then(|_| writeln!(lock, "pid {pid}: {owner}"))
             .map_err(open_err)?;
 
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir.join("db"))
             // Every commit flushes explicitly (group commit), so sled's periodic flusher
             // thread adds nothing — and it would keep the db open briefly after drop.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|source| StateError::Db {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
+            .flush_every_ms(None);
+        let db = open_sled(&config).map_err(|source| StateError::Db {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
         let store = Store {
             dir: dir.to_path_buf(),
             db,
@@ -370,6 +369,25 @@ fn encode<T: Serialize + Clone>(value: &T) -> Vec<u8> {
         data: value.clone(),
     })
     .unwrap_or_default()
+}
+
+/// Opens sled. We hold the directory's `LOCK`, so no other process has this db open: if
+/// sled's own file lock is still taken, it is by this process's previous `Store`, whose
+/// sled I/O threads are finishing after drop (seen when one process reopens a store, as
+/// tests do). That resolves within moments, so wait for it, boundedly.
+fn open_sled(config: &sled::Config) -> std::result::Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn prefix(parts: &[&str]) -> Vec<u8> {

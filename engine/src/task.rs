@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
@@ -213,5 +214,20 @@ impl Registry {
 
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.kinds.keys().copied()
+    }
+}
+
+/// A duration in a config, written like `500ms`, `30s`, `5m`, `1h30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub std::time::Duration);
+
+impl<'de> serde::Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a duration; write a number and a unit, e.g. 500ms, 30s, 5m, 1h30m"
+            ))
+        })
     }
 }

@@ -190,20 +190,7 @@ struct CommonSpec {
     timeout: Option<Dur>,
 }
 
-/// A duration written like `30s`, `5m`, `1h30m`.
-#[derive(Debug, Clone, Copy)]
-struct Dur(Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim()).map(Dur).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "`{s}` is not a duration; write a number and a unit, e.g. 500ms, 30s, 5m, 1h30m"
-            ))
-        })
-    }
-}
+use crate::task::Dur;
 
 struct Loader<'a, 'e> {
     opts: &'a LoadOptions<'a>,
@@ -635,8 +622,13 @@ impl Loader<'_, '_> {
     /// Renders templates in every scalar of a task's kind-specific config, in place.
     fn render(&mut self, node: &mut Node, renderer: &Renderer, task_id: &str) {
         match &mut node.kind {
-            NodeKind::Scalar { value, .. } => match renderer.render(value) {
-                Ok(std::borrow::Cow::Owned(v)) => *value = v,
+            NodeKind::Scalar { value, plain } => match renderer.render(value) {
+                // A template must be quoted in YAML (`{` starts a mapping), but what it
+                // renders to is typed like a plain scalar: `"{{ params.n }}"` can be a number.
+                Ok(std::borrow::Cow::Owned(v)) => {
+                    *value = v;
+                    *plain = true;
+                }
                 Ok(std::borrow::Cow::Borrowed(_)) => {}
                 Err(e) => {
                     self.errs.push(

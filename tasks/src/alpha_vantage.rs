@@ -6,14 +6,23 @@
 //! rename), so a crawl of `{output}/bars` never sees half a file. One bad symbol does not
 //! lose the others: every good symbol is landed, then the task fails listing the bad ones.
 //!
-//! Today the responses come from `sample_dir` (the bundled sample, offline), through the
-//! same parser a live fetch will use.
+//! Live (an API key is set): one request per symbol, paced by a limiter shared by the whole
+//! task (`calls_per_minute`), throttling answers and transient failures (network errors,
+//! timeouts, 5xx) retried with backoff up to `max_attempts`. Offline (no key, and
+//! `sample_dir` given): the responses are read from files, through the same parser.
+//! Symbols already landed for the run's date are not fetched again (a rerun after one
+//! symbol failed fetches only that one).
+//!
+//! The key is never logged, stored or written: it is not part of any message (reqwest
+//! errors are stripped of their URL, which holds it), and the task's `Debug` hides it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use orchestrator_engine::task::{
-    BuildContext, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
+    BuildContext, Dur, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -24,9 +33,36 @@ pub struct AlphaVantageConfig {
     symbols: Vec<String>,
     /// The landing directory (relative to the workflow file's directory).
     output: PathBuf,
-    /// Read `SYMBOL.json` responses from this directory instead of the network.
-    sample_dir: PathBuf,
+    /// The API key itself; usually left out in favour of `api_key_env`.
+    api_key: Option<String>,
+    /// The environment variable holding the key (default `ALPHAVANTAGE_API_KEY`).
+    api_key_env: Option<String>,
+    /// Default `https://www.alphavantage.co/query`.
+    base_url: Option<String>,
+    /// `compact` (the last 100 days, default) or `full` (the whole history: a backfill).
+    outputsize: Option<OutputSize>,
+    /// Requests per minute across the whole task (default 5, the free tier's limit).
+    calls_per_minute: Option<f64>,
+    /// Per request (default 30s).
+    timeout: Option<Dur>,
+    /// First wait after a throttling answer or a transient failure; doubles each time
+    /// (default 60s).
+    throttle_wait: Option<Dur>,
+    /// Attempts per symbol before it fails (default 5).
+    max_attempts: Option<u32>,
+    /// Offline: read `SYMBOL.json` responses from this directory when no key is set.
+    sample_dir: Option<PathBuf>,
 }
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputSize {
+    Compact,
+    Full,
+}
+
+pub const DEFAULT_BASE_URL: &str = "https://www.alphavantage.co/query";
+pub const DEFAULT_KEY_ENV: &str = "ALPHAVANTAGE_API_KEY";
 
 impl TaskConfig for AlphaVantageConfig {
     const KIND: &'static str = "alpha_vantage";
@@ -46,6 +82,16 @@ impl TaskConfig for AlphaVantageConfig {
                 ));
             }
         }
+        let cpm = self.calls_per_minute.unwrap_or(5.0);
+        if !(cpm > 0.0 && cpm.is_finite()) {
+            return Err(format!(
+                "`calls_per_minute` must be more than 0, found {cpm}"
+            ));
+        }
+        let base_url = self.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.into());
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(format!("`base_url` `{base_url}` is not an http(s) URL"));
+        }
         let abs = |p: PathBuf| {
             if p.is_absolute() {
                 p
@@ -56,16 +102,41 @@ impl TaskConfig for AlphaVantageConfig {
         Ok(Arc::new(AlphaVantage {
             symbols: self.symbols,
             output: abs(self.output),
-            sample_dir: abs(self.sample_dir),
+            api_key: self.api_key.filter(|k| !k.trim().is_empty()),
+            api_key_env: self.api_key_env.unwrap_or_else(|| DEFAULT_KEY_ENV.into()),
+            base_url,
+            outputsize: self.outputsize.unwrap_or(OutputSize::Compact),
+            interval: Duration::from_secs_f64(60.0 / cpm),
+            timeout: self.timeout.map_or(Duration::from_secs(30), |d| d.0),
+            throttle_wait: self.throttle_wait.map_or(Duration::from_secs(60), |d| d.0),
+            max_attempts: self.max_attempts.unwrap_or(5).max(1),
+            sample_dir: self.sample_dir.map(abs),
         }))
     }
 }
 
-#[derive(Debug)]
 struct AlphaVantage {
     symbols: Vec<String>,
     output: PathBuf,
-    sample_dir: PathBuf,
+    api_key: Option<String>,
+    api_key_env: String,
+    base_url: String,
+    outputsize: OutputSize,
+    interval: Duration,
+    timeout: Duration,
+    throttle_wait: Duration,
+    max_attempts: u32,
+    sample_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for AlphaVantage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("AlphaVantage")
+            .field("symbols", &self.symbols)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One daily bar.
@@ -207,23 +278,141 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), String> {
     })
 }
 
+enum Source {
+    Live {
+        key: String,
+        client: reqwest::Client,
+    },
+    Offline(PathBuf),
+}
+
+/// Paces requests: at most one per `interval`, across the whole task.
+struct Limiter {
+    interval: Duration,
+    next: Option<tokio::time::Instant>,
+}
+
+impl Limiter {
+    async fn wait(
+        &mut self,
+        cancel: &orchestrator_engine::CancellationToken,
+    ) -> Result<(), String> {
+        let now = tokio::time::Instant::now();
+        let at = self.next.filter(|n| *n > now).unwrap_or(now);
+        self.next = Some(at + self.interval);
+        sleep_or_cancel(at - now, cancel).await
+    }
+}
+
+async fn sleep_or_cancel(
+    d: Duration,
+    cancel: &orchestrator_engine::CancellationToken,
+) -> Result<(), String> {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => Ok(()),
+        _ = cancel.cancelled() => Err("cancelled".into()),
+    }
+}
+
 #[async_trait::async_trait]
 impl Task for AlphaVantage {
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
         let dt = format!("dt={}", ctx.logical_date);
-        ctx.output.line(&format!(
-            "offline: reading sample responses from {}",
-            self.sample_dir.display()
-        ));
+        let key = self.api_key.clone().or_else(|| {
+            std::env::var(&self.api_key_env)
+                .ok()
+                .filter(|k| !k.trim().is_empty())
+        });
+        let source = match (key, &self.sample_dir) {
+            (Some(key), _) => {
+                let client = reqwest::Client::builder()
+                    .timeout(self.timeout)
+                    .build()
+                    .map_err(|e| TaskFailure::new(format!("cannot start the HTTP client: {e}")))?;
+                ctx.output.line(&format!(
+                    "live: fetching {} symbols from {} at most {:.1} calls per minute",
+                    self.symbols.len(),
+                    self.base_url,
+                    60.0 / self.interval.as_secs_f64()
+                ));
+                Source::Live { key, client }
+            }
+            (None, Some(dir)) => {
+                ctx.output.line(&format!(
+                    "offline: no API key in ${}; reading sample responses from {}",
+                    self.api_key_env,
+                    dir.display()
+                ));
+                Source::Offline(dir.clone())
+            }
+            (None, None) => {
+                return Err(TaskFailure::new(format!(
+                    "no Alpha Vantage API key: set ${} (or `api_key:`), or give `sample_dir:` to run offline",
+                    self.api_key_env
+                )))
+            }
+        };
+        let mut limiter = Limiter {
+            interval: self.interval,
+            next: None,
+        };
         let (mut landed, mut failed, mut rows) = (Vec::new(), serde_json::Map::new(), 0usize);
+        let mut fetched = Vec::new();
         for symbol in &self.symbols {
-            let result = self.land(symbol, &dt);
+            if ctx.cancel.is_cancelled() {
+                return Err(TaskFailure::new("cancelled"));
+            }
+            let bars_path = self
+                .output
+                .join("bars")
+                .join(&dt)
+                .join(format!("{symbol}.csv"));
+            if bars_path.exists() {
+                let n = std::fs::read_to_string(&bars_path)
+                    .map(|t| t.lines().count().saturating_sub(1))
+                    .unwrap_or(0);
+                ctx.output.line(&format!(
+                    "{symbol}: already landed for {dt} ({n} bars); not fetched again"
+                ));
+                rows += n;
+                landed.push(symbol.clone());
+                continue;
+            }
+            let body = match &source {
+                Source::Offline(dir) => {
+                    let src = dir.join(format!("{symbol}.json"));
+                    std::fs::read_to_string(&src)
+                        .map_err(|e| format!("no sample response {} ({e})", src.display()))
+                        .and_then(|body| {
+                            parse_daily(symbol, &body)
+                                .map(|bars| (body, bars))
+                                .map_err(|e| e.to_string())
+                        })
+                }
+                Source::Live { key, client } => {
+                    fetched.push(symbol.clone());
+                    self.fetch(client, key, symbol, &mut limiter, ctx).await
+                }
+            };
+            let result = body.and_then(|(body, bars)| {
+                write_atomic(
+                    &self
+                        .output
+                        .join("responses")
+                        .join(&dt)
+                        .join(format!("{symbol}.json")),
+                    body.as_bytes(),
+                )?;
+                write_atomic(&bars_path, bars_csv(symbol, &bars).as_bytes())?;
+                Ok(bars.len())
+            });
             match result {
                 Ok(n) => {
                     ctx.output.line(&format!("{symbol}: {n} bars"));
                     rows += n;
                     landed.push(symbol.clone());
                 }
+                Err(e) if e == "cancelled" => return Err(TaskFailure::new("cancelled")),
                 Err(e) => {
                     ctx.output.line(&format!("{symbol}: {e}"));
                     failed.insert(symbol.clone(), json!(e));
@@ -232,6 +421,7 @@ impl Task for AlphaVantage {
         }
         let mut outputs = Outputs::new();
         outputs.insert("landed".into(), json!(landed));
+        outputs.insert("fetched".into(), json!(fetched));
         outputs.insert("rows".into(), json!(rows));
         outputs.insert(
             "bars".into(),
@@ -266,28 +456,71 @@ impl Task for AlphaVantage {
 }
 
 impl AlphaVantage {
-    fn land(&self, symbol: &str, dt: &str) -> Result<usize, String> {
-        let src = self.sample_dir.join(format!("{symbol}.json"));
-        let body = std::fs::read_to_string(&src)
-            .map_err(|e| format!("no sample response {} ({e})", src.display()))?;
-        let bars = parse_daily(symbol, &body).map_err(|e| e.to_string())?;
-        write_atomic(
-            &self
-                .output
-                .join("responses")
-                .join(dt)
-                .join(format!("{symbol}.json")),
-            body.as_bytes(),
-        )?;
-        write_atomic(
-            &self
-                .output
-                .join("bars")
-                .join(dt)
-                .join(format!("{symbol}.csv")),
-            bars_csv(symbol, &bars).as_bytes(),
-        )?;
-        Ok(bars.len())
+    /// Fetches one symbol, retrying throttling and transient failures with backoff.
+    async fn fetch(
+        &self,
+        client: &reqwest::Client,
+        key: &str,
+        symbol: &str,
+        limiter: &mut Limiter,
+        ctx: &TaskContext,
+    ) -> Result<(String, Vec<Bar>), String> {
+        let size = match self.outputsize {
+            OutputSize::Compact => "compact",
+            OutputSize::Full => "full",
+        };
+        let scrub = |s: String| s.replace(key, "***");
+        let mut wait = self.throttle_wait;
+        for attempt in 1..=self.max_attempts {
+            limiter.wait(&ctx.cancel).await?;
+            let response = client
+                .get(&self.base_url)
+                .query(&[
+                    ("function", "TIME_SERIES_DAILY"),
+                    ("symbol", symbol),
+                    ("outputsize", size),
+                    ("datatype", "json"),
+                    ("apikey", key),
+                ])
+                .send()
+                .await;
+            let transient = match response {
+                Err(e) if e.is_timeout() => format!(
+                    "no answer within {}",
+                    humantime::format_duration(self.timeout)
+                ),
+                Err(e) => scrub(format!("request failed: {}", e.without_url())),
+                Ok(r) if r.status().is_server_error() => format!("HTTP {}", r.status()),
+                Ok(r) if !r.status().is_success() => {
+                    return Err(format!(
+                        "{symbol}: HTTP {} from {}",
+                        r.status(),
+                        self.base_url
+                    ))
+                }
+                Ok(r) => match r.text().await {
+                    Err(e) => scrub(format!("reading the response failed: {}", e.without_url())),
+                    Ok(body) => match parse_daily(symbol, &body) {
+                        Ok(bars) => return Ok((body, bars)),
+                        Err(ResponseError::Throttled(m)) => scrub(format!("throttled: {m}")),
+                        Err(e) => return Err(scrub(e.to_string())),
+                    },
+                },
+            };
+            if attempt == self.max_attempts {
+                return Err(format!(
+                    "{symbol}: gave up after {attempt} attempts; last: {transient}"
+                ));
+            }
+            ctx.output.line(&format!(
+                "{symbol}: {transient}; retrying in {} (attempt {attempt} of {})",
+                humantime::format_duration(wait),
+                self.max_attempts
+            ));
+            sleep_or_cancel(wait, &ctx.cancel).await?;
+            wait = wait.saturating_mul(2);
+        }
+        Err(format!("{symbol}: no attempt made (max_attempts is 0)"))
     }
 }
 

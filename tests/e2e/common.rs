@@ -167,3 +167,101 @@ pub fn kill(pid: i32) {
         nix::sys::signal::Signal::SIGKILL,
     );
 }
+
+/// A stand-in for the Alpha Vantage API: a real HTTP server on 127.0.0.1 whose answer to
+/// each request comes from a handler `(symbol, nth request for that symbol) -> (status, body)`.
+pub struct FakeApi {
+    pub url: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
+    handler: std::sync::Arc<std::sync::Mutex<Handler>>,
+}
+
+type Handler = Box<dyn FnMut(&str, usize) -> (u16, String) + Send>;
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub at: Instant,
+    pub symbol: String,
+    /// The query string, e.g. `function=TIME_SERIES_DAILY&symbol=NVDA&...`.
+    pub query: String,
+}
+
+impl FakeApi {
+    pub fn start(handler: impl FnMut(&str, usize) -> (u16, String) + Send + 'static) -> FakeApi {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let url = format!("http://{}/query", listener.local_addr().unwrap());
+        let log: std::sync::Arc<std::sync::Mutex<Vec<Request>>> = Default::default();
+        let handler: std::sync::Arc<std::sync::Mutex<Handler>> =
+            std::sync::Arc::new(std::sync::Mutex::new(Box::new(handler)));
+        let (log2, handler2) = (log.clone(), handler.clone());
+        std::thread::spawn(move || {
+            // Ends with the test process.
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let at = Instant::now();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut header = String::new();
+                    match reader.read_line(&mut header) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if header == "\r\n" => break,
+                        Ok(_) => {}
+                    }
+                }
+                let target = line.split_whitespace().nth(1).unwrap_or_default();
+                let query = target
+                    .split_once('?')
+                    .map(|(_, q)| q)
+                    .unwrap_or_default()
+                    .to_string();
+                let symbol = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("symbol="))
+                    .unwrap_or_default()
+                    .to_string();
+                let nth = {
+                    let mut log = log2.lock().unwrap();
+                    let nth = log.iter().filter(|r| r.symbol == symbol).count() + 1;
+                    log.push(Request {
+                        at,
+                        symbol: symbol.clone(),
+                        query,
+                    });
+                    nth
+                };
+                let (status, body) = (handler2.lock().unwrap())(&symbol, nth);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        FakeApi { url, log, handler }
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn symbols_requested(&self) -> Vec<String> {
+        self.requests().into_iter().map(|r| r.symbol).collect()
+    }
+
+    pub fn set_handler(&self, handler: impl FnMut(&str, usize) -> (u16, String) + Send + 'static) {
+        *self.handler.lock().unwrap() = Box::new(handler);
+    }
+}
+
+/// The bundled sample response of `symbol`.
+pub fn sample_response(symbol: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("data/sample/alpha_vantage")
+        .join(format!("{symbol}.json"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

@@ -117,10 +117,20 @@ fn a_throttled_symbol_waits_and_succeeds_and_calls_are_paced() {
     let sb = Sandbox::new();
     sb.write(
         "i.yaml",
-        &ingest_yaml(&api.url, "NVDA, AMD, INTC", "    calls_per_minute: 600\n"),
+        &ingest_yaml(
+            &api.url,
+            "NVDA, AMD, INTC",
+            "    calls_per_minute: 600\n    outputsize: full\n",
+        ),
     );
     let out = run(&sb, &["run", "i.yaml"]);
     assert_eq!(out.code, 0, "{out:?}");
+    let sizes: Vec<bool> = api
+        .requests()
+        .iter()
+        .map(|r| r.query.contains("outputsize=full"))
+        .collect();
+    assert_eq!(sizes, [true; 4], "a backfill asks for the full history");
     assert!(
         out.stderr
             .contains("AMD: throttled: Thank you for using Alpha Vantage!"),

@@ -354,14 +354,8 @@ pub fn batches_table(batches: &[RecordBatch]) -> Result<String, String> {
 /// Query results as a JSON array of objects keyed by column name: numbers as numbers,
 /// dates as `YYYY-MM-DD`, nulls as `null`.
 pub fn batches_json(batches: &[RecordBatch]) -> Result<String, String> {
-    let mut writer = arrow_json::WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, arrow_json::writer::JsonArray>(Vec::new());
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    writer.write_batches(&refs).map_err(|e| e.to_string())?;
-    writer.finish().map_err(|e| e.to_string())?;
-    let out = String::from_utf8(writer.into_inner()).map_err(|e| e.to_string())?;
-    Ok(if out.is_empty() { "[]".into() } else { out })
+    let rows = orchestrator_tasks::data::rows_json(batches)?;
+    serde_json::to_string(&rows).map_err(|e| e.to_string())
 }
 
 pub fn tables_table(tables: &[TableRecord]) -> String {

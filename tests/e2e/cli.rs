@@ -1,4 +1,4 @@
-use crate::common::{alive, read_pid, status, task, wait_until, Sandbox};
+use crate::common::{alive, read_pid, status, task, wait_until, walk, Sandbox};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -113,19 +113,6 @@ tasks:
             entry.display()
         );
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files.extend(walk(&p));
-        } else {
-            files.push(p);
-        }
-    }
-    files
 }
 
 #[test]

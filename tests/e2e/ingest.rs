@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{sample_response, status, task, FakeApi, Out, Sandbox};
+use crate::common::{sample_response, status, task, walk, FakeApi, Out, Sandbox};
 
 const KEY: &str = "test-api-key-5f3a9c";
 
@@ -312,17 +312,4 @@ fn the_api_key_never_reaches_output_state_or_files() {
         api.requests().iter().all(|r| r.query.contains(KEY)),
         "the server did get the key"
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files.extend(walk(&p));
-        } else {
-            files.push(p);
-        }
-    }
-    files
 }

@@ -318,26 +318,15 @@ async fn crawl(
 
 async fn count_rows(ctx: &SessionContext, table: &TableRecord) -> Result<u64, String> {
     register(ctx, table).await?;
-    let df = ctx
-        .sql(&format!("SELECT count(*) FROM {}", table.name))
+    super::scalar_u64(ctx, &format!("SELECT count(*) FROM {}", table.name))
         .await
-        .map_err(|e| e.to_string())?;
-    let batches = df.collect().await.map_err(|e| {
-        format!(
-            "cannot read table `{}` at {}: {e}",
-            table.name,
-            dir_url(Path::new(&table.location))
-        )
-    })?;
-    let n = batches
-        .first()
-        .and_then(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .map_err(|e| {
+            format!(
+                "cannot read table `{}` at {}: {e}",
+                table.name,
+                dir_url(Path::new(&table.location))
+            )
         })
-        .map_or(0, |a| a.value(0));
-    Ok(n as u64)
 }
 
 /// The type both `a` and `b` fit in, if one is a widening of the other.

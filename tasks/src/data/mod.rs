@@ -212,6 +212,39 @@ fn query_error(e: &str) -> String {
     }
 }
 
+/// Runs a query whose first column of the first row is an integer (a count) and returns it.
+pub async fn scalar_u64(ctx: &SessionContext, sql: &str) -> Result<u64, String> {
+    let batches = ctx
+        .sql(sql)
+        .await
+        .map_err(|e| e.to_string())?
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let value = batches.first().and_then(|b| {
+        b.column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .map(|a| a.value(0))
+    });
+    Ok(value.unwrap_or(0).max(0) as u64)
+}
+
+/// Rows as JSON objects keyed by column name, in column order: numbers as numbers, dates
+/// as `YYYY-MM-DD`, nulls as `null`.
+pub fn rows_json(batches: &[RecordBatch]) -> Result<Vec<serde_json::Value>, String> {
+    let mut writer = arrow_json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow_json::writer::LineDelimited>(Vec::new());
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    writer.write_batches(&refs).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
+    let text = String::from_utf8(writer.into_inner()).map_err(|e| e.to_string())?;
+    text.lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| e.to_string()))
+        .collect()
+}
+
 /// A test hook: makes a data task stop at a named point so a test can kill the process
 /// there deterministically (e.g. mid-publish). Set `ORCHESTRATOR_TEST_PAUSE` to
 /// `KIND:POINT:DIR`; on reaching POINT, a task of KIND creates `DIR/paused` and waits until

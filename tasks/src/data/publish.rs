@@ -10,8 +10,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::Int64Array;
-use datafusion::prelude::SessionContext;
 use orchestrator_engine::catalog::Catalog;
 use orchestrator_engine::task::{
     BuildContext, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
@@ -19,8 +17,7 @@ use orchestrator_engine::task::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::quality::rows_json;
-use super::{on_engine, session, warehouse, PauseHook};
+use super::{on_engine, rows_json, scalar_u64, session, warehouse, PauseHook};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,25 +89,6 @@ impl Task for Publish {
     }
 }
 
-async fn scalar(session: &SessionContext, sql: &str) -> Result<u64, String> {
-    let batches = session
-        .sql(sql)
-        .await
-        .map_err(|e| e.to_string())?
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(batches
-        .first()
-        .and_then(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .map(|a| a.value(0))
-        })
-        .unwrap_or(0) as u64)
-}
-
 /// Returns (inserted, already present, rows in `to` now).
 async fn publish(
     catalog: Arc<dyn Catalog>,
@@ -177,7 +155,7 @@ async fn publish(
         .map(|k| format!("{} IS NULL", ident(k)))
         .collect::<Vec<_>>()
         .join(" OR ");
-    let n = scalar(
+    let n = scalar_u64(
         &session,
         &format!("SELECT count(*) FROM {from} WHERE {null_keys}"),
     )
@@ -191,7 +169,7 @@ async fn publish(
     let dups = format!(
         "SELECT {keys}, count(*) AS copies FROM {from} GROUP BY {keys} HAVING count(*) > 1"
     );
-    let n = scalar(&session, &format!("SELECT count(*) FROM ({dups}) AS d")).await?;
+    let n = scalar_u64(&session, &format!("SELECT count(*) FROM ({dups}) AS d")).await?;
     if n > 0 {
         let sample = session
             .sql(&format!("{dups} LIMIT 5"))
@@ -207,7 +185,7 @@ async fn publish(
             sample.join(", ")
         ));
     }
-    let source_rows = scalar(&session, &format!("SELECT count(*) FROM {from}")).await?;
+    let source_rows = scalar_u64(&session, &format!("SELECT count(*) FROM {from}")).await?;
 
     let Some(target) = target else {
         let df = session
@@ -259,7 +237,7 @@ async fn publish(
     } else if staging.exists() {
         let _ = std::fs::remove_file(&staging);
     }
-    let total = scalar(&session, &format!("SELECT count(*) FROM {to}")).await?;
+    let total = scalar_u64(&session, &format!("SELECT count(*) FROM {to}")).await?;
     let mut updated = target;
     updated.row_count = Some(total);
     updated.updated_at = chrono::Utc::now();

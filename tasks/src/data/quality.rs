@@ -7,8 +7,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::Int64Array;
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 use orchestrator_engine::task::{
     BuildContext, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
@@ -16,7 +14,7 @@ use orchestrator_engine::task::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{on_engine, session};
+use super::{on_engine, rows_json, scalar_u64, session};
 
 const SAMPLES: usize = 5;
 
@@ -285,32 +283,9 @@ async fn evaluate(session: &SessionContext, table: &str, rule: &Rule) -> Result<
 }
 
 async fn count(session: &SessionContext, query: &str) -> Result<u64, String> {
-    let df = session
-        .sql(&format!("SELECT count(*) AS n FROM ({query}) AS v"))
-        .await
-        .map_err(|e| e.to_string())?;
-    let batches = df.collect().await.map_err(|e| e.to_string())?;
-    Ok(batches
-        .first()
-        .and_then(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .map(|a| a.value(0))
-        })
-        .unwrap_or(0) as u64)
-}
-
-/// Rows as JSON objects (dates as `YYYY-MM-DD`, nulls explicit).
-pub fn rows_json(batches: &[RecordBatch]) -> Result<Vec<Value>, String> {
-    let mut writer = arrow_json::WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, arrow_json::writer::LineDelimited>(Vec::new());
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    writer.write_batches(&refs).map_err(|e| e.to_string())?;
-    writer.finish().map_err(|e| e.to_string())?;
-    let text = String::from_utf8(writer.into_inner()).map_err(|e| e.to_string())?;
-    text.lines()
-        .map(|l| serde_json::from_str(l).map_err(|e| e.to_string()))
-        .collect()
+    scalar_u64(
+        session,
+        &format!("SELECT count(*) AS n FROM ({query}) AS v"),
+    )
+    .await
 }

@@ -276,11 +276,10 @@ fn sample_copy(sb: &Sandbox, name: &str, edit: impl Fn(&str, &mut Value)) -> Str
     format!("sample={}", dir.display())
 }
 
-#[test]
-fn a_failed_audit_publishes_nothing_and_rerun_from_create_temp_recovers() {
-    let sb = Sandbox::new();
-    // Day one: everything before 2026-05-01.
-    let early = sample_copy(&sb, "early", |_, doc| {
+/// Day one: publishes everything before 2026-05-01 (run date 2026-04-30). Returns the rows
+/// published, the production table's directory and its files.
+fn publish_day_one(sb: &Sandbox) -> (u64, PathBuf, Vec<(String, Vec<u8>)>) {
+    let early = sample_copy(sb, "early", |_, doc| {
         let series = doc["Time Series (Daily)"].as_object_mut().unwrap();
         series.retain(|date, _| date.as_str() < "2026-05-01");
     });
@@ -288,16 +287,23 @@ fn a_failed_audit_publishes_nothing_and_rerun_from_create_temp_recovers() {
         "run",
         &daily(),
         "--param",
-        &landing(&sb),
+        &landing(sb),
         "--param",
         &early,
         "--date",
         "2026-04-30",
     ]);
     assert_eq!(out.code, 0, "{out:?}");
-    let published = count(&sb, "SELECT count(*) AS n FROM stock_daily");
+    let published = count(sb, "SELECT count(*) AS n FROM stock_daily");
     let prod = sb.state_dir().join("warehouse/stock_daily");
     let before = files(&prod);
+    (published, prod, before)
+}
+
+#[test]
+fn a_failed_audit_publishes_nothing_and_rerun_from_create_temp_recovers() {
+    let sb = Sandbox::new();
+    let (published, prod, before) = publish_day_one(&sb);
 
     // Day two: the full sample, with one bad bar (high < low).
     let bad = sample_copy(&sb, "bad", |symbol, doc| {
@@ -384,24 +390,7 @@ fn a_failed_audit_publishes_nothing_and_rerun_from_create_temp_recovers() {
 #[test]
 fn a_crash_during_publish_leaves_production_unchanged_and_rerun_completes_it() {
     let sb = Sandbox::new();
-    let early = sample_copy(&sb, "early", |_, doc| {
-        let series = doc["Time Series (Daily)"].as_object_mut().unwrap();
-        series.retain(|date, _| date.as_str() < "2026-05-01");
-    });
-    let out = sb.run(&[
-        "run",
-        &daily(),
-        "--param",
-        &landing(&sb),
-        "--param",
-        &early,
-        "--date",
-        "2026-04-30",
-    ]);
-    assert_eq!(out.code, 0, "{out:?}");
-    let published = count(&sb, "SELECT count(*) AS n FROM stock_daily");
-    let prod = sb.state_dir().join("warehouse/stock_daily");
-    let before = files(&prod);
+    let (published, prod, before) = publish_day_one(&sb);
 
     // Stop publish after it wrote the new rows and before it moves them into place.
     let hook = sb.path("hook");

@@ -21,11 +21,6 @@ impl Diagnostic {
         }
     }
 
-    pub fn help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
-        self
-    }
-
     pub fn maybe_help(mut self, help: Option<String>) -> Self {
         self.help = help;
         self

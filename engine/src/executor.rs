@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use orchestrator_state::{
     AttemptRecord, RunRecord, RunStatus, StateError, Store, TaskRecord, TaskStatus, Write,
 };
@@ -62,13 +62,6 @@ pub enum Event<'a> {
 
 pub trait Observer: Send + Sync {
     fn event(&self, event: &Event<'_>);
-}
-
-/// An observer that ignores everything.
-pub struct Silent;
-
-impl Observer for Silent {
-    fn event(&self, _: &Event<'_>) {}
 }
 
 /// How a task enters an execution.
@@ -563,9 +556,4 @@ async fn run_attempt(
             Outcome::Cancelled
         }
     }
-}
-
-/// Started-at of a record, for display.
-pub fn elapsed(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Option<Duration> {
-    Some((end? - start?).to_std().unwrap_or_default())
 }

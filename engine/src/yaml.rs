@@ -39,16 +39,6 @@ pub enum NodeKind {
 }
 
 impl Node {
-    pub fn scalar(value: impl Into<String>, pos: Pos) -> Node {
-        Node {
-            kind: NodeKind::Scalar {
-                value: value.into(),
-                plain: false,
-            },
-            pos,
-        }
-    }
-
     /// The text of a scalar, `None` for collections.
     pub fn as_str(&self) -> Option<&str> {
         match &self.kind {

@@ -1,21 +1,19 @@
-//! The `orchestrator` command line: parses arguments, opens the state store, loads
-//! workflows, and hands runs to the engine. Exit status: 0 success, 1 the run failed or
-//! was cancelled, 2 invalid input (bad arguments, invalid workflow, state dir in use,
-//! unknown run).
+//! The `orchestrator` command line: a thin layer over the engine, the task kinds and the
+//! state store. This file declares the commands; each command group lives in its own
+//! module under `commands/`. Exit status: 0 success, 1 the run failed or was cancelled
+//! (or `state check` found problems), 2 invalid input (bad arguments, invalid workflow,
+//! state dir in use, unknown run).
 
+mod commands;
+mod out;
 mod report;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use orchestrator_engine::runner::{self, RunError};
-use orchestrator_engine::state::{RunStatus, Store};
-use orchestrator_engine::template::Redactor;
-use orchestrator_engine::workflow::{self, LoadError, LoadOptions, Workflow};
-use orchestrator_engine::CancellationToken;
+
+use commands::{execute, inspect, state, workflow};
 
 #[derive(Parser)]
 #[command(
@@ -24,7 +22,7 @@ use orchestrator_engine::CancellationToken;
     about = "Run write-audit-publish data pipelines defined as YAML DAGs, with durable state and exact rerun-from-failure."
 )]
 struct Cli {
-    /// Where runs, attempts and (later) the catalog are stored.
+    /// Where runs, attempts and the catalog are stored.
     #[arg(
         long,
         global = true,
@@ -44,10 +42,10 @@ enum Command {
         /// The workflow YAML file.
         file: PathBuf,
         /// Override a declared param (repeatable): --param greeting=hi
-        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = commands::parse_param)]
         params: Vec<(String, String)>,
         /// The logical date of the run (`{{ run.date }}`), YYYY-MM-DD; default today (UTC).
-        #[arg(long, value_parser = parse_date)]
+        #[arg(long, value_parser = commands::parse_date)]
         date: Option<String>,
         /// Print only the run id and the summary, not each transition.
         #[arg(long, short)]
@@ -56,7 +54,7 @@ enum Command {
     /// Check a workflow file and report every problem found (exit 2 if any).
     Validate {
         file: PathBuf,
-        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = commands::parse_param)]
         params: Vec<(String, String)>,
     },
     /// List runs, newest first.
@@ -64,9 +62,9 @@ enum Command {
         /// Only runs of this workflow.
         #[arg(long)]
         workflow: Option<String>,
-        /// At most this many runs.
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
+        /// At most this many runs (1 or more).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
         /// Print JSON (a list of {id, workflow, status, logical_date, started_at, ended_at}).
         #[arg(long)]
         json: bool,
@@ -91,7 +89,7 @@ enum Command {
     },
     /// Run read-only SQL against the catalog's tables (the local Athena console).
     Query {
-        /// One SELECT (or WITH, EXPLAIN, SHOW, DESCRIBE) statement.
+        /// One SELECT (or WITH, EXPLAIN, SHOW TABLES, SHOW COLUMNS, DESCRIBE) statement.
         sql: String,
         /// Print a JSON array with one object per row, keyed by column name.
         #[arg(long)]
@@ -109,72 +107,36 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
+    /// Check or repair the state store.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Verify the state store without changing it: every record, the run index, the
+    /// catalog's table locations, sled's files, free space, recovery points and leftover
+    /// staging files. Exit 0 if healthy, 1 if not.
+    Check,
+    /// Rebuild a damaged or lost store from its last good recovery point, then register
+    /// managed tables found in the warehouse that the recovery point does not know. The
+    /// damaged db is kept beside it (`db.damaged-TIME`). Says what was recovered and what
+    /// was lost.
+    Recover {
+        /// Also look for tables in this warehouse (repeatable). The state dir's own
+        /// `warehouse/` and the warehouses of recovered tables are always searched.
+        #[arg(long, value_name = "DIR")]
+        warehouse: Vec<PathBuf>,
+        /// Rebuild even if the store opens and reads cleanly.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum GraphFormat {
+pub enum GraphFormat {
     Dot,
     Mermaid,
-}
-
-/// An error that ends the command, with its exit status.
-struct Fail {
-    code: u8,
-    message: String,
-}
-
-impl Fail {
-    fn input(message: impl Into<String>) -> Fail {
-        Fail {
-            code: 2,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<orchestrator_engine::state::StateError> for Fail {
-    fn from(e: orchestrator_engine::state::StateError) -> Self {
-        let code = match e {
-            orchestrator_engine::state::StateError::Locked { .. }
-            | orchestrator_engine::state::StateError::TooNew { .. } => 2,
-            _ => 1,
-        };
-        Fail {
-            code,
-            message: format!("error: {e}"),
-        }
-    }
-}
-
-impl From<LoadError> for Fail {
-    fn from(e: LoadError) -> Self {
-        match e {
-            LoadError::Invalid(d) => Fail::input(d.to_string()),
-            LoadError::Read { .. } => Fail::input(format!("error: {e}")),
-        }
-    }
-}
-
-impl From<RunError> for Fail {
-    fn from(e: RunError) -> Self {
-        match e {
-            RunError::State(s) => s.into(),
-            RunError::Refused(m) => Fail::input(format!("error: {m}")),
-        }
-    }
-}
-
-fn parse_param(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("`{s}` is not KEY=VALUE")),
-    }
-}
-
-fn parse_date(s: &str) -> Result<String, String> {
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .map_err(|_| format!("`{s}` is not a date like 2026-01-31"))
 }
 
 fn main() -> ExitCode {
@@ -184,6 +146,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("ORCHESTRATOR_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // tracing-subscriber ignores failed writes, so a closed stderr cannot stop a run.
         .with_writer(std::io::stderr)
         .without_time()
         .with_target(false)
@@ -195,265 +158,46 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            out::errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("{}", f.message);
+            out::errln!("{}", f.message);
             ExitCode::from(f.code)
         }
     }
 }
 
-async fn dispatch(cli: Cli) -> Result<u8, Fail> {
-    let state_dir = cli.state_dir;
+async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
+    let dir = cli.state_dir;
     match cli.command {
-        Command::Validate { file, params } => {
-            let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
-            let wf = load(
-                &file,
-                params.into_iter().collect(),
-                Default::default(),
-                "validate",
-                &date,
-                &state_dir,
-            )?;
-            println!(
-                "{}: workflow `{}` is valid ({} tasks)",
-                file.display(),
-                wf.name,
-                wf.tasks.len()
-            );
-            Ok(0)
-        }
-        Command::Graph { file, format } => {
-            let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
-            let wf = load(
-                &file,
-                Default::default(),
-                Default::default(),
-                "graph",
-                &date,
-                &state_dir,
-            )?;
-            print!(
-                "{}",
-                report::graph(&wf, matches!(format, GraphFormat::Mermaid))
-            );
-            Ok(0)
-        }
         Command::Run {
             file,
             params,
             date,
             quiet,
-        } => {
-            let date = date.unwrap_or_else(|| chrono::Utc::now().format("%Y-%m-%d").to_string());
-            let run_id = runner::new_run_id();
-            // Validate before touching the state store: invalid input changes nothing.
-            let wf = load(
-                &file,
-                params.into_iter().collect(),
-                Default::default(),
-                &run_id,
-                &date,
-                &state_dir,
-            )?;
-            let store = open_store(&state_dir)?;
-            println!(
-                "run {run_id} started: workflow {}, logical date {date}, {} tasks, state {}",
-                wf.name,
-                wf.tasks.len(),
-                state_dir.display()
-            );
-            let env = runner::Env {
-                store: &store,
-                catalog: store.clone(),
-                cancel: cancel_on_signal(),
-                redactor: Arc::new(Redactor::from_env()),
-                observer: &report::Printer { quiet },
-            };
-            let run = runner::start(env, &wf, &run_id, &date).await?;
-            finish(&store, &run)
-        }
+        } => execute::run(&dir, &file, params, date, quiet).await,
         Command::Rerun {
             run_id,
             from,
             quiet,
-        } => {
-            let store = open_store(&state_dir)?;
-            let run = find_run(&store, &run_id)?;
-            let wf = load(
-                Path::new(&run.workflow_path),
-                Default::default(),
-                run.params.clone(),
-                &run.id,
-                &run.logical_date,
-                &state_dir,
-            )?;
-            if wf.name != run.workflow {
-                return Err(Fail::input(format!(
-                    "error: run {} belongs to workflow `{}`, but {} now defines workflow `{}`; start a new run with `orchestrator run`",
-                    run.id,
-                    run.workflow,
-                    run.workflow_path,
-                    wf.name
-                )));
-            }
-            println!(
-                "run {} resumed: workflow {}, logical date {}, file {}",
-                run.id, run.workflow, run.logical_date, run.workflow_path
-            );
-            let observer = report::Printer { quiet };
-            let env = runner::Env {
-                store: &store,
-                catalog: store.clone(),
-                cancel: cancel_on_signal(),
-                redactor: Arc::new(Redactor::from_env()),
-                observer: &observer,
-            };
-            let run = runner::resume(env, &wf, run, from.as_deref()).await?;
-            finish(&store, &run)
-        }
+        } => execute::rerun(&dir, &run_id, from.as_deref(), quiet).await,
+        Command::Validate { file, params } => workflow::validate(&dir, &file, params),
+        Command::Graph { file, format } => workflow::graph(&dir, &file, format),
         Command::Runs {
             workflow,
             limit,
             json,
-        } => {
-            let store = open_store(&state_dir)?;
-            let runs = store.runs(workflow.as_deref(), limit)?;
-            if json {
-                println!("{}", report::runs_json(&runs));
-            } else {
-                print!("{}", report::runs_table(&runs));
-            }
-            Ok(0)
-        }
-        Command::Query { sql, json } => {
-            let store = open_store(&state_dir)?;
-            let batches = orchestrator_tasks::data::query(store, sql)
-                .await
-                .map_err(|e| Fail::input(format!("error: {e}")))?;
-            if json {
-                println!(
-                    "{}",
-                    report::batches_json(&batches).map_err(|e| Fail {
-                        code: 1,
-                        message: format!("error: {e}")
-                    })?
-                );
-            } else {
-                println!(
-                    "{}",
-                    report::batches_table(&batches).map_err(|e| Fail {
-                        code: 1,
-                        message: format!("error: {e}")
-                    })?
-                );
-            }
-            Ok(0)
-        }
-        Command::Tables { json } => {
-            let store = open_store(&state_dir)?;
-            let tables = store.tables()?;
-            if json {
-                println!("{}", serde_json::to_string(&tables).unwrap_or_default());
-            } else {
-                print!("{}", report::tables_table(&tables));
-            }
-            Ok(0)
-        }
-        Command::Show { run_id, json } => {
-            let store = open_store(&state_dir)?;
-            let run = find_run(&store, &run_id)?;
-            let details = report::RunDetails::load(&store, run)?;
-            if json {
-                println!("{}", details.json());
-            } else {
-                print!("{}", details.text());
-            }
-            Ok(0)
+        } => inspect::runs(&dir, workflow.as_deref(), limit, json),
+        Command::Show { run_id, json } => inspect::show(&dir, &run_id, json),
+        Command::Query { sql, json } => inspect::query(&dir, sql, json).await,
+        Command::Tables { json } => inspect::tables(&dir, json),
+        Command::State(StateCommand::Check) => state::check(&dir),
+        Command::State(StateCommand::Recover { warehouse, force }) => {
+            state::recover(&dir, warehouse, force).await
         }
     }
-}
-
-fn load(
-    file: &Path,
-    overrides: BTreeMap<String, String>,
-    inherited: BTreeMap<String, String>,
-    run_id: &str,
-    date: &str,
-    state_dir: &Path,
-) -> Result<Workflow, Fail> {
-    let state_dir = std::path::absolute(state_dir)
-        .map_err(|e| Fail::input(format!("error: state dir {}: {e}", state_dir.display())))?;
-    let registry = orchestrator_tasks::registry();
-    let opts = LoadOptions {
-        registry: &registry,
-        overrides,
-        inherited,
-        run_id: run_id.to_string(),
-        date: date.to_string(),
-        env: std::env::vars().collect(),
-        default_warehouse: state_dir.join("warehouse"),
-    };
-    Ok(workflow::load_file(file, &opts)?)
-}
-
-fn open_store(dir: &Path) -> Result<Arc<Store>, Fail> {
-    let owner = std::env::args().collect::<Vec<_>>().join(" ");
-    let (store, recovered) = Store::open(dir, &owner)?;
-    for id in recovered {
-        eprintln!(
-            "note: run {id} was interrupted (the process running it is gone); it is marked `interrupted`. Resume it with `orchestrator rerun {id}`"
-        );
-    }
-    Ok(Arc::new(store))
-}
-
-fn find_run(store: &Store, id: &str) -> Result<orchestrator_engine::state::RunRecord, Fail> {
-    store.run(id)?.ok_or_else(|| {
-        Fail::input(format!(
-            "error: no run `{id}` in state dir {}; list runs with `orchestrator runs`",
-            store.dir().display()
-        ))
-    })
-}
-
-/// Prints the summary and maps the run's status to the exit code.
-fn finish(store: &Store, run: &orchestrator_engine::state::RunRecord) -> Result<u8, Fail> {
-    let details = report::RunDetails::load(store, run.clone())?;
-    print!("{}", details.summary());
-    Ok(match run.status {
-        RunStatus::Succeeded => 0,
-        _ => 1,
-    })
-}
-
-/// A token cancelled on the first SIGINT or SIGTERM.
-fn cancel_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            tracing::warn!(
-                "warning: cannot install signal handlers; Ctrl-C will not cancel cleanly"
-            );
-            return;
-        };
-        let name = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        };
-        eprintln!("{name} received: cancelling running tasks and recording the run as cancelled");
-        t.cancel();
-    });
-    token
 }

@@ -23,12 +23,14 @@ impl Observer for Printer {
             return;
         }
         match event {
-            Event::Started { task, attempt } => println!("{task}: started (attempt {attempt})"),
+            Event::Started { task, attempt } => {
+                crate::out::outln!("{task}: started (attempt {attempt})")
+            }
             Event::Succeeded {
                 task,
                 attempt,
                 elapsed,
-            } => println!(
+            } => crate::out::outln!(
                 "{task}: succeeded in {} (attempt {attempt})",
                 fmt_duration(*elapsed)
             ),
@@ -38,14 +40,14 @@ impl Observer for Printer {
                 error,
                 retry_in,
             } => match retry_in {
-                Some(d) => println!(
+                Some(d) => crate::out::outln!(
                     "{task}: failed (attempt {attempt}): {error}; retrying in {}",
                     fmt_duration(*d)
                 ),
-                None => println!("{task}: failed (attempt {attempt}): {error}"),
+                None => crate::out::outln!("{task}: failed (attempt {attempt}): {error}"),
             },
-            Event::Skipped { task, reason } => println!("{task}: skipped: {reason}"),
-            Event::Cancelled { task } => println!("{task}: cancelled"),
+            Event::Skipped { task, reason } => crate::out::outln!("{task}: skipped: {reason}"),
+            Event::Cancelled { task } => crate::out::outln!("{task}: cancelled"),
         }
     }
 }

@@ -22,12 +22,21 @@
 //! **Invariant:** one process at a time owns a state directory (an OS file lock on
 //! `LOCK`, which also records the owner's pid). So when [`Store::open`] succeeds, any run
 //! still marked `running` belongs to a process that is gone, and is marked `interrupted`.
+//!
+//! **Invariant:** sled never discovers a full disk for us, and a damaged store is never
+//! silently replaced by an empty one. See [`disk`] for the full-disk mechanism and
+//! [`recovery`] for the recovery points `state recover` rebuilds from.
 
+pub mod check;
+pub mod disk;
 pub mod records;
+pub mod recovery;
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -48,6 +57,24 @@ pub enum StateError {
          wait for it to finish, stop it, or pass a different --state-dir"
     )]
     Locked { dir: PathBuf, holder: String },
+    #[error(
+        "--state-dir {dir} is a file, not a directory; pass a directory (it is created if missing)"
+    )]
+    NotADirectory { dir: PathBuf },
+    #[error(
+        "state dir {dir} has {free_mb} MB free; orchestrator needs at least {need_mb} MB to write safely; free space and retry (commands that only read, such as `runs` and `show`, still work; ORCHESTRATOR_MIN_FREE_MB sets the margin)"
+    )]
+    DiskFull {
+        dir: PathBuf,
+        free_mb: u64,
+        need_mb: u64,
+    },
+    #[error(
+        "state store {dir} is damaged ({detail}); run `orchestrator state check` to see what is wrong, then `orchestrator state recover` to rebuild it from the last recovery point and the warehouse"
+    )]
+    Damaged { dir: PathBuf, detail: String },
+    #[error("state store {dir} is open read-only ({why}); nothing can be written")]
+    ReadOnly { dir: PathBuf, why: String },
     #[error("cannot open state directory {dir}: {source}; check that it is writable or pass a different --state-dir")]
     Open {
         dir: PathBuf,
@@ -65,7 +92,7 @@ pub enum StateError {
     )]
     TooNew { dir: PathBuf, found: u32 },
     #[error(
-        "state store {dir}: record {key} is unreadable ({reason}); this is a bug, please report it"
+        "state store {dir}: record {key} is unreadable ({reason}); run `orchestrator state check` to see what else is wrong, then `orchestrator state recover` to rebuild the store"
     )]
     Corrupt {
         dir: PathBuf,
@@ -90,8 +117,12 @@ pub enum Write {
 pub struct Store {
     dir: PathBuf,
     db: sled::Db,
+    /// Why this store cannot be written to, if it cannot (see [`Store::open_read_only`]).
+    read_only: Option<String>,
     // Held for the lifetime of the store; the OS releases the lock if the process dies.
-    _lock: File,
+    _lock: Option<File>,
+    // The temporary copy of the db a read-only store reads, deleted on drop.
+    _copy: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for Store {
@@ -100,80 +131,268 @@ impl std::fmt::Debug for Store {
     }
 }
 
-impl Store {
-    /// Opens (creating if needed) the store in `dir`, taking the directory lock.
-    ///
-    /// `owner` is a short description of this process (e.g. the command line) written
-    /// into the lock file so a second process can say who holds it.
-    /// Returns the store and the ids of runs that were marked `interrupted`.
-    pub fn open(dir: &Path, owner: &str) -> Result<(Store, Vec<String>)> {
-        let open_err = |source| StateError::Open {
+/// What `open` needs to do before sled may touch a state dir.
+fn prepare_dir(dir: &Path, create: bool) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(StateError::NotADirectory {
+            dir: dir.to_path_buf(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            std::fs::create_dir_all(dir).map_err(|source| StateError::Open {
+                dir: dir.to_path_buf(),
+                source,
+            })
+        }
+        Err(source) => Err(StateError::Open {
             dir: dir.to_path_buf(),
             source,
-        };
-        std::fs::create_dir_all(dir).map_err(open_err)?;
-        let mut lock = OpenOptions::new()
+        }),
+    }
+}
+
+/// Takes the directory's `LOCK` and writes `pid N: owner` into it. With `writable`
+/// false the lock file is opened read-only, and a missing one (a read-only dir where no
+/// orchestrator ever ran) is no lock at all.
+fn take_lock(dir: &Path, owner: &str, writable: bool) -> Result<Option<File>> {
+    let open_err = |source| StateError::Open {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let path = dir.join("LOCK");
+    let file = if writable {
+        OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(dir.join("LOCK"))
-            .map_err(open_err)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = lock.read_to_string(&mut holder);
-                let holder = holder.trim().replace('\n', ", ");
-                return Err(StateError::Locked {
-                    dir: dir.to_path_buf(),
-                    holder: if holder.is_empty() {
-                        "unknown process".into()
-                    } else {
-                        holder
-                    },
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(open_err(e)),
+            .open(&path)
+    } else {
+        OpenOptions::new().read(true).open(&path)
+    };
+    let mut lock = match file {
+        Ok(f) => f,
+        Err(e) if !writable && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(open_err(e)),
+    };
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = lock.read_to_string(&mut holder);
+            let holder = holder.trim().replace('\n', ", ");
+            return Err(StateError::Locked {
+                dir: dir.to_path_buf(),
+                holder: if holder.is_empty() {
+                    "unknown process".into()
+                } else {
+                    holder
+                },
+            });
         }
+        Err(std::fs::TryLockError::Error(e)) => return Err(open_err(e)),
+    }
+    if writable {
         let pid = std::process::id();
         lock.set_len(0)
             .and_then(|_| lock.seek(SeekFrom::Start(0)))
             .and_then(|_| writeln!(lock, "pid {pid}: {owner}"))
             .map_err(open_err)?;
+    }
+    Ok(Some(lock))
+}
 
-        let config = sled::Config::new()
-            .path(dir.join("db"))
-            // Every commit flushes explicitly (group commit), so sled's periodic flusher
-            // thread adds nothing — and it would keep the db open briefly after drop.
-            .flush_every_ms(None);
-        let db = open_sled(&config).map_err(|source| StateError::Db {
+/// Maps sled's errors to ours: corruption and a full disk get messages that say what to do.
+fn sled_err(dir: &Path, source: sled::Error) -> StateError {
+    match source {
+        sled::Error::Corruption { .. } => StateError::Damaged {
+            dir: dir.to_path_buf(),
+            detail: "sled found corrupted data".into(),
+        },
+        sled::Error::Io(ref e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => {
+            StateError::DiskFull {
+                dir: dir.to_path_buf(),
+                free_mb: disk::free_bytes(dir).unwrap_or(0) / (1024 * 1024),
+                need_mb: disk::min_free_mb(),
+            }
+        }
+        source => StateError::Db {
             dir: dir.to_path_buf(),
             source,
-        })?;
+        },
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` for reading and writing, taking the
+    /// directory lock.
+    ///
+    /// `owner` is a short description of this process (e.g. the command line) written
+    /// into the lock file so a second process can say who holds it.
+    /// Returns the store and the ids of runs that were marked `interrupted`.
+    pub fn open(dir: &Path, owner: &str) -> Result<(Store, Vec<String>)> {
+        prepare_dir(dir, true)?;
+        let lock = take_lock(dir, owner, true)?;
+        if let Err((free_mb, need_mb)) = disk::check_free_space(dir) {
+            return Err(StateError::DiskFull {
+                dir: dir.to_path_buf(),
+                free_mb,
+                need_mb,
+            });
+        }
+        if !dir.join("db").exists() {
+            // Refuse before sled creates an empty db (see `check_schema`).
+            refuse_if_it_held_runs(dir)?;
+        }
+        let db = open_sled(dir, &dir.join("db"))?;
         let store = Store {
             dir: dir.to_path_buf(),
             db,
+            read_only: None,
             _lock: lock,
+            _copy: None,
         };
         store.check_schema()?;
         let recovered = store.recover_interrupted()?;
         Ok((store, recovered))
     }
 
+    /// Opens the store in `dir` for commands that only read. When the directory can be
+    /// written and has room, this is [`Store::open`]. Otherwise (a read-only directory or
+    /// file system, or a nearly full disk, where opening sled in place would write) it
+    /// reads a copy of the db made in a temporary directory, and the store refuses
+    /// writes; the returned note says so. A directory without a store reads as empty and
+    /// is not created.
+    pub fn open_read_only(dir: &Path, owner: &str) -> Result<(Store, Option<String>)> {
+        prepare_dir(dir, false).or_else(|e| match e {
+            StateError::Open { ref source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(())
+            }
+            e => Err(e),
+        })?;
+        let db_dir = dir.join("db");
+        if !db_dir.exists() {
+            refuse_if_it_held_runs(dir)?;
+            let db = sled::Config::new()
+                .temporary(true)
+                .open()
+                .map_err(|e| sled_err(dir, e))?;
+            let store = Store {
+                dir: dir.to_path_buf(),
+                db,
+                read_only: Some("no store exists yet".into()),
+                _lock: None,
+                _copy: None,
+            };
+            return Ok((store, None));
+        }
+        let why = if !disk::writable(dir) || !disk::writable(&db_dir) {
+            Some("the state dir is not writable".to_string())
+        } else {
+            disk::check_free_space(dir).err().map(|(free, need)| {
+                format!("the state dir has {free} MB free, less than the {need} MB needed to write")
+            })
+        };
+        let Some(why) = why else {
+            let (store, recovered) = Store::open(dir, owner)?;
+            let note = (!recovered.is_empty()).then(|| {
+                recovered
+                    .iter()
+                    .map(|id| interrupted_note(id))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            return Ok((store, note));
+        };
+        Store::open_copy(dir, owner, why)
+    }
+
+    /// Opens a copy of the store in `dir`, made in a temporary directory, that refuses
+    /// writes: the state dir is not changed at all (`state check` uses this).
+    pub fn open_copy(dir: &Path, owner: &str, why: String) -> Result<(Store, Option<String>)> {
+        prepare_dir(dir, false)?;
+        let lock = take_lock(dir, owner, false)?;
+        let copy = tempfile::Builder::new()
+            .prefix("orchestrator-state-")
+            .tempdir()
+            .map_err(|source| StateError::Open {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+        disk::copy_db(&dir.join("db"), &copy.path().join("db")).map_err(|source| {
+            StateError::Open {
+                dir: dir.to_path_buf(),
+                source,
+            }
+        })?;
+        let db = open_sled(dir, &copy.path().join("db"))?;
+        let store = Store {
+            dir: dir.to_path_buf(),
+            db,
+            read_only: Some(why.clone()),
+            _lock: lock,
+            _copy: Some(copy),
+        };
+        store.check_schema()?;
+        Ok((
+            store,
+            Some(format!(
+                "note: {why}; reading a copy of the state store (runs still marked running are not recovered)"
+            )),
+        ))
+    }
+
+    /// Replaces the store in `dir` with a new one holding `writes`: takes the lock, moves
+    /// the old db aside to `db.damaged-{time}` (nothing is deleted), creates an empty db
+    /// and commits the writes. Returns the store and where the old db went.
+    pub fn rebuild(dir: &Path, owner: &str, writes: &[Write]) -> Result<(Store, Option<PathBuf>)> {
+        prepare_dir(dir, true)?;
+        let lock = take_lock(dir, owner, true)?;
+        let db_dir = dir.join("db");
+        let io = |source| StateError::Open {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let moved = if db_dir.exists() {
+            let aside = dir.join(format!("db.damaged-{}", Utc::now().format("%Y%m%dT%H%M%S")));
+            std::fs::rename(&db_dir, &aside).map_err(io)?;
+            Some(aside)
+        } else {
+            None
+        };
+        let db = open_sled(dir, &db_dir)?;
+        let store = Store {
+            dir: dir.to_path_buf(),
+            db,
+            read_only: None,
+            _lock: lock,
+            _copy: None,
+        };
+        store
+            .db
+            .insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
+            .map_err(|e| store.db_err(e))?;
+        store.commit(writes)?;
+        Ok((store, moved))
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// Why this store refuses writes, if it does.
+    pub fn read_only(&self) -> Option<&str> {
+        self.read_only.as_deref()
+    }
+
     fn db_err(&self, source: sled::Error) -> StateError {
-        StateError::Db {
-            dir: self.dir.clone(),
-            source,
-        }
+        sled_err(&self.dir, source)
     }
 
     fn check_schema(&self) -> Result<()> {
-        const KEY: &[u8] = b"meta\0schema";
+        const KEY: &[u8] = SCHEMA_KEY;
         match self.db.get(KEY).map_err(|e| self.db_err(e))? {
             Some(v) => {
                 let found = std::str::from_utf8(&v)
@@ -188,6 +407,13 @@ impl Store {
                 }
             }
             None => {
+                // A store without its schema key is new, unless recovery points say it
+                // once held runs: then its db was lost or damaged, and writing a fresh
+                // store over it would hide that.
+                refuse_if_it_held_runs(&self.dir)?;
+                if self.read_only.is_some() {
+                    return Ok(());
+                }
                 self.db
                     .insert(KEY, SCHEMA_VERSION.to_string().as_bytes())
                     .map_err(|e| self.db_err(e))?;
@@ -250,6 +476,12 @@ impl Store {
 
     /// Writes every record atomically and makes them durable before returning.
     pub fn commit(&self, writes: &[Write]) -> Result<()> {
+        if let Some(why) = &self.read_only {
+            return Err(StateError::ReadOnly {
+                dir: self.dir.clone(),
+                why: why.clone(),
+            });
+        }
         let mut batch = sled::Batch::default();
         for w in writes {
             match w {
@@ -371,21 +603,82 @@ fn encode<T: Serialize + Clone>(value: &T) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// Opens sled. We hold the directory's `LOCK`, so no other process has this db open: if
-/// sled's own file lock is still taken, it is by this process's previous `Store`, whose
-/// sled I/O threads are finishing after drop (seen when one process reopens a store, as
-/// tests do). That resolves within moments, so wait for it, boundedly.
-fn open_sled(config: &sled::Config) -> std::result::Result<sled::Db, sled::Error> {
+const SCHEMA_KEY: &[u8] = b"meta\0schema";
+
+/// An empty or missing db is a new store, unless recovery points say it once held runs:
+/// then it was lost or damaged, and starting a fresh store over it would hide that.
+fn refuse_if_it_held_runs(dir: &Path) -> Result<()> {
+    match recovery::recovery_points(dir).first() {
+        Some(point) => Err(StateError::Damaged {
+            dir: dir.to_path_buf(),
+            detail: format!(
+                "its db is empty or missing, but recovery point {} shows it held runs; if you emptied it on purpose, also delete {}",
+                point.display(),
+                recovery::recovery_dir(dir).display()
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The line the CLI prints for a run found `running` with its process gone.
+pub fn interrupted_note(id: &str) -> String {
+    format!(
+        "note: run {id} was interrupted (the process running it is gone); it is marked `interrupted`. Resume it with `orchestrator rerun {id}`"
+    )
+}
+
+/// Dirs whose sled db this process has opened: only for those can sled's own file lock
+/// be held by us (a previous `Store` whose I/O threads are finishing after drop).
+fn opened_here() -> &'static Mutex<HashSet<PathBuf>> {
+    static OPENED: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    OPENED.get_or_init(Default::default)
+}
+
+/// Opens sled on `db_dir` (of state dir `dir`), first removing unfinished snapshots
+/// (see [`disk`]).
+///
+/// We hold the directory's `LOCK`, so no other orchestrator should have this db open. If
+/// sled's own lock on its file is taken anyway, either this process's previous `Store` is
+/// still finishing (seen when one process reopens a store, as tests do: it resolves
+/// within moments, so wait, boundedly), or another process holds it although `LOCK` did
+/// not stop us — its `LOCK` file was deleted or replaced — and we refuse at once.
+fn open_sled(dir: &Path, db_dir: &Path) -> Result<sled::Db> {
+    disk::remove_unfinished_snapshots(db_dir).map_err(|source| StateError::Open {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let config = sled::Config::new()
+        .path(db_dir)
+        // Every commit flushes explicitly (group commit), so sled's periodic flusher
+        // thread adds nothing — and it would keep the db open briefly after drop.
+        .flush_every_ms(None);
+    let key = std::path::absolute(db_dir).unwrap_or_else(|_| db_dir.to_path_buf());
+    let ours = opened_here()
+        .lock()
+        .map(|set| set.contains(&key))
+        .unwrap_or(false);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         match config.open() {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if !ours || std::time::Instant::now() >= deadline {
+                    return Err(StateError::Locked {
+                        dir: dir.to_path_buf(),
+                        holder: "another process holds its db although the LOCK file did not stop us: \
+                                 LOCK was probably deleted while it ran; find it with `fuser -v DIR/db/db`"
+                            .replace("DIR", &dir.display().to_string()),
+                    });
+                }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            other => return other,
+            Err(e) => return Err(sled_err(dir, e)),
+            Ok(db) => {
+                if let Ok(mut set) = opened_here().lock() {
+                    set.insert(key);
+                }
+                return Ok(db);
+            }
         }
     }
 }

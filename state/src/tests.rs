@@ -207,3 +207,157 @@ fn catalog_tables_are_stored_and_dropped() {
         .unwrap();
     assert_eq!(store.table("stock_raw").unwrap(), None);
 }
+
+#[test]
+fn an_unfinished_snapshot_left_by_a_full_disk_does_not_make_the_store_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = Store::open(dir.path(), "test").unwrap();
+        store
+            .commit(&[Write::Run(run("r1", RunStatus::Succeeded, 0))])
+            .unwrap();
+    }
+    // What sled leaves when its snapshot write at open hits ENOSPC: a partial file that
+    // sorts after every finished snapshot.
+    let partial = dir.path().join("db/snap.FFFFFFFFFFFFFFFF.generating");
+    std::fs::write(&partial, b"partial").unwrap();
+    // sled alone reads it as the newest snapshot and reports corruption, for ever.
+    match sled::Config::new().path(dir.path().join("db")).open() {
+        Err(sled::Error::Corruption { .. }) => {}
+        other => panic!("sled's behaviour changed: {:?}", other.map(|_| "opened")),
+    }
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    assert_eq!(store.runs(None, 10).unwrap().len(), 1);
+    assert!(!partial.exists());
+}
+
+#[test]
+fn sled_corruption_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = Store::open(dir.path(), "test").unwrap();
+        store
+            .commit(&[Write::Run(run("r1", RunStatus::Succeeded, 0))])
+            .unwrap();
+    }
+    // A damaged *finished* snapshot is real corruption.
+    std::fs::write(
+        dir.path().join("db/snap.FFFFFFFFFFFFFFFF"),
+        b"garbage bytes, not a snapshot",
+    )
+    .unwrap();
+    let err = Store::open(dir.path(), "test").unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StateError::Damaged { .. }), "{msg}");
+    assert!(msg.contains("orchestrator state recover"), "{msg}");
+    assert!(!msg.contains("backtrace"), "{msg}");
+}
+
+#[test]
+fn recovery_points_round_trip_and_rotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    store
+        .commit(&[
+            Write::Run(run("r1", RunStatus::Failed, 0)),
+            Write::Task(task("r1", "a", TaskStatus::Failed)),
+            Write::Attempt(attempt("r1", "a", 1, TaskStatus::Failed)),
+        ])
+        .unwrap();
+    let mut paths = Vec::new();
+    for _ in 0..recovery::KEEP + 2 {
+        paths.push(store.write_recovery_point().unwrap());
+    }
+    let kept = recovery::recovery_points(dir.path());
+    assert_eq!(kept.len(), recovery::KEEP);
+    assert_eq!(kept[0], *paths.last().unwrap(), "newest first");
+    let e = recovery::read(&kept[0]).unwrap();
+    assert_eq!(e.runs, vec![run("r1", RunStatus::Failed, 0)]);
+    assert_eq!(e.tasks.len(), 1);
+    assert_eq!(e.attempts.len(), 1);
+    assert!(e.tables.is_empty());
+
+    // Cut short: refused, and the next older point is used instead.
+    let text = std::fs::read_to_string(&kept[0]).unwrap();
+    std::fs::write(&kept[0], &text[..text.len() - 30]).unwrap();
+    let err = recovery::read(&kept[0]).unwrap_err();
+    assert!(
+        err.contains("incomplete") || err.contains("not JSON"),
+        "{err}"
+    );
+    let (good, skipped) = recovery::latest_good(dir.path());
+    assert_eq!(good.unwrap().path, kept[1]);
+    assert_eq!(skipped.len(), 1);
+}
+
+#[test]
+fn an_emptied_db_with_recovery_points_is_refused_not_silently_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = Store::open(dir.path(), "test").unwrap();
+        store
+            .commit(&[Write::Run(run("r1", RunStatus::Succeeded, 0))])
+            .unwrap();
+        store.write_recovery_point().unwrap();
+    }
+    std::fs::remove_dir_all(dir.path().join("db")).unwrap();
+    let err = Store::open(dir.path(), "test").unwrap_err();
+    assert!(matches!(err, StateError::Damaged { .. }), "{err}");
+    assert!(err.to_string().contains("state recover"), "{err}");
+
+    // Rebuilding from the recovery point brings the run back.
+    let (export, _) = recovery::latest_good(dir.path());
+    let (store, moved) = Store::rebuild(dir.path(), "test", &export.unwrap().writes()).unwrap();
+    assert!(moved.is_none(), "there was no db to move aside");
+    drop(store);
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    assert_eq!(
+        store.run("r1").unwrap().unwrap().status,
+        RunStatus::Succeeded
+    );
+    assert!(store.check().problems.is_empty());
+}
+
+#[test]
+fn a_file_as_state_dir_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state");
+    std::fs::write(&file, "x").unwrap();
+    let err = Store::open(&file, "test").unwrap_err();
+    assert!(matches!(err, StateError::NotADirectory { .. }), "{err}");
+    assert!(
+        err.to_string().contains("is a file, not a directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_store_reads_as_empty_without_creating_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("nothing-here");
+    let (store, _) = Store::open_read_only(&state, "test").unwrap();
+    assert!(store.runs(None, 10).unwrap().is_empty());
+    assert!(store.commit(&[]).is_err());
+    assert!(!state.exists());
+}
+
+#[test]
+fn check_finds_records_that_disagree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    store
+        .commit(&[
+            Write::Run(run("r1", RunStatus::Succeeded, 0)),
+            Write::Task(task("gone", "a", TaskStatus::Failed)),
+        ])
+        .unwrap();
+    store.db.insert(run_key("bad"), &b"{not json"[..]).unwrap();
+    let report = store.check();
+    let all = report.problems.join("\n");
+    assert!(all.contains("task gone/a belongs to run gone"), "{all}");
+    assert!(all.contains("record r/bad"), "{all}");
+    assert!(
+        all.contains("run bad is missing from the run index") || all.contains("r/bad"),
+        "{all}"
+    );
+}

@@ -189,7 +189,7 @@ fn valid_file_and_bad_arguments() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
         out.stderr
-            .contains("`2025-13-01` is not a date like 2026-01-31"),
+            .contains("`2025-13-01` is not a date written YYYY-MM-DD, like 2026-01-31"),
         "{out:?}"
     );
     let out = sb.run(&["run", "missing.yaml"]);

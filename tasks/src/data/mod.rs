@@ -141,7 +141,13 @@ pub fn schema_of(table: &TableRecord) -> Result<SchemaRef, String> {
 
 /// A session with every catalog table registered under its name.
 pub async fn session(catalog: &dyn Catalog) -> Result<SessionContext, String> {
-    let ctx = SessionContext::new();
+    register_all(SessionContext::new(), catalog).await
+}
+
+async fn register_all(
+    ctx: SessionContext,
+    catalog: &dyn Catalog,
+) -> Result<SessionContext, String> {
     let tables = catalog.tables().map_err(|e| e.to_string())?;
     for table in tables {
         register(&ctx, &table).await?;
@@ -188,7 +194,9 @@ pub fn dir_url(dir: &Path) -> String {
 /// Runs read-only SQL (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE) against the catalog.
 pub async fn query(catalog: Arc<dyn Catalog>, sql: String) -> Result<Vec<RecordBatch>, String> {
     on_engine(async move {
-        let ctx = session(catalog.as_ref()).await?;
+        // The information schema makes `SHOW TABLES` and `SHOW COLUMNS FROM t` work.
+        let config = datafusion::prelude::SessionConfig::new().with_information_schema(true);
+        let ctx = register_all(SessionContext::new_with_config(config), catalog.as_ref()).await?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)

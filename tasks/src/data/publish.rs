@@ -237,6 +237,7 @@ async fn publish(
     } else if staging.exists() {
         let _ = std::fs::remove_file(&staging);
     }
+    warehouse::remove_leftovers(wh, to);
     let total = scalar_u64(&session, &format!("SELECT count(*) FROM {to}")).await?;
     let mut updated = target;
     updated.row_count = Some(total);

@@ -149,6 +149,7 @@ pub async fn create_table(
             dir.display()
         )
     })?;
+    remove_leftovers(warehouse, name);
     let now = Utc::now();
     let record = TableRecord {
         name: name.to_string(),
@@ -196,4 +197,201 @@ pub fn drop_table(catalog: &dyn Catalog, name: &str, if_exists: bool) -> Result<
         }
     }
     Ok(true)
+}
+
+/// The file in a warehouse that names the state dir owning it.
+const OWNER_FILE: &str = ".orchestrator-owner";
+
+/// Claims `warehouse` for the state store in `state_dir`, or refuses if another state dir
+/// owns it. Two state dirs writing one warehouse would overwrite and delete each other's
+/// table files, each believing its own catalog. The claim is a file created with
+/// `O_EXCL`, so of two first runs racing, one wins.
+pub fn claim(warehouse: &Path, state_dir: &Path) -> Result<(), String> {
+    let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let me = state_dir.display().to_string();
+    std::fs::create_dir_all(warehouse).map_err(|e| {
+        format!(
+            "cannot create warehouse {} ({e}); check it is writable, or set `warehouse:` in the workflow",
+            warehouse.display()
+        )
+    })?;
+    let path = warehouse.join(OWNER_FILE);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
+        Ok(mut f) => {
+            use std::io::Write as _;
+            return writeln!(f, "{me}")
+                .and_then(|_| f.sync_all())
+                .map_err(|e| format!("cannot write {} ({e})", path.display()));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {} ({e})", path.display())),
+    }
+    let owner = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+    let owner = owner.trim();
+    if owner == me {
+        return Ok(());
+    }
+    Err(format!(
+        "warehouse {} belongs to state dir {owner}, not {me}: two state dirs sharing one warehouse overwrite each other's tables. Use that state dir (--state-dir {owner}), give this workflow its own `warehouse:`, or, if {owner} is gone for good, delete {}",
+        warehouse.display(),
+        path.display()
+    ))
+}
+
+/// Whether `entry` (a name under `.staging/`) was written for table `table`: staging
+/// names are `{table}-{YYYYmmddTHHMMSS...}-{random}` (see [`staging_path`]).
+fn is_staging_of(entry: &str, table: &str) -> bool {
+    entry
+        .strip_prefix(table)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|rest| {
+            rest.len() > 9
+                && rest.as_bytes()[..8].iter().all(u8::is_ascii_digit)
+                && rest.as_bytes()[8] == b'T'
+        })
+}
+
+/// Removes what a killed writer of `table` left under `.staging/`. Called after a write
+/// of that table succeeded: writers of one table are serialised (see [`table_lock`]) and
+/// one process owns the warehouse, so anything else staged for it is a crash leftover.
+pub fn remove_leftovers(warehouse: &Path, table: &str) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(warehouse.join(".staging")) else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !is_staging_of(&name, table) {
+            continue;
+        }
+        let path = e.path();
+        let gone = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if gone.is_ok() {
+            tracing::info!("removed {} left by an interrupted write", path.display());
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// Everything under `{warehouse}/.staging/`, for `state check` to report.
+pub fn leftovers(warehouse: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(warehouse.join(".staging"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// Managed tables found in `warehouse` that `known` (catalog names) does not list: each
+/// directory of Parquet files, read back with its schema and row count. For `state
+/// recover`, after a store was rebuilt from an older recovery point.
+pub async fn rediscover(
+    warehouse: &Path,
+    known: &std::collections::BTreeSet<String>,
+) -> Result<Vec<TableRecord>, String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(warehouse) else {
+        return Ok(found);
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.') && !known.contains(n))
+        })
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let has_parquet = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+            })
+            .unwrap_or(false);
+        if !has_parquet {
+            continue;
+        }
+        let dir2 = dir.clone();
+        let (schema, rows) = super::on_engine(async move {
+            let ctx = datafusion::prelude::SessionContext::new();
+            let df = ctx
+                .read_parquet(
+                    super::dir_url(&dir2),
+                    datafusion::prelude::ParquetReadOptions::default(),
+                )
+                .await
+                .map_err(|e| format!("reading {}: {e}", dir2.display()))?;
+            let schema = df.schema().as_arrow().clone();
+            let rows = df
+                .count()
+                .await
+                .map_err(|e| format!("counting {}: {e}", dir2.display()))?;
+            Ok::<_, String>((schema, rows as u64))
+        })
+        .await??;
+        let now = Utc::now();
+        found.push(TableRecord {
+            name,
+            location: dir.display().to_string(),
+            format: Format::Parquet.name().into(),
+            columns: columns_of(&schema),
+            partition_columns: Vec::new(),
+            partitions: Vec::new(),
+            files: Vec::new(),
+            row_count: Some(rows),
+            managed: true,
+            created_by: None,
+            created_at: now,
+            updated_at: now,
+            last_crawled_at: None,
+        });
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_names_match_their_table_only() {
+        assert!(is_staging_of(
+            "stock-20261124T031500.123456-0a1b2c3d",
+            "stock"
+        ));
+        assert!(is_staging_of(
+            "stock-20261124T031500.123456-0a1b2c3d.parquet",
+            "stock"
+        ));
+        assert!(!is_staging_of(
+            "stock_daily-20261124T031500.123456-0a1b2c3d",
+            "stock"
+        ));
+        assert!(!is_staging_of("stock-daily-x", "stock"));
+    }
+
+    #[test]
+    fn a_second_state_dir_cannot_claim_a_warehouse() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = dir.path().join("wh");
+        claim(&wh, &dir.path().join("a")).unwrap();
+        claim(&wh, &dir.path().join("a")).unwrap();
+        let err = claim(&wh, &dir.path().join("b")).unwrap_err();
+        assert!(err.contains("belongs to state dir"), "{err}");
+    }
 }

@@ -1,0 +1,140 @@
+//! `run` and `rerun`: the commands that execute workflows.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use orchestrator_engine::runner;
+use orchestrator_engine::state::{RunRecord, RunStatus, Store};
+use orchestrator_engine::template::Redactor;
+use orchestrator_engine::workflow::Workflow;
+use orchestrator_engine::CancellationToken;
+
+use super::{find_run, load, open_store, today, Fail};
+use crate::out::{errln, out, outln};
+use crate::report;
+
+/// Kinds that write into the workflow's warehouse.
+const WAREHOUSE_WRITERS: &[&str] = &["sql", "create_table_as", "publish"];
+
+pub async fn run(
+    dir: &Path,
+    file: &Path,
+    params: Vec<(String, String)>,
+    date: Option<String>,
+    quiet: bool,
+) -> Result<u8, Fail> {
+    let date = date.unwrap_or_else(today);
+    let run_id = runner::new_run_id();
+    // Validate before touching the state store: invalid input changes nothing.
+    let wf = load(
+        file,
+        params.into_iter().collect(),
+        Default::default(),
+        &run_id,
+        &date,
+        dir,
+    )?;
+    let store = open_store(dir)?;
+    claim_warehouse(&wf, dir)?;
+    outln!(
+        "run {run_id} started: workflow {}, logical date {date}, {} tasks, state {}",
+        wf.name,
+        wf.tasks.len(),
+        dir.display()
+    );
+    let printer = report::Printer { quiet };
+    let env = runner::Env {
+        store: &store,
+        catalog: store.clone(),
+        cancel: cancel_on_signal(),
+        redactor: Arc::new(Redactor::from_env()),
+        observer: &printer,
+    };
+    let run = runner::start(env, &wf, &run_id, &date).await?;
+    finish(&store, &run)
+}
+
+pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) -> Result<u8, Fail> {
+    let store = open_store(dir)?;
+    let run = find_run(&store, run_id)?;
+    let wf = load(
+        Path::new(&run.workflow_path),
+        Default::default(),
+        run.params.clone(),
+        &run.id,
+        &run.logical_date,
+        dir,
+    )?;
+    if wf.name != run.workflow {
+        return Err(Fail::input(format!(
+            "error: run {} belongs to workflow `{}`, but {} now defines workflow `{}`; start a new run with `orchestrator run`",
+            run.id, run.workflow, run.workflow_path, wf.name
+        )));
+    }
+    claim_warehouse(&wf, dir)?;
+    outln!(
+        "run {} resumed: workflow {}, logical date {}, file {}",
+        run.id,
+        run.workflow,
+        run.logical_date,
+        run.workflow_path
+    );
+    let printer = report::Printer { quiet };
+    let env = runner::Env {
+        store: &store,
+        catalog: store.clone(),
+        cancel: cancel_on_signal(),
+        redactor: Arc::new(Redactor::from_env()),
+        observer: &printer,
+    };
+    let run = runner::resume(env, &wf, run, from).await?;
+    finish(&store, &run)
+}
+
+/// One state dir per warehouse (see `warehouse::claim`), checked before anything runs.
+fn claim_warehouse(wf: &Workflow, dir: &Path) -> Result<(), Fail> {
+    if wf
+        .tasks
+        .iter()
+        .any(|t| WAREHOUSE_WRITERS.contains(&t.kind.as_str()))
+    {
+        orchestrator_tasks::data::warehouse::claim(&wf.warehouse, dir)
+            .map_err(|e| Fail::input(format!("error: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Prints the summary and maps the run's status to the exit code.
+fn finish(store: &Store, run: &RunRecord) -> Result<u8, Fail> {
+    let details = report::RunDetails::load(store, run.clone())?;
+    out!("{}", details.summary());
+    Ok(match run.status {
+        RunStatus::Succeeded => 0,
+        _ => 1,
+    })
+}
+
+/// A token cancelled on the first SIGINT or SIGTERM.
+fn cancel_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            tracing::warn!(
+                "warning: cannot install signal handlers; Ctrl-C will not cancel cleanly"
+            );
+            return;
+        };
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        errln!("{name} received: cancelling running tasks and recording the run as cancelled");
+        t.cancel();
+    });
+    token
+}

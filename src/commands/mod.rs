@@ -1,0 +1,183 @@
+//! The command groups, and what they share: the error type that carries an exit status,
+//! argument parsers, loading a workflow, and opening the state store for writing or
+//! for reading only.
+
+pub mod execute;
+pub mod inspect;
+pub mod state;
+pub mod workflow;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use orchestrator_engine::runner::RunError;
+use orchestrator_engine::state::{interrupted_note, RunRecord, StateError, Store};
+use orchestrator_engine::workflow::{self as wf, LoadError, LoadOptions, Workflow};
+
+use crate::out::errln;
+
+/// An error that ends the command, with its exit status.
+pub struct Fail {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Fail {
+    pub fn input(message: impl Into<String>) -> Fail {
+        Fail {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    pub fn failed(message: impl Into<String>) -> Fail {
+        Fail {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StateError> for Fail {
+    fn from(e: StateError) -> Self {
+        let code = match e {
+            StateError::Locked { .. }
+            | StateError::TooNew { .. }
+            | StateError::NotADirectory { .. } => 2,
+            _ => 1,
+        };
+        Fail {
+            code,
+            message: format!("error: {e}"),
+        }
+    }
+}
+
+impl From<LoadError> for Fail {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Invalid(d) => Fail::input(d.to_string()),
+            LoadError::Read { .. } => Fail::input(format!("error: {e}")),
+        }
+    }
+}
+
+impl From<RunError> for Fail {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::State(s) => s.into(),
+            RunError::Refused(m) => Fail::input(format!("error: {m}")),
+        }
+    }
+}
+
+pub fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+/// A logical date: exactly `YYYY-MM-DD`, a real day, year 1900–2999. chrono alone
+/// accepts `26-01-01` (year 26), `2026-1-1`, `+2026-01-01` and `0000-01-01`.
+pub fn parse_date(s: &str) -> Result<String, String> {
+    let shape_ok = s.len() == 10
+        && s.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    let date = shape_ok
+        .then(|| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+        .flatten();
+    match date {
+        Some(d) if (1900..=2999).contains(&chrono::Datelike::year(&d)) => Ok(s.to_string()),
+        Some(_) => Err(format!("`{s}`: the year must be between 1900 and 2999")),
+        None => Err(format!(
+            "`{s}` is not a date written YYYY-MM-DD, like 2026-01-31"
+        )),
+    }
+}
+
+pub fn today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+pub fn load(
+    file: &Path,
+    overrides: BTreeMap<String, String>,
+    inherited: BTreeMap<String, String>,
+    run_id: &str,
+    date: &str,
+    state_dir: &Path,
+) -> Result<Workflow, Fail> {
+    let state_dir = std::path::absolute(state_dir)
+        .map_err(|e| Fail::input(format!("error: state dir {}: {e}", state_dir.display())))?;
+    let registry = orchestrator_tasks::registry();
+    let opts = LoadOptions {
+        registry: &registry,
+        overrides,
+        inherited,
+        run_id: run_id.to_string(),
+        date: date.to_string(),
+        env: std::env::vars().collect(),
+        default_warehouse: state_dir.join("warehouse"),
+    };
+    Ok(wf::load_file(file, &opts)?)
+}
+
+pub fn owner() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+/// Opens the store to write (runs, reruns, repairs).
+pub fn open_store(dir: &Path) -> Result<Arc<Store>, Fail> {
+    let (store, recovered) = Store::open(dir, &owner())?;
+    for id in recovered {
+        errln!("{}", interrupted_note(&id));
+    }
+    Ok(Arc::new(store))
+}
+
+/// Opens the store for a command that only reads: works on a read-only or full disk.
+pub fn open_reader(dir: &Path) -> Result<Arc<Store>, Fail> {
+    let (store, note) = Store::open_read_only(dir, &owner())?;
+    if let Some(note) = note {
+        errln!("{note}");
+    }
+    Ok(Arc::new(store))
+}
+
+pub fn find_run(store: &Store, id: &str) -> Result<RunRecord, Fail> {
+    store.run(id)?.ok_or_else(|| {
+        Fail::input(format!(
+            "error: no run `{id}` in state dir {}; list runs with `orchestrator runs`",
+            store.dir().display()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_date;
+
+    #[test]
+    fn dates_must_be_written_in_full() {
+        assert_eq!(parse_date("2026-01-31").unwrap(), "2026-01-31");
+        for bad in [
+            "26-01-01",
+            "2026-1-1",
+            "+2026-01-01",
+            "0000-01-01",
+            "2026-02-30",
+            "2026-01-31 ",
+            "",
+        ] {
+            assert!(parse_date(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(parse_date("0000-01-01").unwrap_err().contains("1900"));
+    }
+}

@@ -1,0 +1,164 @@
+//! `orchestrator state check`: what is wrong with a state dir, without changing it.
+//!
+//! [`inspect_dir`] looks at the files (before anything opens sled, which would tidy some
+//! of them away); [`Store::check`] reads every record. The CLI adds what only the
+//! warehouse knows (leftover staging files) and prints one line per finding.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::{disk, recovery, AttemptRecord, RunRecord, Store, TableRecord, TaskRecord};
+
+/// Findings of a check: `problems` make it fail; `facts` are for the reader.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub problems: Vec<String>,
+    pub facts: Vec<String>,
+}
+
+impl Report {
+    pub fn merge(&mut self, other: Report) {
+        self.problems.extend(other.problems);
+        self.facts.extend(other.facts);
+    }
+}
+
+/// Looks at a state dir's files: unfinished sled snapshots, free space, recovery points.
+pub fn inspect_dir(dir: &Path) -> Report {
+    let mut r = Report::default();
+    if let Ok(entries) = std::fs::read_dir(dir.join("db")) {
+        for e in entries.flatten() {
+            if disk::is_unfinished_snapshot(&e.path()) {
+                r.problems.push(format!(
+                    "{} is an unfinished sled snapshot (a write cut short by a full disk or a crash); the next command that opens the store removes it",
+                    e.path().display()
+                ));
+            }
+        }
+    }
+    match disk::free_bytes(dir) {
+        Ok(free) => {
+            let (free_mb, need) = (free / (1024 * 1024), disk::min_free_mb());
+            if free_mb < need {
+                r.problems.push(format!(
+                    "the state dir has {free_mb} MB free; orchestrator needs at least {need} MB to write; free space"
+                ));
+            } else {
+                r.facts
+                    .push(format!("{free_mb} MB free (at least {need} MB needed)"));
+            }
+        }
+        Err(e) => r.facts.push(format!("free space unknown ({e})")),
+    }
+    let points = recovery::recovery_points(dir);
+    match recovery::latest_good(dir) {
+        (Some(e), skipped) => {
+            for s in skipped {
+                r.problems.push(format!("unusable recovery point: {s}"));
+            }
+            r.facts.push(format!(
+                "last good recovery point: {} ({} runs, {} tables, written {}); {} kept",
+                e.path.display(),
+                e.runs.len(),
+                e.tables.len(),
+                e.created_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                points.len()
+            ));
+        }
+        (None, skipped) => {
+            for s in skipped {
+                r.problems.push(format!("unusable recovery point: {s}"));
+            }
+            r.facts
+                .push("no recovery point yet (one is written after each finished run)".into());
+        }
+    }
+    r
+}
+
+impl Store {
+    /// Reads every record and checks that they agree with each other.
+    pub fn check(&self) -> Report {
+        let mut r = Report::default();
+        let mut runs = BTreeSet::new();
+        let mut indexed = BTreeSet::new();
+        let mut owners: Vec<(String, String)> = Vec::new(); // (record, run id)
+        let (mut n_tasks, mut n_attempts, mut tables) = (0usize, 0usize, Vec::new());
+        for item in self.db.iter() {
+            let (key, value) = match item {
+                Ok(kv) => kv,
+                Err(e) => {
+                    r.problems
+                        .push(format!("reading the store failed: {}", self.db_err(e)));
+                    return r;
+                }
+            };
+            let shown = String::from_utf8_lossy(&key).replace('\0', "/");
+            let bad = |e: crate::StateError| format!("record {shown}: {e}");
+            match key.split(|b| *b == 0).next() {
+                Some(b"meta") => {}
+                Some(b"r") => match self.decode::<RunRecord>(&key, &value) {
+                    Ok(run) => {
+                        runs.insert(run.id);
+                    }
+                    Err(e) => r.problems.push(bad(e)),
+                },
+                Some(b"i") => {
+                    let id = key.rsplit(|b| *b == 0).next().unwrap_or_default();
+                    indexed.insert(String::from_utf8_lossy(id).into_owned());
+                }
+                Some(b"t") => match self.decode::<TaskRecord>(&key, &value) {
+                    Ok(t) => {
+                        n_tasks += 1;
+                        owners.push((format!("task {}/{}", t.run_id, t.task_id), t.run_id));
+                    }
+                    Err(e) => r.problems.push(bad(e)),
+                },
+                Some(b"a") => match self.decode::<AttemptRecord>(&key, &value) {
+                    Ok(a) => {
+                        n_attempts += 1;
+                        owners.push((
+                            format!("attempt {}/{}#{}", a.run_id, a.task_id, a.attempt),
+                            a.run_id,
+                        ));
+                    }
+                    Err(e) => r.problems.push(bad(e)),
+                },
+                Some(b"c") => match self.decode::<TableRecord>(&key, &value) {
+                    Ok(t) => tables.push(t),
+                    Err(e) => r.problems.push(bad(e)),
+                },
+                _ => r.problems.push(format!("record {shown}: unknown key")),
+            }
+        }
+        for id in runs.difference(&indexed) {
+            r.problems.push(format!(
+                "run {id} is missing from the run index (`runs` will not list it)"
+            ));
+        }
+        for id in indexed.difference(&runs) {
+            r.problems
+                .push(format!("the run index lists run {id}, which has no record"));
+        }
+        for (what, run) in owners {
+            if !runs.contains(&run) {
+                r.problems
+                    .push(format!("{what} belongs to run {run}, which has no record"));
+            }
+        }
+        for t in &tables {
+            if !Path::new(&t.location).exists() {
+                r.problems.push(format!(
+                    "table `{}`: its location {} does not exist (drop the table, or restore the files)",
+                    t.name, t.location
+                ));
+            }
+        }
+        r.facts.push(format!(
+            "{} runs, {n_tasks} task records, {n_attempts} attempts, {} tables",
+            runs.len(),
+            tables.len()
+        ));
+        r
+    }
+}

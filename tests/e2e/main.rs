@@ -11,5 +11,6 @@ mod data;
 mod ingest;
 mod rerun;
 mod retries;
+mod state;
 mod triggers;
 mod validation;

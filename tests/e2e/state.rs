@@ -336,7 +336,7 @@ fn a_read_only_state_dir_can_still_be_read() {
     let ro = ro.to_str().unwrap();
     let out = sb.run(&["--state-dir", ro, "runs", "--json"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(run_ids(&out), [id.clone()]);
+    assert_eq!(run_ids(&out), std::slice::from_ref(&id));
     assert!(out.stderr.contains("not writable"), "{out:?}");
     let out = sb.run(&["--state-dir", ro, "show", &id]);
     assert_eq!(out.code, 0, "{out:?}");

@@ -174,25 +174,51 @@ impl Task for Shell {
     }
 }
 
+/// Streams `stream` to `sink` line by line, holding at most [`MAX_LINE`] bytes of a line:
+/// a task that prints hundreds of megabytes without a newline must not make us buffer
+/// them (`read_until` would). The rest of an over-long line is read and dropped.
 fn read_lines<R: AsyncRead + Unpin + Send + 'static>(
     stream: R,
     sink: OutputSink,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut reader = BufReader::new(stream);
-        let mut buf = Vec::new();
+        let mut line: Vec<u8> = Vec::new();
+        let mut cut = false;
         loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let end = buf.len().min(MAX_LINE);
-                    let line = String::from_utf8_lossy(&buf[..end]);
-                    sink.line(line.trim_end_matches(['\n', '\r']));
-                }
+            let chunk = match reader.fill_buf().await {
+                Ok(c) if !c.is_empty() => c,
+                _ => break,
+            };
+            let newline = chunk.iter().position(|b| *b == b'\n');
+            let body = &chunk[..newline.unwrap_or(chunk.len())];
+            let room = MAX_LINE.saturating_sub(line.len());
+            if body.len() > room {
+                cut = true;
+            }
+            line.extend_from_slice(&body[..body.len().min(room)]);
+            let used = newline.map_or(chunk.len(), |i| i + 1);
+            reader.consume(used);
+            if newline.is_some() {
+                emit(&sink, &line, cut);
+                line.clear();
+                cut = false;
             }
         }
+        if !line.is_empty() || cut {
+            emit(&sink, &line, cut);
+        }
     })
+}
+
+fn emit(sink: &OutputSink, line: &[u8], cut: bool) {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end_matches('\r');
+    if cut {
+        sink.line(&format!("{text} … [line cut at {MAX_LINE} bytes]"));
+    } else {
+        sink.line(text);
+    }
 }
 
 fn last_line(sink: &OutputSink) -> String {

@@ -422,9 +422,23 @@ fn a_crash_during_publish_leaves_production_unchanged_and_rerun_completes_it() {
     let runs: Value = serde_json::from_str(&sb.run(&["runs", "--json"]).stdout).unwrap();
     assert_eq!(runs[0]["status"], "interrupted");
     let id = runs[0]["id"].as_str().unwrap().to_string();
+    // The staged rows are a leftover, and `state check` says so.
+    let staging = sb.state_dir().join("warehouse/.staging");
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 1);
+    let check = sb.run(&["state", "check"]);
+    assert_eq!(check.code, 1, "{check:?}");
+    assert!(
+        check.stdout.contains(".staging/stock_daily-")
+            && check.stdout.contains("left by an interrupted write"),
+        "{check:?}"
+    );
 
     let out = sb.run(&["rerun", &id]);
     assert_eq!(out.code, 0, "{out:?}");
+    // The successful publish removed the leftover.
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
+    let check = sb.run(&["state", "check"]);
+    assert_eq!(check.code, 0, "{check:?}");
     let show = sb.show(&id);
     assert_eq!(
         task(&show, "create_temp")["attempts"],

@@ -275,3 +275,45 @@ tasks:
         "{out:?}"
     );
 }
+
+#[test]
+fn a_csv_header_with_a_repeated_or_empty_name_is_named() {
+    let sb = Sandbox::new();
+    sb.write("crawl.yaml", CRAWL);
+    std::fs::create_dir_all(sb.path("raw")).unwrap();
+    sb.write("raw/a.csv", "a,a,\n1,2,3\n");
+    let out = sb.run(&["run", "crawl.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("a.csv: column `a` appears twice in the header (columns 1 and 2)"),
+        "{out:?}"
+    );
+    sb.write("raw/a.csv", "a,b,\n1,2,3\n");
+    let out = sb.run(&["run", "crawl.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("a.csv: column 3 of the header has no name"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn every_bad_quality_rule_is_reported() {
+    let sb = Sandbox::new();
+    sb.write(
+        "qc.yaml",
+        "name: qc\ntasks:\n  check:\n    kind: quality_check\n    table: t\n    checks:\n      - not_nul: [a]\n      - row_count: {}\n      - accepted_range: {column: x}\n      - unique: [a]\n",
+    );
+    let out = sb.run(&["validate", "qc.yaml"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    for needle in [
+        "3 bad rules",
+        "checks[0]: unknown variant `not_nul`",
+        "checks[1]: `row_count` needs",
+        "checks[2]: `accepted_range` on `x` needs",
+    ] {
+        assert!(out.stderr.contains(needle), "no `{needle}` in {out:?}");
+    }
+}

@@ -228,6 +228,9 @@ async fn crawl(
     let mut new_files = 0;
     for f in files.iter().filter(|f| !known.contains(f.rel.as_str())) {
         new_files += 1;
+        if format == Format::Csv {
+            check_csv_header(&f.abs, &f.rel)?;
+        }
         let url = ListingTableUrl::parse(f.abs.display().to_string()).map_err(|e| e.to_string())?;
         let schema = options
             .infer_schema(&state, &url)
@@ -404,5 +407,62 @@ mod tests {
         assert_eq!(widen("Int32", "Int64").as_deref(), Some("Int64"));
         assert_eq!(widen("Float64", "Utf8"), None);
         assert_eq!(widen("Date32", "Utf8"), None);
+    }
+}
+
+/// Names the column when a CSV header has an empty or repeated name: the CSV reader would
+/// only say "incorrect number of fields" or pick one of the two.
+fn check_csv_header(path: &Path, rel: &str) -> Result<(), String> {
+    use std::io::{BufRead, Read};
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {rel}: {e}"))?;
+    let mut header = String::new();
+    // A header longer than 1 MiB is not one we can judge; let the reader have it.
+    std::io::BufReader::new(file.take(1 << 20))
+        .read_line(&mut header)
+        .map_err(|e| format!("cannot read {rel}: {e}"))?;
+    let header = header
+        .trim_start_matches('\u{feff}')
+        .trim_end_matches(['\n', '\r']);
+    if header.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = header
+        .split(',')
+        .map(|n| n.trim().trim_matches('"').trim())
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() {
+            return Err(format!(
+                "{rel}: column {} of the header has no name (header: `{header}`); name every column",
+                i + 1
+            ));
+        }
+        if let Some(j) = names[..i].iter().position(|n| n == name) {
+            return Err(format!(
+                "{rel}: column `{name}` appears twice in the header (columns {} and {}); column names must be unique",
+                j + 1,
+                i + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::check_csv_header;
+
+    #[test]
+    fn csv_headers_with_empty_or_repeated_names_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.csv");
+        std::fs::write(&p, "a,a,\n1,2,3\n").unwrap();
+        let e = check_csv_header(&p, "x.csv").unwrap_err();
+        assert!(e.contains("column `a` appears twice"), "{e}");
+        std::fs::write(&p, "a,b,\n1,2,3\n").unwrap();
+        let e = check_csv_header(&p, "x.csv").unwrap_err();
+        assert!(e.contains("column 3 of the header has no name"), "{e}");
+        std::fs::write(&p, "\"a\",b\n1,2\n").unwrap();
+        assert!(check_csv_header(&p, "x.csv").is_ok());
     }
 }

@@ -22,7 +22,20 @@ const SAMPLES: usize = 5;
 #[serde(deny_unknown_fields)]
 pub struct QualityCheckConfig {
     table: String,
-    checks: Vec<Check>,
+    checks: Vec<MaybeCheck>,
+}
+
+/// A rule, or why it could not be read. Each rule is read on its own so that every bad
+/// rule is reported, not just the first (serde stops a `Vec<Check>` at its first error).
+#[derive(Debug)]
+struct MaybeCheck(Result<Check, String>);
+
+impl<'de> Deserialize<'de> for MaybeCheck {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // The workflow loader deserializes from a tree of nodes, so a failed rule leaves
+        // nothing half-consumed for the next one.
+        Ok(MaybeCheck(Check::deserialize(d).map_err(|e| e.to_string())))
+    }
 }
 
 /// One rule. Column names are plain identifiers.
@@ -90,11 +103,22 @@ impl TaskConfig for QualityCheckConfig {
         }
         let t = &self.table;
         let mut rules = Vec::new();
-        for check in self.checks {
+        let mut problems = Vec::new();
+        for (i, check) in self.checks.into_iter().enumerate() {
+            let check = match check.0 {
+                Ok(c) => c,
+                Err(e) => {
+                    problems.push(format!("checks[{i}]: {e}"));
+                    continue;
+                }
+            };
             match check {
                 Check::RowCount(b) => {
                     if b.min.is_none() && b.max.is_none() {
-                        return Err("`row_count` needs `min`, `max` or both".into());
+                        problems.push(format!(
+                            "checks[{i}]: `row_count` needs `min`, `max` or both"
+                        ));
+                        continue;
                     }
                     rules.push(Rule::RowCount {
                         min: b.min,
@@ -124,10 +148,11 @@ impl TaskConfig for QualityCheckConfig {
                         conds.push(format!("{c} > {max:?}"));
                     }
                     if conds.is_empty() {
-                        return Err(format!(
-                            "`accepted_range` on `{}` needs `min`, `max` or both",
+                        problems.push(format!(
+                            "checks[{i}]: `accepted_range` on `{}` needs `min`, `max` or both",
                             r.column
                         ));
+                        continue;
                     }
                     let bounds = match (r.min, r.max) {
                         (Some(a), Some(b)) => format!("{a} <= {} <= {b}", r.column),
@@ -160,6 +185,14 @@ impl TaskConfig for QualityCheckConfig {
                     query: q,
                 }),
             }
+        }
+        if !problems.is_empty() {
+            return Err(format!(
+                "{} bad rule{} in `checks`: {}",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" },
+                problems.join("; ")
+            ));
         }
         Ok(Arc::new(QualityCheck {
             table: self.table,

@@ -146,8 +146,11 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("ORCHESTRATOR_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        // tracing-subscriber ignores failed writes, so a closed stderr cannot stop a run.
         .with_writer(std::io::stderr)
+        // By default a failed write to stderr is reported with `eprintln!`, which panics
+        // when stderr is closed — inside whichever task was logging (a shell task's
+        // output reader: its command then died of SIGPIPE). Drop such writes instead.
+        .log_internal_errors(false)
         .without_time()
         .with_target(false)
         .with_level(false)

@@ -306,9 +306,10 @@ fn a_closed_stdout_or_stderr_never_kills_a_run() {
         .stderr(closed_pipe())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
     let runs = sb.run(&["runs", "--json"]);
     let list: Value = serde_json::from_str(&runs.stdout).unwrap();
+    let show = sb.run(&["show", list[0]["id"].as_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}\n{show:?}");
     assert_eq!(list[0]["status"], "succeeded", "{runs:?}");
 
     let out = sb

@@ -93,13 +93,15 @@ pub struct SyntaxError {
 pub fn parse(source: &str) -> Result<Option<Node>, SyntaxError> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(source);
-    parser.load(&mut builder, false).map_err(|e| SyntaxError {
-        message: e.info().to_string(),
-        pos: pos(e.marker()),
-    })?;
+    let loaded = parser.load(&mut builder, false);
+    // The builder's refusal (too many nodes, too deep) comes first in the document.
     if let Some(err) = builder.error {
         return Err(err);
     }
+    loaded.map_err(|e| SyntaxError {
+        message: e.info().to_string(),
+        pos: pos(e.marker()),
+    })?;
     Ok(builder.root)
 }
 
@@ -111,48 +113,100 @@ fn pos(m: &Marker) -> Pos {
     }
 }
 
+/// Most nodes a document may expand to, aliases included. A real workflow has a few
+/// thousand; a "billion laughs" file of 467 bytes (9 levels of 9 aliases) expands to
+/// 9^9 nodes and used to take gigabytes. Checked before an alias is copied, so the
+/// refusal costs nothing.
+pub const MAX_NODES: usize = 200_000;
+
+/// Deepest nesting of lists and mappings accepted: deeper trees would only serve to
+/// exhaust the stack of whatever walks them.
+pub const MAX_DEPTH: usize = 128;
+
+/// A collection being built, with its anchor and the number of nodes it holds so far
+/// (itself included), so an alias of it can be charged for its full size.
 enum Frame {
-    Seq(Node, usize),
-    Map(Node, Option<Node>, usize),
+    Seq(Node, usize, usize),
+    Map(Node, Option<Node>, usize, usize),
 }
 
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, (Node, usize)>,
     root: Option<Node>,
     error: Option<SyntaxError>,
+    /// Nodes in the document so far, aliases counted at their expanded size.
+    total: usize,
 }
 
 impl Builder {
-    fn push_value(&mut self, node: Node, anchor: usize) {
+    fn push_value(&mut self, node: Node, anchor: usize, size: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
-            Some(Frame::Seq(seq, _)) => {
+            Some(Frame::Seq(seq, _, n)) => {
+                *n += size;
                 if let NodeKind::Seq(items) = &mut seq.kind {
                     items.push(node);
                 }
             }
-            Some(Frame::Map(map, pending_key, _)) => match pending_key.take() {
-                None => *pending_key = Some(node),
-                Some(key) => {
-                    if let NodeKind::Map(entries) = &mut map.kind {
-                        entries.push((key, node));
+            Some(Frame::Map(map, pending_key, _, n)) => {
+                *n += size;
+                match pending_key.take() {
+                    None => *pending_key = Some(node),
+                    Some(key) => {
+                        if let NodeKind::Map(entries) = &mut map.kind {
+                            entries.push((key, node));
+                        }
                     }
                 }
-            },
+            }
+        }
+    }
+
+    /// Counts `n` more nodes; false (and an error) once the document is too big.
+    fn charge(&mut self, n: usize, at: Pos, what: &str) -> bool {
+        self.total = self.total.saturating_add(n);
+        if self.total > MAX_NODES {
+            self.error.get_or_insert(SyntaxError {
+                message: format!(
+                    "{what} makes this document more than {MAX_NODES} nodes; aliases (`*name`) that repeat anchors (`&name`) which themselves hold aliases multiply quickly. Write the values out, or use fewer levels of aliases"
+                ),
+                pos: at,
+            });
+            return false;
+        }
+        true
+    }
+
+    fn open(&mut self, frame: Frame, at: Pos) {
+        if self.stack.len() >= MAX_DEPTH {
+            self.error.get_or_insert(SyntaxError {
+                message: format!("lists and mappings are nested more than {MAX_DEPTH} levels deep here; flatten the structure"),
+                pos: at,
+            });
+            return;
+        }
+        if self.charge(1, at, "this list or mapping") {
+            self.stack.push(frame);
         }
     }
 }
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.error.is_some() {
+            return; // The document is refused; build nothing more.
+        }
         let at = pos(&mark);
         match ev {
             Event::Scalar(value, style, anchor, _tag) => {
+                if !self.charge(1, at, "this value") {
+                    return;
+                }
                 let plain = matches!(style, TScalarStyle::Plain);
                 self.push_value(
                     Node {
@@ -160,26 +214,36 @@ impl MarkedEventReceiver for Builder {
                         pos: at,
                     },
                     anchor,
+                    1,
                 );
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(
-                Node {
-                    kind: NodeKind::Seq(Vec::new()),
-                    pos: at,
-                },
-                anchor,
-            )),
-            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map(
-                Node {
-                    kind: NodeKind::Map(Vec::new()),
-                    pos: at,
-                },
-                None,
-                anchor,
-            )),
+            Event::SequenceStart(anchor, _) => self.open(
+                Frame::Seq(
+                    Node {
+                        kind: NodeKind::Seq(Vec::new()),
+                        pos: at,
+                    },
+                    anchor,
+                    1,
+                ),
+                at,
+            ),
+            Event::MappingStart(anchor, _) => self.open(
+                Frame::Map(
+                    Node {
+                        kind: NodeKind::Map(Vec::new()),
+                        pos: at,
+                    },
+                    None,
+                    anchor,
+                    1,
+                ),
+                at,
+            ),
             Event::SequenceEnd | Event::MappingEnd => {
-                if let Some(Frame::Seq(mut node, anchor) | Frame::Map(mut node, _, anchor)) =
-                    self.stack.pop()
+                if let Some(
+                    Frame::Seq(mut node, anchor, size) | Frame::Map(mut node, _, anchor, size),
+                ) = self.stack.pop()
                 {
                     // A block mapping's start marker is imprecise; its first key is
                     // where a reader looks.
@@ -188,11 +252,17 @@ impl MarkedEventReceiver for Builder {
                             node.pos = k.pos;
                         }
                     }
-                    self.push_value(node, anchor);
+                    self.push_value(node, anchor, size);
                 }
             }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(node) => self.push_value(node, 0),
+            Event::Alias(id) => match self.anchors.get(&id).map(|(_, n)| *n) {
+                Some(size) => {
+                    if self.charge(size, at, "this alias") {
+                        if let Some((node, _)) = self.anchors.get(&id).cloned() {
+                            self.push_value(node, 0, size);
+                        }
+                    }
+                }
                 None => {
                     self.error.get_or_insert(SyntaxError {
                         message: "alias refers to an unknown anchor".into(),
@@ -569,6 +639,34 @@ mod tests {
         let e = node.parse::<Conf>().unwrap_err();
         assert_eq!(e.pos, Some(Pos { line: 1, col: 1 }));
         assert!(e.message.contains("missing field `name`"));
+    }
+
+    #[test]
+    fn alias_bombs_and_deep_nesting_are_refused() {
+        let mut bomb = String::from("x0: &a0 [x,x,x,x,x,x,x,x,x]\n");
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 9].join(",");
+            bomb.push_str(&format!("x{i}: &a{i} [{refs}]\n"));
+        }
+        let err = parse(&bomb).unwrap_err();
+        assert!(err.message.contains("more than 200000 nodes"), "{err:?}");
+        assert!(err.pos.line > 1, "{err:?}");
+        // A few aliases of a small anchor are fine.
+        assert!(parse("a: &x [1, 2]\nb: *x\nc: *x\n").is_ok());
+        let deep = format!("{}{}", "[".repeat(500), "]".repeat(500));
+        // yaml-rust2's scanner refuses this itself (at 256 levels), before our limit.
+        let err = parse(&deep).unwrap_err();
+        assert!(
+            err.message.contains("nested more than") || err.message.contains("recursion limit"),
+            "{err:?}"
+        );
+        let deep_block: String = (0..200)
+            .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
+            .collect::<String>()
+            + &"  ".repeat(200)
+            + "v\n";
+        let err = parse(&deep_block).unwrap_err();
+        assert!(err.message.contains("nested more than 128"), "{err:?}");
     }
 
     #[test]

@@ -217,6 +217,23 @@ impl Registry {
     }
 }
 
+/// A timeout: a [`Dur`] greater than zero (a zero timeout would fail every attempt at
+/// once; leave `timeout` out for none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub std::time::Duration);
+
+impl<'de> serde::Deserialize<'de> for Timeout {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Dur(d0) = Dur::deserialize(d)?;
+        if d0.is_zero() {
+            return Err(serde::de::Error::custom(
+                "a timeout must be greater than 0; leave `timeout` out for none",
+            ));
+        }
+        Ok(Timeout(d0))
+    }
+}
+
 /// A duration in a config, written like `500ms`, `30s`, `5m`, `1h30m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub std::time::Duration);

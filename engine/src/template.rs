@@ -4,6 +4,12 @@
 //! `params`, `run.id`, `run.date` and `env` in scope. Before rendering, every variable a
 //! template refers to is checked against that context, so an unknown variable is a
 //! validation error naming the variable — never an empty string.
+//!
+//! Rendering is bounded: a template gets [`FUEL`] steps (nine nested loops over a short
+//! string used to run for minutes and take gigabytes). Two filters quote values for the
+//! places they are interpolated into: `shell_quote` (a POSIX shell word) and `sql_string`
+//! (a SQL string literal); `--param` values are user input, and unquoted they can inject
+//! commands or SQL.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -45,11 +51,61 @@ pub struct Renderer<'a> {
     ctx: minijinja::Value,
 }
 
+/// Steps (minijinja "fuel") one template may take. A field rendering a few variables
+/// takes tens; loops over lists of hundreds of items take thousands.
+pub const FUEL: u64 = 1_000_000;
+
+/// Params interpolated into `text` without a quoting filter as the expression's last
+/// step: `{{ params.x }}` is reported, `{{ params.x | shell_quote }}` is not.
+pub fn unquoted_params(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        let expr = after[..end]
+            .trim()
+            .trim_start_matches('-')
+            .trim_end_matches('-')
+            .trim();
+        let last_filter = expr.rsplit('|').next().unwrap_or("").trim();
+        let quoted = expr.contains('|') && matches!(last_filter, "shell_quote" | "sql_string");
+        if !quoted {
+            let mut s = expr;
+            while let Some(i) = s.find("params.") {
+                let name: String = s[i + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                    .collect();
+                if !name.is_empty() && !found.contains(&name) {
+                    found.push(name.clone());
+                }
+                s = &s[i + 7 + name.len()..];
+            }
+        }
+        rest = &after[end + 2..];
+    }
+    found
+}
+
+/// `value` as one POSIX shell word: in single quotes, each `'` written `'\''`.
+pub fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
+}
+
+/// `value` as a SQL string literal: in single quotes, each `'` doubled.
+pub fn sql_string(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
 impl<'a> Renderer<'a> {
     pub fn new(vars: &'a TemplateVars) -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
+        env.set_fuel(Some(FUEL));
+        env.add_filter("shell_quote", |v: String| shell_quote(&v));
+        env.add_filter("sql_string", |v: String| sql_string(&v));
         let ctx = minijinja::context! {
             params => vars.params.clone(),
             run => minijinja::context! { id => vars.run_id.clone(), date => vars.date.clone() },
@@ -58,14 +114,20 @@ impl<'a> Renderer<'a> {
         Renderer { env, vars, ctx }
     }
 
-    /// Renders `text` if it holds template syntax; otherwise returns it as is.
-    pub fn render<'t>(&self, text: &'t str) -> Result<Cow<'t, str>, TemplateError> {
+    /// Renders `text` if it holds template syntax; otherwise returns it as is. Every
+    /// unknown variable is reported, each with its own suggestion.
+    pub fn render<'t>(&self, text: &'t str) -> Result<Cow<'t, str>, Vec<TemplateError>> {
         if !(text.contains("{{") || text.contains("{%") || text.contains("{#")) {
             return Ok(Cow::Borrowed(text));
         }
-        let tmpl = self.env.template_from_str(text).map_err(|e| TemplateError {
-            message: format!("template syntax error: {}", detail(&e)),
-            help: Some("templates use `{{ name }}`; write `{% raw %}{{{% endraw %}` for a literal `{{`".into()),
+        let tmpl = self.env.template_from_str(text).map_err(|e| {
+            vec![TemplateError {
+                message: format!("template syntax error: {}", detail(&e)),
+                help: Some(
+                    "templates use `{{ name }}`; write `{% raw %}{{{% endraw %}` for a literal `{{`"
+                        .into(),
+                ),
+            }]
         })?;
         let mut unknown: Vec<String> = tmpl
             .undeclared_variables(true)
@@ -73,15 +135,24 @@ impl<'a> Renderer<'a> {
             .filter(|v| !self.is_known(v))
             .collect();
         unknown.sort();
-        if let Some(var) = unknown.first() {
-            return Err(self.unknown_variable(var));
+        if !unknown.is_empty() {
+            return Err(unknown.iter().map(|v| self.unknown_variable(v)).collect());
         }
-        tmpl.render(&self.ctx)
-            .map(Cow::Owned)
-            .map_err(|e| TemplateError {
-                message: format!("template error: {}", detail(&e)),
-                help: None,
-            })
+        tmpl.render(&self.ctx).map(Cow::Owned).map_err(|e| {
+            vec![if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                TemplateError {
+                    message: format!(
+                        "template takes more than {FUEL} steps to render (loops nested too deep?)"
+                    ),
+                    help: Some("simplify the template; templates are for filling in values".into()),
+                }
+            } else {
+                TemplateError {
+                    message: format!("template error: {}", detail(&e)),
+                    help: None,
+                }
+            }]
+        })
     }
 
     fn is_known(&self, var: &str) -> bool {
@@ -225,27 +296,103 @@ mod tests {
         assert!(matches!(r.render("plain"), Ok(Cow::Borrowed("plain"))));
     }
 
+    /// The only error of a render that must fail with one.
+    fn one_error(r: &Renderer, text: &str) -> TemplateError {
+        let mut errs = r.render(text).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        errs.remove(0)
+    }
+
     #[test]
     fn unknown_variables_are_errors_with_suggestions() {
         let v = vars();
         let r = Renderer::new(&v);
-        let e = r.render("{{ params.greting }}").unwrap_err();
+        let e = one_error(&r, "{{ params.greting }}");
         assert_eq!(e.message, "unknown template variable `params.greting`");
         assert_eq!(
             e.help.as_deref(),
             Some("no param `greting` is declared; did you mean `params.greeting`?")
         );
-        let e = r.render("{{ parms.greeting }}").unwrap_err();
+        let e = one_error(&r, "{{ parms.greeting }}");
         assert_eq!(e.help.as_deref(), Some("did you mean `params.greeting`?"));
-        let e = r.render("{{ env.NOPE_NOT_SET }}").unwrap_err();
+        let e = one_error(&r, "{{ env.NOPE_NOT_SET }}");
         assert!(
             e.message.contains("`NOPE_NOT_SET` is not set"),
             "{}",
             e.message
         );
-        let e = r.render("{{ run.dat }}").unwrap_err();
+        let e = one_error(&r, "{{ run.dat }}");
         assert_eq!(e.help.as_deref(), Some("did you mean `run.date`?"));
-        assert!(r.render("{{ oops").unwrap_err().message.contains("syntax"));
+        assert!(one_error(&r, "{{ oops").message.contains("syntax"));
+    }
+
+    #[test]
+    fn every_unknown_variable_of_a_field_is_reported() {
+        let v = vars();
+        let r = Renderer::new(&v);
+        let errs = r
+            .render("echo {{ params.a }} {{ params.b }} {{ parms.greeting }}")
+            .unwrap_err();
+        let msgs: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "unknown template variable `params.a`",
+                "unknown template variable `params.b`",
+                "unknown template variable `parms.greeting`"
+            ]
+        );
+    }
+
+    #[test]
+    fn runaway_templates_run_out_of_fuel() {
+        let v = vars();
+        let r = Renderer::new(&v);
+        let mut t = String::new();
+        for i in 0..9 {
+            t.push_str(&format!("{{% for i{i} in 'abcdefghijklmnopqrstuvwxyz' %}}"));
+        }
+        t.push('x');
+        t.push_str(&"{% endfor %}".repeat(9));
+        let e = one_error(&r, &t);
+        assert!(e.message.contains("more than 1000000 steps"), "{e:?}");
+        // An ordinary loop is fine.
+        let ok = r
+            .render("{% for c in 'abc' %}{{ c }}{{ params.greeting }} {% endfor %}")
+            .unwrap();
+        assert_eq!(ok, "ahello bhello chello ");
+    }
+
+    #[test]
+    fn quoting_filters_make_hostile_values_inert() {
+        let mut v = vars();
+        let hostile = "'; rm -rf / #\n$(id) `id` \\";
+        v.params.insert("x".into(), hostile.into());
+        let r = Renderer::new(&v);
+        let sh = r.render("printf %s {{ params.x | shell_quote }}").unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(sh.as_ref())
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), hostile);
+        assert_eq!(
+            r.render("{{ params.x | sql_string }}").unwrap(),
+            format!("'{}'", hostile.replace('\'', "''"))
+        );
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(sql_string("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn finds_params_interpolated_without_quoting() {
+        assert_eq!(
+            unquoted_params("echo {{ params.a }} {{ params.b | shell_quote }} {{params.c|upper}}"),
+            ["a", "c"]
+        );
+        assert!(
+            unquoted_params("WHERE d = {{ params.d | sql_string }} AND {{ run.date }}").is_empty()
+        );
     }
 
     #[test]

@@ -58,9 +58,25 @@ pub struct Workflow {
     /// In file order.
     pub tasks: Vec<TaskDef>,
     pub dag: Dag,
+    /// Problems that do not make the workflow invalid (e.g. an unquoted `--param` in a
+    /// command); see [`Workflow::warnings_text`].
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Workflow {
+    /// The warnings rendered like validation errors (`warning: FILE:LINE:COL: ...`), or
+    /// `None` when there are none.
+    pub fn warnings_text(&self) -> Option<String> {
+        (!self.warnings.is_empty()).then(|| {
+            crate::diag::Warnings {
+                file: &self.path,
+                source: &self.source,
+                items: &self.warnings,
+            }
+            .to_string()
+        })
+    }
+
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.tasks.iter().position(|t| t.id == id)
     }
@@ -146,14 +162,25 @@ pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<Workflow, LoadError>
 
 /// Loads a workflow from text; `path` is used in messages and as the base directory.
 pub fn load_str(path: &Path, source: String, opts: &LoadOptions) -> Result<Workflow, Diagnostics> {
+    // A byte-order mark some editors write is not part of the first key.
+    let source = match source.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => source,
+    };
     let mut errs = Vec::new();
+    let mut warns = Vec::new();
     let result = Loader {
         opts,
         errs: &mut errs,
+        warns: &mut warns,
     }
     .load(path, &source);
     match result {
-        Some(wf) if errs.is_empty() => Ok(wf),
+        Some(mut wf) if errs.is_empty() => {
+            warns.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
+            wf.warnings = warns;
+            Ok(wf)
+        }
         _ => Err(Diagnostics {
             items: {
                 // Errors without a position (e.g. --param) first, then in file order.
@@ -172,7 +199,7 @@ struct DefaultsSpec {
     retries: Option<u32>,
     retry_delay: Option<Dur>,
     retry_backoff: Option<f64>,
-    timeout: Option<Dur>,
+    timeout: Option<Timeout>,
 }
 
 #[derive(Deserialize)]
@@ -187,14 +214,15 @@ struct CommonSpec {
     retries: Option<u32>,
     retry_delay: Option<Dur>,
     retry_backoff: Option<f64>,
-    timeout: Option<Dur>,
+    timeout: Option<Timeout>,
 }
 
-use crate::task::Dur;
+use crate::task::{Dur, Timeout};
 
 struct Loader<'a, 'e> {
     opts: &'a LoadOptions<'a>,
     errs: &'e mut Vec<Diagnostic>,
+    warns: &'e mut Vec<Diagnostic>,
 }
 
 struct PendingTask {
@@ -241,7 +269,13 @@ impl Loader<'_, '_> {
                 return None;
             }
             Err(e) => {
-                self.err(Some(e.pos), format!("YAML syntax error: {}", e.message));
+                let d = self.err(Some(e.pos), format!("YAML syntax error: {}", e.message));
+                if e.pos.col > 1024 {
+                    // YAML limits an unquoted key to 1024 characters.
+                    d.help = Some(
+                        "a key may be at most 1024 characters long (task ids at most 128)".into(),
+                    );
+                }
                 return None;
             }
         };
@@ -470,6 +504,7 @@ impl Loader<'_, '_> {
             },
             tasks: tasks?,
             dag,
+            warnings: Vec::new(),
         })
     }
 
@@ -488,6 +523,21 @@ impl Loader<'_, '_> {
             after: Vec::new(),
             def: None,
         };
+        if id.len() > MAX_ID_LEN {
+            // Say it once, without echoing the id, and look no further at this task:
+            // every other message would quote it.
+            let start: String = id.chars().take(20).collect();
+            self.err(
+                Some(key.pos),
+                format!(
+                    "task id `{start}…` is {} characters long; task ids have at most {MAX_ID_LEN}",
+                    id.chars().count()
+                ),
+            )
+            .help = Some("use a short name of letters, digits, `_` and `-`".into());
+            pending.id = format!("{start}…");
+            return pending;
+        }
         if !is_valid_name(&id, true) {
             self.err(Some(key.pos), format!("invalid task id `{id}`"))
                 .help = Some("use letters, digits, `_` and `-`".into());
@@ -554,7 +604,7 @@ impl Loader<'_, '_> {
             pos: node.pos,
         };
         let before = self.errs.len();
-        self.render(&mut config_node, renderer, &id);
+        self.render(&mut config_node, renderer, &id, None);
         let templates_ok = self.errs.len() == before;
         let Some(kind) = self.opts.registry.get(&spec.kind) else {
             let kind_pos = node.get("kind").map(|n| n.pos);
@@ -620,36 +670,66 @@ impl Loader<'_, '_> {
     }
 
     /// Renders templates in every scalar of a task's kind-specific config, in place.
-    fn render(&mut self, node: &mut Node, renderer: &Renderer, task_id: &str) {
+    /// `field` is the name of the nearest enclosing key.
+    fn render(&mut self, node: &mut Node, renderer: &Renderer, task_id: &str, field: Option<&str>) {
         match &mut node.kind {
-            NodeKind::Scalar { value, plain } => match renderer.render(value) {
-                // A template must be quoted in YAML (`{` starts a mapping), but what it
-                // renders to is typed like a plain scalar: `"{{ params.n }}"` can be a number.
-                Ok(std::borrow::Cow::Owned(v)) => {
-                    *value = v;
-                    *plain = true;
+            NodeKind::Scalar { value, plain } => {
+                if let Some(field @ ("command" | "sql")) = field {
+                    self.warn_unquoted(value, node.pos, field, task_id);
                 }
-                Ok(std::borrow::Cow::Borrowed(_)) => {}
-                Err(e) => {
-                    self.errs.push(
-                        Diagnostic::new(
-                            Some(node.pos),
-                            format!("{} in task `{task_id}`", e.message),
-                        )
-                        .maybe_help(e.help),
-                    );
+                match renderer.render(value) {
+                    // A template must be quoted in YAML (`{` starts a mapping), but what it
+                    // renders to is typed like a plain scalar: `"{{ params.n }}"` can be a
+                    // number.
+                    Ok(std::borrow::Cow::Owned(v)) => {
+                        *value = v;
+                        *plain = true;
+                    }
+                    Ok(std::borrow::Cow::Borrowed(_)) => {}
+                    Err(errors) => {
+                        for e in errors {
+                            self.errs.push(
+                                Diagnostic::new(
+                                    Some(node.pos),
+                                    format!("{} in task `{task_id}`", e.message),
+                                )
+                                .maybe_help(e.help),
+                            );
+                        }
+                    }
                 }
-            },
+            }
             NodeKind::Seq(items) => {
                 for item in items {
-                    self.render(item, renderer, task_id);
+                    self.render(item, renderer, task_id, field);
                 }
             }
             NodeKind::Map(entries) => {
-                for (_, v) in entries {
-                    self.render(v, renderer, task_id);
+                for (k, v) in entries {
+                    let key = k.as_str().map(str::to_string);
+                    self.render(v, renderer, task_id, key.as_deref());
                 }
             }
+        }
+    }
+
+    /// Warns when a param goes into a shell command or SQL without a quoting filter:
+    /// `--param` values are user input, and unquoted they can change the command.
+    fn warn_unquoted(&mut self, text: &str, pos: Pos, field: &str, task_id: &str) {
+        let (what, filter) = match field {
+            "command" => ("shell command", "shell_quote"),
+            _ => ("SQL", "sql_string"),
+        };
+        for name in crate::template::unquoted_params(text) {
+            self.warns.push(
+                Diagnostic::new(
+                    Some(pos),
+                    format!(
+                        "param `{name}` is put into the {what} of task `{task_id}` unquoted: a value with spaces, quotes or `;` would change the {what}"
+                    ),
+                )
+                .maybe_help(Some(format!("quote it: {{{{ params.{name} | {filter} }}}}"))),
+            );
         }
     }
 
@@ -708,6 +788,9 @@ impl Loader<'_, '_> {
         }
     }
 }
+
+/// Longest task id accepted: ids appear in every log line, message and key.
+pub const MAX_ID_LEN: usize = 128;
 
 fn is_valid_name(s: &str, allow_upper: bool) -> bool {
     !s.is_empty()

@@ -126,7 +126,11 @@ pub fn load(
         env: std::env::vars().collect(),
         default_warehouse: state_dir.join("warehouse"),
     };
-    Ok(wf::load_file(file, &opts)?)
+    let workflow = wf::load_file(file, &opts)?;
+    if let Some(warnings) = workflow.warnings_text() {
+        errln!("{}", warnings.trim_end());
+    }
+    Ok(workflow)
 }
 
 pub fn owner() -> String {

@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod daily;
 mod data;
+mod hostile;
 mod ingest;
 mod rerun;
 mod retries;

@@ -200,3 +200,75 @@ fn valid_file_and_bad_arguments() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_byte_order_mark_is_not_part_of_the_first_key() {
+    let sb = Sandbox::new();
+    sb.write(
+        "bom.yaml",
+        "\u{feff}name: x\ntasks:\n  a:\n    kind: noop\n",
+    );
+    let out = sb.run(&["validate", "bom.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+#[test]
+fn a_zero_timeout_is_refused() {
+    let sb = Sandbox::new();
+    sb.write(
+        "t.yaml",
+        "name: x\ntasks:\n  a:\n    kind: noop\n    timeout: 0s\n",
+    );
+    let out = sb.run(&["validate", "t.yaml"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("t.yaml:5:") && out.stderr.contains("a timeout must be greater than 0"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn every_unknown_template_variable_is_reported() {
+    let sb = Sandbox::new();
+    sb.write(
+        "v.yaml",
+        "name: x\nparams:\n  greeting: hi\ntasks:\n  a:\n    kind: shell\n    command: \"echo {{ params.a }} {{ params.b }} {{ parms.greeting }}\"\n",
+    );
+    let out = sb.run(&["validate", "v.yaml"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    for var in ["params.a", "params.b", "parms.greeting"] {
+        assert!(
+            out.stderr
+                .contains(&format!("unknown template variable `{var}`")),
+            "{var}: {out:?}"
+        );
+    }
+    assert!(out.stderr.contains("3 errors"), "{out:?}");
+}
+
+#[test]
+fn unquoted_params_in_commands_and_sql_are_warned_about_and_filters_quote_them() {
+    let sb = Sandbox::new();
+    sb.write(
+        "q.yaml",
+        "name: x\nparams:\n  who: world\ntasks:\n  loud:\n    kind: shell\n    command: \"echo {{ params.who }}\"\n  safe:\n    kind: shell\n    command: \"printf %s {{ params.who | shell_quote }} > said\"\n  q:\n    kind: sql\n    sql: \"SELECT {{ params.who | sql_string }} AS w\"\n",
+    );
+    let out = sb.run(&["validate", "q.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("warning: ")
+            && out.stderr.contains("q.yaml:7:")
+            && out
+                .stderr
+                .contains("param `who` is put into the shell command of task `loud` unquoted")
+            && out.stderr.contains("{{ params.who | shell_quote }}"),
+        "{out:?}"
+    );
+    assert_eq!(out.stderr.matches("warning:").count(), 1, "{out:?}");
+    // A hostile value stays one word.
+    let evil = "x'; touch pwned; echo '";
+    let out = sb.run(&["run", "q.yaml", "--param", &format!("who={evil}")]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(sb.read("said"), evil);
+    assert!(!sb.path("pwned").exists());
+}

@@ -43,13 +43,7 @@ pub async fn run(
         dir.display()
     );
     let printer = report::Printer { quiet };
-    let env = runner::Env {
-        store: &store,
-        catalog: store.clone(),
-        cancel: cancel_on_signal(),
-        redactor: Arc::new(Redactor::from_env()),
-        observer: &printer,
-    };
+    let env = run_env(&store, &printer);
     let run = runner::start(env, &wf, &run_id, &date).await?;
     finish(&store, &run)
 }
@@ -80,15 +74,21 @@ pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) ->
         run.workflow_path
     );
     let printer = report::Printer { quiet };
-    let env = runner::Env {
-        store: &store,
+    let env = run_env(&store, &printer);
+    let run = runner::resume(env, &wf, run, from).await?;
+    finish(&store, &run)
+}
+
+/// What a run executes with: this store as state and catalog, Ctrl-C/SIGTERM cancelling,
+/// secrets masked, transitions printed.
+fn run_env<'a>(store: &'a Arc<Store>, printer: &'a report::Printer) -> runner::Env<'a> {
+    runner::Env {
+        store,
         catalog: store.clone(),
         cancel: cancel_on_signal(),
         redactor: Arc::new(Redactor::from_env()),
-        observer: &printer,
-    };
-    let run = runner::resume(env, &wf, run, from).await?;
-    finish(&store, &run)
+        observer: printer,
+    }
 }
 
 /// One state dir per warehouse (see `warehouse::claim`), checked before anything runs.

@@ -245,13 +245,7 @@ impl Store {
             refuse_if_it_held_runs(dir)?;
         }
         let db = open_sled(dir, &dir.join("db"))?;
-        let store = Store {
-            dir: dir.to_path_buf(),
-            db,
-            read_only: None,
-            _lock: lock,
-            _copy: None,
-        };
+        let store = Store::writable(dir, db, lock);
         store.check_schema()?;
         let recovered = store.recover_interrupted()?;
         Ok((store, recovered))
@@ -363,19 +357,23 @@ impl Store {
             None
         };
         let db = open_sled(dir, &db_dir)?;
-        let store = Store {
-            dir: dir.to_path_buf(),
-            db,
-            read_only: None,
-            _lock: lock,
-            _copy: None,
-        };
+        let store = Store::writable(dir, db, lock);
         store
             .db
             .insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
             .map_err(|e| store.db_err(e))?;
         store.commit(writes)?;
         Ok((store, moved))
+    }
+
+    fn writable(dir: &Path, db: sled::Db, lock: Option<File>) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+            db,
+            read_only: None,
+            _lock: lock,
+            _copy: None,
+        }
     }
 
     pub fn dir(&self) -> &Path {

@@ -96,25 +96,22 @@ fn a_full_disk_loses_nothing_and_the_store_works_again_once_space_is_freed() {
     let state = t.join("state");
     let state = state.to_str().unwrap();
     let landing = format!("landing={}", sb.path("landing").display());
+    // `orchestrator --state-dir T/state run daily.yaml ... -q` with a free-space margin.
+    let daily_run = |date: &str, margin_mb: &str| {
+        let mut args = vec!["--state-dir", state, "run"];
+        let file = daily();
+        args.extend([file.as_str(), "--param", &landing, "-q"]);
+        if !date.is_empty() {
+            args.extend(["--date", date]);
+        }
+        sb.run_with_env(&args, &[("ORCHESTRATOR_MIN_FREE_MB", margin_mb)])
+    };
     // The 2 MB file system is below the default safety margin; margin 0 lets sled meet
     // the full disk itself, as it did when the store was destroyed.
     let env = [("ORCHESTRATOR_MIN_FREE_MB", "0")];
     let mut ids = Vec::new();
     for date in ["2026-05-11", "2026-05-12", "2026-05-13"] {
-        let out = sb.run_with_env(
-            &[
-                "--state-dir",
-                state,
-                "run",
-                &daily(),
-                "--param",
-                &landing,
-                "--date",
-                date,
-                "-q",
-            ],
-            &env,
-        );
+        let out = daily_run(date, "0");
         assert_eq!(out.code, 0, "{out:?}");
         ids.push(out.run_id());
     }
@@ -125,18 +122,7 @@ fn a_full_disk_loses_nothing_and_the_store_works_again_once_space_is_freed() {
     let out = sb.run_with_env(&["--state-dir", state, "runs"], &env);
     assert!(!out.stderr.contains("panicked"), "{out:?}");
     // A run on a full disk fails, and says why.
-    let out = sb.run_with_env(
-        &[
-            "--state-dir",
-            state,
-            "run",
-            &daily(),
-            "--param",
-            &landing,
-            "-q",
-        ],
-        &env,
-    );
+    let out = daily_run("", "0");
     assert_ne!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("free space"), "{out:?}");
     std::fs::remove_file(t.join("fill")).unwrap();
@@ -148,20 +134,7 @@ fn a_full_disk_loses_nothing_and_the_store_works_again_once_space_is_freed() {
     for id in &ids {
         assert!(listed.contains(id), "run {id} lost: {out:?}");
     }
-    let out = sb.run_with_env(
-        &[
-            "--state-dir",
-            state,
-            "run",
-            &daily(),
-            "--param",
-            &landing,
-            "--date",
-            "2026-05-14",
-            "-q",
-        ],
-        &env,
-    );
+    let out = daily_run("2026-05-14", "0");
     assert_eq!(out.code, 0, "{out:?}");
     let out = sb.run_with_env(&["--state-dir", state, "state", "check"], &env);
     assert!(
@@ -173,18 +146,7 @@ fn a_full_disk_loses_nothing_and_the_store_works_again_once_space_is_freed() {
     // (from a copy of the store made outside the full file system).
     fill(&t.join("fill"));
     let env = [("ORCHESTRATOR_MIN_FREE_MB", "1")];
-    let out = sb.run_with_env(
-        &[
-            "--state-dir",
-            state,
-            "run",
-            &daily(),
-            "--param",
-            &landing,
-            "-q",
-        ],
-        &env,
-    );
+    let out = daily_run("", "1");
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stderr

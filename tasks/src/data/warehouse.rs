@@ -150,26 +150,37 @@ pub async fn create_table(
         )
     })?;
     remove_leftovers(warehouse, name);
+    let record = managed_record(name, &dir, &schema, rows, Some(creator.to_string()));
+    catalog
+        .put_table(record.clone())
+        .map_err(|e| e.to_string())?;
+    Ok(record)
+}
+
+/// The catalog record of managed table `name`, whose Parquet files are in `dir`.
+fn managed_record(
+    name: &str,
+    dir: &Path,
+    schema: &Schema,
+    rows: u64,
+    creator: Option<String>,
+) -> TableRecord {
     let now = Utc::now();
-    let record = TableRecord {
+    TableRecord {
         name: name.to_string(),
         location: dir.display().to_string(),
         format: Format::Parquet.name().into(),
-        columns: columns_of(&schema),
+        columns: columns_of(schema),
         partition_columns: Vec::new(),
         partitions: Vec::new(),
         files: Vec::new(),
         row_count: Some(rows),
         managed: true,
-        created_by: Some(creator.to_string()),
+        created_by: creator,
         created_at: now,
         updated_at: now,
         last_crawled_at: None,
-    };
-    catalog
-        .put_table(record.clone())
-        .map_err(|e| e.to_string())?;
-    Ok(record)
+    }
 }
 
 /// Drops table `name`: its catalog entry, then, for managed tables, its files.
@@ -344,22 +355,7 @@ pub async fn rediscover(
             Ok::<_, String>((schema, rows as u64))
         })
         .await??;
-        let now = Utc::now();
-        found.push(TableRecord {
-            name,
-            location: dir.display().to_string(),
-            format: Format::Parquet.name().into(),
-            columns: columns_of(&schema),
-            partition_columns: Vec::new(),
-            partitions: Vec::new(),
-            files: Vec::new(),
-            row_count: Some(rows),
-            managed: true,
-            created_by: None,
-            created_at: now,
-            updated_at: now,
-            last_crawled_at: None,
-        });
+        found.push(managed_record(&name, &dir, &schema, rows, None));
     }
     Ok(found)
 }

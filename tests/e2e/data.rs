@@ -317,3 +317,67 @@ fn every_bad_quality_rule_is_reported() {
         assert!(out.stderr.contains(needle), "no `{needle}` in {out:?}");
     }
 }
+
+#[test]
+fn a_killed_create_table_as_leaves_a_leftover_that_check_reports_and_the_next_create_removes() {
+    let sb = Sandbox::new();
+    sb.write(
+        "ctas.yaml",
+        "name: ctas\ntasks:\n  make:\n    kind: create_table_as\n    table: answers\n    sql: \"SELECT 42 AS x\"\n",
+    );
+    let hook = sb.path("hook");
+    std::fs::create_dir(&hook).unwrap();
+    let mut cmd = sb.command(&["run", "ctas.yaml"]);
+    cmd.env(
+        "ORCHESTRATOR_TEST_PAUSE",
+        format!("create_table_as:before-rename:{}", hook.display()),
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    sb.wait_for_file("hook/paused");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let staging = sb.state_dir().join("warehouse/.staging");
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 1);
+    let check = sb.run(&["state", "check"]);
+    assert_eq!(check.code, 1, "{check:?}");
+    assert!(
+        check.stdout.contains(".staging/answers-") && check.stdout.contains("interrupted write"),
+        "{check:?}"
+    );
+    let id = serde_json::from_str::<Value>(&sb.run(&["runs", "--json"]).stdout).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = sb.run(&["rerun", &id]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
+    assert_eq!(sb.run(&["state", "check"]).code, 0);
+}
+
+#[test]
+fn a_multi_statement_sql_task_is_not_atomic_as_documented() {
+    let sb = Sandbox::new();
+    sb.write(
+        "multi.yaml",
+        "name: multi\ntasks:\n  both:\n    kind: sql\n    sql: \"CREATE TABLE first AS SELECT 1 AS x; SELECT * FROM no_such_table\"\n",
+    );
+    let out = sb.run(&["run", "multi.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    // The README says so: the first statement's table stays created.
+    let rows = query(&sb, "SELECT x FROM first");
+    assert_eq!(rows[0]["x"], 1);
+    // And re-executing the task is safe: its own table is replaced, not refused.
+    sb.write(
+        "multi.yaml",
+        "name: multi\ntasks:\n  both:\n    kind: sql\n    sql: \"CREATE TABLE first AS SELECT 1 AS x; SELECT 2\"\n",
+    );
+    let id = serde_json::from_str::<Value>(&sb.run(&["runs", "--json"]).stdout).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = sb.run(&["rerun", &id]);
+    assert_eq!(out.code, 0, "{out:?}");
+}

@@ -56,6 +56,7 @@ impl Task for CreateTableAs {
             ctx.warehouse.clone(),
         );
         let creator = format!("{}/{}", ctx.run_id, ctx.task_id);
+        let pause = super::PauseHook::from_env("create_table_as");
         let record = on_engine(async move {
             let lock = warehouse::table_lock(&table);
             let _guard = lock.lock().await;
@@ -64,7 +65,8 @@ impl Task for CreateTableAs {
                 .sql(&sql)
                 .await
                 .map_err(|e| format!("in `sql`: {e}"))?;
-            warehouse::create_table(catalog.as_ref(), &wh, &table, df, &creator, None).await
+            warehouse::create_table(catalog.as_ref(), &wh, &table, df, &creator, pause.as_ref())
+                .await
         })
         .await
         .and_then(|r| r)

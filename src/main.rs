@@ -107,6 +107,21 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
+    /// Print a workflow's next fire times (from its `schedule:`), in UTC and in its time
+    /// zone, to check a schedule before deploying it.
+    Next {
+        file: PathBuf,
+        /// How many fire times.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        count: u64,
+        /// Fire times after this instant (exclusive), RFC 3339, e.g. 2026-03-06T12:00:00Z;
+        /// default now. For `rate()` it is the schedule's start.
+        #[arg(long, value_parser = commands::parse_instant)]
+        after: Option<chrono::DateTime<chrono::Utc>>,
+        /// Print JSON: a list of {"utc": ..., "local": ...}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check or repair the state store.
     #[command(subcommand)]
     State(StateCommand),
@@ -190,6 +205,12 @@ async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
         } => execute::rerun(&dir, &run_id, from.as_deref(), quiet).await,
         Command::Validate { file, params } => workflow::validate(&dir, &file, params),
         Command::Graph { file, format } => workflow::graph(&dir, &file, format),
+        Command::Next {
+            file,
+            count,
+            after,
+            json,
+        } => workflow::next(&dir, &file, count, after, json),
         Command::Runs {
             workflow,
             limit,

@@ -10,6 +10,7 @@ pub mod dag;
 pub mod diag;
 pub mod executor;
 pub mod runner;
+pub mod schedule;
 pub mod suggest;
 pub mod task;
 pub mod template;

@@ -37,6 +37,9 @@ const TOP_FIELDS: &[&str] = &[
     "max_parallel",
     "warehouse",
     "defaults",
+    "schedule",
+    "timezone",
+    "dst",
     "tasks",
 ];
 
@@ -58,6 +61,8 @@ pub struct Workflow {
     /// In file order.
     pub tasks: Vec<TaskDef>,
     pub dag: Dag,
+    /// When the workflow starts by itself (`schedule:`, `timezone:`, `dst:`).
+    pub schedule: Option<Schedule>,
     /// Problems that do not make the workflow invalid (e.g. an unquoted `--param` in a
     /// command); see [`Workflow::warnings_text`].
     pub warnings: Vec<Diagnostic>,
@@ -217,7 +222,16 @@ struct CommonSpec {
     timeout: Option<Timeout>,
 }
 
+use crate::schedule::{self, Dst, Expr, Schedule};
 use crate::task::{Dur, Timeout};
+use chrono_tz::Tz;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DstSpec {
+    gap: Option<String>,
+    overlap: Option<String>,
+}
 
 struct Loader<'a, 'e> {
     opts: &'a LoadOptions<'a>,
@@ -295,6 +309,9 @@ impl Loader<'_, '_> {
         let mut warehouse = None;
         let mut defaults = DefaultsSpec::default();
         let mut tasks_node = None;
+        let mut exprs: Option<Vec<Expr>> = None;
+        let mut timezone: Option<(Tz, Pos)> = None;
+        let mut dst: Option<(Dst, Pos)> = None;
         for (k, v) in entries {
             let key = k.as_str().unwrap_or_default();
             match key {
@@ -334,6 +351,41 @@ impl Loader<'_, '_> {
                         );
                     }
                     Err(e) => self.de_err(e, "in `warehouse`", &[]),
+                },
+                "schedule" => exprs = Some(self.schedule_exprs(v)),
+                "timezone" => match v.parse::<String>() {
+                    Ok(name) => match schedule::parse_timezone(&name) {
+                        Ok(tz) => timezone = Some((tz, v.pos)),
+                        Err(e) => {
+                            self.err(Some(v.pos), e);
+                        }
+                    },
+                    Err(e) => self.de_err(e, "in `timezone`", &[]),
+                },
+                "dst" => match v.parse::<DstSpec>() {
+                    Ok(spec) => {
+                        let mut d = Dst::default();
+                        if let Some(g) = spec.gap {
+                            match g.parse() {
+                                Ok(g) => d.gap = Some(g),
+                                Err(e) => {
+                                    let at = v.get("gap").map_or(v.pos, |n| n.pos);
+                                    self.err(Some(at), e);
+                                }
+                            }
+                        }
+                        if let Some(o) = spec.overlap {
+                            match o.parse() {
+                                Ok(o) => d.overlap = Some(o),
+                                Err(e) => {
+                                    let at = v.get("overlap").map_or(v.pos, |n| n.pos);
+                                    self.err(Some(at), e);
+                                }
+                            }
+                        }
+                        dst = Some((d, v.pos));
+                    }
+                    Err(e) => self.de_err(e, "in `dst` (a mapping with `gap` and `overlap`)", &[]),
                 },
                 "tasks" => tasks_node = Some(v),
                 other => {
@@ -485,6 +537,28 @@ impl Loader<'_, '_> {
             }
         };
 
+        let schedule = match exprs {
+            Some(exprs) => Some(Schedule {
+                exprs,
+                tz: timezone.map_or(chrono_tz::Tz::UTC, |(tz, _)| tz),
+                dst: dst.map(|(d, _)| d).unwrap_or_default(),
+            }),
+            None => {
+                for (field, at) in [
+                    ("timezone", timezone.map(|t| t.1)),
+                    ("dst", dst.map(|d| d.1)),
+                ] {
+                    if let Some(at) = at {
+                        self.err(Some(at), format!("`{field}` is set, but there is no `schedule:`"))
+                            .help = Some(
+                            "add a schedule, e.g. `schedule: \"cron(0 22 ? * MON-FRI *)\"`, or remove it".into(),
+                        );
+                    }
+                }
+                None
+            }
+        };
+
         let dag = dag?;
         if !self.errs.is_empty() {
             return None;
@@ -504,6 +578,7 @@ impl Loader<'_, '_> {
             },
             tasks: tasks?,
             dag,
+            schedule,
             warnings: Vec::new(),
         })
     }
@@ -711,6 +786,41 @@ impl Loader<'_, '_> {
                 }
             }
         }
+    }
+
+    /// `schedule:`: one expression or a list; each parsed, errors at its own position.
+    fn schedule_exprs(&mut self, v: &Node) -> Vec<Expr> {
+        let items: Vec<&Node> = match &v.kind {
+            NodeKind::Seq(items) => items.iter().collect(),
+            _ => vec![v],
+        };
+        if items.is_empty() {
+            self.err(
+                Some(v.pos),
+                "`schedule` is an empty list; give at least one expression",
+            );
+        }
+        let mut exprs = Vec::new();
+        for item in items {
+            match item.as_str() {
+                Some(text) => match Expr::parse(text) {
+                    Ok(e) => exprs.push(e),
+                    Err(e) => {
+                        self.err(Some(item.pos), format!("invalid schedule: {e}"));
+                    }
+                },
+                None => {
+                    self.err(
+                        Some(item.pos),
+                        format!(
+                            "a schedule is a string like \"cron(0 22 ? * MON-FRI *)\", found {}",
+                            item.describe()
+                        ),
+                    );
+                }
+            }
+        }
+        exprs
     }
 
     /// Warns when a param goes into a shell command or SQL without a quoting filter:

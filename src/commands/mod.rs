@@ -102,6 +102,13 @@ pub fn parse_date(s: &str) -> Result<String, String> {
     }
 }
 
+/// An instant written in RFC 3339 (`2026-03-06T12:00:00Z`, `2026-03-06T07:00:00-05:00`).
+pub fn parse_instant(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| format!("`{s}` is not an RFC 3339 instant like 2026-03-06T12:00:00Z"))
+}
+
 pub fn today() -> String {
     chrono::Utc::now().format("%Y-%m-%d").to_string()
 }

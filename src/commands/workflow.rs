@@ -1,4 +1,4 @@
-//! `validate` and `graph`: commands that read a workflow file and nothing else.
+//! `validate`, `graph` and `next`: commands that read a workflow file and nothing else.
 
 use std::path::Path;
 
@@ -37,5 +37,67 @@ pub fn graph(dir: &Path, file: &Path, format: GraphFormat) -> Result<u8, Fail> {
         "{}",
         report::graph(&wf, matches!(format, GraphFormat::Mermaid))
     );
+    Ok(0)
+}
+
+pub fn next(
+    dir: &Path,
+    file: &Path,
+    count: u64,
+    after: Option<chrono::DateTime<chrono::Utc>>,
+    json: bool,
+) -> Result<u8, Fail> {
+    let wf = load(
+        file,
+        Default::default(),
+        Default::default(),
+        "next",
+        &today(),
+        dir,
+    )?;
+    let Some(schedule) = &wf.schedule else {
+        return Err(Fail::input(format!(
+            "error: {} has no `schedule:`; add one, e.g. `schedule: \"cron(0 22 ? * MON-FRI *)\"`",
+            file.display()
+        )));
+    };
+    let after = after.unwrap_or_else(chrono::Utc::now);
+    let fires = schedule.upcoming(after, usize::try_from(count).unwrap_or(usize::MAX));
+    let rows: Vec<(String, String)> = fires
+        .iter()
+        .map(|t| {
+            (
+                t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                t.with_timezone(&schedule.tz)
+                    .format("%Y-%m-%dT%H:%M:%S%:z")
+                    .to_string(),
+            )
+        })
+        .collect();
+    if json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(u, l)| serde_json::json!({"utc": u, "local": l}))
+            .collect();
+        outln!("{}", serde_json::Value::Array(list));
+        return Ok(0);
+    }
+    outln!(
+        "{}: {} in {}",
+        wf.name,
+        schedule
+            .exprs
+            .iter()
+            .map(|e| e.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" + "),
+        schedule.tz.name()
+    );
+    if rows.is_empty() {
+        outln!("no fire times after {}", after.to_rfc3339());
+    }
+    for (u, l) in rows {
+        outln!("{u}  {l}");
+    }
     Ok(0)
 }

@@ -272,3 +272,83 @@ fn unquoted_params_in_commands_and_sql_are_warned_about_and_filters_quote_them()
     assert_eq!(sb.read("said"), evil);
     assert!(!sb.path("pwned").exists());
 }
+
+#[test]
+fn next_prints_the_reference_pipelines_fire_times() {
+    let sb = Sandbox::new();
+    let daily = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/daily.yaml");
+    let daily = daily.to_str().unwrap();
+    let out = sb.run(&[
+        "next",
+        daily,
+        "--count",
+        "3",
+        "--after",
+        "2025-04-04T12:00:00Z",
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let fires: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        fires,
+        serde_json::json!([
+            {"utc": "2025-04-04T22:00:00Z", "local": "2025-04-04T22:00:00+00:00"},
+            {"utc": "2025-04-07T22:00:00Z", "local": "2025-04-07T22:00:00+00:00"},
+            {"utc": "2025-04-08T22:00:00Z", "local": "2025-04-08T22:00:00+00:00"},
+        ])
+    );
+    // In a zone with daylight saving, local times carry their offset.
+    sb.write(
+        "ny.yaml",
+        "name: ny\nschedule: \"30 2 * * *\"\ntimezone: America/New_York\ntasks:\n  a:\n    kind: noop\n",
+    );
+    let out = sb.run(&[
+        "next",
+        "ny.yaml",
+        "--count",
+        "2",
+        "--after",
+        "2026-03-07T12:00:00Z",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("2026-03-08T07:00:00Z  2026-03-08T03:00:00-04:00")
+            && out
+                .stdout
+                .contains("2026-03-09T06:30:00Z  2026-03-09T02:30:00-04:00"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn schedule_errors_point_at_the_expression() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.yaml",
+        "name: x\nschedule:\n  - \"0 22 * * 1-5\"\n  - \"cron(0 22 * * MON-FRI *)\"\ntimezone: America/New_Yrok\ndst: { gap: later }\ntasks:\n  a:\n    kind: noop\n",
+    );
+    let out = sb.run(&["validate", "s.yaml"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    for want in [
+        "s.yaml:4:5: invalid schedule: `cron(0 22 * * MON-FRI *)`: exactly one of day-of-month and day-of-week must be `?`",
+        "s.yaml:5:11: `America/New_Yrok` is not an IANA time zone name",
+        "did you mean `America/New_York`?",
+        "`later` is not a gap policy; use `run_after` or `skip`",
+    ] {
+        assert!(out.stderr.contains(want), "no `{want}` in {out:?}");
+    }
+    sb.write(
+        "t.yaml",
+        "name: x\ntimezone: UTC\ntasks:\n  a:\n    kind: noop\n",
+    );
+    let out = sb.run(&["validate", "t.yaml"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("`timezone` is set, but there is no `schedule:`"),
+        "{out:?}"
+    );
+    let out = sb.run(&["next", "t.yaml"]);
+    assert_eq!(out.code, 2, "{out:?}");
+}

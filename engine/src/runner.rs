@@ -51,6 +51,17 @@ pub async fn start(
     run_id: &str,
     date: &str,
 ) -> Result<RunRecord, RunError> {
+    start_as(env, workflow, run_id, date, "manual").await
+}
+
+/// [`start`], recording what started the run (`manual`, `schedule ...`).
+pub async fn start_as(
+    env: Env<'_>,
+    workflow: &Workflow,
+    run_id: &str,
+    date: &str,
+    trigger: &str,
+) -> Result<RunRecord, RunError> {
     let run = RunRecord {
         id: run_id.to_string(),
         workflow: workflow.name.clone(),
@@ -64,6 +75,8 @@ pub async fn start(
         pid: std::process::id(),
         reruns: 0,
         task_order: workflow.task_ids().into_iter().map(String::from).collect(),
+        trigger: Some(trigger.to_string()),
+        note: None,
     };
     let records: Vec<TaskRecord> = workflow
         .tasks
@@ -116,6 +129,37 @@ pub async fn resume(
     );
     run.task_order = order;
     launch(env, workflow, run, records, initial).await
+}
+
+/// Records a run that was due but not started (e.g. `concurrency: forbid`), so that
+/// `runs` shows it with the reason.
+pub fn record_skipped(
+    store: &Store,
+    workflow: &Workflow,
+    run_id: &str,
+    date: &str,
+    trigger: &str,
+    why: &str,
+) -> Result<RunRecord, StateError> {
+    let now = Utc::now();
+    let run = RunRecord {
+        id: run_id.to_string(),
+        workflow: workflow.name.clone(),
+        workflow_path: workflow.path.display().to_string(),
+        definition: workflow.source.clone(),
+        params: workflow.params.clone(),
+        logical_date: date.to_string(),
+        status: RunStatus::Skipped,
+        started_at: now,
+        ended_at: Some(now),
+        pid: std::process::id(),
+        reruns: 0,
+        task_order: workflow.task_ids().into_iter().map(String::from).collect(),
+        trigger: Some(trigger.to_string()),
+        note: Some(why.to_string()),
+    };
+    store.commit(&[Write::Run(run.clone())])?;
+    Ok(run)
 }
 
 /// Which tasks a rerun keeps and which it re-executes. Pure, so it is table-tested.

@@ -84,6 +84,74 @@ impl FromStr for Overlap {
     }
 }
 
+/// What the daemon does with fire times missed while it was down (`catchup:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Catchup {
+    /// Start nothing for them.
+    None,
+    /// Start one run, for the latest.
+    #[default]
+    Latest,
+    /// Start one run for each, the latest `max_catchup` of them, oldest first.
+    All,
+}
+
+/// What the daemon does when a run is due while the workflow's previous run is still
+/// going (`concurrency:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Concurrency {
+    /// Record the due run as `skipped`, with the reason.
+    #[default]
+    Forbid,
+    /// Start it when the previous run ends.
+    Queue,
+    /// Cancel the previous run, then start it.
+    Replace,
+}
+
+/// How the daemon runs a workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaemonPolicy {
+    pub catchup: Catchup,
+    /// At most this many catch-up runs (`catchup: all`).
+    pub max_catchup: usize,
+    pub concurrency: Concurrency,
+    /// Resume (as `rerun` would) a run left `interrupted` by a crash, once, at start-up.
+    pub resume_interrupted: bool,
+    /// Fire times before this are never run; with no fire handled yet, catch-up starts
+    /// here (`start_date:`). Without it, a new schedule starts from now.
+    pub start: Option<DateTime<Utc>>,
+}
+
+impl Default for DaemonPolicy {
+    fn default() -> Self {
+        DaemonPolicy {
+            catchup: Catchup::Latest,
+            max_catchup: 10,
+            concurrency: Concurrency::Forbid,
+            resume_interrupted: true,
+            start: None,
+        }
+    }
+}
+
+/// `start_date:`: an RFC 3339 instant, or a date (its midnight UTC).
+pub fn parse_start(s: &str) -> Result<DateTime<Utc>, String> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| {
+            format!("`{s}` is not a start date; write 2026-01-31 or 2026-01-31T22:00:00Z")
+        })
+}
+
 /// A workflow's schedule: expressions, a time zone and a DST policy.
 #[derive(Debug, Clone)]
 pub struct Schedule {

@@ -23,6 +23,8 @@ pub struct TemplateVars {
     pub run_id: String,
     /// Logical date, `YYYY-MM-DD`.
     pub date: String,
+    /// The fire instant of a scheduled run, RFC 3339 (a manual run: when it was loaded).
+    pub scheduled_at: String,
     pub env: BTreeMap<String, String>,
 }
 
@@ -33,6 +35,7 @@ impl TemplateVars {
             params,
             run_id: run_id.into(),
             date: date.into(),
+            scheduled_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             env: std::env::vars().collect(),
         }
     }
@@ -108,7 +111,11 @@ impl<'a> Renderer<'a> {
         env.add_filter("sql_string", |v: String| sql_string(&v));
         let ctx = minijinja::context! {
             params => vars.params.clone(),
-            run => minijinja::context! { id => vars.run_id.clone(), date => vars.date.clone() },
+            run => minijinja::context! {
+                id => vars.run_id.clone(),
+                date => vars.date.clone(),
+                scheduled_at => vars.scheduled_at.clone(),
+            },
             env => vars.env.clone(),
         };
         Renderer { env, vars, ctx }
@@ -164,7 +171,7 @@ impl<'a> Renderer<'a> {
         match (root, first) {
             ("params" | "run" | "env", None) => true,
             ("params", Some(k)) => self.vars.params.contains_key(k),
-            ("run", Some(k)) => matches!(k, "id" | "date"),
+            ("run", Some(k)) => matches!(k, "id" | "date" | "scheduled_at"),
             ("env", Some(k)) => self.vars.env.contains_key(k),
             _ => false,
         }
@@ -184,7 +191,11 @@ impl<'a> Renderer<'a> {
             ),
             "run" => (
                 format!("unknown template variable `{var}`"),
-                vec!["run.id".into(), "run.date".into()],
+                vec![
+                    "run.id".into(),
+                    "run.date".into(),
+                    "run.scheduled_at".into(),
+                ],
             ),
             "env" => {
                 return TemplateError {
@@ -280,6 +291,7 @@ mod tests {
             params: [("greeting".to_string(), "hello".to_string())].into(),
             run_id: "r1".into(),
             date: "2026-01-02".into(),
+            scheduled_at: "2026-01-02T22:00:00Z".into(),
             env: [("HOME".to_string(), "/root".to_string())].into(),
         }
     }

@@ -40,6 +40,11 @@ const TOP_FIELDS: &[&str] = &[
     "schedule",
     "timezone",
     "dst",
+    "catchup",
+    "max_catchup",
+    "concurrency",
+    "resume_interrupted",
+    "start_date",
     "tasks",
 ];
 
@@ -63,6 +68,9 @@ pub struct Workflow {
     pub dag: Dag,
     /// When the workflow starts by itself (`schedule:`, `timezone:`, `dst:`).
     pub schedule: Option<Schedule>,
+    /// How the daemon runs it (`catchup:`, `max_catchup:`, `concurrency:`,
+    /// `resume_interrupted:`, `start_date:`).
+    pub policy: DaemonPolicy,
     /// Problems that do not make the workflow invalid (e.g. an unquoted `--param` in a
     /// command); see [`Workflow::warnings_text`].
     pub warnings: Vec<Diagnostic>,
@@ -138,6 +146,9 @@ pub struct LoadOptions<'a> {
     pub inherited: BTreeMap<String, String>,
     pub run_id: String,
     pub date: String,
+    /// `{{ run.scheduled_at }}`: the fire instant of a scheduled run (RFC 3339); the
+    /// load time when `None` (a manual run).
+    pub scheduled_at: Option<String>,
     pub env: BTreeMap<String, String>,
     /// The warehouse when the file sets none (absolute): `{state-dir}/warehouse`.
     pub default_warehouse: PathBuf,
@@ -222,7 +233,7 @@ struct CommonSpec {
     timeout: Option<Timeout>,
 }
 
-use crate::schedule::{self, Dst, Expr, Schedule};
+use crate::schedule::{self, Catchup, Concurrency, DaemonPolicy, Dst, Expr, Schedule};
 use crate::task::{Dur, Timeout};
 use chrono_tz::Tz;
 
@@ -312,6 +323,7 @@ impl Loader<'_, '_> {
         let mut exprs: Option<Vec<Expr>> = None;
         let mut timezone: Option<(Tz, Pos)> = None;
         let mut dst: Option<(Dst, Pos)> = None;
+        let mut policy = DaemonPolicy::default();
         for (k, v) in entries {
             let key = k.as_str().unwrap_or_default();
             match key {
@@ -386,6 +398,37 @@ impl Loader<'_, '_> {
                         dst = Some((d, v.pos));
                     }
                     Err(e) => self.de_err(e, "in `dst` (a mapping with `gap` and `overlap`)", &[]),
+                },
+                "catchup" => match v.parse::<Catchup>() {
+                    Ok(c) => policy.catchup = c,
+                    Err(e) => self.de_err(e, "in `catchup` (none, latest or all)", &[]),
+                },
+                "max_catchup" => match v.parse::<usize>() {
+                    Ok(0) => {
+                        self.err(
+                            Some(v.pos),
+                            "`max_catchup` must be at least 1 (use `catchup: none` for none)",
+                        );
+                    }
+                    Ok(n) => policy.max_catchup = n,
+                    Err(e) => self.de_err(e, "in `max_catchup`", &[]),
+                },
+                "concurrency" => match v.parse::<Concurrency>() {
+                    Ok(c) => policy.concurrency = c,
+                    Err(e) => self.de_err(e, "in `concurrency` (forbid, queue or replace)", &[]),
+                },
+                "resume_interrupted" => match v.parse::<bool>() {
+                    Ok(b) => policy.resume_interrupted = b,
+                    Err(e) => self.de_err(e, "in `resume_interrupted`", &[]),
+                },
+                "start_date" => match v.parse::<String>() {
+                    Ok(t) => match schedule::parse_start(&t) {
+                        Ok(t) => policy.start = Some(t),
+                        Err(e) => {
+                            self.err(Some(v.pos), e);
+                        }
+                    },
+                    Err(e) => self.de_err(e, "in `start_date`", &[]),
                 },
                 "tasks" => tasks_node = Some(v),
                 other => {
@@ -471,6 +514,9 @@ impl Loader<'_, '_> {
             params: params.clone(),
             run_id: self.opts.run_id.clone(),
             date: self.opts.date.clone(),
+            scheduled_at: self.opts.scheduled_at.clone().unwrap_or_else(|| {
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            }),
             env: self.opts.env.clone(),
         };
         let renderer = Renderer::new(&vars);
@@ -579,6 +625,7 @@ impl Loader<'_, '_> {
             tasks: tasks?,
             dag,
             schedule,
+            policy,
             warnings: Vec::new(),
         })
     }

@@ -130,6 +130,7 @@ pub fn load(
         inherited,
         run_id: run_id.to_string(),
         date: date.to_string(),
+        scheduled_at: None,
         env: std::env::vars().collect(),
         default_warehouse: state_dir.join("warehouse"),
     };

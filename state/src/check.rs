@@ -124,6 +124,11 @@ impl Store {
                     }
                     Err(e) => r.problems.push(bad(e)),
                 },
+                Some(b"w") => {
+                    if let Err(e) = self.decode::<crate::ScheduleRecord>(&key, &value) {
+                        r.problems.push(bad(e));
+                    }
+                }
                 Some(b"c") => match self.decode::<TableRecord>(&key, &value) {
                     Ok(t) => tables.push(t),
                     Err(e) => r.problems.push(bad(e)),

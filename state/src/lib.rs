@@ -15,6 +15,7 @@
 //! | `t\0{run}\0{task}`                    | [`TaskRecord`]   |
 //! | `a\0{run}\0{task}\0{attempt:010}`     | [`AttemptRecord`] |
 //! | `c\0{table}`                          | [`TableRecord`] (the catalog) |
+//! | `w\0{workflow}`                       | [`ScheduleRecord`] (the daemon's last fire) |
 //!
 //! Values are JSON wrapped in `{"v": N, ...}` so a newer binary can read an older store;
 //! fields added later carry `#[serde(default)]`.
@@ -43,12 +44,17 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use records::{
-    AttemptRecord, ColumnRecord, RunRecord, RunStatus, TableRecord, TaskRecord, TaskStatus,
+    AttemptRecord, ColumnRecord, RunRecord, RunStatus, ScheduleRecord, TableRecord, TaskRecord,
+    TaskStatus,
 };
 
 /// Version of the persisted record format. Bump when a record changes shape in a way
 /// `#[serde(default)]` cannot absorb, and teach [`decode`] to read the older one.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// v2: runs may be `skipped`, and carry `trigger` and `note`; schedule records. A v1 store
+/// is read as it is and marked v2 when opened for writing, so an older binary then
+/// refuses it instead of misreading it.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -111,6 +117,7 @@ pub enum Write {
     Attempt(AttemptRecord),
     Table(TableRecord),
     DropTable(String),
+    Schedule(ScheduleRecord),
 }
 
 /// The state store of one state directory.
@@ -403,6 +410,12 @@ impl Store {
                         found,
                     });
                 }
+                if found < SCHEMA_VERSION && self.read_only.is_none() {
+                    self.db
+                        .insert(KEY, SCHEMA_VERSION.to_string().as_bytes())
+                        .map_err(|e| self.db_err(e))?;
+                    self.flush()?;
+                }
             }
             None => {
                 // A store without its schema key is new, unless recovery points say it
@@ -493,6 +506,7 @@ impl Store {
                 }
                 Write::Table(t) => batch.insert(table_key(&t.name), encode(t)),
                 Write::DropTable(name) => batch.remove(table_key(name)),
+                Write::Schedule(r) => batch.insert(schedule_key(&r.workflow), encode(r)),
             }
         }
         self.db.apply_batch(batch).map_err(|e| self.db_err(e))?;
@@ -551,6 +565,15 @@ impl Store {
     /// A catalog table by name.
     pub fn table(&self, name: &str) -> Result<Option<TableRecord>> {
         let key = table_key(name);
+        match self.db.get(&key).map_err(|e| self.db_err(e))? {
+            Some(v) => Ok(Some(self.decode(&key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The daemon's record of a scheduled workflow.
+    pub fn schedule_record(&self, workflow: &str) -> Result<Option<ScheduleRecord>> {
+        let key = schedule_key(workflow);
         match self.db.get(&key).map_err(|e| self.db_err(e))? {
             Some(v) => Ok(Some(self.decode(&key, &v)?)),
             None => Ok(None),
@@ -701,6 +724,12 @@ fn index_key(started_at: &DateTime<Utc>, id: &str) -> Vec<u8> {
     let ts = started_at.format("%Y%m%dT%H%M%S%.9f").to_string();
     let mut k = prefix(&["i", &ts]);
     k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn schedule_key(workflow: &str) -> Vec<u8> {
+    let mut k = prefix(&["w"]);
+    k.extend_from_slice(workflow.as_bytes());
     k
 }
 

@@ -15,6 +15,9 @@ pub enum RunStatus {
     Failed,
     Cancelled,
     Interrupted,
+    /// Never executed: the daemon did not start it (e.g. `concurrency: forbid` while the
+    /// previous run was still going); `RunRecord::note` says why.
+    Skipped,
 }
 
 impl RunStatus {
@@ -25,6 +28,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Skipped => "skipped",
         }
     }
 }
@@ -90,6 +94,21 @@ pub struct RunRecord {
     /// Task ids in the workflow's order (file order), as last executed.
     #[serde(default)]
     pub task_order: Vec<String>,
+    /// What started it: `manual`, `schedule 2026-03-08T07:00:00Z`, `catch-up ...`.
+    #[serde(default)]
+    pub trigger: Option<String>,
+    /// Why a run was skipped, or replaced; for people.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// The daemon's memory of one scheduled workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    pub workflow: String,
+    /// The latest fire time handled (started, queued or skipped): catch-up after downtime
+    /// starts from here.
+    pub last_fire: DateTime<Utc>,
 }
 
 /// The current state of one task in one run.

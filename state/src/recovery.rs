@@ -22,8 +22,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AttemptRecord, Result, RunRecord, StateError, Store, TableRecord, TaskRecord, Write,
-    SCHEMA_VERSION,
+    AttemptRecord, Result, RunRecord, ScheduleRecord, StateError, Store, TableRecord, TaskRecord,
+    Write, SCHEMA_VERSION,
 };
 
 /// Version of the recovery point format.
@@ -50,6 +50,7 @@ pub struct Export {
     pub tasks: Vec<TaskRecord>,
     pub attempts: Vec<AttemptRecord>,
     pub tables: Vec<TableRecord>,
+    pub schedules: Vec<ScheduleRecord>,
 }
 
 impl Export {
@@ -60,6 +61,7 @@ impl Export {
         w.extend(self.tasks.iter().cloned().map(Write::Task));
         w.extend(self.attempts.iter().cloned().map(Write::Attempt));
         w.extend(self.tables.iter().cloned().map(Write::Table));
+        w.extend(self.schedules.iter().cloned().map(Write::Schedule));
         w
     }
 }
@@ -128,6 +130,7 @@ pub fn read(path: &Path) -> std::result::Result<Export, String> {
             "task" => out.tasks.push(decode_value(value).map_err(de)?),
             "attempt" => out.attempts.push(decode_value(value).map_err(de)?),
             "table" => out.tables.push(decode_value(value).map_err(de)?),
+            "schedule" => out.schedules.push(decode_value(value).map_err(de)?),
             "end" => {
                 let want = value.get("records").and_then(|r| r.as_u64());
                 if want != Some(records) {
@@ -229,6 +232,7 @@ impl Store {
                 Some(b't') if key.starts_with(b"t\0") => "task",
                 Some(b'a') if key.starts_with(b"a\0") => "attempt",
                 Some(b'c') if key.starts_with(b"c\0") => "table",
+                Some(b'w') if key.starts_with(b"w\0") => "schedule",
                 // The run index and meta keys are derived, not exported.
                 _ => continue,
             };

@@ -14,6 +14,8 @@ fn run(id: &str, status: RunStatus, secs: i64) -> RunRecord {
         pid: 4242,
         reruns: 0,
         task_order: vec![],
+        trigger: None,
+        note: None,
     }
 }
 

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use commands::{execute, inspect, state, workflow};
+use commands::{daemon, execute, inspect, state, workflow};
 
 #[derive(Parser)]
 #[command(
@@ -122,6 +122,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run as a daemon: start every workflow in the workflows directory that has a
+    /// `schedule:` on time, catch up after downtime, apply `concurrency:`, pick up edited
+    /// files, resume interrupted runs. Stops on SIGTERM/SIGINT.
+    Daemon {
+        /// The directory of workflow files (`*.yaml`, `*.yml`) to schedule.
+        #[arg(long, default_value = "workflows")]
+        workflows: PathBuf,
+        /// On SIGTERM, how long running tasks may finish before they are cancelled.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        grace: std::time::Duration,
+        /// Runs at once, over all workflows.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+        max_runs: u64,
+    },
     /// Check or repair the state store.
     #[command(subcommand)]
     State(StateCommand),
@@ -152,6 +166,11 @@ enum StateCommand {
 pub enum GraphFormat {
     Dot,
     Mermaid,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|_| format!("`{s}` is not a duration; write e.g. 30s, 5m, 1h"))
 }
 
 fn main() -> ExitCode {
@@ -219,6 +238,19 @@ async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
         Command::Show { run_id, json } => inspect::show(&dir, &run_id, json),
         Command::Query { sql, json } => inspect::query(&dir, sql, json).await,
         Command::Tables { json } => inspect::tables(&dir, json),
+        Command::Daemon {
+            workflows,
+            grace,
+            max_runs,
+        } => {
+            daemon::daemon(
+                &dir,
+                &workflows,
+                grace,
+                usize::try_from(max_runs).unwrap_or(usize::MAX),
+            )
+            .await
+        }
         Command::State(StateCommand::Check) => state::check(&dir),
         Command::State(StateCommand::Recover { warehouse, force }) => {
             state::recover(&dir, warehouse, force).await

@@ -35,7 +35,7 @@ pub async fn run(
         dir,
     )?;
     let store = open_store(dir)?;
-    claim_warehouse(&wf, dir)?;
+    claim_warehouse(&wf, dir).map_err(|e| Fail::input(format!("error: {e}")))?;
     outln!(
         "run {run_id} started: workflow {}, logical date {date}, {} tasks, state {}",
         wf.name,
@@ -65,7 +65,7 @@ pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) ->
             run.id, run.workflow, run.workflow_path, wf.name
         )));
     }
-    claim_warehouse(&wf, dir)?;
+    claim_warehouse(&wf, dir).map_err(|e| Fail::input(format!("error: {e}")))?;
     outln!(
         "run {} resumed: workflow {}, logical date {}, file {}",
         run.id,
@@ -92,14 +92,13 @@ fn run_env<'a>(store: &'a Arc<Store>, printer: &'a report::Printer) -> runner::E
 }
 
 /// One state dir per warehouse (see `warehouse::claim`), checked before anything runs.
-fn claim_warehouse(wf: &Workflow, dir: &Path) -> Result<(), Fail> {
+pub fn claim_warehouse(wf: &Workflow, dir: &Path) -> Result<(), String> {
     if wf
         .tasks
         .iter()
         .any(|t| WAREHOUSE_WRITERS.contains(&t.kind.as_str()))
     {
-        orchestrator_tasks::data::warehouse::claim(&wf.warehouse, dir)
-            .map_err(|e| Fail::input(format!("error: {e}")))?;
+        orchestrator_tasks::data::warehouse::claim(&wf.warehouse, dir)?;
     }
     Ok(())
 }

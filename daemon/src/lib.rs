@@ -1,0 +1,738 @@
+//! The daemon: one long-running process that starts every scheduled workflow on time.
+//!
+//! **Interface.** [`run`] takes the workflows directory, the open store, a [`Loader`]
+//! (the binary's: it knows the task registry and the environment) and a [`Prepare`]
+//! hook (checks before a run, e.g. warehouse ownership), and returns when `shutdown` is
+//! cancelled and every run has stopped.
+//!
+//! **Shape.** One event loop owns all scheduling state: it sleeps until the earliest fire
+//! time, a file change in the workflows directory (notify; no polling), a finished run,
+//! or shutdown. Runs execute in their own tokio tasks through the engine's runner, at
+//! most `max_runs` at once, and report back on a channel.
+//!
+//! **Invariants.**
+//! - A fire time is persisted as handled (`ScheduleRecord`) before its run starts, so a
+//!   restart never starts it twice; catch-up after downtime starts from it.
+//! - A workflow never has two runs at once: a due run is skipped (recorded `skipped`
+//!   with the reason), queued, or replaces the running one, per `concurrency:`.
+//! - An edit that does not validate never unschedules a workflow: the previous valid
+//!   version stays in force, and the error is logged with file:line.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use orchestrator_engine::diag::Diagnostics;
+use orchestrator_engine::executor::{Event, Observer};
+use orchestrator_engine::runner::{self, Env};
+use orchestrator_engine::schedule::{Catchup, Concurrency};
+use orchestrator_engine::state::{RunStatus, ScheduleRecord, Store, Write};
+use orchestrator_engine::template::Redactor;
+use orchestrator_engine::workflow::Workflow;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// What a workflow is loaded for: a run's id, logical date, fire instant, and (for a
+/// resumed run) the params it ran with.
+#[derive(Debug, Clone)]
+pub struct RunParams {
+    pub run_id: String,
+    pub date: String,
+    pub scheduled_at: Option<String>,
+    pub inherited: BTreeMap<String, String>,
+}
+
+/// Loads a workflow from a file's text for a run.
+pub type Loader =
+    Arc<dyn Fn(&Path, String, &RunParams) -> Result<Workflow, Diagnostics> + Send + Sync>;
+
+/// Checks made before a run starts; an `Err` says why it cannot.
+pub type Prepare = Arc<dyn Fn(&Workflow) -> Result<(), String> + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub workflows_dir: PathBuf,
+    /// On shutdown, how long running tasks may go on before they are cancelled.
+    pub grace: Duration,
+    /// Runs at once, over all workflows.
+    pub max_runs: usize,
+}
+
+/// One scheduled workflow file.
+struct Entry {
+    path: PathBuf,
+    /// The last text that validated; runs are loaded from it.
+    source: String,
+    /// Loaded from `source` for scheduling (templates rendered with placeholder values).
+    wf: Workflow,
+    next: Option<DateTime<Utc>>,
+}
+
+/// A due run waiting for the workflow's current run to end.
+#[derive(Debug, Clone)]
+struct Due {
+    at: DateTime<Utc>,
+    trigger: String,
+}
+
+struct Active {
+    run_id: String,
+    cancel: CancellationToken,
+}
+
+enum Msg {
+    Finished {
+        workflow: String,
+        run_id: String,
+        status: Option<RunStatus>,
+    },
+    Changed,
+}
+
+struct Daemon {
+    config: Config,
+    store: Arc<Store>,
+    loader: Loader,
+    prepare: Prepare,
+    /// By workflow name.
+    entries: BTreeMap<String, Entry>,
+    active: BTreeMap<String, Active>,
+    queued: BTreeMap<String, VecDeque<Due>>,
+    slots: Arc<Semaphore>,
+    tx: mpsc::UnboundedSender<Msg>,
+    /// Cancelled after the grace period: stops every run.
+    stop_runs: CancellationToken,
+}
+
+/// Runs the daemon until `shutdown` is cancelled; then stops starting runs, lets running
+/// tasks finish for `grace`, cancels what is left, and returns once every run is recorded.
+/// `interrupted` are the runs the store found interrupted when it was opened.
+pub async fn run(
+    config: Config,
+    store: Arc<Store>,
+    loader: Loader,
+    prepare: Prepare,
+    interrupted: Vec<String>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _watcher = watch(&config.workflows_dir, tx.clone())?;
+    let mut d = Daemon {
+        slots: Arc::new(Semaphore::new(config.max_runs.max(1))),
+        config,
+        store,
+        loader,
+        prepare,
+        entries: BTreeMap::new(),
+        active: BTreeMap::new(),
+        queued: BTreeMap::new(),
+        tx,
+        stop_runs: CancellationToken::new(),
+    };
+    d.rescan();
+    d.resume_interrupted(interrupted);
+    let now = Utc::now();
+    let names: Vec<String> = d.entries.keys().cloned().collect();
+    for name in names {
+        d.catch_up(&name, now);
+    }
+    tracing::info!(
+        "daemon ready: {} scheduled workflow{} in {}",
+        d.entries.len(),
+        if d.entries.len() == 1 { "" } else { "s" },
+        d.config.workflows_dir.display()
+    );
+    loop {
+        let wake = d.entries.values().filter_map(|e| e.next).min();
+        let sleep = match wake {
+            Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+            // Nothing scheduled: wait for a file change or shutdown.
+            None => Duration::from_secs(24 * 3600),
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(sleep) => d.fire_due(),
+            msg = rx.recv() => match msg {
+                Some(Msg::Finished { workflow, run_id, status }) => d.finished(&workflow, &run_id, status),
+                Some(Msg::Changed) => {
+                    // Editors write in several steps; let them finish, then look once.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let mut pending = Vec::new();
+                    while let Ok(m) = rx.try_recv() {
+                        pending.push(m);
+                    }
+                    for m in pending {
+                        if let Msg::Finished { workflow, run_id, status } = m {
+                            d.finished(&workflow, &run_id, status);
+                        }
+                    }
+                    d.rescan();
+                }
+                None => break,
+            },
+        }
+    }
+    d.shut_down(&mut rx).await;
+    Ok(())
+}
+
+/// Watches the workflows directory; every change is one `Changed` message.
+fn watch(dir: &Path, tx: mpsc::UnboundedSender<Msg>) -> Result<notify::RecommendedWatcher, String> {
+    use notify::Watcher as _;
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if ev.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = tx.send(Msg::Changed);
+        }
+    })
+    .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    watcher
+        .watch(dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|e| {
+            format!(
+                "cannot watch workflows directory {}: {e}; check it exists (--workflows DIR)",
+                dir.display()
+            )
+        })?;
+    Ok(watcher)
+}
+
+/// Placeholder run values for loading a workflow to read its schedule.
+fn probe() -> RunParams {
+    RunParams {
+        run_id: "daemon".into(),
+        date: Utc::now().format("%Y-%m-%d").to_string(),
+        scheduled_at: None,
+        inherited: BTreeMap::new(),
+    }
+}
+
+impl Daemon {
+    /// (Re)reads the workflows directory: new and changed files are validated and
+    /// (re)scheduled, deleted ones unscheduled; an invalid file keeps its previous version.
+    fn rescan(&mut self) {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&self.config.workflows_dir) {
+            Ok(d) => d
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(
+                    "daemon: cannot read {}: {e}",
+                    self.config.workflows_dir.display()
+                );
+                return;
+            }
+        };
+        files.sort();
+        // Unschedule workflows whose file is gone.
+        let gone: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !files.contains(&e.path))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in gone {
+            tracing::info!("daemon: workflow {name}: file removed; unscheduled");
+            self.entries.remove(&name);
+        }
+        for path in files {
+            let Ok(source) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let current = self.entries.values().find(|e| e.path == path);
+            if current.is_some_and(|e| e.source == source) {
+                continue;
+            }
+            let wf = match (self.loader)(&path, source.clone(), &probe()) {
+                Ok(wf) => wf,
+                Err(diags) => {
+                    let kept = if current.is_some() {
+                        "the previous version stays scheduled"
+                    } else {
+                        "not scheduled"
+                    };
+                    tracing::warn!("daemon: {} is invalid; {kept}:\n{diags}", path.display());
+                    continue;
+                }
+            };
+            let old_name = current.map(|e| e.wf.name.clone());
+            if let Some(old) = old_name.as_ref().filter(|o| **o != wf.name) {
+                self.entries.remove(old);
+            }
+            if wf.schedule.is_none() {
+                if old_name.is_some() {
+                    tracing::info!(
+                        "daemon: workflow {}: no `schedule:` any more; unscheduled",
+                        wf.name
+                    );
+                    self.entries.remove(&wf.name);
+                }
+                continue;
+            }
+            if let Some(other) = self.entries.get(&wf.name).filter(|e| e.path != path) {
+                tracing::warn!(
+                    "daemon: {} defines workflow `{}`, which {} already defines; not scheduled (rename one)",
+                    path.display(),
+                    wf.name,
+                    other.path.display()
+                );
+                continue;
+            }
+            let name = wf.name.clone();
+            let reloaded = old_name.is_some();
+            let from = self
+                .last_fire(&name)
+                .unwrap_or_else(Utc::now)
+                .max(Utc::now());
+            let next = wf.schedule.as_ref().and_then(|s| s.next_after(from));
+            self.entries.insert(
+                name.clone(),
+                Entry {
+                    path: path.clone(),
+                    source,
+                    wf,
+                    next,
+                },
+            );
+            self.log_next(&name, if reloaded { "reloaded" } else { "scheduled" });
+        }
+    }
+
+    fn log_next(&self, name: &str, what: &str) {
+        let Some(e) = self.entries.get(name) else {
+            return;
+        };
+        let Some(s) = &e.wf.schedule else { return };
+        let exprs: Vec<&str> = s.exprs.iter().map(|x| x.text.as_str()).collect();
+        match e.next {
+            Some(t) => tracing::info!(
+                "daemon: workflow {name} {what} ({}): {} in {}; next run {} ({})",
+                e.path.display(),
+                exprs.join(" + "),
+                s.tz.name(),
+                t.format("%Y-%m-%dT%H:%M:%SZ"),
+                t.with_timezone(&s.tz).format("%Y-%m-%dT%H:%M:%S%:z")
+            ),
+            None => tracing::info!(
+                "daemon: workflow {name} {what} ({}): {} has no future fire time",
+                e.path.display(),
+                exprs.join(" + ")
+            ),
+        }
+    }
+
+    fn last_fire(&self, name: &str) -> Option<DateTime<Utc>> {
+        match self.store.schedule_record(name) {
+            Ok(r) => r.map(|r| r.last_fire),
+            Err(e) => {
+                tracing::warn!("daemon: workflow {name}: cannot read its schedule record: {e}");
+                None
+            }
+        }
+    }
+
+    fn remember(&self, name: &str, at: DateTime<Utc>) {
+        let record = ScheduleRecord {
+            workflow: name.to_string(),
+            last_fire: at,
+        };
+        if let Err(e) = self.store.commit(&[Write::Schedule(record)]) {
+            tracing::warn!("daemon: workflow {name}: cannot record fire time {at}: {e}");
+        }
+    }
+
+    /// Fire times missed while the daemon was down, handled per `catchup:`.
+    fn catch_up(&mut self, name: &str, now: DateTime<Utc>) {
+        let Some(e) = self.entries.get(name) else {
+            return;
+        };
+        let Some(schedule) = e.wf.schedule.clone() else {
+            return;
+        };
+        let policy = e.wf.policy;
+        let Some(since) = self.last_fire(name).or(policy.start) else {
+            return; // A new schedule starts from now.
+        };
+        // Before `start_date`, nothing runs.
+        let since = policy
+            .start
+            .map_or(since, |s| since.max(s - chrono::Duration::nanoseconds(1)));
+        let mut missed: VecDeque<DateTime<Utc>> = VecDeque::new();
+        let mut t = since;
+        let mut count = 0usize;
+        while let Some(n) = schedule.next_after(t) {
+            if n > now {
+                break;
+            }
+            count += 1;
+            missed.push_back(n);
+            if missed.len() > policy.max_catchup {
+                missed.pop_front();
+            }
+            t = n;
+            if count >= 1_000_000 {
+                break; // A per-second schedule after months away: enough counting.
+            }
+        }
+        let Some(&latest) = missed.back() else { return };
+        let starts: Vec<DateTime<Utc>> = match policy.catchup {
+            Catchup::None => Vec::new(),
+            Catchup::Latest => vec![latest],
+            Catchup::All => missed.iter().copied().collect(),
+        };
+        tracing::info!(
+            "daemon: workflow {name}: {count} fire time{} missed since {}; catchup: {:?} starts {}",
+            if count == 1 { "" } else { "s" },
+            since.format("%Y-%m-%dT%H:%M:%SZ"),
+            policy.catchup,
+            starts.len()
+        );
+        self.remember(name, latest);
+        // Catch-up runs go one after another, whatever `concurrency:` says.
+        for at in starts {
+            let due = Due {
+                at,
+                trigger: format!("catch-up {}", at.format("%Y-%m-%dT%H:%M:%SZ")),
+            };
+            if self.active.contains_key(name) {
+                self.queued
+                    .entry(name.to_string())
+                    .or_default()
+                    .push_back(due);
+            } else {
+                self.start(name, due);
+            }
+        }
+        if let Some(e) = self.entries.get_mut(name) {
+            e.next = schedule.next_after(latest.max(now));
+        }
+    }
+
+    /// Starts (or skips, queues, replaces) every run whose fire time has come.
+    fn fire_due(&mut self) {
+        let now = Utc::now();
+        let due: Vec<(String, DateTime<Utc>)> = self
+            .entries
+            .iter()
+            .filter_map(|(n, e)| e.next.filter(|t| *t <= now).map(|t| (n.clone(), t)))
+            .collect();
+        for (name, at) in due {
+            self.remember(&name, at);
+            let next = self
+                .entries
+                .get(&name)
+                .and_then(|e| e.wf.schedule.as_ref())
+                .and_then(|s| s.next_after(at.max(now)));
+            if let Some(e) = self.entries.get_mut(&name) {
+                e.next = next;
+            }
+            let due = Due {
+                at,
+                trigger: format!("schedule {}", at.format("%Y-%m-%dT%H:%M:%SZ")),
+            };
+            self.due(&name, due);
+        }
+    }
+
+    /// A run is due: start it, or apply `concurrency:` if the previous one is going.
+    fn due(&mut self, name: &str, due: Due) {
+        let Some(active) = self.active.get(name) else {
+            self.start(name, due);
+            return;
+        };
+        let Some(entry) = self.entries.get(name) else {
+            return;
+        };
+        let prev = active.run_id.clone();
+        match entry.wf.policy.concurrency {
+            Concurrency::Forbid => {
+                let why = format!(
+                    "due at {}, but run {prev} was still running (concurrency: forbid)",
+                    due.at.format("%Y-%m-%dT%H:%M:%SZ")
+                );
+                let run_id = runner::new_run_id();
+                let date = self.logical_date(name, due.at);
+                match runner::record_skipped(
+                    &self.store,
+                    &entry.wf,
+                    &run_id,
+                    &date,
+                    &due.trigger,
+                    &why,
+                ) {
+                    Ok(_) => tracing::info!("daemon: workflow {name}: run {run_id} skipped: {why}"),
+                    Err(e) => {
+                        tracing::warn!("daemon: workflow {name}: cannot record a skipped run: {e}")
+                    }
+                }
+            }
+            Concurrency::Queue => {
+                tracing::info!(
+                    "daemon: workflow {name}: run due at {} queued behind run {prev}",
+                    due.at.format("%Y-%m-%dT%H:%M:%SZ")
+                );
+                self.queued
+                    .entry(name.to_string())
+                    .or_default()
+                    .push_back(due);
+            }
+            Concurrency::Replace => {
+                tracing::info!(
+                    "daemon: workflow {name}: run {prev} replaced by the run due at {} (concurrency: replace); cancelling it",
+                    due.at.format("%Y-%m-%dT%H:%M:%SZ")
+                );
+                active.cancel.cancel();
+                // Start the new run as soon as the old one has recorded its end.
+                let q = self.queued.entry(name.to_string()).or_default();
+                q.clear();
+                q.push_back(due);
+            }
+        }
+    }
+
+    fn logical_date(&self, name: &str, at: DateTime<Utc>) -> String {
+        let tz = self
+            .entries
+            .get(name)
+            .and_then(|e| e.wf.schedule.as_ref())
+            .map_or(chrono_tz_utc(), |s| s.tz);
+        at.with_timezone(&tz).format("%Y-%m-%d").to_string()
+    }
+
+    /// Loads the workflow for this run (templates rendered with its id, date and fire
+    /// time) and starts it in its own task.
+    fn start(&mut self, name: &str, due: Due) {
+        let Some(entry) = self.entries.get(name) else {
+            return;
+        };
+        let run_id = runner::new_run_id();
+        let date = self.logical_date(name, due.at);
+        let params = RunParams {
+            run_id: run_id.clone(),
+            date: date.clone(),
+            scheduled_at: Some(due.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            inherited: BTreeMap::new(),
+        };
+        let wf = match (self.loader)(&entry.path, entry.source.clone(), &params) {
+            Ok(wf) => wf,
+            Err(diags) => {
+                tracing::warn!("daemon: workflow {name}: cannot start a run:\n{diags}");
+                return;
+            }
+        };
+        if let Err(e) = (self.prepare)(&wf) {
+            tracing::warn!("daemon: workflow {name}: cannot start a run: {e}");
+            return;
+        }
+        tracing::info!(
+            "daemon: workflow {name}: run {run_id} started ({}, logical date {date})",
+            due.trigger
+        );
+        let cancel = self.stop_runs.child_token();
+        self.active.insert(
+            name.to_string(),
+            Active {
+                run_id: run_id.clone(),
+                cancel: cancel.clone(),
+            },
+        );
+        let (store, slots, tx) = (self.store.clone(), self.slots.clone(), self.tx.clone());
+        let (workflow, trigger) = (name.to_string(), due.trigger);
+        tokio::spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let observer = LogObserver {
+                workflow: workflow.clone(),
+                run_id: run_id.clone(),
+            };
+            let env = Env {
+                store: &store,
+                catalog: store.clone(),
+                cancel,
+                redactor: Arc::new(Redactor::from_env()),
+                observer: &observer,
+            };
+            let status = match runner::start_as(env, &wf, &run_id, &date, &trigger).await {
+                Ok(run) => Some(run.status),
+                Err(e) => {
+                    tracing::warn!("daemon: workflow {workflow}: run {run_id}: {e}");
+                    None
+                }
+            };
+            let _ = tx.send(Msg::Finished {
+                workflow,
+                run_id,
+                status,
+            });
+        });
+    }
+
+    /// Resumes runs a crash left `interrupted`, as `rerun` would, once.
+    fn resume_interrupted(&mut self, ids: Vec<String>) {
+        for id in ids {
+            let run = match self.store.run(&id) {
+                Ok(Some(r)) => r,
+                _ => continue,
+            };
+            let Some(entry) = self.entries.get(&run.workflow) else {
+                tracing::info!(
+                    "daemon: run {id} of workflow {} was interrupted; it is not scheduled here, so resume it with `orchestrator rerun {id}`",
+                    run.workflow
+                );
+                continue;
+            };
+            if !entry.wf.policy.resume_interrupted {
+                tracing::info!(
+                    "daemon: run {id} was interrupted; resume_interrupted is false, so it stays so"
+                );
+                continue;
+            }
+            let path = PathBuf::from(&run.workflow_path);
+            let source = match std::fs::read_to_string(&path) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(
+                        "daemon: run {id} was interrupted, but {} cannot be read: {e}",
+                        path.display()
+                    );
+                    continue;
+                }
+            };
+            let params = RunParams {
+                run_id: run.id.clone(),
+                date: run.logical_date.clone(),
+                scheduled_at: None,
+                inherited: run.params.clone(),
+            };
+            let wf = match (self.loader)(&path, source, &params) {
+                Ok(wf) => wf,
+                Err(diags) => {
+                    tracing::warn!("daemon: run {id} was interrupted, but its workflow is invalid now:\n{diags}");
+                    continue;
+                }
+            };
+            let name = run.workflow.clone();
+            tracing::info!("daemon: workflow {name}: run {id} was interrupted; resuming it");
+            let cancel = self.stop_runs.child_token();
+            self.active.insert(
+                name.clone(),
+                Active {
+                    run_id: id.clone(),
+                    cancel: cancel.clone(),
+                },
+            );
+            let (store, slots, tx) = (self.store.clone(), self.slots.clone(), self.tx.clone());
+            tokio::spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                let observer = LogObserver {
+                    workflow: name.clone(),
+                    run_id: id.clone(),
+                };
+                let env = Env {
+                    store: &store,
+                    catalog: store.clone(),
+                    cancel,
+                    redactor: Arc::new(Redactor::from_env()),
+                    observer: &observer,
+                };
+                let status = match runner::resume(env, &wf, run, None).await {
+                    Ok(run) => Some(run.status),
+                    Err(e) => {
+                        tracing::warn!("daemon: run {id}: cannot resume: {e}");
+                        None
+                    }
+                };
+                let _ = tx.send(Msg::Finished {
+                    workflow: name,
+                    run_id: id,
+                    status,
+                });
+            });
+        }
+    }
+
+    fn finished(&mut self, workflow: &str, run_id: &str, status: Option<RunStatus>) {
+        if let Some(status) = status {
+            tracing::info!("daemon: workflow {workflow}: run {run_id} {status}");
+        }
+        if self
+            .active
+            .get(workflow)
+            .is_some_and(|a| a.run_id == run_id)
+        {
+            self.active.remove(workflow);
+        }
+        if self.stop_runs.is_cancelled() {
+            return;
+        }
+        let next = self.queued.get_mut(workflow).and_then(|q| q.pop_front());
+        if let Some(due) = next {
+            self.start(workflow, due);
+        }
+    }
+
+    /// Stops starting runs; lets running ones go on for the grace period, then cancels
+    /// them, and waits until each has recorded its end.
+    async fn shut_down(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>) {
+        self.queued.clear();
+        if self.active.is_empty() {
+            tracing::info!("daemon: stopping; no run in progress");
+            return;
+        }
+        tracing::info!(
+            "daemon: stopping; {} run(s) in progress get {:?} to finish, then are cancelled",
+            self.active.len(),
+            self.config.grace
+        );
+        let deadline = tokio::time::Instant::now() + self.config.grace;
+        while !self.active.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline), if !self.stop_runs.is_cancelled() => {
+                    tracing::info!("daemon: grace period over; cancelling {} run(s)", self.active.len());
+                    self.stop_runs.cancel();
+                }
+                msg = rx.recv() => match msg {
+                    Some(Msg::Finished { workflow, run_id, status }) => {
+                        self.finished(&workflow, &run_id, status);
+                    }
+                    Some(Msg::Changed) => {}
+                    None => break,
+                },
+            }
+        }
+    }
+}
+
+fn chrono_tz_utc() -> chrono_tz::Tz {
+    chrono_tz::Tz::UTC
+}
+
+/// Logs a run's task transitions, prefixed with the workflow and run.
+struct LogObserver {
+    workflow: String,
+    run_id: String,
+}
+
+impl Observer for LogObserver {
+    fn event(&self, event: &Event<'_>) {
+        let (w, r) = (&self.workflow, &self.run_id);
+        match event {
+            Event::Started { task, attempt } => {
+                tracing::info!("{w} {r}: {task}: started (attempt {attempt})")
+            }
+            Event::Succeeded { task, attempt, .. } => {
+                tracing::info!("{w} {r}: {task}: succeeded (attempt {attempt})")
+            }
+            Event::Failed {
+                task,
+                attempt,
+                error,
+                ..
+            } => tracing::info!("{w} {r}: {task}: failed (attempt {attempt}): {error}"),
+            Event::Skipped { task, reason } => tracing::info!("{w} {r}: {task}: skipped: {reason}"),
+            Event::Cancelled { task } => tracing::info!("{w} {r}: {task}: cancelled"),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! `daemon`: the long-running process that starts scheduled workflows. The scheduling
+//! itself lives in the `orchestrator-daemon` crate; this wires it to the CLI: the task
+//! registry and environment for loading workflows, warehouse claims, signals.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestrator_daemon::{Config, Loader, Prepare, RunParams};
+use orchestrator_engine::state::{interrupted_note, Store};
+use orchestrator_engine::workflow::{self as wf, LoadOptions};
+use orchestrator_engine::CancellationToken;
+
+use super::{owner, Fail};
+use crate::out::errln;
+
+pub async fn daemon(
+    dir: &Path,
+    workflows: &Path,
+    grace: Duration,
+    max_runs: usize,
+) -> Result<u8, Fail> {
+    let workflows = std::path::absolute(workflows).unwrap_or_else(|_| workflows.to_path_buf());
+    if !workflows.is_dir() {
+        return Err(Fail::input(format!(
+            "error: --workflows {} is not a directory; point it at the directory of workflow files",
+            workflows.display()
+        )));
+    }
+    let state_dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let (store, interrupted) = Store::open(dir, &owner())?;
+    for id in &interrupted {
+        errln!("{}", interrupted_note(id));
+    }
+    let registry = Arc::new(orchestrator_tasks::registry());
+    let default_warehouse = state_dir.join("warehouse");
+    let loader: Loader = Arc::new(move |path: &Path, source: String, p: &RunParams| {
+        let opts = LoadOptions {
+            registry: &registry,
+            overrides: Default::default(),
+            inherited: p.inherited.clone(),
+            run_id: p.run_id.clone(),
+            date: p.date.clone(),
+            scheduled_at: p.scheduled_at.clone(),
+            env: std::env::vars().collect(),
+            default_warehouse: default_warehouse.clone(),
+        };
+        wf::load_str(path, source, &opts)
+    });
+    let claim_dir = state_dir.clone();
+    let prepare: Prepare = Arc::new(move |w| super::execute::claim_warehouse(w, &claim_dir));
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            tracing::warn!("warning: cannot install signal handlers; stop the daemon with SIGKILL");
+            return;
+        };
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        errln!("{name} received: the daemon stops starting runs and shuts down");
+        stop.cancel();
+    });
+    let config = Config {
+        workflows_dir: workflows,
+        grace,
+        max_runs,
+    };
+    orchestrator_daemon::run(
+        config,
+        Arc::new(store),
+        loader,
+        prepare,
+        interrupted,
+        shutdown,
+    )
+    .await
+    .map_err(|e| Fail::input(format!("error: {e}")))?;
+    Ok(0)
+}

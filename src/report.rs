@@ -252,6 +252,12 @@ impl RunDetails {
         if r.reruns > 0 {
             out.push_str(&format!("  reruns: {}\n", r.reruns));
         }
+        if let Some(t) = &r.trigger {
+            out.push_str(&format!("  trigger: {t}\n"));
+        }
+        if let Some(n) = &r.note {
+            out.push_str(&format!("  note: {n}\n"));
+        }
         out.push('\n');
         out.push_str(&table(
             &["TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"],
@@ -323,6 +329,8 @@ impl RunDetails {
             "logical_date": r.logical_date,
             "params": r.params,
             "reruns": r.reruns,
+            "trigger": r.trigger,
+            "note": r.note,
             "started_at": ts(Some(r.started_at)),
             "ended_at": ts(r.ended_at),
             "tasks": tasks,

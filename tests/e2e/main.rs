@@ -6,6 +6,7 @@ mod common;
 
 mod cli;
 mod crash;
+mod daemon;
 mod daily;
 mod data;
 mod hostile;

@@ -1,0 +1,333 @@
+//! The daemon: scheduled runs, catch-up, overlap policies, graceful stop, crash resume and
+//! hot reload. Each test runs the real `orchestrator daemon` and waits on what it logs or
+//! what its tasks write, never on fixed sleeps; the state store is inspected after the
+//! daemon has stopped (it holds the store while it runs).
+
+use std::io::BufRead as _;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use crate::common::{wait_until, Sandbox};
+
+/// A running daemon whose stderr is collected as it arrives.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(sb: &Sandbox, extra: &[&str]) -> Daemon {
+        let mut args = vec!["daemon", "--workflows", "wf"];
+        args.extend_from_slice(extra);
+        let mut child = sb
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the daemon");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log holds `needle` `n` times.
+    fn wait_log(&self, needle: &str, n: usize) {
+        wait_until(&format!("{n} × `{needle}` in the daemon's log"), || {
+            self.log().matches(needle).count() >= n
+        });
+        assert!(!self.log().contains("panicked"), "{}", self.log());
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> (i32, String) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let mut code = None;
+        wait_until("the daemon to exit", || {
+            code = self
+                .child
+                .try_wait()
+                .unwrap()
+                .map(|s| s.code().unwrap_or(-1));
+            code.is_some()
+        });
+        // The reader thread ends with the pipe; give the log its last lines.
+        wait_until("the daemon's log to close", || {
+            self.log().contains("daemon: stopping")
+        });
+        (code.unwrap_or(-1), self.log())
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+fn workflow(sb: &Sandbox, name: &str, yaml: &str) {
+    std::fs::create_dir_all(sb.path("wf")).unwrap();
+    sb.write(&format!("wf/{name}.yaml"), yaml);
+}
+
+fn runs(sb: &Sandbox) -> Vec<Value> {
+    let out = sb.run(&["runs", "--json", "--limit", "1000"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let list: Value = serde_json::from_str(&out.stdout).unwrap();
+    let mut v = list.as_array().unwrap().clone();
+    v.reverse(); // oldest first
+    v
+}
+
+fn with_status<'a>(runs: &'a [Value], status: &str) -> Vec<&'a Value> {
+    runs.iter().filter(|r| r["status"] == status).collect()
+}
+
+#[test]
+fn scheduled_runs_start_on_time_and_sigterm_stops_cleanly() {
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "tick",
+        "name: tick\nschedule: \"*/2 * * * * *\"\ntasks:\n  a:\n    kind: shell\n    command: \"echo {{ run.scheduled_at }} >> ../ticks\"\n",
+    );
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon: workflow tick scheduled", 1);
+    assert!(d.log().contains("next run"), "{}", d.log());
+    wait_until("two scheduled runs", || sb.count("ticks") >= 2);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    let runs = runs(&sb);
+    assert!(runs.len() >= 2, "{runs:?}");
+    assert!(
+        runs.iter().all(|r| r["status"] == "succeeded"),
+        "no run left running: {runs:?}"
+    );
+    // Fire times are whole even seconds, two seconds apart.
+    let ticks = sb.read("ticks");
+    let times: Vec<&str> = ticks.lines().collect();
+    let secs = |t: &str| t[17..19].parse::<u32>().unwrap();
+    assert_eq!(secs(times[0]) % 2, 0, "{ticks}");
+    assert_eq!((secs(times[1]) + 60 - secs(times[0])) % 60, 2, "{ticks}");
+}
+
+/// Three fire times in the past (Jan 1st of 2020, 2021 and 2022), all missed.
+fn catch_up_workflow(sb: &Sandbox, policy: &str) {
+    workflow(
+        sb,
+        "past",
+        &format!(
+            "name: past\nschedule: \"cron(0 0 1 1 ? 2020-2022)\"\nstart_date: 2019-12-31\n{policy}\ntasks:\n  a:\n    kind: shell\n    command: \"echo {{{{ run.date }}}} >> ../dates\"\n"
+        ),
+    );
+}
+
+#[test]
+fn catch_up_all_with_a_limit_starts_the_latest_missed_runs_once() {
+    let sb = Sandbox::new();
+    catch_up_workflow(&sb, "catchup: all\nmax_catchup: 2");
+    let d = Daemon::start(&sb, &[]);
+    wait_until("two catch-up runs", || sb.count("dates") >= 2);
+    d.wait_log("succeeded", 2);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("3 fire times missed"), "{log}");
+    assert_eq!(sb.read("dates"), "2021-01-01\n2022-01-01\n");
+    // A restart starts nothing again.
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(runs(&sb).len(), 2);
+}
+
+#[test]
+fn catch_up_latest_starts_one_run_and_none_starts_none() {
+    let sb = Sandbox::new();
+    catch_up_workflow(&sb, "catchup: latest");
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("succeeded", 1);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(sb.read("dates"), "2022-01-01\n");
+    assert_eq!(runs(&sb).len(), 1);
+
+    let sb = Sandbox::new();
+    catch_up_workflow(&sb, "catchup: none");
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("catchup: None starts 0"), "{log}");
+    assert!(runs(&sb).is_empty());
+}
+
+/// A workflow due every 2 seconds whose first run waits for the file `go`.
+fn slow_workflow(sb: &Sandbox, concurrency: &str) {
+    workflow(
+        sb,
+        "slow",
+        &format!(
+            "name: slow\nschedule: \"*/2 * * * * *\"\nconcurrency: {concurrency}\ntasks:\n  a:\n    kind: shell\n    command: \"if [ -f ../first ]; then exit 0; fi; touch ../first; while [ ! -f ../go ]; do sleep 0.02; done\"\n"
+        ),
+    );
+}
+
+#[test]
+fn forbid_records_the_skipped_run_and_never_overlaps() {
+    let sb = Sandbox::new();
+    slow_workflow(&sb, "forbid");
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("skipped: due at", 1);
+    sb.write("go", "");
+    d.wait_log("succeeded", 1);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    let runs = runs(&sb);
+    let skipped = with_status(&runs, "skipped");
+    assert!(!skipped.is_empty(), "{runs:?}");
+    let out = sb.run(&["show", skipped[0]["id"].as_str().unwrap(), "--json"]);
+    assert!(out.stdout.contains("concurrency: forbid"), "{out:?}");
+    // Executed runs never overlap.
+    let done: Vec<&Value> = runs.iter().filter(|r| r["status"] != "skipped").collect();
+    for w in done.windows(2) {
+        assert!(
+            w[0]["ended_at"].as_str() <= w[1]["started_at"].as_str(),
+            "{runs:?}"
+        );
+    }
+}
+
+#[test]
+fn queue_runs_the_due_run_after_the_slow_one() {
+    let sb = Sandbox::new();
+    slow_workflow(&sb, "queue");
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("queued behind", 1);
+    sb.write("go", "");
+    d.wait_log("succeeded", 2);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    let runs = runs(&sb);
+    let done = with_status(&runs, "succeeded");
+    assert!(done.len() >= 2, "{runs:?}");
+    assert!(with_status(&runs, "skipped").is_empty(), "{runs:?}");
+    assert!(
+        done[0]["ended_at"].as_str() <= done[1]["started_at"].as_str(),
+        "{runs:?}"
+    );
+}
+
+#[test]
+fn replace_cancels_the_running_run() {
+    let sb = Sandbox::new();
+    slow_workflow(&sb, "replace");
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("(concurrency: replace); cancelling it", 1);
+    d.wait_log("succeeded", 1);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    let runs = runs(&sb);
+    assert_eq!(runs[0]["status"], "cancelled", "{runs:?}");
+    assert!(!with_status(&runs, "succeeded").is_empty(), "{runs:?}");
+}
+
+#[test]
+fn sigterm_cancels_what_outlasts_the_grace_period() {
+    let sb = Sandbox::new();
+    slow_workflow(&sb, "forbid");
+    let d = Daemon::start(&sb, &["--grace", "1s"]);
+    d.wait_log("a: started", 1);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("grace period over"), "{log}");
+    let runs = runs(&sb);
+    assert!(with_status(&runs, "running").is_empty(), "{runs:?}");
+    assert_eq!(runs[0]["status"], "cancelled", "{runs:?}");
+}
+
+#[test]
+fn a_run_interrupted_by_kill_9_is_resumed_without_redoing_what_succeeded() {
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "two",
+        "name: two\nschedule: \"*/2 * * * * *\"\ntasks:\n  a:\n    kind: shell\n    command: \"echo a >> ../a_ran\"\n  b:\n    kind: shell\n    after: [a]\n    command: \"touch ../b_started; while [ ! -f ../go ]; do sleep 0.02; done\"\n",
+    );
+    let d = Daemon::start(&sb, &[]);
+    // b's process starts only once b is durably `running` (the log line comes earlier).
+    sb.wait_for_file("b_started");
+    let log = d.log();
+    let id = log
+        .lines()
+        .find_map(|l| {
+            l.split("run ")
+                .nth(1)
+                .filter(|_| l.contains(" started (schedule"))
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a run id in the log")
+        .to_string();
+    d.kill9();
+    sb.write("go", "");
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log(&format!("run {id} was interrupted; resuming it"), 1);
+    d.wait_log(&format!("run {id} succeeded"), 1);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    let show = sb.show(&id);
+    assert_eq!(show["status"], "succeeded", "{show:#}");
+    assert_eq!(crate::common::task(&show, "a")["attempts"], 1, "{show:#}");
+    assert_eq!(crate::common::task(&show, "b")["attempts"], 2, "{show:#}");
+}
+
+#[test]
+fn an_edited_schedule_takes_effect_and_an_invalid_edit_keeps_the_old_one() {
+    let sb = Sandbox::new();
+    let body = "tasks:\n  a:\n    kind: shell\n    command: \"echo x >> ../ticks\"\n";
+    workflow(
+        &sb,
+        "edit",
+        &format!("name: edit\nschedule: \"cron(0 0 1 1 ? 2199)\"\n{body}"),
+    );
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    workflow(
+        &sb,
+        "edit",
+        &format!("name: edit\nschedule: \"*/2 * * * * *\"\n{body}"),
+    );
+    d.wait_log("workflow edit reloaded", 1);
+    wait_until("a run on the new schedule", || sb.count("ticks") >= 1);
+    workflow(
+        &sb,
+        "edit",
+        &format!("name: edit\nschedule: \"*/2 * * * * *\"\nbogus: 1\n{body}"),
+    );
+    d.wait_log("is invalid; the previous version stays scheduled", 1);
+    assert!(
+        d.log().contains("edit.yaml:3:1: unknown field `bogus`"),
+        "{}",
+        d.log()
+    );
+    let before = sb.count("ticks");
+    wait_until("runs to go on", || sb.count("ticks") > before);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}

@@ -24,11 +24,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use orchestrator_engine::arrival::FileTrigger;
 use orchestrator_engine::diag::Diagnostics;
 use orchestrator_engine::executor::{Event, Observer};
 use orchestrator_engine::runner::{self, Env};
 use orchestrator_engine::schedule::{Catchup, Concurrency};
-use orchestrator_engine::state::{RunStatus, ScheduleRecord, Store, Write};
+use orchestrator_engine::state::{FileRecord, RunStatus, ScheduleRecord, Store, Write};
 use orchestrator_engine::template::Redactor;
 use orchestrator_engine::workflow::Workflow;
 use tokio::sync::{mpsc, Semaphore};
@@ -42,6 +43,8 @@ pub struct RunParams {
     pub date: String,
     pub scheduled_at: Option<String>,
     pub inherited: BTreeMap<String, String>,
+    /// The files that started a file-triggered run.
+    pub trigger_files: Vec<String>,
 }
 
 /// Loads a workflow from a file's text for a run.
@@ -75,6 +78,15 @@ struct Entry {
 struct Due {
     at: DateTime<Utc>,
     trigger: String,
+    /// For a file-triggered run: the files, with their size and modification time.
+    files: Vec<(PathBuf, u64, i128)>,
+}
+
+/// Files that arrived for a workflow and have not started a run yet.
+struct Pending {
+    files: BTreeMap<PathBuf, (u64, i128)>,
+    /// Start the run when this passes (the directory has been quiet for `debounce`).
+    deadline: tokio::time::Instant,
 }
 
 struct Active {
@@ -89,6 +101,11 @@ enum Msg {
         status: Option<RunStatus>,
     },
     Changed,
+    /// Something happened to `path` in a file-triggered workflow's directory.
+    File {
+        workflow: String,
+        path: PathBuf,
+    },
 }
 
 struct Daemon {
@@ -104,6 +121,9 @@ struct Daemon {
     tx: mpsc::UnboundedSender<Msg>,
     /// Cancelled after the grace period: stops every run.
     stop_runs: CancellationToken,
+    /// File-triggered workflows' watchers, by workflow, with the trigger they watch for.
+    file_watchers: BTreeMap<String, (FileTrigger, Box<dyn notify::Watcher + Send>)>,
+    pending: BTreeMap<String, Pending>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled; then stops starting runs, lets running
@@ -130,9 +150,12 @@ pub async fn run(
         queued: BTreeMap::new(),
         tx,
         stop_runs: CancellationToken::new(),
+        file_watchers: BTreeMap::new(),
+        pending: BTreeMap::new(),
     };
     d.rescan();
     d.resume_interrupted(interrupted);
+    d.files_at_start();
     let now = Utc::now();
     let names: Vec<String> = d.entries.keys().cloned().collect();
     for name in names {
@@ -146,16 +169,23 @@ pub async fn run(
     );
     loop {
         let wake = d.entries.values().filter_map(|e| e.next).min();
-        let sleep = match wake {
+        let mut sleep = match wake {
             Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO),
             // Nothing scheduled: wait for a file change or shutdown.
             None => Duration::from_secs(24 * 3600),
         };
+        if let Some(p) = d.pending.values().map(|p| p.deadline).min() {
+            sleep = sleep.min(p.saturating_duration_since(tokio::time::Instant::now()));
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(sleep) => d.fire_due(),
+            _ = tokio::time::sleep(sleep) => {
+                d.fire_due();
+                d.flush_files();
+            }
             msg = rx.recv() => match msg {
                 Some(Msg::Finished { workflow, run_id, status }) => d.finished(&workflow, &run_id, status),
+                Some(Msg::File { workflow, path }) => d.file_event(&workflow, path),
                 Some(Msg::Changed) => {
                     // Editors write in several steps; let them finish, then look once.
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -164,8 +194,12 @@ pub async fn run(
                         pending.push(m);
                     }
                     for m in pending {
-                        if let Msg::Finished { workflow, run_id, status } = m {
-                            d.finished(&workflow, &run_id, status);
+                        match m {
+                            Msg::Finished { workflow, run_id, status } => {
+                                d.finished(&workflow, &run_id, status)
+                            }
+                            Msg::File { workflow, path } => d.file_event(&workflow, path),
+                            Msg::Changed => {}
                         }
                     }
                     d.rescan();
@@ -198,6 +232,46 @@ fn watch(dir: &Path, tx: mpsc::UnboundedSender<Msg>) -> Result<notify::Recommend
     Ok(watcher)
 }
 
+/// Watches a file-triggered workflow's directory, recursively; every path created or
+/// modified is one `File` message. With `poll`, notify's polling watcher (for network
+/// file systems, where kernel notifications do not arrive).
+fn watch_files(
+    name: &str,
+    trigger: &FileTrigger,
+    tx: mpsc::UnboundedSender<Msg>,
+) -> Result<Box<dyn notify::Watcher + Send>, String> {
+    let workflow = name.to_string();
+    let handler = move |ev: notify::Result<notify::Event>| {
+        if let Ok(e) = ev {
+            if e.kind.is_create() || e.kind.is_modify() {
+                for path in e.paths {
+                    let _ = tx.send(Msg::File {
+                        workflow: workflow.clone(),
+                        path,
+                    });
+                }
+            }
+        }
+    };
+    let dir = &trigger.path;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create watched directory {}: {e}", dir.display()))?;
+    let mut watcher: Box<dyn notify::Watcher + Send> = match trigger.poll {
+        Some(every) => Box::new(
+            notify::PollWatcher::new(handler, notify::Config::default().with_poll_interval(every))
+                .map_err(|e| format!("cannot poll {}: {e}", dir.display()))?,
+        ),
+        None => Box::new(
+            notify::recommended_watcher(handler)
+                .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?,
+        ),
+    };
+    watcher
+        .watch(dir, notify::RecursiveMode::Recursive)
+        .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    Ok(watcher)
+}
+
 /// Placeholder run values for loading a workflow to read its schedule.
 fn probe() -> RunParams {
     RunParams {
@@ -205,6 +279,7 @@ fn probe() -> RunParams {
         date: Utc::now().format("%Y-%m-%d").to_string(),
         scheduled_at: None,
         inherited: BTreeMap::new(),
+        trigger_files: Vec::new(),
     }
 }
 
@@ -262,10 +337,10 @@ impl Daemon {
             if let Some(old) = old_name.as_ref().filter(|o| **o != wf.name) {
                 self.entries.remove(old);
             }
-            if wf.schedule.is_none() {
+            if wf.schedule.is_none() && wf.on_files.is_none() {
                 if old_name.is_some() {
                     tracing::info!(
-                        "daemon: workflow {}: no `schedule:` any more; unscheduled",
+                        "daemon: workflow {}: no `schedule:` or `on:` any more; unscheduled",
                         wf.name
                     );
                     self.entries.remove(&wf.name);
@@ -298,6 +373,162 @@ impl Daemon {
                 },
             );
             self.log_next(&name, if reloaded { "reloaded" } else { "scheduled" });
+        }
+        self.sync_file_watchers();
+    }
+
+    /// One watcher per file-triggered workflow, on its directory; rebuilt when the
+    /// trigger changes, dropped when the workflow goes.
+    fn sync_file_watchers(&mut self) {
+        let wanted: BTreeMap<String, FileTrigger> = self
+            .entries
+            .iter()
+            .filter_map(|(n, e)| e.wf.on_files.clone().map(|f| (n.clone(), f)))
+            .collect();
+        self.file_watchers
+            .retain(|n, (f, _)| wanted.get(n) == Some(&*f));
+        self.pending.retain(|n, _| wanted.contains_key(n));
+        for (name, trigger) in wanted {
+            if self.file_watchers.contains_key(&name) {
+                continue;
+            }
+            match watch_files(&name, &trigger, self.tx.clone()) {
+                Ok(w) => {
+                    tracing::info!(
+                        "daemon: workflow {name} watches {} for `{}` (debounce {:?}, max_batch {}{})",
+                        trigger.path.display(),
+                        trigger.pattern,
+                        trigger.debounce,
+                        trigger.max_batch,
+                        trigger
+                            .poll
+                            .map(|p| format!(", polling every {p:?}"))
+                            .unwrap_or_default()
+                    );
+                    self.file_watchers.insert(name, (trigger, w));
+                }
+                Err(e) => tracing::warn!("daemon: workflow {name}: {e}"),
+            }
+        }
+    }
+
+    /// Files that arrived while the daemon was down (matching, never handled): one run.
+    fn files_at_start(&mut self) {
+        let triggers: Vec<(String, FileTrigger)> = self
+            .entries
+            .iter()
+            .filter_map(|(n, e)| e.wf.on_files.clone().map(|f| (n.clone(), f)))
+            .collect();
+        for (name, trigger) in triggers {
+            let mut stack = vec![trigger.path.clone()];
+            while let Some(dir) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else {
+                        self.file_event(&name, p);
+                    }
+                }
+            }
+            if let Some(p) = self.pending.get_mut(&name) {
+                p.deadline = tokio::time::Instant::now();
+                tracing::info!(
+                    "daemon: workflow {name}: {} file(s) arrived while the daemon was stopped",
+                    p.files.len()
+                );
+            }
+        }
+    }
+
+    /// A file changed in a file-triggered workflow's directory: new or changed matching
+    /// files wait for the directory to be quiet for `debounce`, or for `max_batch`.
+    fn file_event(&mut self, name: &str, path: PathBuf) {
+        let Some(trigger) = self.entries.get(name).and_then(|e| e.wf.on_files.clone()) else {
+            return;
+        };
+        if !trigger.matches(&path) {
+            return;
+        }
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return;
+        };
+        if !meta.is_file() {
+            return;
+        }
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as i128);
+        let key = path.display().to_string();
+        match self.store.file_record(name, &key) {
+            Ok(Some(r)) if r.size == meta.len() && r.modified_ns == modified => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("daemon: workflow {name}: cannot read file records: {e}");
+                return;
+            }
+        }
+        let now = tokio::time::Instant::now();
+        let p = self
+            .pending
+            .entry(name.to_string())
+            .or_insert_with(|| Pending {
+                files: BTreeMap::new(),
+                deadline: now,
+            });
+        p.files.insert(path, (meta.len(), modified));
+        p.deadline = now + trigger.debounce;
+        if p.files.len() >= trigger.max_batch {
+            p.deadline = now;
+        }
+    }
+
+    /// Starts a run for each workflow whose arrived files are due, unless it is busy (then
+    /// they wait for its run to end).
+    fn flush_files(&mut self) {
+        let now = tokio::time::Instant::now();
+        let due: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(n, p)| p.deadline <= now && !self.active.contains_key(*n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let Some(p) = self.pending.remove(&name) else {
+                continue;
+            };
+            let max = self
+                .entries
+                .get(&name)
+                .and_then(|e| e.wf.on_files.as_ref())
+                .map_or(usize::MAX, |f| f.max_batch);
+            let mut files: Vec<(PathBuf, u64, i128)> =
+                p.files.into_iter().map(|(f, (s, m))| (f, s, m)).collect();
+            if files.len() > max {
+                // The rest go in the next run.
+                let rest = files.split_off(max);
+                self.pending.insert(
+                    name.clone(),
+                    Pending {
+                        files: rest.into_iter().map(|(f, s, m)| (f, (s, m))).collect(),
+                        deadline: now,
+                    },
+                );
+            }
+            let n = files.len();
+            self.start(
+                &name,
+                Due {
+                    at: Utc::now(),
+                    trigger: format!("files ({n} arrived)"),
+                    files,
+                },
+            );
         }
     }
 
@@ -396,6 +627,7 @@ impl Daemon {
             let due = Due {
                 at,
                 trigger: format!("catch-up {}", at.format("%Y-%m-%dT%H:%M:%SZ")),
+                files: Vec::new(),
             };
             if self.active.contains_key(name) {
                 self.queued
@@ -432,6 +664,7 @@ impl Daemon {
             let due = Due {
                 at,
                 trigger: format!("schedule {}", at.format("%Y-%m-%dT%H:%M:%SZ")),
+                files: Vec::new(),
             };
             self.due(&name, due);
         }
@@ -515,6 +748,11 @@ impl Daemon {
             date: date.clone(),
             scheduled_at: Some(due.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             inherited: BTreeMap::new(),
+            trigger_files: due
+                .files
+                .iter()
+                .map(|(f, _, _)| f.display().to_string())
+                .collect(),
         };
         let wf = match (self.loader)(&entry.path, entry.source.clone(), &params) {
             Ok(wf) => wf,
@@ -526,6 +764,26 @@ impl Daemon {
         if let Err(e) = (self.prepare)(&wf) {
             tracing::warn!("daemon: workflow {name}: cannot start a run: {e}");
             return;
+        }
+        if !due.files.is_empty() {
+            // Recorded before the run starts: a file never starts two runs.
+            let records: Vec<Write> = due
+                .files
+                .iter()
+                .map(|(f, size, modified)| {
+                    Write::File(FileRecord {
+                        workflow: name.to_string(),
+                        path: f.display().to_string(),
+                        size: *size,
+                        modified_ns: *modified,
+                        run_id: run_id.clone(),
+                    })
+                })
+                .collect();
+            if let Err(e) = self.store.commit(&records) {
+                tracing::warn!("daemon: workflow {name}: cannot record the arrived files: {e}");
+                return;
+            }
         }
         tracing::info!(
             "daemon: workflow {name}: run {run_id} started ({}, logical date {date})",
@@ -605,6 +863,7 @@ impl Daemon {
                 date: run.logical_date.clone(),
                 scheduled_at: None,
                 inherited: run.params.clone(),
+                trigger_files: Vec::new(),
             };
             let wf = match (self.loader)(&path, source, &params) {
                 Ok(wf) => wf,
@@ -670,6 +929,8 @@ impl Daemon {
         let next = self.queued.get_mut(workflow).and_then(|q| q.pop_front());
         if let Some(due) = next {
             self.start(workflow, due);
+        } else {
+            self.flush_files();
         }
     }
 
@@ -697,7 +958,7 @@ impl Daemon {
                     Some(Msg::Finished { workflow, run_id, status }) => {
                         self.finished(&workflow, &run_id, status);
                     }
-                    Some(Msg::Changed) => {}
+                    Some(Msg::Changed | Msg::File { .. }) => {}
                     None => break,
                 },
             }

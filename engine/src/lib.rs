@@ -5,6 +5,7 @@
 //! binary. The engine knows the state store only through `orchestrator_state`'s API,
 //! and task kinds only through the [`task::Task`] trait and the [`task::Registry`].
 
+pub mod arrival;
 pub mod catalog;
 pub mod dag;
 pub mod diag;

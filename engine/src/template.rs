@@ -25,6 +25,8 @@ pub struct TemplateVars {
     pub date: String,
     /// The fire instant of a scheduled run, RFC 3339 (a manual run: when it was loaded).
     pub scheduled_at: String,
+    /// The files that started a file-triggered run (`{{ trigger.files }}`); else empty.
+    pub trigger_files: Vec<String>,
     pub env: BTreeMap<String, String>,
 }
 
@@ -36,6 +38,7 @@ impl TemplateVars {
             run_id: run_id.into(),
             date: date.into(),
             scheduled_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            trigger_files: Vec::new(),
             env: std::env::vars().collect(),
         }
     }
@@ -116,6 +119,7 @@ impl<'a> Renderer<'a> {
                 date => vars.date.clone(),
                 scheduled_at => vars.scheduled_at.clone(),
             },
+            trigger => minijinja::context! { files => vars.trigger_files.clone() },
             env => vars.env.clone(),
         };
         Renderer { env, vars, ctx }
@@ -169,7 +173,8 @@ impl<'a> Renderer<'a> {
         };
         let first = rest.map(|r| r.split('.').next().unwrap_or(r));
         match (root, first) {
-            ("params" | "run" | "env", None) => true,
+            ("params" | "run" | "env" | "trigger", None) => true,
+            ("trigger", Some(k)) => k == "files",
             ("params", Some(k)) => self.vars.params.contains_key(k),
             ("run", Some(k)) => matches!(k, "id" | "date" | "scheduled_at"),
             ("env", Some(k)) => self.vars.env.contains_key(k),
@@ -292,6 +297,7 @@ mod tests {
             run_id: "r1".into(),
             date: "2026-01-02".into(),
             scheduled_at: "2026-01-02T22:00:00Z".into(),
+            trigger_files: vec!["/land/a.csv".into()],
             env: [("HOME".to_string(), "/root".to_string())].into(),
         }
     }
@@ -304,6 +310,10 @@ mod tests {
             r.render("{{ params.greeting }} {{ run.id }} {{ run.date }} {{ env.HOME }}\n")
                 .unwrap(),
             "hello r1 2026-01-02 /root\n"
+        );
+        assert_eq!(
+            r.render("{{ trigger.files | join(' ') }}").unwrap(),
+            "/land/a.csv"
         );
         assert!(matches!(r.render("plain"), Ok(Cow::Borrowed("plain"))));
     }

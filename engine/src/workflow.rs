@@ -45,6 +45,7 @@ const TOP_FIELDS: &[&str] = &[
     "concurrency",
     "resume_interrupted",
     "start_date",
+    "on",
     "tasks",
 ];
 
@@ -71,6 +72,8 @@ pub struct Workflow {
     /// How the daemon runs it (`catchup:`, `max_catchup:`, `concurrency:`,
     /// `resume_interrupted:`, `start_date:`).
     pub policy: DaemonPolicy,
+    /// Start a run when files arrive (`on: files:`).
+    pub on_files: Option<FileTrigger>,
     /// Problems that do not make the workflow invalid (e.g. an unquoted `--param` in a
     /// command); see [`Workflow::warnings_text`].
     pub warnings: Vec<Diagnostic>,
@@ -149,6 +152,8 @@ pub struct LoadOptions<'a> {
     /// `{{ run.scheduled_at }}`: the fire instant of a scheduled run (RFC 3339); the
     /// load time when `None` (a manual run).
     pub scheduled_at: Option<String>,
+    /// `{{ trigger.files }}`: the files that started a file-triggered run.
+    pub trigger_files: Vec<String>,
     pub env: BTreeMap<String, String>,
     /// The warehouse when the file sets none (absolute): `{state-dir}/warehouse`.
     pub default_warehouse: PathBuf,
@@ -233,9 +238,26 @@ struct CommonSpec {
     timeout: Option<Timeout>,
 }
 
+use crate::arrival::FileTrigger;
 use crate::schedule::{self, Catchup, Concurrency, DaemonPolicy, Dst, Expr, Schedule};
 use crate::task::{Dur, Timeout};
 use chrono_tz::Tz;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnSpec {
+    files: Option<FilesSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilesSpec {
+    path: String,
+    pattern: Option<String>,
+    debounce: Option<Dur>,
+    max_batch: Option<usize>,
+    poll: Option<Dur>,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -324,6 +346,7 @@ impl Loader<'_, '_> {
         let mut timezone: Option<(Tz, Pos)> = None;
         let mut dst: Option<(Dst, Pos)> = None;
         let mut policy = DaemonPolicy::default();
+        let mut on_files: Option<FileTrigger> = None;
         for (k, v) in entries {
             let key = k.as_str().unwrap_or_default();
             match key {
@@ -430,6 +453,31 @@ impl Loader<'_, '_> {
                     },
                     Err(e) => self.de_err(e, "in `start_date`", &[]),
                 },
+                "on" => match v.parse::<OnSpec>() {
+                    Ok(OnSpec { files: Some(f) }) => {
+                        let base = path.parent().unwrap_or(Path::new("."));
+                        let dir = base.join(&f.path);
+                        let max_batch = f.max_batch.unwrap_or(FileTrigger::DEFAULT_MAX_BATCH);
+                        if max_batch == 0 {
+                            self.err(
+                                v.get("files").map(|n| n.pos),
+                                "`max_batch` must be at least 1",
+                            );
+                        }
+                        on_files = Some(FileTrigger {
+                            path: std::path::absolute(&dir).unwrap_or(dir),
+                            pattern: f.pattern.unwrap_or_else(|| "*".into()),
+                            debounce: f.debounce.map_or(FileTrigger::DEFAULT_DEBOUNCE, |d| d.0),
+                            max_batch: max_batch.max(1),
+                            poll: f.poll.map(|d| d.0),
+                        });
+                    }
+                    Ok(OnSpec { files: None }) => {
+                        self.err(Some(v.pos), "`on` names no trigger").help =
+                            Some("write `on: { files: { path: DIR, pattern: \"*.csv\" } }`".into());
+                    }
+                    Err(e) => self.de_err(e, "in `on`", &[]),
+                },
                 "tasks" => tasks_node = Some(v),
                 other => {
                     let help = match closest(other, TOP_FIELDS.iter().copied()) {
@@ -517,6 +565,7 @@ impl Loader<'_, '_> {
             scheduled_at: self.opts.scheduled_at.clone().unwrap_or_else(|| {
                 chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             }),
+            trigger_files: self.opts.trigger_files.clone(),
             env: self.opts.env.clone(),
         };
         let renderer = Renderer::new(&vars);
@@ -626,6 +675,7 @@ impl Loader<'_, '_> {
             dag,
             schedule,
             policy,
+            on_files,
             warnings: Vec::new(),
         })
     }

@@ -42,6 +42,7 @@ pub async fn daemon(
             run_id: p.run_id.clone(),
             date: p.date.clone(),
             scheduled_at: p.scheduled_at.clone(),
+            trigger_files: p.trigger_files.clone(),
             env: std::env::vars().collect(),
             default_warehouse: default_warehouse.clone(),
         };

@@ -132,6 +132,7 @@ pub fn load(
         run_id: run_id.to_string(),
         date: date.to_string(),
         scheduled_at: None,
+        trigger_files: Vec::new(),
         env: std::env::vars().collect(),
         default_warehouse: state_dir.join("warehouse"),
     };

@@ -129,6 +129,11 @@ impl Store {
                         r.problems.push(bad(e));
                     }
                 }
+                Some(b"f") => {
+                    if let Err(e) = self.decode::<crate::FileRecord>(&key, &value) {
+                        r.problems.push(bad(e));
+                    }
+                }
                 Some(b"c") => match self.decode::<TableRecord>(&key, &value) {
                     Ok(t) => tables.push(t),
                     Err(e) => r.problems.push(bad(e)),

@@ -16,6 +16,7 @@
 //! | `a\0{run}\0{task}\0{attempt:010}`     | [`AttemptRecord`] |
 //! | `c\0{table}`                          | [`TableRecord`] (the catalog) |
 //! | `w\0{workflow}`                       | [`ScheduleRecord`] (the daemon's last fire) |
+//! | `f\0{workflow}\0{path}`               | [`FileRecord`] (a file that started a run) |
 //!
 //! Values are JSON wrapped in `{"v": N, ...}` so a newer binary can read an older store;
 //! fields added later carry `#[serde(default)]`.
@@ -44,8 +45,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use records::{
-    AttemptRecord, ColumnRecord, RunRecord, RunStatus, ScheduleRecord, TableRecord, TaskRecord,
-    TaskStatus,
+    AttemptRecord, ColumnRecord, FileRecord, RunRecord, RunStatus, ScheduleRecord, TableRecord,
+    TaskRecord, TaskStatus,
 };
 
 /// Version of the persisted record format. Bump when a record changes shape in a way
@@ -118,6 +119,7 @@ pub enum Write {
     Table(TableRecord),
     DropTable(String),
     Schedule(ScheduleRecord),
+    File(FileRecord),
 }
 
 /// The state store of one state directory.
@@ -507,6 +509,7 @@ impl Store {
                 Write::Table(t) => batch.insert(table_key(&t.name), encode(t)),
                 Write::DropTable(name) => batch.remove(table_key(name)),
                 Write::Schedule(r) => batch.insert(schedule_key(&r.workflow), encode(r)),
+                Write::File(r) => batch.insert(file_key(&r.workflow, &r.path), encode(r)),
             }
         }
         self.db.apply_batch(batch).map_err(|e| self.db_err(e))?;
@@ -574,6 +577,15 @@ impl Store {
     /// The daemon's record of a scheduled workflow.
     pub fn schedule_record(&self, workflow: &str) -> Result<Option<ScheduleRecord>> {
         let key = schedule_key(workflow);
+        match self.db.get(&key).map_err(|e| self.db_err(e))? {
+            Some(v) => Ok(Some(self.decode(&key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The record of a file that started a run of `workflow`.
+    pub fn file_record(&self, workflow: &str, path: &str) -> Result<Option<FileRecord>> {
+        let key = file_key(workflow, path);
         match self.db.get(&key).map_err(|e| self.db_err(e))? {
             Some(v) => Ok(Some(self.decode(&key, &v)?)),
             None => Ok(None),
@@ -730,6 +742,12 @@ fn index_key(started_at: &DateTime<Utc>, id: &str) -> Vec<u8> {
 fn schedule_key(workflow: &str) -> Vec<u8> {
     let mut k = prefix(&["w"]);
     k.extend_from_slice(workflow.as_bytes());
+    k
+}
+
+fn file_key(workflow: &str, path: &str) -> Vec<u8> {
+    let mut k = prefix(&["f", workflow]);
+    k.extend_from_slice(path.as_bytes());
     k
 }
 

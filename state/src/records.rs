@@ -200,3 +200,15 @@ pub struct ColumnRecord {
 fn yes() -> bool {
     true
 }
+
+/// A file that started a run of a file-triggered workflow: the same path with the same
+/// size and modification time never starts another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub workflow: String,
+    pub path: String,
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub modified_ns: i128,
+    pub run_id: String,
+}

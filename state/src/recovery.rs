@@ -22,8 +22,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AttemptRecord, Result, RunRecord, ScheduleRecord, StateError, Store, TableRecord, TaskRecord,
-    Write, SCHEMA_VERSION,
+    AttemptRecord, FileRecord, Result, RunRecord, ScheduleRecord, StateError, Store, TableRecord,
+    TaskRecord, Write, SCHEMA_VERSION,
 };
 
 /// Version of the recovery point format.
@@ -51,6 +51,7 @@ pub struct Export {
     pub attempts: Vec<AttemptRecord>,
     pub tables: Vec<TableRecord>,
     pub schedules: Vec<ScheduleRecord>,
+    pub files: Vec<FileRecord>,
 }
 
 impl Export {
@@ -62,6 +63,7 @@ impl Export {
         w.extend(self.attempts.iter().cloned().map(Write::Attempt));
         w.extend(self.tables.iter().cloned().map(Write::Table));
         w.extend(self.schedules.iter().cloned().map(Write::Schedule));
+        w.extend(self.files.iter().cloned().map(Write::File));
         w
     }
 }
@@ -131,6 +133,7 @@ pub fn read(path: &Path) -> std::result::Result<Export, String> {
             "attempt" => out.attempts.push(decode_value(value).map_err(de)?),
             "table" => out.tables.push(decode_value(value).map_err(de)?),
             "schedule" => out.schedules.push(decode_value(value).map_err(de)?),
+            "file" => out.files.push(decode_value(value).map_err(de)?),
             "end" => {
                 let want = value.get("records").and_then(|r| r.as_u64());
                 if want != Some(records) {
@@ -233,6 +236,7 @@ impl Store {
                 Some(b'a') if key.starts_with(b"a\0") => "attempt",
                 Some(b'c') if key.starts_with(b"c\0") => "table",
                 Some(b'w') if key.starts_with(b"w\0") => "schedule",
+                Some(b'f') if key.starts_with(b"f\0") => "file",
                 // The run index and meta keys are derived, not exported.
                 _ => continue,
             };

@@ -331,3 +331,58 @@ fn an_edited_schedule_takes_effect_and_an_invalid_edit_keeps_the_old_one() {
     let (code, log) = d.terminate();
     assert_eq!(code, 0, "{log}");
 }
+
+fn file_workflow(sb: &Sandbox) {
+    std::fs::create_dir_all(sb.path("landing")).unwrap();
+    workflow(
+        sb,
+        "files",
+        "name: files\non:\n  files:\n    path: ../landing\n    pattern: \"*.csv\"\n    debounce: 1s\ntasks:\n  a:\n    kind: shell\n    command: \"echo {{ trigger.files | length }} {{ trigger.files | join(',') }} >> ../batches\"\n",
+    );
+}
+
+#[test]
+fn files_arriving_together_start_one_run_that_lists_them() {
+    let sb = Sandbox::new();
+    file_workflow(&sb);
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    for f in ["a.csv", "b.csv", "c.csv", "ignored.txt"] {
+        sb.write(&format!("landing/{f}"), "x\n");
+    }
+    wait_until("a run for the files", || sb.count("batches") >= 1);
+    d.wait_log("succeeded", 1);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    let batches = sb.read("batches");
+    assert_eq!(batches.lines().count(), 1, "{batches}");
+    let line = batches.lines().next().unwrap();
+    assert!(line.starts_with("3 "), "{line}");
+    for f in ["a.csv", "b.csv", "c.csv"] {
+        assert!(line.contains(f), "{line}");
+    }
+    assert!(!line.contains("ignored.txt"), "{line}");
+}
+
+#[test]
+fn files_that_arrived_while_stopped_start_a_run_and_a_restart_starts_no_duplicate() {
+    let sb = Sandbox::new();
+    file_workflow(&sb);
+    sb.write("landing/early.csv", "x\n");
+    let d = Daemon::start(&sb, &[]);
+    wait_until("a run for the early file", || sb.count("batches") >= 1);
+    d.wait_log("succeeded", 1);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("1 file(s) arrived while the daemon was stopped"),
+        "{log}"
+    );
+
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(sb.count("batches"), 1, "{}", sb.read("batches"));
+    assert_eq!(runs(&sb).len(), 1);
+}

@@ -209,6 +209,10 @@ pub async fn run(
         }
     }
     d.shut_down(&mut rx).await;
+    // Runs write recovery points at most once a minute; make the last one complete.
+    if let Err(e) = d.store.write_recovery_point() {
+        tracing::warn!("daemon: cannot write a recovery point: {e}");
+    }
     Ok(())
 }
 

@@ -268,9 +268,10 @@ async fn launch(
         observer: env.observer,
     })
     .await?;
-    // A recovery point after every finished run (see `orchestrator_state::recovery`).
-    // It protects history; failing to write one must not fail the run.
-    if let Err(e) = env.store.write_recovery_point() {
+    // A recovery point after a finished run, at most one a minute (see
+    // `orchestrator_state::recovery`). It protects history; failing to write one must not
+    // fail the run.
+    if let Err(e) = env.store.write_recovery_point_if_due() {
         tracing::warn!(
             "warning: run {} finished, but no recovery point was written: {e}",
             run.id

@@ -10,6 +10,12 @@
 //! {"end":{"records":1234}}           a file without this line is incomplete
 //! ```
 //!
+//! Writing one costs time and space in proportion to the whole store, so after a run one
+//! is written only if the newest is older than [`min_interval`] (60 s by default,
+//! `ORCHESTRATOR_RECOVERY_INTERVAL` in seconds, 0 for after every run): a daemon running a
+//! workflow every second does not rewrite the store every second. The daemon writes one
+//! when it stops.
+//!
 //! **Invariant:** a recovery point is complete or absent. It is written to a temporary
 //! name, synced, renamed, and the directory synced; only then are older points deleted
 //! ([`KEEP`] are kept). Writing one never blocks or fails a run: the caller only warns.
@@ -184,7 +190,31 @@ pub fn latest_good(state_dir: &Path) -> (Option<Export>, Vec<String>) {
     (None, skipped)
 }
 
+/// The least time between two recovery points written after runs.
+pub fn min_interval() -> std::time::Duration {
+    let secs = std::env::var("ORCHESTRATOR_RECOVERY_INTERVAL")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(60);
+    std::time::Duration::from_secs(secs)
+}
+
 impl Store {
+    /// Writes a recovery point unless the newest one is younger than [`min_interval`].
+    /// Returns the path written, or `None` when it was not due.
+    pub fn write_recovery_point_if_due(&self) -> Result<Option<PathBuf>> {
+        let newest = recovery_points(&self.dir)
+            .first()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .and_then(|m| m.modified().ok());
+        let due = newest.is_none_or(|t| t.elapsed().map_or(true, |age| age >= min_interval()));
+        if due {
+            self.write_recovery_point().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Writes a recovery point of every record (see the module docs) and deletes all but
     /// the newest [`KEEP`]. Returns its path.
     pub fn write_recovery_point(&self) -> Result<PathBuf> {

@@ -180,16 +180,33 @@ fn state_recover_rebuilds_a_store_whose_db_was_truncated() {
     sb.write("hello.yaml", "name: hello\ntasks:\n  a:\n    kind: noop\n");
     let out = sb.run(&["run", "hello.yaml"]);
     assert_eq!(out.code, 0, "{out:?}");
+    // Within a minute of the last one, a run writes no recovery point...
+    let out = sb.run(&["run", "hello.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        std::fs::read_dir(sb.state_dir().join("recovery"))
+            .unwrap()
+            .count(),
+        1
+    );
+    // Start again from an empty state dir.
+    std::fs::remove_dir_all(sb.state_dir()).unwrap();
+    let out = sb.run(&["run", "hello.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
     let first = out.run_id();
-    let out = sb.run(&[
-        "run",
-        &daily(),
-        "--param",
-        &landing,
-        "--date",
-        "2026-05-11",
-        "-q",
-    ]);
+    // ...unless the interval is 0.
+    let out = sb.run_with_env(
+        &[
+            "run",
+            &daily(),
+            "--param",
+            &landing,
+            "--date",
+            "2026-05-11",
+            "-q",
+        ],
+        &[("ORCHESTRATOR_RECOVERY_INTERVAL", "0")],
+    );
     assert_eq!(out.code, 0, "{out:?}");
     // The newest recovery point is cut short: recover must fall back to the older one,
     // which predates the daily run, and find its tables in the warehouse.

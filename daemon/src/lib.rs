@@ -124,6 +124,8 @@ struct Daemon {
     /// File-triggered workflows' watchers, by workflow, with the trigger they watch for.
     file_watchers: BTreeMap<String, (FileTrigger, Box<dyn notify::Watcher + Send>)>,
     pending: BTreeMap<String, Pending>,
+    /// Runs being cancelled by `concurrency: replace`, with the note to record.
+    replaced: BTreeMap<String, String>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled; then stops starting runs, lets running
@@ -152,6 +154,7 @@ pub async fn run(
         stop_runs: CancellationToken::new(),
         file_watchers: BTreeMap::new(),
         pending: BTreeMap::new(),
+        replaced: BTreeMap::new(),
     };
     d.rescan();
     d.resume_interrupted(interrupted);
@@ -711,6 +714,10 @@ impl Daemon {
                     "daemon: workflow {name}: run due at {} queued behind run {prev}",
                     due.at.format("%Y-%m-%dT%H:%M:%SZ")
                 );
+                let due = Due {
+                    trigger: format!("{} (queued behind run {prev})", due.trigger),
+                    ..due
+                };
                 self.queued
                     .entry(name.to_string())
                     .or_default()
@@ -722,6 +729,13 @@ impl Daemon {
                     due.at.format("%Y-%m-%dT%H:%M:%SZ")
                 );
                 active.cancel.cancel();
+                self.replaced.insert(
+                    prev.clone(),
+                    format!(
+                        "replaced by the run due at {} (concurrency: replace)",
+                        due.at.format("%Y-%m-%dT%H:%M:%SZ")
+                    ),
+                );
                 // Start the new run as soon as the old one has recorded its end.
                 let q = self.queued.entry(name.to_string()).or_default();
                 q.clear();
@@ -919,6 +933,15 @@ impl Daemon {
     fn finished(&mut self, workflow: &str, run_id: &str, status: Option<RunStatus>) {
         if let Some(status) = status {
             tracing::info!("daemon: workflow {workflow}: run {run_id} {status}");
+        }
+        if let Some(note) = self.replaced.remove(run_id) {
+            // `runs` and `show` say why it was cancelled.
+            if let Ok(Some(mut run)) = self.store.run(run_id) {
+                run.note = Some(note);
+                if let Err(e) = self.store.commit(&[Write::Run(run)]) {
+                    tracing::warn!("daemon: run {run_id}: cannot record why it was replaced: {e}");
+                }
+            }
         }
         if self
             .active

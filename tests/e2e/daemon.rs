@@ -232,6 +232,13 @@ fn queue_runs_the_due_run_after_the_slow_one() {
         done[0]["ended_at"].as_str() <= done[1]["started_at"].as_str(),
         "{runs:?}"
     );
+    let second = sb.show(done[1]["id"].as_str().unwrap());
+    assert!(
+        second["trigger"]
+            .as_str()
+            .is_some_and(|t| t.contains("queued behind run")),
+        "{second:#}"
+    );
 }
 
 #[test]
@@ -246,6 +253,13 @@ fn replace_cancels_the_running_run() {
     let runs = runs(&sb);
     assert_eq!(runs[0]["status"], "cancelled", "{runs:?}");
     assert!(!with_status(&runs, "succeeded").is_empty(), "{runs:?}");
+    let old = sb.show(runs[0]["id"].as_str().unwrap());
+    assert!(
+        old["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("(concurrency: replace)")),
+        "{old:#}"
+    );
 }
 
 #[test]

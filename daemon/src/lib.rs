@@ -89,6 +89,19 @@ struct Pending {
     deadline: tokio::time::Instant,
 }
 
+/// What a run task does: start a new run, or resume an interrupted one.
+enum Job {
+    Start {
+        wf: Box<Workflow>,
+        date: String,
+        trigger: String,
+    },
+    Resume {
+        wf: Box<Workflow>,
+        run: Box<orchestrator_engine::state::RunRecord>,
+    },
+}
+
 struct Active {
     run_id: String,
     cancel: CancellationToken,
@@ -807,6 +820,20 @@ impl Daemon {
             "daemon: workflow {name}: run {run_id} started ({}, logical date {date})",
             due.trigger
         );
+        self.spawn(
+            name,
+            run_id,
+            Job::Start {
+                wf: Box::new(wf),
+                date,
+                trigger: due.trigger,
+            },
+        );
+    }
+
+    /// Runs `job` in its own task, as the workflow's active run, within a `--max-runs`
+    /// slot; reports back with `Finished`.
+    fn spawn(&mut self, name: &str, run_id: String, job: Job) {
         let cancel = self.stop_runs.child_token();
         self.active.insert(
             name.to_string(),
@@ -816,7 +843,7 @@ impl Daemon {
             },
         );
         let (store, slots, tx) = (self.store.clone(), self.slots.clone(), self.tx.clone());
-        let (workflow, trigger) = (name.to_string(), due.trigger);
+        let workflow = name.to_string();
         tokio::spawn(async move {
             let _slot = slots.acquire_owned().await;
             let observer = LogObserver {
@@ -830,7 +857,13 @@ impl Daemon {
                 redactor: Arc::new(Redactor::from_env()),
                 observer: &observer,
             };
-            let status = match runner::start_as(env, &wf, &run_id, &date, &trigger).await {
+            let result = match job {
+                Job::Start { wf, date, trigger } => {
+                    runner::start_as(env, &wf, &run_id, &date, &trigger).await
+                }
+                Job::Resume { wf, run } => runner::resume(env, &wf, *run, None).await,
+            };
+            let status = match result {
                 Ok(run) => Some(run.status),
                 Err(e) => {
                     tracing::warn!("daemon: workflow {workflow}: run {run_id}: {e}");
@@ -892,41 +925,14 @@ impl Daemon {
             };
             let name = run.workflow.clone();
             tracing::info!("daemon: workflow {name}: run {id} was interrupted; resuming it");
-            let cancel = self.stop_runs.child_token();
-            self.active.insert(
-                name.clone(),
-                Active {
-                    run_id: id.clone(),
-                    cancel: cancel.clone(),
+            self.spawn(
+                &name,
+                id,
+                Job::Resume {
+                    wf: Box::new(wf),
+                    run: Box::new(run),
                 },
             );
-            let (store, slots, tx) = (self.store.clone(), self.slots.clone(), self.tx.clone());
-            tokio::spawn(async move {
-                let _slot = slots.acquire_owned().await;
-                let observer = LogObserver {
-                    workflow: name.clone(),
-                    run_id: id.clone(),
-                };
-                let env = Env {
-                    store: &store,
-                    catalog: store.clone(),
-                    cancel,
-                    redactor: Arc::new(Redactor::from_env()),
-                    observer: &observer,
-                };
-                let status = match runner::resume(env, &wf, run, None).await {
-                    Ok(run) => Some(run.status),
-                    Err(e) => {
-                        tracing::warn!("daemon: run {id}: cannot resume: {e}");
-                        None
-                    }
-                };
-                let _ = tx.send(Msg::Finished {
-                    workflow: name,
-                    run_id: id,
-                    status,
-                });
-            });
         }
     }
 

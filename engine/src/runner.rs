@@ -62,22 +62,7 @@ pub async fn start_as(
     date: &str,
     trigger: &str,
 ) -> Result<RunRecord, RunError> {
-    let run = RunRecord {
-        id: run_id.to_string(),
-        workflow: workflow.name.clone(),
-        workflow_path: workflow.path.display().to_string(),
-        definition: workflow.source.clone(),
-        params: workflow.params.clone(),
-        logical_date: date.to_string(),
-        status: RunStatus::Running,
-        started_at: Utc::now(),
-        ended_at: None,
-        pid: std::process::id(),
-        reruns: 0,
-        task_order: workflow.task_ids().into_iter().map(String::from).collect(),
-        trigger: Some(trigger.to_string()),
-        note: None,
-    };
+    let run = new_record(workflow, run_id, date, trigger, RunStatus::Running);
     let records: Vec<TaskRecord> = workflow
         .tasks
         .iter()
@@ -131,6 +116,32 @@ pub async fn resume(
     launch(env, workflow, run, records, initial).await
 }
 
+/// A run record for `workflow` as loaded for this run, started now.
+fn new_record(
+    workflow: &Workflow,
+    run_id: &str,
+    date: &str,
+    trigger: &str,
+    status: RunStatus,
+) -> RunRecord {
+    RunRecord {
+        id: run_id.to_string(),
+        workflow: workflow.name.clone(),
+        workflow_path: workflow.path.display().to_string(),
+        definition: workflow.source.clone(),
+        params: workflow.params.clone(),
+        logical_date: date.to_string(),
+        status,
+        started_at: Utc::now(),
+        ended_at: None,
+        pid: std::process::id(),
+        reruns: 0,
+        task_order: workflow.task_ids().into_iter().map(String::from).collect(),
+        trigger: Some(trigger.to_string()),
+        note: None,
+    }
+}
+
 /// Records a run that was due but not started (e.g. `concurrency: forbid`), so that
 /// `runs` shows it with the reason.
 pub fn record_skipped(
@@ -141,23 +152,9 @@ pub fn record_skipped(
     trigger: &str,
     why: &str,
 ) -> Result<RunRecord, StateError> {
-    let now = Utc::now();
-    let run = RunRecord {
-        id: run_id.to_string(),
-        workflow: workflow.name.clone(),
-        workflow_path: workflow.path.display().to_string(),
-        definition: workflow.source.clone(),
-        params: workflow.params.clone(),
-        logical_date: date.to_string(),
-        status: RunStatus::Skipped,
-        started_at: now,
-        ended_at: Some(now),
-        pid: std::process::id(),
-        reruns: 0,
-        task_order: workflow.task_ids().into_iter().map(String::from).collect(),
-        trigger: Some(trigger.to_string()),
-        note: Some(why.to_string()),
-    };
+    let mut run = new_record(workflow, run_id, date, trigger, RunStatus::Skipped);
+    run.ended_at = Some(run.started_at);
+    run.note = Some(why.to_string());
     store.commit(&[Write::Run(run.clone())])?;
     Ok(run)
 }

@@ -4,6 +4,7 @@
 //! (or `state check` found problems), 2 invalid input (bad arguments, invalid workflow,
 //! state dir in use, unknown run).
 
+mod api;
 mod commands;
 mod out;
 mod report;
@@ -234,10 +235,10 @@ async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
             workflow,
             limit,
             json,
-        } => inspect::runs(&dir, workflow.as_deref(), limit, json),
-        Command::Show { run_id, json } => inspect::show(&dir, &run_id, json),
+        } => inspect::runs(&dir, workflow.as_deref(), limit, json).await,
+        Command::Show { run_id, json } => inspect::show(&dir, &run_id, json).await,
         Command::Query { sql, json } => inspect::query(&dir, sql, json).await,
-        Command::Tables { json } => inspect::tables(&dir, json),
+        Command::Tables { json } => inspect::tables(&dir, json).await,
         Command::Daemon {
             workflows,
             grace,

@@ -73,15 +73,16 @@ pub async fn daemon(
         grace,
         max_runs,
     };
-    orchestrator_daemon::run(
-        config,
-        Arc::new(store),
-        loader,
-        prepare,
-        interrupted,
-        shutdown,
-    )
-    .await
-    .map_err(|e| Fail::input(format!("error: {e}")))?;
+    let store = Arc::new(store);
+    // Other processes read through this while the daemon holds the store.
+    // It serves until the daemon has stopped, grace period included.
+    let api_stop = CancellationToken::new();
+    let _api = crate::api::serve(store.clone(), &state_dir, api_stop.clone())
+        .await
+        .map_err(|e| Fail::failed(format!("error: {e}")))?;
+    let result =
+        orchestrator_daemon::run(config, store, loader, prepare, interrupted, shutdown).await;
+    api_stop.cancel();
+    result.map_err(|e| Fail::input(format!("error: {e}")))?;
     Ok(0)
 }

@@ -1,52 +1,68 @@
 //! `runs`, `show`, `query` and `tables`: commands that only read. They open the store
-//! read-only ([`super::open_reader`]), so they work on a read-only or full disk.
+//! read-only ([`super::open_reader_or_api`]), so they work on a read-only or full disk; when
+//! another process (the daemon) owns the state dir, they ask it through its local API
+//! ([`crate::api`]), which renders with these same functions.
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
-use super::{find_run, open_reader, Fail};
-use crate::out::{out, outln};
+use orchestrator_engine::state::{StateError, Store};
+
+use super::{find_run, open_reader_or_api, Fail, Reader};
+use crate::out::out;
 use crate::report;
 
-pub fn runs(dir: &Path, workflow: Option<&str>, limit: u64, json: bool) -> Result<u8, Fail> {
-    let store = open_reader(dir)?;
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+/// What `runs` prints.
+pub fn runs_output(
+    store: &Store,
+    workflow: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> Result<String, Fail> {
     let runs = store.runs(workflow, limit)?;
     if json {
-        outln!("{}", report::runs_json(&runs));
-        return Ok(0);
+        return Ok(format!("{}\n", report::runs_json(&runs)));
     }
-    match (runs.is_empty(), workflow) {
+    Ok(match (runs.is_empty(), workflow) {
         (true, Some(w)) if !store.runs(None, 1)?.is_empty() => {
             let names: BTreeSet<String> = store
                 .runs(None, usize::MAX)?
                 .into_iter()
                 .map(|r| r.workflow)
                 .collect();
-            outln!(
-                "no runs of workflow `{w}`; workflows with runs: {}",
+            format!(
+                "no runs of workflow `{w}`; workflows with runs: {}\n",
                 names.into_iter().collect::<Vec<_>>().join(", ")
-            );
+            )
         }
-        _ => out!("{}", report::runs_table(&runs)),
-    }
-    Ok(0)
+        _ => report::runs_table(&runs),
+    })
 }
 
-pub fn show(dir: &Path, run_id: &str, json: bool) -> Result<u8, Fail> {
-    let store = open_reader(dir)?;
-    let run = find_run(&store, run_id)?;
-    let details = report::RunDetails::load(&store, run)?;
-    if json {
-        outln!("{}", details.json());
+/// What `show` prints.
+pub fn show_output(store: &Store, run_id: &str, json: bool) -> Result<String, Fail> {
+    let run = find_run(store, run_id)?;
+    let details = report::RunDetails::load(store, run)?;
+    Ok(if json {
+        format!("{}\n", details.json())
     } else {
-        out!("{}", details.text());
-    }
-    Ok(0)
+        details.text()
+    })
 }
 
-pub async fn query(dir: &Path, sql: String, json: bool) -> Result<u8, Fail> {
-    let store = open_reader(dir)?;
+/// What `tables` prints.
+pub fn tables_output(store: &Store, json: bool) -> Result<String, StateError> {
+    let tables = store.tables()?;
+    Ok(if json {
+        format!("{}\n", serde_json::to_string(&tables).unwrap_or_default())
+    } else {
+        report::tables_table(&tables)
+    })
+}
+
+/// What `query` prints.
+pub async fn query_output(store: Arc<Store>, sql: String, json: bool) -> Result<String, Fail> {
     let batches = orchestrator_tasks::data::query(store, sql)
         .await
         .map_err(|e| Fail::input(format!("error: {e}")))?;
@@ -55,17 +71,46 @@ pub async fn query(dir: &Path, sql: String, json: bool) -> Result<u8, Fail> {
     } else {
         report::batches_table(&batches)
     };
-    outln!("{}", text.map_err(|e| Fail::failed(format!("error: {e}")))?);
+    text.map(|t| format!("{t}\n"))
+        .map_err(|e| Fail::failed(format!("error: {e}")))
+}
+
+fn print(text: String) -> Result<u8, Fail> {
+    out!("{text}");
     Ok(0)
 }
 
-pub fn tables(dir: &Path, json: bool) -> Result<u8, Fail> {
-    let store = open_reader(dir)?;
-    let tables = store.tables()?;
-    if json {
-        outln!("{}", serde_json::to_string(&tables).unwrap_or_default());
-    } else {
-        out!("{}", report::tables_table(&tables));
+pub async fn runs(dir: &Path, workflow: Option<&str>, limit: u64, json: bool) -> Result<u8, Fail> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    match open_reader_or_api(dir)? {
+        Reader::Local(store) => print(runs_output(&store, workflow, limit, json)?),
+        Reader::Api(api) => {
+            let mut q = vec![("limit", limit.to_string())];
+            if let Some(w) = workflow {
+                q.push(("workflow", w.to_string()));
+            }
+            print(api.get("/api/runs", &q, json).await?)
+        }
     }
-    Ok(0)
+}
+
+pub async fn show(dir: &Path, run_id: &str, json: bool) -> Result<u8, Fail> {
+    match open_reader_or_api(dir)? {
+        Reader::Local(store) => print(show_output(&store, run_id, json)?),
+        Reader::Api(api) => print(api.get(&format!("/api/runs/{run_id}"), &[], json).await?),
+    }
+}
+
+pub async fn query(dir: &Path, sql: String, json: bool) -> Result<u8, Fail> {
+    match open_reader_or_api(dir)? {
+        Reader::Local(store) => print(query_output(store, sql, json).await?),
+        Reader::Api(api) => print(api.query(&sql, json).await?),
+    }
+}
+
+pub async fn tables(dir: &Path, json: bool) -> Result<u8, Fail> {
+    match open_reader_or_api(dir)? {
+        Reader::Local(store) => print(tables_output(&store, json)?),
+        Reader::Api(api) => print(api.get("/api/tables", &[], json).await?),
+    }
 }

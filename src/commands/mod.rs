@@ -156,13 +156,29 @@ pub fn open_store(dir: &Path) -> Result<Arc<Store>, Fail> {
     Ok(Arc::new(store))
 }
 
-/// Opens the store for a command that only reads: works on a read-only or full disk.
-pub fn open_reader(dir: &Path) -> Result<Arc<Store>, Fail> {
-    let (store, note) = Store::open_read_only(dir, &owner())?;
-    if let Some(note) = note {
-        errln!("{note}");
+/// Where a read command gets its answers: the store itself, or the local API of the
+/// process that owns it.
+pub enum Reader {
+    Local(Arc<Store>),
+    Api(crate::api::Client),
+}
+
+/// Opens the store for a command that only reads (works on a read-only or full disk), or,
+/// when another process owns the state dir and serves its local API, that API.
+pub fn open_reader_or_api(dir: &Path) -> Result<Reader, Fail> {
+    match Store::open_read_only(dir, &owner()) {
+        Ok((store, note)) => {
+            if let Some(note) = note {
+                errln!("{note}");
+            }
+            Ok(Reader::Local(Arc::new(store)))
+        }
+        Err(e @ StateError::Locked { .. }) => match crate::api::Client::discover(dir) {
+            Some(client) => Ok(Reader::Api(client)),
+            None => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
     }
-    Ok(Arc::new(store))
 }
 
 pub fn find_run(store: &Store, id: &str) -> Result<RunRecord, Fail> {

@@ -400,3 +400,70 @@ fn files_that_arrived_while_stopped_start_a_run_and_a_restart_starts_no_duplicat
     assert_eq!(sb.count("batches"), 1, "{}", sb.read("batches"));
     assert_eq!(runs(&sb).len(), 1);
 }
+
+#[test]
+fn while_the_daemon_runs_other_processes_read_through_its_api() {
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "tick",
+        "name: tick\nschedule: \"*/2 * * * * *\"\ntasks:\n  a:\n    kind: shell\n    command: \"echo tick >> ../ticks\"\n",
+    );
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("succeeded", 1);
+
+    let out = sb.run(&["runs", "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let list: Value = serde_json::from_str(&out.stdout).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(list[0]["workflow"], "tick");
+    let out = sb.run(&["runs"]);
+    assert!(
+        out.stdout.contains("RUN") && out.stdout.contains(&id),
+        "{out:?}"
+    );
+    let out = sb.run(&["show", &id, "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let show: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(show["id"], id.as_str());
+    let out = sb.run(&["show", "no-such-run"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("no run `no-such-run`"), "{out:?}");
+    let out = sb.run(&["query", "SELECT 1 AS one", "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), r#"[{"one":1}]"#, "{out:?}");
+    let out = sb.run(&["query", "SELEC 1"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let out = sb.run(&["tables", "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), "[]");
+
+    // Without the token: 401.
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.state_dir().join("api.json")).unwrap())
+            .unwrap();
+    let addr = info["url"].as_str().unwrap().trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    use std::io::{Read as _, Write as _};
+    write!(
+        conn,
+        "GET /api/runs HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(sb.state_dir().join("api.token"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert!(!sb.state_dir().join("api.json").exists());
+    // Once it has stopped, reads are local again.
+    let out = sb.run(&["runs", "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+}

@@ -1,0 +1,314 @@
+//! The local API of the process that owns a state dir (today: the daemon), so that
+//! `runs`, `show`, `query` and `tables` work from other processes while it runs (sled
+//! allows one process per store).
+//!
+//! - Listens on 127.0.0.1, on an ephemeral port, and writes `{state-dir}/api.json`
+//!   (`{"url": ..., "pid": ...}`) and `{state-dir}/api.token` (mode 0600, 32 random hex
+//!   characters). Both are removed when the server stops; a client ignores them when the
+//!   pid is gone (a stale file left by a crash).
+//! - Every request needs `Authorization: Bearer TOKEN`; otherwise 401.
+//! - Routes (JSON in the same shapes as the commands' `--json`; `?format=text` gives the
+//!   command's text output instead): `GET /api/runs?workflow=&limit=`, `GET
+//!   /api/runs/{id}`, `GET /api/tables`, `POST /api/query` with `{"sql": "..."}`. Errors
+//!   are `{"error": "..."}` with 400 (bad input), 404 (no such run) or 500.
+//!
+//! The answers are rendered by the same functions the commands use locally
+//! (`commands::inspect`), so a command prints the same through the API.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use orchestrator_engine::state::Store;
+use orchestrator_engine::CancellationToken;
+
+use crate::commands::{inspect, Fail};
+
+const INFO: &str = "api.json";
+const TOKEN: &str = "api.token";
+
+struct AppState {
+    store: Arc<Store>,
+    token: String,
+}
+
+/// Removes the discovery files when the server's owner stops.
+pub struct Served {
+    dir: PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.dir.join(INFO));
+        let _ = std::fs::remove_file(self.dir.join(TOKEN));
+    }
+}
+
+fn random_token() -> Result<String, String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("cannot read /dev/urandom for the API token: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Serves the API for `store` (in `dir`) until `shutdown` is cancelled.
+pub async fn serve(
+    store: Arc<Store>,
+    dir: &Path,
+    shutdown: CancellationToken,
+) -> Result<Served, String> {
+    let token = random_token()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1 for the local API: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("local API address: {e}"))?;
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = dir.join(TOKEN);
+        let _ = std::fs::remove_file(&path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(token.as_bytes()))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let info = serde_json::json!({"url": format!("http://{addr}"), "pid": std::process::id()});
+        std::fs::write(dir.join(INFO), info.to_string())
+            .map_err(|e| format!("cannot write {}: {e}", dir.join(INFO).display()))?;
+    }
+    let state = Arc::new(AppState { store, token });
+    let app = Router::new()
+        .route("/api/runs", get(runs))
+        .route("/api/runs/{id}", get(show))
+        .route("/api/tables", get(tables))
+        .route("/api/query", post(query))
+        .with_state(state);
+    tokio::spawn(async move {
+        let stop = async move { shutdown.cancelled().await };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::warn!("local API stopped: {e}");
+        }
+    });
+    tracing::info!(
+        "local API on http://{addr} (token in {})",
+        dir.join(TOKEN).display()
+    );
+    Ok(Served {
+        dir: dir.to_path_buf(),
+    })
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({"error": message}))).into_response()
+}
+
+fn fail(f: Fail) -> Response {
+    let msg = f
+        .message
+        .strip_prefix("error: ")
+        .unwrap_or(&f.message)
+        .to_string();
+    let status = match f.code {
+        2 if msg.starts_with("no run") => StatusCode::NOT_FOUND,
+        2 => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, &msg)
+}
+
+fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == state.token)
+}
+
+fn unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong token: send `Authorization: Bearer TOKEN`, TOKEN from {state-dir}/api.token",
+    )
+}
+
+/// The rendered output as the response: JSON as JSON, text as text.
+fn rendered(result: Result<String, Fail>, text: bool) -> Response {
+    match result {
+        Ok(body) if text => body.into_response(),
+        Ok(body) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(f) => fail(f),
+    }
+}
+
+fn wants_text(q: &HashMap<String, String>) -> bool {
+    q.get("format").is_some_and(|f| f == "text")
+}
+
+async fn runs(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(20);
+    let text = wants_text(&q);
+    rendered(
+        inspect::runs_output(
+            &s.store,
+            q.get("workflow").map(String::as_str),
+            limit,
+            !text,
+        ),
+        text,
+    )
+}
+
+async fn show(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let text = wants_text(&q);
+    rendered(inspect::show_output(&s.store, &id, !text), text)
+}
+
+async fn tables(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let text = wants_text(&q);
+    rendered(
+        inspect::tables_output(&s.store, !text).map_err(Fail::from),
+        text,
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct QueryBody {
+    sql: String,
+}
+
+async fn query(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    Json(body): Json<QueryBody>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let text = wants_text(&q);
+    rendered(
+        inspect::query_output(s.store.clone(), body.sql, !text).await,
+        text,
+    )
+}
+
+/// A client of the API served for a state dir.
+pub struct Client {
+    url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// The API of the live process that owns `dir`, if it serves one.
+    pub fn discover(dir: &Path) -> Option<Client> {
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(INFO)).ok()?).ok()?;
+        let pid = info.get("pid")?.as_u64()?;
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return None; // left by a process that is gone
+        }
+        let token = std::fs::read_to_string(dir.join(TOKEN)).ok()?;
+        Some(Client {
+            url: info.get("url")?.as_str()?.to_string(),
+            token: token.trim().to_string(),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<String, Fail> {
+        let resp = req.bearer_auth(&self.token).send().await.map_err(|e| {
+            Fail::failed(format!(
+                "error: the state dir's owner did not answer ({e}); try again, or stop it"
+            ))
+        })?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| Fail::failed(format!("error: reading the API's answer: {e}")))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let msg = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+            .unwrap_or(body);
+        Err(Fail {
+            code: if status.is_client_error() { 2 } else { 1 },
+            message: format!("error: {msg}"),
+        })
+    }
+
+    fn format(json: bool) -> Vec<(&'static str, String)> {
+        if json {
+            vec![]
+        } else {
+            vec![("format", "text".to_string())]
+        }
+    }
+
+    pub async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        json: bool,
+    ) -> Result<String, Fail> {
+        let mut q: Vec<(&str, String)> = query.to_vec();
+        q.extend(Client::format(json));
+        self.send(self.http.get(format!("{}{path}", self.url)).query(&q))
+            .await
+    }
+
+    pub async fn query(&self, sql: &str, json: bool) -> Result<String, Fail> {
+        let body = serde_json::json!({ "sql": sql }).to_string();
+        self.send(
+            self.http
+                .post(format!("{}/api/query", self.url))
+                .query(&Client::format(json))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+    }
+}

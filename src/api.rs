@@ -9,8 +9,10 @@
 //! - Every request needs `Authorization: Bearer TOKEN`; otherwise 401.
 //! - Routes (JSON in the same shapes as the commands' `--json`; `?format=text` gives the
 //!   command's text output instead): `GET /api/runs?workflow=&limit=`, `GET
-//!   /api/runs/{id}`, `GET /api/tables`, `POST /api/query` with `{"sql": "..."}`. Errors
-//!   are `{"error": "..."}` with 400 (bad input), 404 (no such run) or 500.
+//!   /api/runs/{id}`, `GET /api/tables`, `POST /api/query` with `{"sql": "..."}`; and,
+//!   from the daemon, `POST /api/trigger` with `{"workflow", "params", "date"}` and `POST
+//!   /api/runs/{id}/cancel`. Errors are `{"error": "..."}` with 400 (bad input), 404 (no
+//!   such run) or 500.
 //!
 //! The answers are rendered by the same functions the commands use locally
 //! (`commands::inspect`), so a command prints the same through the API.
@@ -35,6 +37,8 @@ const TOKEN: &str = "api.token";
 struct AppState {
     store: Arc<Store>,
     token: String,
+    /// The daemon's command channel (trigger, cancel), when a daemon serves.
+    commands: Option<orchestrator_daemon::Commands>,
 }
 
 /// Removes the discovery files when the server's owner stops.
@@ -62,6 +66,7 @@ fn random_token() -> Result<String, String> {
 pub async fn serve(
     store: Arc<Store>,
     dir: &Path,
+    commands: Option<orchestrator_daemon::Commands>,
     shutdown: CancellationToken,
 ) -> Result<Served, String> {
     let token = random_token()?;
@@ -87,12 +92,18 @@ pub async fn serve(
         std::fs::write(dir.join(INFO), info.to_string())
             .map_err(|e| format!("cannot write {}: {e}", dir.join(INFO).display()))?;
     }
-    let state = Arc::new(AppState { store, token });
+    let state = Arc::new(AppState {
+        store,
+        token,
+        commands,
+    });
     let app = Router::new()
         .route("/api/runs", get(runs))
         .route("/api/runs/{id}", get(show))
         .route("/api/tables", get(tables))
         .route("/api/query", post(query))
+        .route("/api/trigger", post(trigger))
+        .route("/api/runs/{id}/cancel", post(cancel))
         .with_state(state);
     tokio::spawn(async move {
         let stop = async move { shutdown.cancelled().await };
@@ -232,6 +243,80 @@ async fn query(
     )
 }
 
+#[derive(serde::Deserialize)]
+struct TriggerBody {
+    workflow: String,
+    #[serde(default)]
+    params: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    date: Option<String>,
+}
+
+fn no_daemon() -> Response {
+    error(
+        StatusCode::NOT_IMPLEMENTED,
+        "this process starts no runs for others; only `orchestrator daemon` does",
+    )
+}
+
+fn stopping() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping")
+}
+
+async fn trigger(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(body): Json<TriggerBody>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let Some(commands) = &s.commands else {
+        return no_daemon();
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let cmd = orchestrator_daemon::Command::Trigger {
+        workflow: body.workflow,
+        params: body.params,
+        date: body.date,
+        reply,
+    };
+    if commands.send(cmd).is_err() {
+        return stopping();
+    }
+    match answer.await {
+        Ok(Ok(run_id)) => Json(serde_json::json!({ "run_id": run_id })).into_response(),
+        Ok(Err(why)) => error(StatusCode::BAD_REQUEST, &why),
+        Err(_) => stopping(),
+    }
+}
+
+async fn cancel(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let Some(commands) = &s.commands else {
+        return no_daemon();
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let cmd = orchestrator_daemon::Command::Cancel {
+        run_id: id.clone(),
+        reply,
+    };
+    if commands.send(cmd).is_err() {
+        return stopping();
+    }
+    match answer.await {
+        Ok(Ok(())) => Json(serde_json::json!({ "cancelled": id })).into_response(),
+        Ok(Err(why)) => error(StatusCode::NOT_FOUND, &why),
+        Err(_) => stopping(),
+    }
+}
+
 /// A client of the API served for a state dir.
 pub struct Client {
     url: String,
@@ -298,6 +383,17 @@ impl Client {
         q.extend(Client::format(json));
         self.send(self.http.get(format!("{}{path}", self.url)).query(&q))
             .await
+    }
+
+    /// POSTs a JSON body; returns the JSON answer's text.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> Result<String, Fail> {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.url))
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
+        .await
     }
 
     pub async fn query(&self, sql: &str, json: bool) -> Result<String, Fail> {

@@ -137,6 +137,19 @@ enum Command {
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
         max_runs: u64,
     },
+    /// Ask the running daemon to start a run of one of its workflows now.
+    Trigger {
+        /// The workflow's name.
+        workflow: String,
+        /// Override a declared param (repeatable).
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = commands::parse_param)]
+        params: Vec<(String, String)>,
+        /// The logical date, YYYY-MM-DD; default the day in the schedule's zone.
+        #[arg(long, value_parser = commands::parse_date)]
+        date: Option<String>,
+    },
+    /// Ask the running daemon to cancel a run in progress.
+    Cancel { run_id: String },
     /// Check or repair the state store.
     #[command(subcommand)]
     State(StateCommand),
@@ -252,6 +265,12 @@ async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
             )
             .await
         }
+        Command::Trigger {
+            workflow,
+            params,
+            date,
+        } => execute::trigger(&dir, &workflow, params, date).await,
+        Command::Cancel { run_id } => execute::cancel(&dir, &run_id).await,
         Command::State(StateCommand::Check) => state::check(&dir),
         Command::State(StateCommand::Recover { warehouse, force }) => {
             state::recover(&dir, warehouse, force).await

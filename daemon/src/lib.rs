@@ -45,6 +45,33 @@ pub struct RunParams {
     pub inherited: BTreeMap<String, String>,
     /// The files that started a file-triggered run.
     pub trigger_files: Vec<String>,
+    /// `--param` overrides of a triggered run.
+    pub overrides: BTreeMap<String, String>,
+}
+
+/// Requests to a running daemon from other processes (through the binary's local API).
+pub enum Command {
+    /// Start a run of a workflow the daemon knows, now (subject to `concurrency:`).
+    /// Replies with the run id, or why not.
+    Trigger {
+        workflow: String,
+        params: BTreeMap<String, String>,
+        date: Option<String>,
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
+    /// Cancel a run in progress in this daemon.
+    Cancel {
+        run_id: String,
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// Sends [`Command`]s to a running daemon.
+pub type Commands = mpsc::UnboundedSender<Command>;
+
+/// A channel for [`run`]'s `commands`.
+pub fn commands() -> (Commands, mpsc::UnboundedReceiver<Command>) {
+    mpsc::unbounded_channel()
 }
 
 /// Loads a workflow from a file's text for a run.
@@ -80,6 +107,9 @@ struct Due {
     trigger: String,
     /// For a file-triggered run: the files, with their size and modification time.
     files: Vec<(PathBuf, u64, i128)>,
+    /// For a triggered run: `--param` overrides and the logical date, if given.
+    overrides: BTreeMap<String, String>,
+    date: Option<String>,
 }
 
 /// Files that arrived for a workflow and have not started a run yet.
@@ -150,6 +180,7 @@ pub async fn run(
     loader: Loader,
     prepare: Prepare,
     interrupted: Vec<String>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -195,6 +226,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            Some(cmd) = commands.recv() => d.command(cmd),
             _ = tokio::time::sleep(sleep) => {
                 d.fire_due();
                 d.flush_files();
@@ -300,6 +332,7 @@ fn probe() -> RunParams {
         scheduled_at: None,
         inherited: BTreeMap::new(),
         trigger_files: Vec::new(),
+        overrides: BTreeMap::new(),
     }
 }
 
@@ -541,12 +574,15 @@ impl Daemon {
                 );
             }
             let n = files.len();
-            self.start(
+            // `start` logs why a run could not start.
+            let _ = self.start(
                 &name,
                 Due {
                     at: Utc::now(),
                     trigger: format!("files ({n} arrived)"),
                     files,
+                    overrides: BTreeMap::new(),
+                    date: None,
                 },
             );
         }
@@ -648,6 +684,8 @@ impl Daemon {
                 at,
                 trigger: format!("catch-up {}", at.format("%Y-%m-%dT%H:%M:%SZ")),
                 files: Vec::new(),
+                overrides: BTreeMap::new(),
+                date: None,
             };
             if self.active.contains_key(name) {
                 self.queued
@@ -655,7 +693,7 @@ impl Daemon {
                     .or_default()
                     .push_back(due);
             } else {
-                self.start(name, due);
+                let _ = self.start(name, due); // `start` logs failures
             }
         }
         if let Some(e) = self.entries.get_mut(name) {
@@ -685,6 +723,8 @@ impl Daemon {
                 at,
                 trigger: format!("schedule {}", at.format("%Y-%m-%dT%H:%M:%SZ")),
                 files: Vec::new(),
+                overrides: BTreeMap::new(),
+                date: None,
             };
             self.due(&name, due);
         }
@@ -693,7 +733,7 @@ impl Daemon {
     /// A run is due: start it, or apply `concurrency:` if the previous one is going.
     fn due(&mut self, name: &str, due: Due) {
         let Some(active) = self.active.get(name) else {
-            self.start(name, due);
+            let _ = self.start(name, due); // `start` logs failures
             return;
         };
         let Some(entry) = self.entries.get(name) else {
@@ -766,14 +806,68 @@ impl Daemon {
         at.with_timezone(&tz).format("%Y-%m-%d").to_string()
     }
 
+    /// Handles a request from another process.
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Trigger {
+                workflow,
+                params,
+                date,
+                reply,
+            } => {
+                if !self.entries.contains_key(&workflow) {
+                    let known: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+                    let _ = reply.send(Err(format!(
+                        "the daemon runs no workflow `{workflow}` (it runs: {}); only workflows in {} with `schedule:` or `on:` can be triggered",
+                        if known.is_empty() { "none".to_string() } else { known.join(", ") },
+                        self.config.workflows_dir.display()
+                    )));
+                    return;
+                }
+                let due = Due {
+                    at: Utc::now(),
+                    trigger: "manual (trigger)".into(),
+                    files: Vec::new(),
+                    overrides: params,
+                    date,
+                };
+                if let Some(active) = self.active.get(&workflow) {
+                    let _ = reply.send(Err(format!(
+                        "workflow `{workflow}` has run {} in progress; wait for it, or `orchestrator cancel {}`",
+                        active.run_id, active.run_id
+                    )));
+                    return;
+                }
+                let _ = reply.send(self.start(&workflow, due));
+            }
+            Command::Cancel { run_id, reply } => {
+                match self.active.values().find(|a| a.run_id == run_id) {
+                    Some(a) => {
+                        tracing::info!("daemon: run {run_id}: cancel requested");
+                        a.cancel.cancel();
+                        let _ = reply.send(Ok(()));
+                    }
+                    None => {
+                        let _ = reply.send(Err(format!(
+                            "run {run_id} is not in progress in this daemon; `orchestrator runs` lists runs"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
     /// Loads the workflow for this run (templates rendered with its id, date and fire
-    /// time) and starts it in its own task.
-    fn start(&mut self, name: &str, due: Due) {
+    /// time) and starts it in its own task. Returns the run id, or why it did not start.
+    fn start(&mut self, name: &str, due: Due) -> Result<String, String> {
         let Some(entry) = self.entries.get(name) else {
-            return;
+            return Err(format!("workflow {name} is not scheduled any more"));
         };
         let run_id = runner::new_run_id();
-        let date = self.logical_date(name, due.at);
+        let date = due
+            .date
+            .clone()
+            .unwrap_or_else(|| self.logical_date(name, due.at));
         let params = RunParams {
             run_id: run_id.clone(),
             date: date.clone(),
@@ -784,17 +878,18 @@ impl Daemon {
                 .iter()
                 .map(|(f, _, _)| f.display().to_string())
                 .collect(),
+            overrides: due.overrides.clone(),
         };
         let wf = match (self.loader)(&entry.path, entry.source.clone(), &params) {
             Ok(wf) => wf,
             Err(diags) => {
                 tracing::warn!("daemon: workflow {name}: cannot start a run:\n{diags}");
-                return;
+                return Err(diags.to_string());
             }
         };
         if let Err(e) = (self.prepare)(&wf) {
             tracing::warn!("daemon: workflow {name}: cannot start a run: {e}");
-            return;
+            return Err(e);
         }
         if !due.files.is_empty() {
             // Recorded before the run starts: a file never starts two runs.
@@ -813,7 +908,7 @@ impl Daemon {
                 .collect();
             if let Err(e) = self.store.commit(&records) {
                 tracing::warn!("daemon: workflow {name}: cannot record the arrived files: {e}");
-                return;
+                return Err(e.to_string());
             }
         }
         tracing::info!(
@@ -822,13 +917,14 @@ impl Daemon {
         );
         self.spawn(
             name,
-            run_id,
+            run_id.clone(),
             Job::Start {
                 wf: Box::new(wf),
                 date,
                 trigger: due.trigger,
             },
         );
+        Ok(run_id)
     }
 
     /// Runs `job` in its own task, as the workflow's active run, within a `--max-runs`
@@ -915,6 +1011,7 @@ impl Daemon {
                 scheduled_at: None,
                 inherited: run.params.clone(),
                 trigger_files: Vec::new(),
+                overrides: BTreeMap::new(),
             };
             let wf = match (self.loader)(&path, source, &params) {
                 Ok(wf) => wf,
@@ -961,7 +1058,7 @@ impl Daemon {
         }
         let next = self.queued.get_mut(workflow).and_then(|q| q.pop_front());
         if let Some(due) = next {
-            self.start(workflow, due);
+            let _ = self.start(workflow, due); // `start` logs failures
         } else {
             self.flush_files();
         }

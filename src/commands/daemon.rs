@@ -37,7 +37,7 @@ pub async fn daemon(
     let loader: Loader = Arc::new(move |path: &Path, source: String, p: &RunParams| {
         let opts = LoadOptions {
             registry: &registry,
-            overrides: Default::default(),
+            overrides: p.overrides.clone(),
             inherited: p.inherited.clone(),
             run_id: p.run_id.clone(),
             date: p.date.clone(),
@@ -77,11 +77,20 @@ pub async fn daemon(
     // Other processes read through this while the daemon holds the store.
     // It serves until the daemon has stopped, grace period included.
     let api_stop = CancellationToken::new();
-    let _api = crate::api::serve(store.clone(), &state_dir, api_stop.clone())
+    let (commands, command_rx) = orchestrator_daemon::commands();
+    let _api = crate::api::serve(store.clone(), &state_dir, Some(commands), api_stop.clone())
         .await
         .map_err(|e| Fail::failed(format!("error: {e}")))?;
-    let result =
-        orchestrator_daemon::run(config, store, loader, prepare, interrupted, shutdown).await;
+    let result = orchestrator_daemon::run(
+        config,
+        store,
+        loader,
+        prepare,
+        interrupted,
+        command_rx,
+        shutdown,
+    )
+    .await;
     api_stop.cancel();
     result.map_err(|e| Fail::input(format!("error: {e}")))?;
     Ok(0)

@@ -79,6 +79,49 @@ pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) ->
     finish(&store, &run)
 }
 
+/// `trigger`: asks the daemon that owns the state dir to start a run of a workflow now.
+pub async fn trigger(
+    dir: &Path,
+    workflow: &str,
+    params: Vec<(String, String)>,
+    date: Option<String>,
+) -> Result<u8, Fail> {
+    let api = daemon_api(dir)?;
+    let params: std::collections::BTreeMap<String, String> = params.into_iter().collect();
+    let answer = api
+        .post(
+            "/api/trigger",
+            serde_json::json!({"workflow": workflow, "params": params, "date": date}),
+        )
+        .await?;
+    let run_id = serde_json::from_str::<serde_json::Value>(&answer)
+        .ok()
+        .and_then(|v| v.get("run_id").and_then(|r| r.as_str()).map(String::from))
+        .unwrap_or_default();
+    outln!(
+        "run {run_id} started by the daemon: workflow {workflow}; follow it with `orchestrator show {run_id}`"
+    );
+    Ok(0)
+}
+
+/// `cancel`: asks the daemon to cancel a run in progress.
+pub async fn cancel(dir: &Path, run_id: &str) -> Result<u8, Fail> {
+    let api = daemon_api(dir)?;
+    api.post(&format!("/api/runs/{run_id}/cancel"), serde_json::json!({}))
+        .await?;
+    outln!("run {run_id}: cancellation requested; its running tasks are being stopped");
+    Ok(0)
+}
+
+fn daemon_api(dir: &Path) -> Result<crate::api::Client, Fail> {
+    crate::api::Client::discover(dir).ok_or_else(|| {
+        Fail::input(format!(
+            "error: no daemon serves state dir {}; start one with `orchestrator daemon`, or run a file in the foreground with `orchestrator run FILE` (Ctrl-C cancels it)",
+            dir.display()
+        ))
+    })
+}
+
 /// What a run executes with: this store as state and catalog, Ctrl-C/SIGTERM cancelling,
 /// secrets masked, transitions printed.
 fn run_env<'a>(store: &'a Arc<Store>, printer: &'a report::Printer) -> runner::Env<'a> {

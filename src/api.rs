@@ -103,6 +103,7 @@ pub async fn serve(
         .route("/api/tables", get(tables))
         .route("/api/query", post(query))
         .route("/api/trigger", post(trigger))
+        .route("/api/run", post(run_file))
         .route("/api/runs/{id}/cancel", post(cancel))
         .with_state(state);
     tokio::spawn(async move {
@@ -277,6 +278,42 @@ async fn trigger(
     let (reply, answer) = tokio::sync::oneshot::channel();
     let cmd = orchestrator_daemon::Command::Trigger {
         workflow: body.workflow,
+        params: body.params,
+        date: body.date,
+        reply,
+    };
+    if commands.send(cmd).is_err() {
+        return stopping();
+    }
+    match answer.await {
+        Ok(Ok(run_id)) => Json(serde_json::json!({ "run_id": run_id })).into_response(),
+        Ok(Err(why)) => error(StatusCode::BAD_REQUEST, &why),
+        Err(_) => stopping(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RunBody {
+    path: PathBuf,
+    #[serde(default)]
+    params: std::collections::BTreeMap<String, String>,
+    date: String,
+}
+
+async fn run_file(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(body): Json<RunBody>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let Some(commands) = &s.commands else {
+        return no_daemon();
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let cmd = orchestrator_daemon::Command::Run {
+        path: body.path,
         params: body.params,
         date: body.date,
         reply,

@@ -59,6 +59,14 @@ pub enum Command {
         date: Option<String>,
         reply: tokio::sync::oneshot::Sender<Result<String, String>>,
     },
+    /// Start a run of a workflow file now (`orchestrator run FILE` while the daemon owns
+    /// the state dir). Replies with the run id, or why not.
+    Run {
+        path: PathBuf,
+        params: BTreeMap<String, String>,
+        date: String,
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
     /// Cancel a run in progress in this daemon.
     Cancel {
         run_id: String,
@@ -840,6 +848,14 @@ impl Daemon {
                 }
                 let _ = reply.send(self.start(&workflow, due));
             }
+            Command::Run {
+                path,
+                params,
+                date,
+                reply,
+            } => {
+                let _ = reply.send(self.run_file(&path, params, date));
+            }
             Command::Cancel { run_id, reply } => {
                 match self.active.values().find(|a| a.run_id == run_id) {
                     Some(a) => {
@@ -855,6 +871,48 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// Starts a run of the workflow in `path` (any file, scheduled here or not).
+    fn run_file(
+        &mut self,
+        path: &Path,
+        overrides: BTreeMap<String, String>,
+        date: String,
+    ) -> Result<String, String> {
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let run_id = runner::new_run_id();
+        let params = RunParams {
+            run_id: run_id.clone(),
+            date: date.clone(),
+            scheduled_at: None,
+            inherited: BTreeMap::new(),
+            trigger_files: Vec::new(),
+            overrides,
+        };
+        let wf = (self.loader)(path, source, &params).map_err(|d| d.to_string())?;
+        if let Some(active) = self.active.get(&wf.name) {
+            return Err(format!(
+                "workflow `{}` has run {} in progress; wait for it, or `orchestrator cancel {}`",
+                wf.name, active.run_id, active.run_id
+            ));
+        }
+        (self.prepare)(&wf)?;
+        let name = wf.name.clone();
+        tracing::info!(
+            "daemon: workflow {name}: run {run_id} started (manual (run), logical date {date})"
+        );
+        self.spawn(
+            &name,
+            run_id.clone(),
+            Job::Start {
+                wf: Box::new(wf),
+                date,
+                trigger: "manual".into(),
+            },
+        );
+        Ok(run_id)
     }
 
     /// Loads the workflow for this run (templates rendered with its id, date and fire

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use orchestrator_engine::runner;
-use orchestrator_engine::state::{RunRecord, RunStatus, Store};
+use orchestrator_engine::state::{RunRecord, RunStatus, StateError, Store};
 use orchestrator_engine::template::Redactor;
 use orchestrator_engine::workflow::Workflow;
 use orchestrator_engine::CancellationToken;
@@ -25,16 +25,30 @@ pub async fn run(
 ) -> Result<u8, Fail> {
     let date = date.unwrap_or_else(today);
     let run_id = runner::new_run_id();
+    let overrides: std::collections::BTreeMap<String, String> = params.into_iter().collect();
     // Validate before touching the state store: invalid input changes nothing.
     let wf = load(
         file,
-        params.into_iter().collect(),
+        overrides.clone(),
         Default::default(),
         &run_id,
         &date,
         dir,
     )?;
-    let store = open_store(dir)?;
+    let store = match Store::open(dir, &super::owner()) {
+        Ok((store, recovered)) => {
+            for id in recovered {
+                errln!("{}", orchestrator_engine::state::interrupted_note(&id));
+            }
+            Arc::new(store)
+        }
+        Err(e @ StateError::Locked { .. }) => match crate::api::Client::discover(dir) {
+            // A daemon owns the state dir: it runs the file, and we follow the run.
+            Some(api) => return run_in_daemon(&api, file, overrides, &date, quiet).await,
+            None => return Err(e.into()),
+        },
+        Err(e) => return Err(e.into()),
+    };
     claim_warehouse(&wf, dir).map_err(|e| Fail::input(format!("error: {e}")))?;
     outln!(
         "run {run_id} started: workflow {}, logical date {date}, {} tasks, state {}",
@@ -77,6 +91,75 @@ pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) ->
     let env = run_env(&store, &printer);
     let run = runner::resume(env, &wf, run, from).await?;
     finish(&store, &run)
+}
+
+/// `run FILE` while the daemon owns the state dir: the daemon runs it; this follows the
+/// run through the API (polling `show`, as a client of a remote run does), prints each
+/// transition as a foreground run would, and exits with the run's status.
+async fn run_in_daemon(
+    api: &crate::api::Client,
+    file: &Path,
+    params: std::collections::BTreeMap<String, String>,
+    date: &str,
+    quiet: bool,
+) -> Result<u8, Fail> {
+    let path = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let answer = api
+        .post(
+            "/api/run",
+            serde_json::json!({"path": path, "params": params, "date": date}),
+        )
+        .await?;
+    let run_id = serde_json::from_str::<serde_json::Value>(&answer)
+        .ok()
+        .and_then(|v| v.get("run_id").and_then(|r| r.as_str()).map(String::from))
+        .unwrap_or_default();
+    outln!(
+        "run {run_id} started in the daemon: file {}, logical date {date}",
+        path.display()
+    );
+    let mut seen: std::collections::BTreeMap<String, (String, u64)> = Default::default();
+    loop {
+        let show: serde_json::Value =
+            serde_json::from_str(&api.get(&format!("/api/runs/{run_id}"), &[], true).await?)
+                .map_err(|e| Fail::failed(format!("error: the daemon's answer: {e}")))?;
+        for t in show["tasks"].as_array().into_iter().flatten() {
+            let id = t["id"].as_str().unwrap_or_default().to_string();
+            let status = t["status"].as_str().unwrap_or_default().to_string();
+            let attempts = t["attempts"].as_u64().unwrap_or(0);
+            if status == "pending" || seen.get(&id) == Some(&(status.clone(), attempts)) {
+                continue;
+            }
+            if !quiet {
+                let line = match status.as_str() {
+                    "running" => format!("{id}: started (attempt {attempts})"),
+                    "failed" => format!(
+                        "{id}: failed (attempt {attempts}): {}",
+                        t["error"].as_str().unwrap_or_default()
+                    ),
+                    "skipped" => {
+                        format!("{id}: skipped: {}", t["error"].as_str().unwrap_or_default())
+                    }
+                    other => format!("{id}: {other} (attempt {attempts})"),
+                };
+                outln!("{line}");
+            }
+            seen.insert(id, (status, attempts));
+        }
+        match show["status"].as_str() {
+            Some("running") | None => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Some(status) => {
+                let text = api
+                    .get(&format!("/api/runs/{run_id}"), &[], false)
+                    .await
+                    .unwrap_or_default();
+                out!("\n{text}");
+                return Ok(if status == "succeeded" { 0 } else { 1 });
+            }
+        }
+    }
 }
 
 /// `trigger`: asks the daemon that owns the state dir to start a run of a workflow now.

@@ -525,3 +525,37 @@ fn trigger_and_cancel_go_through_the_daemon() {
     assert_eq!(show["status"], "cancelled", "{show:#}");
     assert_eq!(show["trigger"], "manual (trigger)", "{show:#}");
 }
+
+#[test]
+fn run_file_while_the_daemon_runs_is_run_by_it_and_reports_the_outcome() {
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "later",
+        "name: later\nschedule: \"cron(0 0 1 1 ? 2199)\"\ntasks:\n  a:\n    kind: noop\n",
+    );
+    sb.write(
+        "ok.yaml",
+        "name: adhoc\nparams:\n  who: x\ntasks:\n  a:\n    kind: shell\n    command: \"echo {{ params.who | shell_quote }} > said\"\n  b:\n    kind: noop\n    after: [a]\n",
+    );
+    sb.write(
+        "bad.yaml",
+        "name: broken\ntasks:\n  a:\n    kind: shell\n    command: \"exit 3\"\n",
+    );
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    let out = sb.run(&["run", "ok.yaml", "--param", "who=ann"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("started in the daemon"), "{out:?}");
+    assert!(out.stdout.contains("a: succeeded (attempt 1)"), "{out:?}");
+    assert!(out.stdout.contains("b: succeeded (attempt 1)"), "{out:?}");
+    assert_eq!(sb.read("said"), "ann\n");
+    let out = sb.run(&["run", "bad.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("a: failed (attempt 1)"), "{out:?}");
+    // An invalid file is still refused before anything is sent.
+    let out = sb.run(&["run", "ok.yaml", "--param", "nope=1"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}

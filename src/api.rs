@@ -104,6 +104,7 @@ pub async fn serve(
         .route("/api/query", post(query))
         .route("/api/trigger", post(trigger))
         .route("/api/run", post(run_file))
+        .route("/api/runs/{id}/rerun", post(rerun))
         .route("/api/runs/{id}/cancel", post(cancel))
         .with_state(state);
     tokio::spawn(async move {
@@ -316,6 +317,40 @@ async fn run_file(
         path: body.path,
         params: body.params,
         date: body.date,
+        reply,
+    };
+    if commands.send(cmd).is_err() {
+        return stopping();
+    }
+    match answer.await {
+        Ok(Ok(run_id)) => Json(serde_json::json!({ "run_id": run_id })).into_response(),
+        Ok(Err(why)) => error(StatusCode::BAD_REQUEST, &why),
+        Err(_) => stopping(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RerunBody {
+    #[serde(default)]
+    from: Option<String>,
+}
+
+async fn rerun(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    Json(body): Json<RerunBody>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let Some(commands) = &s.commands else {
+        return no_daemon();
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let cmd = orchestrator_daemon::Command::Rerun {
+        run_id: id,
+        from: body.from,
         reply,
     };
     if commands.send(cmd).is_err() {

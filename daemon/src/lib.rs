@@ -67,6 +67,13 @@ pub enum Command {
         date: String,
         reply: tokio::sync::oneshot::Sender<Result<String, String>>,
     },
+    /// Resume a run as `orchestrator rerun` would (with `--from TASK`, that task and
+    /// everything downstream too). Replies with the run id, or why not.
+    Rerun {
+        run_id: String,
+        from: Option<String>,
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
     /// Cancel a run in progress in this daemon.
     Cancel {
         run_id: String,
@@ -137,6 +144,7 @@ enum Job {
     Resume {
         wf: Box<Workflow>,
         run: Box<orchestrator_engine::state::RunRecord>,
+        from: Option<String>,
     },
 }
 
@@ -856,6 +864,13 @@ impl Daemon {
             } => {
                 let _ = reply.send(self.run_file(&path, params, date));
             }
+            Command::Rerun {
+                run_id,
+                from,
+                reply,
+            } => {
+                let _ = reply.send(self.rerun(&run_id, from));
+            }
             Command::Cancel { run_id, reply } => {
                 match self.active.values().find(|a| a.run_id == run_id) {
                     Some(a) => {
@@ -871,6 +886,62 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// Resumes a finished run (see [`Command::Rerun`]).
+    fn rerun(&mut self, id: &str, from: Option<String>) -> Result<String, String> {
+        let run = self
+            .store
+            .run(id)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no run `{id}`; list runs with `orchestrator runs`"))?;
+        if let Some(active) = self.active.get(&run.workflow) {
+            return Err(format!(
+                "workflow `{}` has run {} in progress; wait for it, or `orchestrator cancel {}`",
+                run.workflow, active.run_id, active.run_id
+            ));
+        }
+        let path = PathBuf::from(&run.workflow_path);
+        let source = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let params = RunParams {
+            run_id: run.id.clone(),
+            date: run.logical_date.clone(),
+            scheduled_at: None,
+            inherited: run.params.clone(),
+            trigger_files: Vec::new(),
+            overrides: BTreeMap::new(),
+        };
+        let wf = (self.loader)(&path, source, &params).map_err(|d| d.to_string())?;
+        if wf.name != run.workflow {
+            return Err(format!(
+                "run {id} belongs to workflow `{}`, but {} now defines workflow `{}`; start a new run",
+                run.workflow, run.workflow_path, wf.name
+            ));
+        }
+        // Refusals (`already succeeded`, unknown `--from`) come from the planner, now,
+        // rather than from a task that has already been spawned.
+        let previous = self
+            .store
+            .tasks(id)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|t| (t.task_id.clone(), t))
+            .collect();
+        runner::plan_rerun(&wf, &run, &previous, from.as_deref()).map_err(|e| e.to_string())?;
+        (self.prepare)(&wf)?;
+        let name = run.workflow.clone();
+        tracing::info!("daemon: workflow {name}: run {id} resumed (rerun)");
+        self.spawn(
+            &name,
+            id.to_string(),
+            Job::Resume {
+                wf: Box::new(wf),
+                run: Box::new(run),
+                from,
+            },
+        );
+        Ok(id.to_string())
     }
 
     /// Starts a run of the workflow in `path` (any file, scheduled here or not).
@@ -1015,7 +1086,9 @@ impl Daemon {
                 Job::Start { wf, date, trigger } => {
                     runner::start_as(env, &wf, &run_id, &date, &trigger).await
                 }
-                Job::Resume { wf, run } => runner::resume(env, &wf, *run, None).await,
+                Job::Resume { wf, run, from } => {
+                    runner::resume(env, &wf, *run, from.as_deref()).await
+                }
             };
             let status = match result {
                 Ok(run) => Some(run.status),
@@ -1086,6 +1159,7 @@ impl Daemon {
                 Job::Resume {
                     wf: Box::new(wf),
                     run: Box::new(run),
+                    from: None,
                 },
             );
         }

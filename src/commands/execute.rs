@@ -4,12 +4,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use orchestrator_engine::runner;
-use orchestrator_engine::state::{RunRecord, RunStatus, StateError, Store};
+use orchestrator_engine::state::{RunRecord, RunStatus, Store};
 use orchestrator_engine::template::Redactor;
 use orchestrator_engine::workflow::Workflow;
 use orchestrator_engine::CancellationToken;
 
-use super::{find_run, load, open_store, today, Fail};
+use super::{find_run, load, open_store_or_daemon, today, Fail, Writer};
 use crate::out::{errln, out, outln};
 use crate::report;
 
@@ -35,19 +35,10 @@ pub async fn run(
         &date,
         dir,
     )?;
-    let store = match Store::open(dir, &super::owner()) {
-        Ok((store, recovered)) => {
-            for id in recovered {
-                errln!("{}", orchestrator_engine::state::interrupted_note(&id));
-            }
-            Arc::new(store)
-        }
-        Err(e @ StateError::Locked { .. }) => match crate::api::Client::discover(dir) {
-            // A daemon owns the state dir: it runs the file, and we follow the run.
-            Some(api) => return run_in_daemon(&api, file, overrides, &date, quiet).await,
-            None => return Err(e.into()),
-        },
-        Err(e) => return Err(e.into()),
+    let store = match open_store_or_daemon(dir)? {
+        Writer::Local(store) => store,
+        // A daemon owns the state dir: it runs the file, and we follow the run.
+        Writer::Daemon(api) => return run_in_daemon(&api, file, overrides, &date, quiet).await,
     };
     claim_warehouse(&wf, dir).map_err(|e| Fail::input(format!("error: {e}")))?;
     outln!(
@@ -63,7 +54,19 @@ pub async fn run(
 }
 
 pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) -> Result<u8, Fail> {
-    let store = open_store(dir)?;
+    let store = match open_store_or_daemon(dir)? {
+        Writer::Local(store) => store,
+        // A daemon owns the state dir: it resumes the run, and we follow it.
+        Writer::Daemon(api) => {
+            api.post(
+                &format!("/api/runs/{run_id}/rerun"),
+                serde_json::json!({ "from": from }),
+            )
+            .await?;
+            outln!("run {run_id} resumed in the daemon");
+            return follow(&api, run_id, quiet).await;
+        }
+    };
     let run = find_run(&store, run_id)?;
     let wf = load(
         Path::new(&run.workflow_path),
@@ -118,6 +121,12 @@ async fn run_in_daemon(
         "run {run_id} started in the daemon: file {}, logical date {date}",
         path.display()
     );
+    follow(api, &run_id, quiet).await
+}
+
+/// Follows a run in the daemon through the API until it ends: prints each task
+/// transition (polling `show`), then the run's details; the exit status is the run's.
+async fn follow(api: &crate::api::Client, run_id: &str, quiet: bool) -> Result<u8, Fail> {
     let mut seen: std::collections::BTreeMap<String, (String, u64)> = Default::default();
     loop {
         let show: serde_json::Value =

@@ -147,13 +147,28 @@ pub fn owner() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
 
-/// Opens the store to write (runs, reruns, repairs).
-pub fn open_store(dir: &Path) -> Result<Arc<Store>, Fail> {
-    let (store, recovered) = Store::open(dir, &owner())?;
-    for id in recovered {
-        errln!("{}", interrupted_note(&id));
+/// Who executes a run: this process with the store, or the daemon that owns it.
+pub enum Writer {
+    Local(Arc<Store>),
+    Daemon(crate::api::Client),
+}
+
+/// Opens the store to write (runs, reruns); when a live daemon owns it and serves its
+/// API, hands the work to the daemon instead.
+pub fn open_store_or_daemon(dir: &Path) -> Result<Writer, Fail> {
+    match Store::open(dir, &owner()) {
+        Ok((store, recovered)) => {
+            for id in recovered {
+                errln!("{}", interrupted_note(&id));
+            }
+            Ok(Writer::Local(Arc::new(store)))
+        }
+        Err(e @ StateError::Locked { .. }) => match crate::api::Client::discover(dir) {
+            Some(api) => Ok(Writer::Daemon(api)),
+            None => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
     }
-    Ok(Arc::new(store))
 }
 
 /// Where a read command gets its answers: the store itself, or the local API of the

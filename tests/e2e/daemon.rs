@@ -559,3 +559,39 @@ fn run_file_while_the_daemon_runs_is_run_by_it_and_reports_the_outcome() {
     let (code, log) = d.terminate();
     assert_eq!(code, 0, "{log}");
 }
+
+#[test]
+fn rerun_while_the_daemon_runs_is_resumed_by_it() {
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "later",
+        "name: later\nschedule: \"cron(0 0 1 1 ? 2199)\"\ntasks:\n  a:\n    kind: noop\n",
+    );
+    sb.write(
+        "flaky.yaml",
+        "name: flaky\ntasks:\n  a:\n    kind: shell\n    command: \"echo a >> a_ran\"\n  b:\n    kind: shell\n    after: [a]\n    command: \"test -f ok\"\n",
+    );
+    // A run that fails at b, before the daemon starts.
+    let out = sb.run(&["run", "flaky.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let id = out.run_id();
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    sb.write("ok", "");
+    let out = sb.run(&["rerun", &id]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("resumed in the daemon"), "{out:?}");
+    assert!(out.stdout.contains("b: succeeded (attempt 2)"), "{out:?}");
+    // Nothing left to do: the daemon refuses, as `rerun` does.
+    let out = sb.run(&["rerun", &id]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("already succeeded"), "{out:?}");
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(
+        sb.count("a_ran"),
+        1,
+        "a succeeded the first time and was kept"
+    );
+}

@@ -1,9 +1,10 @@
-//! The local API of the process that owns a state dir (today: the daemon), so that
-//! `runs`, `show`, `query` and `tables` work from other processes while it runs (sled
-//! allows one process per store).
+//! The local API of the process that owns a state dir (the daemon, or a foreground
+//! `run`/`rerun`), so that `runs`, `show`, `query` and `tables` work from other processes
+//! while it runs (sled allows one process per store). Only a daemon also starts runs for
+//! others (`run`, `rerun`, `trigger`, `cancel`).
 //!
 //! - Listens on 127.0.0.1, on an ephemeral port, and writes `{state-dir}/api.json`
-//!   (`{"url": ..., "pid": ...}`) and `{state-dir}/api.token` (mode 0600, 32 random hex
+//!   (`{"url": ..., "pid": ..., "daemon": true|false}`) and `{state-dir}/api.token` (mode 0600, 32 random hex
 //!   characters). Both are removed when the server stops; a client ignores them when the
 //!   pid is gone (a stale file left by a crash).
 //! - Every request needs `Authorization: Bearer TOKEN`; otherwise 401.
@@ -88,10 +89,15 @@ pub async fn serve(
             .open(&path)
             .and_then(|mut f| f.write_all(token.as_bytes()))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        let info = serde_json::json!({"url": format!("http://{addr}"), "pid": std::process::id()});
+        let info = serde_json::json!({
+            "url": format!("http://{addr}"),
+            "pid": std::process::id(),
+            "daemon": commands.is_some(),
+        });
         std::fs::write(dir.join(INFO), info.to_string())
             .map_err(|e| format!("cannot write {}: {e}", dir.join(INFO).display()))?;
     }
+    let daemon = commands.is_some();
     let state = Arc::new(AppState {
         store,
         token,
@@ -116,10 +122,12 @@ pub async fn serve(
             tracing::warn!("local API stopped: {e}");
         }
     });
-    tracing::info!(
-        "local API on http://{addr} (token in {})",
-        dir.join(TOKEN).display()
-    );
+    if daemon {
+        tracing::info!(
+            "local API on http://{addr} (token in {})",
+            dir.join(TOKEN).display()
+        );
+    }
     Ok(Served {
         dir: dir.to_path_buf(),
     })
@@ -394,6 +402,8 @@ pub struct Client {
     url: String,
     token: String,
     http: reqwest::Client,
+    /// The owner is a daemon (it starts runs for others), not a foreground run.
+    pub daemon: bool,
 }
 
 impl Client {
@@ -410,6 +420,10 @@ impl Client {
             url: info.get("url")?.as_str()?.to_string(),
             token: token.trim().to_string(),
             http: reqwest::Client::new(),
+            daemon: info
+                .get("daemon")
+                .and_then(|d| d.as_bool())
+                .unwrap_or(false),
         })
     }
 

@@ -40,6 +40,7 @@ pub async fn run(
         // A daemon owns the state dir: it runs the file, and we follow the run.
         Writer::Daemon(api) => return run_in_daemon(&api, file, overrides, &date, quiet).await,
     };
+    let _api = serve_readers(&store, dir).await;
     claim_warehouse(&wf, dir).map_err(|e| Fail::input(format!("error: {e}")))?;
     outln!(
         "run {run_id} started: workflow {}, logical date {date}, {} tasks, state {}",
@@ -67,6 +68,7 @@ pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) ->
             return follow(&api, run_id, quiet).await;
         }
     };
+    let _api = serve_readers(&store, dir).await;
     let run = find_run(&store, run_id)?;
     let wf = load(
         Path::new(&run.workflow_path),
@@ -171,6 +173,21 @@ async fn follow(api: &crate::api::Client, run_id: &str, quiet: bool) -> Result<u
     }
 }
 
+/// While a foreground run owns the state dir, other processes' `runs`, `show`, `query` and
+/// `tables` go through its local API. Failing to serve it only costs them that.
+async fn serve_readers(store: &Arc<Store>, dir: &Path) -> Option<crate::api::Served> {
+    // The server stops with the runtime when the command ends; the files go with `Served`.
+    match crate::api::serve(store.clone(), dir, None, CancellationToken::new()).await {
+        Ok(served) => Some(served),
+        Err(e) => {
+            tracing::warn!(
+                "warning: {e}; other processes cannot read the state dir during this run"
+            );
+            None
+        }
+    }
+}
+
 /// `trigger`: asks the daemon that owns the state dir to start a run of a workflow now.
 pub async fn trigger(
     dir: &Path,
@@ -206,7 +223,7 @@ pub async fn cancel(dir: &Path, run_id: &str) -> Result<u8, Fail> {
 }
 
 fn daemon_api(dir: &Path) -> Result<crate::api::Client, Fail> {
-    crate::api::Client::discover(dir).ok_or_else(|| {
+    crate::api::Client::discover(dir).filter(|api| api.daemon).ok_or_else(|| {
         Fail::input(format!(
             "error: no daemon serves state dir {}; start one with `orchestrator daemon`, or run a file in the foreground with `orchestrator run FILE` (Ctrl-C cancels it)",
             dir.display()

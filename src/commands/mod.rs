@@ -163,9 +163,10 @@ pub fn open_store_or_daemon(dir: &Path) -> Result<Writer, Fail> {
             }
             Ok(Writer::Local(Arc::new(store)))
         }
+        // Only a daemon takes work from others; a foreground run holds the dir alone.
         Err(e @ StateError::Locked { .. }) => match crate::api::Client::discover(dir) {
-            Some(api) => Ok(Writer::Daemon(api)),
-            None => Err(e.into()),
+            Some(api) if api.daemon => Ok(Writer::Daemon(api)),
+            _ => Err(e.into()),
         },
         Err(e) => Err(e.into()),
     }

@@ -11,7 +11,12 @@ fn a_second_process_is_told_who_holds_the_state_dir() {
     );
     let mut child = sb.spawn(&["run", "hold.yaml"]);
     sb.wait_for_file("holding");
-    let out = sb.run(&["runs"]);
+    // Reading goes through the holder's local API...
+    let runs = sb.run(&["runs", "--json"]);
+    assert_eq!(runs.code, 0, "{runs:?}");
+    assert!(runs.stdout.contains("\"status\":\"running\""), "{runs:?}");
+    // ...but a second run is refused, naming the holder.
+    let out = sb.run(&["run", "hold.yaml"]);
     sb.write("release", "");
     assert_eq!(out.code, 2, "{out:?}");
     assert!(

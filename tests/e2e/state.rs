@@ -355,7 +355,7 @@ fn a_deleted_lock_file_does_not_let_a_second_process_in() {
     let mut child = sb.spawn(&["run", "wait.yaml"]);
     sb.wait_for_file("started");
     std::fs::remove_file(sb.state_dir().join("LOCK")).unwrap();
-    let out = sb.run(&["runs"]);
+    let out = sb.run(&["run", "wait.yaml"]);
     sb.write("go", "");
     let status = child.wait().unwrap();
     assert_eq!(out.code, 2, "{out:?}");

@@ -107,6 +107,7 @@ fn scheduled_runs_start_on_time_and_sigterm_stops_cleanly() {
         "tick",
         "name: tick\nschedule: \"*/2 * * * * *\"\ntasks:\n  a:\n    kind: shell\n    command: \"echo {{ run.scheduled_at }} >> ../ticks\"\n",
     );
+    let started = chrono::Utc::now();
     let d = Daemon::start(&sb, &[]);
     d.wait_log("daemon: workflow tick scheduled", 1);
     assert!(d.log().contains("next run"), "{}", d.log());
@@ -124,6 +125,12 @@ fn scheduled_runs_start_on_time_and_sigterm_stops_cleanly() {
     let times: Vec<&str> = ticks.lines().collect();
     let secs = |t: &str| t[17..19].parse::<u32>().unwrap();
     assert_eq!(secs(times[0]) % 2, 0, "{ticks}");
+    // The second run was due within 7 s of the daemon's start.
+    let second = chrono::DateTime::parse_from_rfc3339(times[1]).unwrap();
+    assert!(
+        (second.with_timezone(&chrono::Utc) - started).num_milliseconds() <= 7_000,
+        "{ticks}"
+    );
     // Two seconds apart (a multiple of two if a very busy machine made the daemon miss one).
     let gap = (secs(times[1]) + 60 - secs(times[0])) % 60;
     assert!(gap > 0 && gap % 2 == 0, "{ticks}");

@@ -351,6 +351,15 @@ fn an_edited_schedule_takes_effect_and_an_invalid_edit_keeps_the_old_one() {
     );
     let before = sb.count("ticks");
     wait_until("runs to go on", || sb.count("ticks") > before);
+    // A new file is scheduled; a deleted one is unscheduled.
+    workflow(
+        &sb,
+        "added",
+        "name: added\nschedule: \"cron(0 0 1 1 ? 2199)\"\ntasks:\n  a:\n    kind: noop\n",
+    );
+    d.wait_log("workflow added scheduled", 1);
+    std::fs::remove_file(sb.path("wf/added.yaml")).unwrap();
+    d.wait_log("workflow added: file removed; unscheduled", 1);
     let (code, log) = d.terminate();
     assert_eq!(code, 0, "{log}");
 }

@@ -273,32 +273,50 @@ fn stopping() -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping")
 }
 
-async fn trigger(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Json(body): Json<TriggerBody>,
+/// Sends a command to the daemon's event loop and answers with its reply: `ok` turns a
+/// success into JSON; a refusal is `refused` with the reason.
+async fn ask<T>(
+    s: &AppState,
+    headers: &HeaderMap,
+    command: impl FnOnce(
+        tokio::sync::oneshot::Sender<Result<T, String>>,
+    ) -> orchestrator_daemon::Command,
+    ok: impl FnOnce(T) -> serde_json::Value,
+    refused: StatusCode,
 ) -> Response {
-    if !authorized(&s, &headers) {
+    if !authorized(s, headers) {
         return unauthorized();
     }
     let Some(commands) = &s.commands else {
         return no_daemon();
     };
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let cmd = orchestrator_daemon::Command::Trigger {
+    if commands.send(command(reply)).is_err() {
+        return stopping();
+    }
+    match answer.await {
+        Ok(Ok(v)) => Json(ok(v)).into_response(),
+        Ok(Err(why)) => error(refused, &why),
+        Err(_) => stopping(),
+    }
+}
+
+fn started(run_id: String) -> serde_json::Value {
+    serde_json::json!({ "run_id": run_id })
+}
+
+async fn trigger(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(body): Json<TriggerBody>,
+) -> Response {
+    let command = |reply| orchestrator_daemon::Command::Trigger {
         workflow: body.workflow,
         params: body.params,
         date: body.date,
         reply,
     };
-    if commands.send(cmd).is_err() {
-        return stopping();
-    }
-    match answer.await {
-        Ok(Ok(run_id)) => Json(serde_json::json!({ "run_id": run_id })).into_response(),
-        Ok(Err(why)) => error(StatusCode::BAD_REQUEST, &why),
-        Err(_) => stopping(),
-    }
+    ask(&s, &headers, command, started, StatusCode::BAD_REQUEST).await
 }
 
 #[derive(serde::Deserialize)]
@@ -314,27 +332,13 @@ async fn run_file(
     headers: HeaderMap,
     Json(body): Json<RunBody>,
 ) -> Response {
-    if !authorized(&s, &headers) {
-        return unauthorized();
-    }
-    let Some(commands) = &s.commands else {
-        return no_daemon();
-    };
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let cmd = orchestrator_daemon::Command::Run {
+    let command = |reply| orchestrator_daemon::Command::Run {
         path: body.path,
         params: body.params,
         date: body.date,
         reply,
     };
-    if commands.send(cmd).is_err() {
-        return stopping();
-    }
-    match answer.await {
-        Ok(Ok(run_id)) => Json(serde_json::json!({ "run_id": run_id })).into_response(),
-        Ok(Err(why)) => error(StatusCode::BAD_REQUEST, &why),
-        Err(_) => stopping(),
-    }
+    ask(&s, &headers, command, started, StatusCode::BAD_REQUEST).await
 }
 
 #[derive(serde::Deserialize)]
@@ -349,26 +353,12 @@ async fn rerun(
     UrlPath(id): UrlPath<String>,
     Json(body): Json<RerunBody>,
 ) -> Response {
-    if !authorized(&s, &headers) {
-        return unauthorized();
-    }
-    let Some(commands) = &s.commands else {
-        return no_daemon();
-    };
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let cmd = orchestrator_daemon::Command::Rerun {
+    let command = |reply| orchestrator_daemon::Command::Rerun {
         run_id: id,
         from: body.from,
         reply,
     };
-    if commands.send(cmd).is_err() {
-        return stopping();
-    }
-    match answer.await {
-        Ok(Ok(run_id)) => Json(serde_json::json!({ "run_id": run_id })).into_response(),
-        Ok(Err(why)) => error(StatusCode::BAD_REQUEST, &why),
-        Err(_) => stopping(),
-    }
+    ask(&s, &headers, command, started, StatusCode::BAD_REQUEST).await
 }
 
 async fn cancel(
@@ -376,25 +366,9 @@ async fn cancel(
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    if !authorized(&s, &headers) {
-        return unauthorized();
-    }
-    let Some(commands) = &s.commands else {
-        return no_daemon();
-    };
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let cmd = orchestrator_daemon::Command::Cancel {
-        run_id: id.clone(),
-        reply,
-    };
-    if commands.send(cmd).is_err() {
-        return stopping();
-    }
-    match answer.await {
-        Ok(Ok(())) => Json(serde_json::json!({ "cancelled": id })).into_response(),
-        Ok(Err(why)) => error(StatusCode::NOT_FOUND, &why),
-        Err(_) => stopping(),
-    }
+    let cancelled = serde_json::json!({ "cancelled": id });
+    let command = |reply| orchestrator_daemon::Command::Cancel { run_id: id, reply };
+    ask(&s, &headers, command, |()| cancelled, StatusCode::NOT_FOUND).await
 }
 
 /// A client of the API served for a state dir.

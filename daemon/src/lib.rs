@@ -847,11 +847,8 @@ impl Daemon {
                     overrides: params,
                     date,
                 };
-                if let Some(active) = self.active.get(&workflow) {
-                    let _ = reply.send(Err(format!(
-                        "workflow `{workflow}` has run {} in progress; wait for it, or `orchestrator cancel {}`",
-                        active.run_id, active.run_id
-                    )));
+                if let Err(why) = self.idle(&workflow) {
+                    let _ = reply.send(Err(why));
                     return;
                 }
                 let _ = reply.send(self.start(&workflow, due));
@@ -888,6 +885,18 @@ impl Daemon {
         }
     }
 
+    /// `Err` (saying which) when `workflow` has a run in progress: requests from others
+    /// never start a second one.
+    fn idle(&self, workflow: &str) -> Result<(), String> {
+        match self.active.get(workflow) {
+            Some(a) => Err(format!(
+                "workflow `{workflow}` has run {} in progress; wait for it, or `orchestrator cancel {}`",
+                a.run_id, a.run_id
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Resumes a finished run (see [`Command::Rerun`]).
     fn rerun(&mut self, id: &str, from: Option<String>) -> Result<String, String> {
         let run = self
@@ -895,12 +904,7 @@ impl Daemon {
             .run(id)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no run `{id}`; list runs with `orchestrator runs`"))?;
-        if let Some(active) = self.active.get(&run.workflow) {
-            return Err(format!(
-                "workflow `{}` has run {} in progress; wait for it, or `orchestrator cancel {}`",
-                run.workflow, active.run_id, active.run_id
-            ));
-        }
+        self.idle(&run.workflow)?;
         let path = PathBuf::from(&run.workflow_path);
         let source = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -963,12 +967,7 @@ impl Daemon {
             overrides,
         };
         let wf = (self.loader)(path, source, &params).map_err(|d| d.to_string())?;
-        if let Some(active) = self.active.get(&wf.name) {
-            return Err(format!(
-                "workflow `{}` has run {} in progress; wait for it, or `orchestrator cancel {}`",
-                wf.name, active.run_id, active.run_id
-            ));
-        }
+        self.idle(&wf.name)?;
         (self.prepare)(&wf)?;
         let name = wf.name.clone();
         tracing::info!(

@@ -115,10 +115,7 @@ async fn run_in_daemon(
             serde_json::json!({"path": path, "params": params, "date": date}),
         )
         .await?;
-    let run_id = serde_json::from_str::<serde_json::Value>(&answer)
-        .ok()
-        .and_then(|v| v.get("run_id").and_then(|r| r.as_str()).map(String::from))
-        .unwrap_or_default();
+    let run_id = run_id_of(&answer);
     outln!(
         "run {run_id} started in the daemon: file {}, logical date {date}",
         path.display()
@@ -188,6 +185,14 @@ async fn serve_readers(store: &Arc<Store>, dir: &Path) -> Option<crate::api::Ser
     }
 }
 
+/// The `run_id` of the daemon's answer to `run`, `trigger` or `rerun`.
+fn run_id_of(answer: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(answer)
+        .ok()
+        .and_then(|v| v.get("run_id").and_then(|r| r.as_str()).map(String::from))
+        .unwrap_or_default()
+}
+
 /// `trigger`: asks the daemon that owns the state dir to start a run of a workflow now.
 pub async fn trigger(
     dir: &Path,
@@ -203,10 +208,7 @@ pub async fn trigger(
             serde_json::json!({"workflow": workflow, "params": params, "date": date}),
         )
         .await?;
-    let run_id = serde_json::from_str::<serde_json::Value>(&answer)
-        .ok()
-        .and_then(|v| v.get("run_id").and_then(|r| r.as_str()).map(String::from))
-        .unwrap_or_default();
+    let run_id = run_id_of(&answer);
     outln!(
         "run {run_id} started by the daemon: workflow {workflow}; follow it with `orchestrator show {run_id}`"
     );

@@ -1,4 +1,5 @@
-//! The catalog as task kinds see it: tables by name, nothing else of the state store.
+//! The catalog as task kinds see it: tables by name, and daily usage counters of the
+//! external services they call; nothing else of the state store.
 //!
 //! The local stand-in for the Glue Data Catalog. [`Store`] implements it (tables persist in
 //! the state dir, so they survive across runs and processes); tests may use an in-memory one.
@@ -13,6 +14,10 @@ pub trait Catalog: Send + Sync {
     fn put_table(&self, table: TableRecord) -> Result<(), StateError>;
     /// Removes a table's entry, durably (its files are the caller's business).
     fn drop_table(&self, name: &str) -> Result<(), StateError>;
+    /// Calls counted against `counter` on `day` (UTC `YYYY-MM-DD`), across runs.
+    fn usage(&self, counter: &str, day: &str) -> Result<u64, StateError>;
+    /// Adds `calls`, durably; returns the new total.
+    fn add_usage(&self, counter: &str, day: &str, calls: u64) -> Result<u64, StateError>;
 }
 
 impl Catalog for Store {
@@ -30,5 +35,13 @@ impl Catalog for Store {
 
     fn drop_table(&self, name: &str) -> Result<(), StateError> {
         self.commit(&[Write::DropTable(name.to_string())])
+    }
+
+    fn usage(&self, counter: &str, day: &str) -> Result<u64, StateError> {
+        Store::usage(self, counter, day)
+    }
+
+    fn add_usage(&self, counter: &str, day: &str, calls: u64) -> Result<u64, StateError> {
+        Store::add_usage(self, counter, day, calls)
     }
 }

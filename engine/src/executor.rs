@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
-use crate::task::{OutputSink, Outputs, TaskContext, TaskFailure};
+use crate::task::{OutputSink, Outputs, TaskContext, TaskFailure, SHORT_CIRCUIT};
 use crate::template::Redactor;
 use crate::trigger::{decide, Decision, Upstream};
 use crate::workflow::Workflow;
@@ -125,6 +125,9 @@ struct Loop<'a> {
     to_spawn: Vec<usize>,
     running: usize,
     cancelling: bool,
+    /// Per task: why its branch was cut short, if it short-circuited or is downstream of
+    /// a task that did. Its dependants are skipped with this reason.
+    cut: Vec<Option<String>>,
 }
 
 /// Executes the run to completion (or cancellation) and returns its final record.
@@ -142,6 +145,15 @@ pub async fn execute(ex: Execution<'_>) -> Result<RunRecord, StateError> {
             Initial::Execute { .. } => State::Pending,
         })
         .collect();
+    // A kept task that short-circuited in an earlier execution still cuts its branch.
+    let cut = (0..n)
+        .map(|t| match ex.initial[t] {
+            Initial::Keep if ex.workflow.tasks[t].short_circuit => {
+                cut_reason(&ex.workflow.tasks[t].id, &ex.records[t].outputs)
+            }
+            _ => None,
+        })
+        .collect();
     let dirty = (0..n)
         .filter(|&t| ex.initial[t] != Initial::Keep)
         .map(|t| (rank[t], t))
@@ -157,6 +169,7 @@ pub async fn execute(ex: Execution<'_>) -> Result<RunRecord, StateError> {
         to_spawn: Vec::new(),
         running: 0,
         cancelling: false,
+        cut,
     };
     lp.run().await
 }
@@ -216,6 +229,15 @@ impl Loop<'_> {
                 continue;
             }
             let dag = &self.ex.workflow.dag;
+            let cut = dag
+                .upstream(t)
+                .iter()
+                .find_map(|&u| self.cut[u].clone().filter(|_| matches!(self.states[u], State::Done(_))));
+            if let Some(reason) = cut {
+                self.cut[t] = Some(reason.clone());
+                self.skip(t, reason, false);
+                continue;
+            }
             let upstream: Vec<(&str, Upstream)> = dag
                 .upstream(t)
                 .iter()
@@ -236,22 +258,24 @@ impl Loop<'_> {
                 Decision::Skip {
                     reason,
                     after_failure,
-                } => {
-                    self.ex.observer.event(&Event::Skipped {
-                        task: self.id(t),
-                        reason: &reason,
-                    });
-                    let now = Utc::now();
-                    let rec = &mut self.ex.records[t];
-                    rec.status = TaskStatus::Skipped;
-                    rec.started_at = None;
-                    rec.ended_at = Some(now);
-                    rec.error = Some(reason);
-                    self.writes.push(Write::Task(rec.clone()));
-                    self.done(t, Upstream::Skipped { after_failure });
-                }
+                } => self.skip(t, reason, after_failure),
             }
         }
+    }
+
+    fn skip(&mut self, t: usize, reason: String, after_failure: bool) {
+        self.ex.observer.event(&Event::Skipped {
+            task: self.id(t),
+            reason: &reason,
+        });
+        let now = Utc::now();
+        let rec = &mut self.ex.records[t];
+        rec.status = TaskStatus::Skipped;
+        rec.started_at = None;
+        rec.ended_at = Some(now);
+        rec.error = Some(reason);
+        self.writes.push(Write::Task(rec.clone()));
+        self.done(t, Upstream::Skipped { after_failure });
     }
 
     fn done(&mut self, t: usize, outcome: Upstream) {
@@ -332,6 +356,7 @@ impl Loop<'_> {
             base_dir: self.ex.workflow.base_dir(),
             warehouse: self.ex.workflow.warehouse.clone(),
             catalog: self.ex.catalog.clone(),
+            short_circuit: def.short_circuit,
             cancel: cancel.clone(),
             output: output.clone(),
         };
@@ -381,6 +406,9 @@ impl Loop<'_> {
         let def = &self.ex.workflow.tasks[t];
         match f.outcome {
             Outcome::Succeeded(outputs) => {
+                if def.short_circuit {
+                    self.cut[t] = cut_reason(&def.id, &outputs);
+                }
                 a.status = TaskStatus::Succeeded;
                 a.outputs = outputs.clone();
                 let rec = &mut self.ex.records[t];
@@ -514,6 +542,13 @@ impl Loop<'_> {
         self.writes.clear();
         Ok(run)
     }
+}
+
+/// The skip reason for tasks downstream of `task`, if its outputs short-circuit.
+fn cut_reason(task: &str, outputs: &Outputs) -> Option<String> {
+    let why = outputs.get(SHORT_CIRCUIT)?;
+    let why = why.as_str().map_or_else(|| why.to_string(), str::to_string);
+    Some(format!("short-circuited by `{task}`: {why}"))
 }
 
 async fn sleep_until(due: Option<Instant>) {

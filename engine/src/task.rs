@@ -22,6 +22,13 @@ use crate::yaml::{DeError, Node};
 /// Named values a task produces; stored with the attempt and shown by `show`.
 pub type Outputs = serde_json::Map<String, serde_json::Value>;
 
+/// The output key by which a successful attempt says "nothing to do": its value is the
+/// reason. The engine then skips every task downstream of it (whatever their trigger
+/// rules, like Airflow's ShortCircuitOperator) and the run can still succeed. A kind only
+/// sets it when the task has `short_circuit: true` ([`TaskContext::short_circuit`]);
+/// otherwise "nothing to do" is the kind's to report as a failure.
+pub const SHORT_CIRCUIT: &str = "short_circuit";
+
 /// A runnable task, built once per run from its config.
 #[async_trait::async_trait]
 pub trait Task: Send + Sync + fmt::Debug {
@@ -73,6 +80,8 @@ pub struct TaskContext {
     /// Where tables created by the workflow are written (absolute).
     pub warehouse: PathBuf,
     pub catalog: Arc<dyn Catalog>,
+    /// The task has `short_circuit: true`: it may end its branch with [`SHORT_CIRCUIT`].
+    pub short_circuit: bool,
     pub cancel: CancellationToken,
     pub output: OutputSink,
 }

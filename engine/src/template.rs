@@ -99,6 +99,16 @@ pub fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', "'\\''"))
 }
 
+/// `{{ run.date | add_days(-45) }}`: a `YYYY-MM-DD` date moved by `days`.
+fn add_days(date: String, days: i64) -> Result<String, minijinja::Error> {
+    let bad = |why: String| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, why);
+    let d = chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d")
+        .map_err(|_| bad(format!("add_days: `{date}` is not a date like 2026-01-31")))?;
+    d.checked_add_signed(chrono::Duration::try_days(days).unwrap_or(chrono::Duration::MAX))
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .ok_or_else(|| bad(format!("add_days: {date} moved by {days} days is out of range")))
+}
+
 /// `value` as a SQL string literal: in single quotes, each `'` doubled.
 pub fn sql_string(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
@@ -112,6 +122,7 @@ impl<'a> Renderer<'a> {
         env.set_fuel(Some(FUEL));
         env.add_filter("shell_quote", |v: String| shell_quote(&v));
         env.add_filter("sql_string", |v: String| sql_string(&v));
+        env.add_filter("add_days", add_days);
         let ctx = minijinja::context! {
             params => vars.params.clone(),
             run => minijinja::context! {
@@ -383,6 +394,19 @@ mod tests {
             .render("{% for c in 'abc' %}{{ c }}{{ params.greeting }} {% endfor %}")
             .unwrap();
         assert_eq!(ok, "ahello bhello chello ");
+    }
+
+    #[test]
+    fn add_days_moves_dates_across_months_and_rejects_non_dates() {
+        let v = vars();
+        let r = Renderer::new(&v);
+        let mut v2 = v.clone();
+        v2.date = "2026-03-01".into();
+        let r2 = Renderer::new(&v2);
+        assert_eq!(r2.render("{{ run.date | add_days(-45) }}").unwrap(), "2026-01-15");
+        assert_eq!(r2.render("{{ run.date | add_days(1) }}").unwrap(), "2026-03-02");
+        let e = one_error(&r, "{{ params.greeting | add_days(1) }}");
+        assert!(e.message.contains("is not a date like"), "{e:?}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub const COMMON_TASK_FIELDS: &[&str] = &[
     "retry_delay",
     "retry_backoff",
     "timeout",
+    "short_circuit",
 ];
 
 const TOP_FIELDS: &[&str] = &[
@@ -118,6 +119,8 @@ pub struct TaskDef {
     pub trigger: TriggerRule,
     pub retry: RetryPolicy,
     pub timeout: Option<Duration>,
+    /// May end its branch early ("nothing to do"): see [`crate::task::SHORT_CIRCUIT`].
+    pub short_circuit: bool,
     pub task: Arc<dyn Task>,
 }
 
@@ -236,6 +239,7 @@ struct CommonSpec {
     retry_delay: Option<Dur>,
     retry_backoff: Option<f64>,
     timeout: Option<Timeout>,
+    short_circuit: Option<bool>,
 }
 
 use crate::arrival::FileTrigger;
@@ -836,6 +840,7 @@ impl Loader<'_, '_> {
                 backoff: retry_backoff,
             },
             timeout: spec.timeout.or(defaults.timeout).map(|d| d.0),
+            short_circuit: spec.short_circuit.unwrap_or(false),
             task,
         });
         pending

@@ -45,8 +45,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use records::{
-    AttemptRecord, ColumnRecord, FileRecord, RunRecord, RunStatus, ScheduleRecord, TableRecord,
-    TaskRecord, TaskStatus,
+    AttemptRecord, BackfillDate, BackfillRecord, BackfillStatus, ColumnRecord, FileRecord,
+    RunRecord, RunStatus, ScheduleRecord, TableRecord, TaskRecord, TaskStatus, UsageRecord,
 };
 
 /// Version of the persisted record format. Bump when a record changes shape in a way
@@ -120,6 +120,8 @@ pub enum Write {
     DropTable(String),
     Schedule(ScheduleRecord),
     File(FileRecord),
+    Usage(UsageRecord),
+    Backfill(BackfillRecord),
 }
 
 /// The state store of one state directory.
@@ -510,6 +512,8 @@ impl Store {
                 Write::DropTable(name) => batch.remove(table_key(name)),
                 Write::Schedule(r) => batch.insert(schedule_key(&r.workflow), encode(r)),
                 Write::File(r) => batch.insert(file_key(&r.workflow, &r.path), encode(r)),
+                Write::Usage(r) => batch.insert(prefix(&["u", &r.counter, &r.day]), encode(r)),
+                Write::Backfill(r) => batch.insert(backfill_key(&r.id), encode(r)),
             }
         }
         self.db.apply_batch(batch).map_err(|e| self.db_err(e))?;
@@ -590,6 +594,55 @@ impl Store {
             Some(v) => Ok(Some(self.decode(&key, &v)?)),
             None => Ok(None),
         }
+    }
+
+    /// Calls counted against `counter` on `day` (UTC, `YYYY-MM-DD`).
+    pub fn usage(&self, counter: &str, day: &str) -> Result<u64> {
+        let key = prefix(&["u", counter, day]);
+        match self.db.get(&key).map_err(|e| self.db_err(e))? {
+            Some(v) => Ok(self.decode::<UsageRecord>(&key, &v)?.calls),
+            None => Ok(0),
+        }
+    }
+
+    /// Adds `calls` to `counter` on `day`, atomically and durably; returns the new total.
+    pub fn add_usage(&self, counter: &str, day: &str, calls: u64) -> Result<u64> {
+        if let Some(why) = &self.read_only {
+            return Err(StateError::ReadOnly {
+                dir: self.dir.clone(),
+                why: why.clone(),
+            });
+        }
+        let key = prefix(&["u", counter, day]);
+        let mut total = 0;
+        self.db
+            .update_and_fetch(&key, |old| {
+                let before = old
+                    .and_then(|v| serde_json::from_slice::<Envelope<UsageRecord>>(v).ok())
+                    .map_or(0, |e| e.data.calls);
+                total = before.saturating_add(calls);
+                Some(encode(&UsageRecord {
+                    counter: counter.to_string(),
+                    day: day.to_string(),
+                    calls: total,
+                }))
+            })
+            .map_err(|e| self.db_err(e))?;
+        self.flush()?;
+        Ok(total)
+    }
+
+    pub fn backfill(&self, id: &str) -> Result<Option<BackfillRecord>> {
+        let key = backfill_key(id);
+        match self.db.get(&key).map_err(|e| self.db_err(e))? {
+            Some(v) => Ok(Some(self.decode(&key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every backfill, oldest first (ids sort by creation time).
+    pub fn backfills(&self) -> Result<Vec<BackfillRecord>> {
+        self.scan(prefix(&["b"]))
     }
 
     /// Every catalog table, by name.
@@ -748,6 +801,12 @@ fn schedule_key(workflow: &str) -> Vec<u8> {
 fn file_key(workflow: &str, path: &str) -> Vec<u8> {
     let mut k = prefix(&["f", workflow]);
     k.extend_from_slice(path.as_bytes());
+    k
+}
+
+fn backfill_key(id: &str) -> Vec<u8> {
+    let mut k = prefix(&["b"]);
+    k.extend_from_slice(id.as_bytes());
     k
 }
 

@@ -212,3 +212,84 @@ pub struct FileRecord {
     pub modified_ns: i128,
     pub run_id: String,
 }
+
+/// Calls made to an external service on one UTC day (e.g. Alpha Vantage's 25 a day).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// What is counted, e.g. `alpha_vantage`.
+    pub counter: String,
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    pub calls: u64,
+}
+
+/// One `orchestrator backfill`: a run per logical date of a range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackfillRecord {
+    pub id: String,
+    pub workflow: String,
+    /// Absolute path of the workflow file; `backfill --resume` reads it again.
+    pub workflow_path: String,
+    /// The range, inclusive at both ends, `YYYY-MM-DD`.
+    pub from: String,
+    pub to: String,
+    /// `schedule` (the workflow's fire dates) or `daily`.
+    pub calendar: String,
+    /// `none`, `failed` or `all`.
+    pub reprocess: String,
+    pub max_active_runs: u32,
+    pub backwards: bool,
+    /// `--param` overrides given to every run.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// In the order they are run.
+    pub dates: Vec<BackfillDate>,
+    pub status: BackfillStatus,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Process that last drove it.
+    pub pid: u32,
+}
+
+/// One logical date of a backfill.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackfillDate {
+    pub date: String,
+    /// The run made for this date (set before the run starts executing).
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// Why no run was made, e.g. "already succeeded in run X".
+    #[serde(default)]
+    pub skipped: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackfillStatus {
+    Running,
+    Succeeded,
+    /// Finished, and at least one of its runs failed.
+    Failed,
+    /// Its process stopped before it finished; `backfill --resume ID` continues it.
+    Interrupted,
+    Cancelled,
+}
+
+impl BackfillStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackfillStatus::Running => "running",
+            BackfillStatus::Succeeded => "succeeded",
+            BackfillStatus::Failed => "failed",
+            BackfillStatus::Interrupted => "interrupted",
+            BackfillStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for BackfillStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AttemptRecord, FileRecord, Result, RunRecord, ScheduleRecord, StateError, Store, TableRecord,
+    AttemptRecord, BackfillRecord, FileRecord, UsageRecord, Result, RunRecord, ScheduleRecord, StateError, Store, TableRecord,
     TaskRecord, Write, SCHEMA_VERSION,
 };
 
@@ -58,6 +58,8 @@ pub struct Export {
     pub tables: Vec<TableRecord>,
     pub schedules: Vec<ScheduleRecord>,
     pub files: Vec<FileRecord>,
+    pub usage: Vec<UsageRecord>,
+    pub backfills: Vec<BackfillRecord>,
 }
 
 impl Export {
@@ -70,6 +72,8 @@ impl Export {
         w.extend(self.tables.iter().cloned().map(Write::Table));
         w.extend(self.schedules.iter().cloned().map(Write::Schedule));
         w.extend(self.files.iter().cloned().map(Write::File));
+        w.extend(self.usage.iter().cloned().map(Write::Usage));
+        w.extend(self.backfills.iter().cloned().map(Write::Backfill));
         w
     }
 }
@@ -140,6 +144,8 @@ pub fn read(path: &Path) -> std::result::Result<Export, String> {
             "table" => out.tables.push(decode_value(value).map_err(de)?),
             "schedule" => out.schedules.push(decode_value(value).map_err(de)?),
             "file" => out.files.push(decode_value(value).map_err(de)?),
+            "usage" => out.usage.push(decode_value(value).map_err(de)?),
+            "backfill" => out.backfills.push(decode_value(value).map_err(de)?),
             "end" => {
                 let want = value.get("records").and_then(|r| r.as_u64());
                 if want != Some(records) {
@@ -267,6 +273,8 @@ impl Store {
                 Some(b'c') if key.starts_with(b"c\0") => "table",
                 Some(b'w') if key.starts_with(b"w\0") => "schedule",
                 Some(b'f') if key.starts_with(b"f\0") => "file",
+                Some(b'u') if key.starts_with(b"u\0") => "usage",
+                Some(b'b') if key.starts_with(b"b\0") => "backfill",
                 // The run index and meta keys are derived, not exported.
                 _ => continue,
             };

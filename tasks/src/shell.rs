@@ -4,6 +4,10 @@
 //! everything it started (SIGTERM to the group, then SIGKILL after a grace period).
 //! stdout and stderr are read line by line into the task's output sink (masked, streamed
 //! to the log, tail kept in the attempt record).
+//!
+//! With `short_circuit: true`, exit status [`SKIP_EXIT_CODE`] (99, as Airflow's
+//! BashOperator's `skip_on_exit_code`) means "nothing to do": the task succeeds and ends
+//! its branch, with its last output line as the reason.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,11 +18,14 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use orchestrator_engine::task::{
-    BuildContext, OutputSink, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
+    BuildContext, OutputSink, Outputs, Task, TaskConfig, TaskContext, TaskFailure, SHORT_CIRCUIT,
 };
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
+
+/// The exit status that short-circuits a task with `short_circuit: true`.
+pub const SKIP_EXIT_CODE: i32 = 99;
 
 /// How long a cancelled command gets to exit after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(5);
@@ -152,6 +159,17 @@ impl Task for Shell {
             Some(0) => {
                 let mut out = Outputs::new();
                 out.insert("exit_code".into(), 0.into());
+                Ok(out)
+            }
+            Some(SKIP_EXIT_CODE) if ctx.short_circuit => {
+                let tail = ctx.output.tail();
+                let reason = tail
+                    .lines()
+                    .rfind(|l| !l.trim().is_empty())
+                    .map_or("nothing to do (exit status 99)", str::trim);
+                let mut out = Outputs::new();
+                out.insert("exit_code".into(), SKIP_EXIT_CODE.into());
+                out.insert(SHORT_CIRCUIT.into(), reason.into());
                 Ok(out)
             }
             Some(code) => Err(TaskFailure {

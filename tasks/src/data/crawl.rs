@@ -4,6 +4,10 @@
 //! string columns). Each file not seen by an earlier crawl has its schema inferred on its
 //! own, so a column whose type changed is reported with the file that changed it. A
 //! missing or empty directory is an error, never an empty table.
+//!
+//! The row count is kept incrementally: while no file of the previous crawl has gone,
+//! only the new files are read to count theirs (a landing zone of thousands of one-day
+//! partitions is not re-read every day); when files have gone, everything is counted.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -303,7 +307,18 @@ async fn crawl(
         updated_at: now,
         last_crawled_at: Some(now),
     };
-    record.row_count = Some(count_rows(&ctx, &record).await?);
+    let gone = known.len() > files.iter().filter(|f| known.contains(f.rel.as_str())).count();
+    let previous = existing.as_ref().and_then(|t| t.row_count).filter(|_| !gone);
+    record.row_count = Some(match previous {
+        Some(before) => {
+            let new: Vec<&Found> = files
+                .iter()
+                .filter(|f| !known.contains(f.rel.as_str()))
+                .collect();
+            before + count_new_rows(&ctx, &record, format, &new).await?
+        }
+        None => count_rows(&ctx, &record).await?,
+    });
     let outputs = json!({
         "table": table,
         "files_seen": files.len(),
@@ -330,6 +345,34 @@ async fn count_rows(ctx: &SessionContext, table: &TableRecord) -> Result<u64, St
                 dir_url(Path::new(&table.location))
             )
         })
+}
+
+/// Rows in just these files of the table.
+async fn count_new_rows(
+    ctx: &SessionContext,
+    table: &TableRecord,
+    format: Format,
+    files: &[&Found],
+) -> Result<u64, String> {
+    use datafusion::datasource::listing::{ListingTable, ListingTableConfig};
+    if files.is_empty() {
+        return Ok(0);
+    }
+    let urls = files
+        .iter()
+        .map(|f| ListingTableUrl::parse(f.abs.display().to_string()).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(format.listing_options(&[]))
+        .with_schema(super::schema_of(table)?);
+    let listing = ListingTable::try_new(config).map_err(|e| e.to_string())?;
+    let df = ctx
+        .read_table(Arc::new(listing))
+        .map_err(|e| e.to_string())?;
+    df.count()
+        .await
+        .map(|n| n as u64)
+        .map_err(|e| format!("cannot count the rows of the new files of `{}`: {e}", table.name))
 }
 
 /// The type both `a` and `b` fit in, if one is a widening of the other.

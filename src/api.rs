@@ -112,6 +112,8 @@ pub async fn serve(
         .route("/api/run", post(run_file))
         .route("/api/runs/{id}/rerun", post(rerun))
         .route("/api/runs/{id}/cancel", post(cancel))
+        .route("/api/backfills", get(backfills).post(start_backfill))
+        .route("/api/backfills/{id}", get(backfill_state))
         .with_state(state);
     tokio::spawn(async move {
         let stop = async move { shutdown.cancelled().await };
@@ -336,6 +338,7 @@ async fn run_file(
         path: body.path,
         params: body.params,
         date: body.date,
+        trigger: None,
         reply,
     };
     ask(&s, &headers, command, started, StatusCode::BAD_REQUEST).await
@@ -369,6 +372,89 @@ async fn cancel(
     let cancelled = serde_json::json!({ "cancelled": id });
     let command = |reply| orchestrator_daemon::Command::Cancel { run_id: id, reply };
     ask(&s, &headers, command, |()| cancelled, StatusCode::NOT_FOUND).await
+}
+
+async fn backfills(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let text = wants_text(&q);
+    rendered(
+        crate::commands::backfill::backfills_output(&s.store, !text),
+        text,
+    )
+}
+
+async fn backfill_state(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    rendered(crate::commands::backfill::backfill_json(&s.store, &id), false)
+}
+
+#[derive(serde::Deserialize)]
+struct BackfillBody {
+    #[serde(default)]
+    request: Option<crate::backfill::Request>,
+    #[serde(default)]
+    resume: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `orchestrator backfill` while the daemon owns the state dir: the daemon's process
+/// plans the backfill and drives it, each run handed to the daemon's event loop.
+async fn start_backfill(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(body): Json<BackfillBody>,
+) -> Response {
+    use crate::backfill as bf;
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let Some(commands) = s.commands.clone() else {
+        return no_daemon();
+    };
+    let dir = s.store.dir().to_path_buf();
+    let prepared = crate::commands::backfill::prepare(
+        &s.store,
+        &dir,
+        body.request.as_ref(),
+        body.resume.as_deref(),
+    )
+    .and_then(|b| crate::commands::backfill::workflow_limit(&b, &dir).map(|n| (b, n)));
+    let (b, limit) = match prepared {
+        Ok(p) => p,
+        Err(f) => return fail(f),
+    };
+    let (parallel, note) = bf::parallelism(&b, limit, true);
+    if body.dry_run {
+        let plan = crate::commands::backfill::plan_text(&b, parallel);
+        return Json(serde_json::json!({ "plan": plan, "note": note })).into_response();
+    }
+    let header = bf::header(&b, parallel);
+    let id = b.id.clone();
+    let exec = bf::Executor::Daemon {
+        store: s.store.clone(),
+        commands,
+    };
+    tokio::spawn(async move {
+        let id = b.id.clone();
+        let quiet = |_: &bf::DateView| {};
+        if let Err(e) = bf::drive(exec, b, parallel, CancellationToken::new(), &quiet).await {
+            tracing::warn!("backfill {id}: {}", e.message);
+        }
+    });
+    Json(serde_json::json!({ "backfill_id": id, "header": header, "note": note })).into_response()
 }
 
 /// A client of the API served for a state dir.

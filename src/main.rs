@@ -5,6 +5,7 @@
 //! state dir in use, unknown run).
 
 mod api;
+mod backfill;
 mod commands;
 mod out;
 mod report;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use commands::{daemon, execute, inspect, state, workflow};
+use commands::{backfill as backfill_cmd, daemon, execute, inspect, state, workflow};
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +52,45 @@ enum Command {
         /// Print only the run id and the summary, not each transition.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Run a workflow once per logical date of a range (both ends included), recorded as
+    /// one backfill. Dates come from the workflow's schedule (every day if it has none).
+    /// Exit 0 if every run succeeded, 1 if not.
+    Backfill {
+        /// The workflow YAML file (not with --resume).
+        file: Option<PathBuf>,
+        /// The first logical date, YYYY-MM-DD.
+        #[arg(long, value_parser = commands::parse_date)]
+        from: Option<String>,
+        /// The last logical date, YYYY-MM-DD (included).
+        #[arg(long, value_parser = commands::parse_date)]
+        to: Option<String>,
+        /// `schedule` (the workflow's fire dates; the default) or `daily` (every day).
+        #[arg(long, value_name = "schedule|daily")]
+        calendar: Option<String>,
+        /// Dates that already have runs: `none` leaves them alone, `failed` resumes the
+        /// failed ones, `all` starts a new run for every date.
+        #[arg(long, default_value = "none", value_name = "none|failed|all")]
+        reprocess: String,
+        /// Runs at once (within the workflow's `max_active_runs:`, default 1).
+        #[arg(long, default_value_t = 1)]
+        max_active_runs: u32,
+        /// Newest date first.
+        #[arg(long)]
+        backwards: bool,
+        /// Print the dates and what would happen to each; run and record nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Continue an interrupted or cancelled backfill.
+        #[arg(long, value_name = "ID")]
+        resume: Option<String>,
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = commands::parse_param)]
+        params: Vec<(String, String)>,
+    },
+    /// List backfills, newest first, with how many of their dates succeeded, failed, ...
+    Backfills {
+        #[arg(long)]
+        json: bool,
     },
     /// Check a workflow file and report every problem found (exit 2 if any).
     Validate {
@@ -236,6 +276,33 @@ async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
             from,
             quiet,
         } => execute::rerun(&dir, &run_id, from.as_deref(), quiet).await,
+        Command::Backfill {
+            file,
+            from,
+            to,
+            calendar,
+            reprocess,
+            max_active_runs,
+            backwards,
+            dry_run,
+            resume,
+            params,
+        } => {
+            let args = backfill_cmd::Args {
+                file,
+                from,
+                to,
+                calendar,
+                reprocess,
+                max_active_runs,
+                backwards,
+                dry_run,
+                resume,
+                params,
+            };
+            backfill_cmd::backfill(&dir, args).await
+        }
+        Command::Backfills { json } => backfill_cmd::backfills(&dir, json).await,
         Command::Validate { file, params } => workflow::validate(&dir, &file, params),
         Command::Graph { file, format } => workflow::graph(&dir, &file, format),
         Command::Next {

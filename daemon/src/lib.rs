@@ -65,6 +65,8 @@ pub enum Command {
         path: PathBuf,
         params: BTreeMap<String, String>,
         date: String,
+        /// What started it, recorded with the run (default `manual`), e.g. `backfill ID`.
+        trigger: Option<String>,
         reply: tokio::sync::oneshot::Sender<Result<String, String>>,
     },
     /// Resume a run as `orchestrator rerun` would (with `--from TASK`, that task and
@@ -857,9 +859,11 @@ impl Daemon {
                 path,
                 params,
                 date,
+                trigger,
                 reply,
             } => {
-                let _ = reply.send(self.run_file(&path, params, date));
+                let trigger = trigger.unwrap_or_else(|| "manual".into());
+                let _ = reply.send(self.run_file(&path, params, date, trigger));
             }
             Command::Rerun {
                 run_id,
@@ -954,6 +958,7 @@ impl Daemon {
         path: &Path,
         overrides: BTreeMap<String, String>,
         date: String,
+        trigger: String,
     ) -> Result<String, String> {
         let source = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -971,7 +976,7 @@ impl Daemon {
         (self.prepare)(&wf)?;
         let name = wf.name.clone();
         tracing::info!(
-            "daemon: workflow {name}: run {run_id} started (manual (run), logical date {date})"
+            "daemon: workflow {name}: run {run_id} started ({trigger}, logical date {date})"
         );
         self.spawn(
             &name,
@@ -979,7 +984,7 @@ impl Daemon {
             Job::Start {
                 wf: Box::new(wf),
                 date,
-                trigger: "manual".into(),
+                trigger,
             },
         );
         Ok(run_id)

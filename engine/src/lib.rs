@@ -6,6 +6,7 @@
 //! and task kinds only through the [`task::Task`] trait and the [`task::Registry`].
 
 pub mod arrival;
+pub mod backfill;
 pub mod catalog;
 pub mod dag;
 pub mod diag;

@@ -36,6 +36,7 @@ const TOP_FIELDS: &[&str] = &[
     "description",
     "params",
     "max_parallel",
+    "max_active_runs",
     "warehouse",
     "defaults",
     "schedule",
@@ -62,6 +63,9 @@ pub struct Workflow {
     /// Declared params with `--param` overrides applied.
     pub params: BTreeMap<String, String>,
     pub max_parallel: usize,
+    /// Runs of this workflow that may execute at once in a backfill (`max_active_runs:`,
+    /// default 1: a write-audit-publish pipeline's runs share its temp table).
+    pub max_active_runs: usize,
     /// Where created tables are written (absolute): `warehouse:`, relative to the file's
     /// directory, or `{state-dir}/warehouse`.
     pub warehouse: PathBuf,
@@ -343,6 +347,7 @@ impl Loader<'_, '_> {
         let mut description = None;
         let mut params = BTreeMap::new();
         let mut max_parallel = None;
+        let mut max_active_runs = None;
         let mut warehouse = None;
         let mut defaults = DefaultsSpec::default();
         let mut tasks_node = None;
@@ -376,6 +381,13 @@ impl Loader<'_, '_> {
                     }
                     Ok(n) => max_parallel = Some(n),
                     Err(e) => self.de_err(e, "in `max_parallel`", &[]),
+                },
+                "max_active_runs" => match v.parse::<usize>() {
+                    Ok(0) => {
+                        self.err(Some(v.pos), "`max_active_runs` must be at least 1");
+                    }
+                    Ok(n) => max_active_runs = Some(n),
+                    Err(e) => self.de_err(e, "in `max_active_runs`", &[]),
                 },
                 "defaults" => match v.parse::<Option<DefaultsSpec>>() {
                     Ok(d) => defaults = d.unwrap_or_default(),
@@ -670,6 +682,7 @@ impl Loader<'_, '_> {
             source: source.to_string(),
             params,
             max_parallel: max_parallel.unwrap_or_else(default_parallelism),
+            max_active_runs: max_active_runs.unwrap_or(1),
             warehouse: match warehouse {
                 Some(w) if w.is_absolute() => w,
                 Some(w) => base_dir.join(w),

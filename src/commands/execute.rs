@@ -172,7 +172,7 @@ async fn follow(api: &crate::api::Client, run_id: &str, quiet: bool) -> Result<u
 
 /// While a foreground run owns the state dir, other processes' `runs`, `show`, `query` and
 /// `tables` go through its local API. Failing to serve it only costs them that.
-async fn serve_readers(store: &Arc<Store>, dir: &Path) -> Option<crate::api::Served> {
+pub(crate) async fn serve_readers(store: &Arc<Store>, dir: &Path) -> Option<crate::api::Served> {
     // The server stops with the runtime when the command ends; the files go with `Served`.
     match crate::api::serve(store.clone(), dir, None, CancellationToken::new()).await {
         Ok(served) => Some(served),
@@ -268,7 +268,7 @@ fn finish(store: &Store, run: &RunRecord) -> Result<u8, Fail> {
 }
 
 /// A token cancelled on the first SIGINT or SIGTERM.
-fn cancel_on_signal() -> CancellationToken {
+pub(crate) fn cancel_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {

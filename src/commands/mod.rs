@@ -2,6 +2,7 @@
 //! argument parsers, loading a workflow, and opening the state store for writing or
 //! for reading only.
 
+pub mod backfill;
 pub mod daemon;
 pub mod execute;
 pub mod inspect;

@@ -483,6 +483,14 @@ impl Store {
             recovered.push(run.id.clone());
             writes.push(Write::Run(run));
         }
+        // A backfill left `running` lost its driver with its process, as its run did.
+        for mut bf in self.backfills()? {
+            if bf.status == BackfillStatus::Running {
+                bf.status = BackfillStatus::Interrupted;
+                bf.ended_at = Some(now);
+                writes.push(Write::Backfill(bf));
+            }
+        }
         if !writes.is_empty() {
             self.commit(&writes)?;
         }

@@ -8,6 +8,7 @@
 //! `to` either unchanged or fully updated, and publishing again afterwards inserts exactly
 //! what is missing.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use orchestrator_engine::catalog::Catalog;
@@ -215,7 +216,13 @@ async fn publish(
         .await
         .map_err(|e| e.to_string())?;
     let schema = new_rows.schema().as_arrow().clone();
-    let staging = warehouse::staging_path(wh, to)?.with_extension("parquet");
+    // Appended, not `with_extension`: the name's `.123456-0a1b2c3d` (microseconds and a
+    // random suffix) is what keeps two publishes in one second from writing one file.
+    let staging = {
+        let mut p = warehouse::staging_path(wh, to)?.into_os_string();
+        p.push(".parquet");
+        PathBuf::from(p)
+    };
     let inserted = warehouse::write_parquet(new_rows, &staging, true).await?;
     if let Some(p) = pause {
         p.reached("before-rename").await;

@@ -1,0 +1,516 @@
+//! Backfills: one run per logical date of a range, recorded as one backfill.
+//!
+//! [`plan`] turns a request into a [`BackfillRecord`] (the dates, in the order they run,
+//! each with what will happen to it); [`drive`] executes it, here (`Executor::Local`) or
+//! through the daemon that owns the state dir (`Executor::Daemon`, when the request came
+//! over the API). Either way the record is written before each run starts and after it
+//! ends, and every run carries the trigger `backfill ID`, so a backfill whose process
+//! died is resumed (`--resume ID`) without a second run for any date: its interrupted run
+//! is resumed in place (`rerun`), and a run started just before the crash is found by its
+//! trigger.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use orchestrator_engine::backfill::{self, Action, Calendar, Reprocess};
+use orchestrator_engine::executor::{Event, Observer};
+use orchestrator_engine::runner;
+use orchestrator_engine::state::{
+    BackfillDate, BackfillRecord, BackfillStatus, RunRecord, RunStatus, Store, Write,
+};
+use orchestrator_engine::template::Redactor;
+use orchestrator_engine::workflow::Workflow;
+use orchestrator_engine::CancellationToken;
+use serde::{Deserialize, Serialize};
+
+use crate::commands::{load, Fail};
+
+/// What `orchestrator backfill` asks for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// Absolute.
+    pub file: PathBuf,
+    pub from: String,
+    pub to: String,
+    pub calendar: String,
+    pub reprocess: String,
+    pub max_active_runs: u32,
+    pub backwards: bool,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+
+/// The trigger recorded with each run of backfill `id`.
+pub fn trigger(id: &str) -> String {
+    format!("backfill {id}")
+}
+
+fn date(s: &str, flag: &str) -> Result<NaiveDate, Fail> {
+    crate::commands::parse_date(s)
+        .ok()
+        .and_then(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok())
+        .ok_or_else(|| {
+            Fail::input(format!(
+                "error: {flag} `{s}` is not a date written YYYY-MM-DD, like 2026-01-31"
+            ))
+        })
+}
+
+/// Loads the workflow as it would run on `date` (templates need a run id and a date).
+fn load_for(req: &Request, state_dir: &Path, run_id: &str, date: &str) -> Result<Workflow, Fail> {
+    load(
+        &req.file,
+        req.params.clone(),
+        BTreeMap::new(),
+        run_id,
+        date,
+        state_dir,
+    )
+}
+
+/// A new backfill: its dates, each with the action `reprocess` gives it.
+pub fn plan(store: &Store, state_dir: &Path, req: &Request) -> Result<BackfillRecord, Fail> {
+    let from = date(&req.from, "--from")?;
+    let to = date(&req.to, "--to")?;
+    let calendar = Calendar::parse(&req.calendar).map_err(|e| Fail::input(format!("error: {e}")))?;
+    let reprocess =
+        Reprocess::parse(&req.reprocess).map_err(|e| Fail::input(format!("error: {e}")))?;
+    if req.max_active_runs == 0 {
+        return Err(Fail::input("error: --max-active-runs must be at least 1"));
+    }
+    let wf = load_for(req, state_dir, "backfill-plan", &req.from)?;
+    let mut dates = backfill::logical_dates(&wf, from, to, calendar)
+        .map_err(|e| Fail::input(format!("error: {e}")))?;
+    if req.backwards {
+        dates.reverse();
+    }
+    let id = format!("bf-{}", runner::new_run_id());
+    let runs = store.runs(Some(&wf.name), usize::MAX)?;
+    let mut by_date: BTreeMap<&str, Vec<&RunRecord>> = BTreeMap::new();
+    for r in &runs {
+        by_date.entry(r.logical_date.as_str()).or_default().push(r);
+    }
+    let dates = dates
+        .into_iter()
+        .map(|d| {
+            let d = d.to_string();
+            let existing = by_date.get(d.as_str()).map_or(&[][..], |v| v.as_slice());
+            let (run_id, skipped) = match backfill::action(existing, reprocess) {
+                Action::Run => (None, None),
+                Action::Resume(id) => (Some(id), None),
+                Action::Skip(why) => (None, Some(why)),
+            };
+            BackfillDate {
+                date: d,
+                run_id,
+                skipped,
+            }
+        })
+        .collect();
+    Ok(BackfillRecord {
+        id,
+        workflow: wf.name.clone(),
+        workflow_path: req.file.display().to_string(),
+        from: from.to_string(),
+        to: to.to_string(),
+        calendar: calendar.as_str().into(),
+        reprocess: reprocess.as_str().into(),
+        max_active_runs: req.max_active_runs,
+        backwards: req.backwards,
+        params: req.params.clone(),
+        dates,
+        status: BackfillStatus::Running,
+        created_at: Utc::now(),
+        ended_at: None,
+        pid: std::process::id(),
+    })
+}
+
+/// The request a recorded backfill was made from.
+pub fn request_of(bf: &BackfillRecord) -> Request {
+    Request {
+        file: PathBuf::from(&bf.workflow_path),
+        from: bf.from.clone(),
+        to: bf.to.clone(),
+        calendar: bf.calendar.clone(),
+        reprocess: bf.reprocess.clone(),
+        max_active_runs: bf.max_active_runs,
+        backwards: bf.backwards,
+        params: bf.params.clone(),
+    }
+}
+
+/// Prepares an interrupted or cancelled backfill to be driven again: each date keeps the
+/// run it has (found by the record or by the run's trigger); unfinished runs are resumed.
+pub fn reopen(store: &Store, id: &str) -> Result<BackfillRecord, Fail> {
+    let Some(mut bf) = store.backfill(id)? else {
+        return Err(Fail::input(format!(
+            "error: no backfill `{id}` in state dir {}; `orchestrator backfills` lists them",
+            store.dir().display()
+        )));
+    };
+    match bf.status {
+        BackfillStatus::Running => {
+            return Err(Fail::input(format!(
+                "error: backfill {id} is running (pid {}); wait for it to end",
+                bf.pid
+            )))
+        }
+        BackfillStatus::Succeeded => {
+            return Err(Fail::input(format!(
+                "error: backfill {id} has finished: every date succeeded or was skipped; start a new one to run dates again"
+            )))
+        }
+        _ => {}
+    }
+    let label = trigger(id);
+    let runs = store.runs(Some(&bf.workflow), usize::MAX)?;
+    for d in &mut bf.dates {
+        if d.run_id.is_none() && d.skipped.is_none() {
+            d.run_id = runs
+                .iter()
+                .find(|r| r.logical_date == d.date && r.trigger.as_deref() == Some(&label))
+                .map(|r| r.id.clone());
+        }
+    }
+    bf.status = BackfillStatus::Running;
+    bf.ended_at = None;
+    bf.pid = std::process::id();
+    Ok(bf)
+}
+
+/// How one date's run is executed.
+pub enum Executor {
+    /// In this process, which holds the state dir.
+    Local {
+        store: Arc<Store>,
+        state_dir: PathBuf,
+    },
+    /// Handed to the daemon's event loop (this code runs inside the daemon's process).
+    Daemon {
+        store: Arc<Store>,
+        commands: orchestrator_daemon::Commands,
+    },
+}
+
+impl Executor {
+    fn store(&self) -> &Arc<Store> {
+        match self {
+            Executor::Local { store, .. } | Executor::Daemon { store, .. } => store,
+        }
+    }
+}
+
+/// What is known of one date while and after the backfill runs: for printing and the API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DateView {
+    pub date: String,
+    pub run_id: Option<String>,
+    /// The run's status, or `skipped` with the reason in `note`, or `pending`.
+    pub status: String,
+    pub note: Option<String>,
+}
+
+/// Each date's state, from the record and the runs' records.
+pub fn view(store: &Store, bf: &BackfillRecord) -> Result<Vec<DateView>, Fail> {
+    let mut out = Vec::with_capacity(bf.dates.len());
+    for d in &bf.dates {
+        let v = match (&d.run_id, &d.skipped) {
+            (_, Some(why)) => DateView {
+                date: d.date.clone(),
+                run_id: None,
+                status: "skipped".into(),
+                note: Some(why.clone()),
+            },
+            (Some(id), None) => {
+                let run = store.run(id)?;
+                let status = run.as_ref().map_or("pending", |r| r.status.as_str());
+                DateView {
+                    date: d.date.clone(),
+                    run_id: Some(id.clone()),
+                    status: status.into(),
+                    note: run_note(store, id)?,
+                }
+            }
+            (None, None) => DateView {
+                date: d.date.clone(),
+                run_id: None,
+                status: "pending".into(),
+                note: None,
+            },
+        };
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// Why a run ended early (its short-circuit reason) or failed (the first failed task).
+fn run_note(store: &Store, run_id: &str) -> Result<Option<String>, Fail> {
+    let tasks = store.tasks(run_id)?;
+    for t in &tasks {
+        if let Some(why) = t
+            .outputs
+            .get(orchestrator_engine::task::SHORT_CIRCUIT)
+            .and_then(|v| v.as_str())
+        {
+            return Ok(Some(format!("{}: {why}", t.task_id)));
+        }
+    }
+    Ok(tasks
+        .iter()
+        .find(|t| t.status == orchestrator_engine::state::TaskStatus::Failed)
+        .map(|t| {
+            let e = t.error.as_deref().unwrap_or_default();
+            format!("{} failed: {}", t.task_id, e.lines().next().unwrap_or_default())
+        }))
+}
+
+/// One line for a finished date.
+pub fn date_line(v: &DateView) -> String {
+    format!(
+        "{}  {:<22} {:<11}{}",
+        v.date,
+        v.run_id.as_deref().map_or("-".to_string(), |r| format!("run {r}")),
+        v.status,
+        v.note.as_deref().map(|n| format!(" {n}")).unwrap_or_default()
+    )
+}
+
+/// The first line of a backfill's output.
+pub fn header(bf: &BackfillRecord, parallel: usize) -> String {
+    let to_run = bf.dates.iter().filter(|d| d.skipped.is_none()).count();
+    format!(
+        "backfill {}: workflow {}, {}..{} ({} calendar{}), {} dates, {} to run, reprocess {}, {} at a time",
+        bf.id,
+        bf.workflow,
+        bf.from,
+        bf.to,
+        bf.calendar,
+        if bf.backwards { ", newest first" } else { "" },
+        bf.dates.len(),
+        to_run,
+        bf.reprocess,
+        parallel
+    )
+}
+
+/// How many runs at once: what was asked, within the workflow's `max_active_runs:`.
+pub fn parallelism(bf: &BackfillRecord, wf_max: usize, daemon: bool) -> (usize, Option<String>) {
+    let asked = bf.max_active_runs as usize;
+    let mut n = asked.min(wf_max);
+    let mut note = (n < asked).then(|| {
+        format!(
+            "note: workflow `{}` allows {wf_max} active run(s) at once (`max_active_runs:`); running {n} at a time, not {asked}",
+            bf.workflow
+        )
+    });
+    if daemon && n > 1 {
+        note = Some(format!(
+            "note: the daemon runs one run of workflow `{}` at a time; running 1 at a time, not {n}",
+            bf.workflow
+        ));
+        n = 1;
+    }
+    (n, note)
+}
+
+struct Quiet;
+
+impl Observer for Quiet {
+    fn event(&self, _: &Event<'_>) {}
+}
+
+/// Executes the backfill's dates (those neither skipped nor already finished), at most
+/// `parallel` at once, writing the record as it goes; `on_done` is called with each date
+/// that ends. Returns the final record.
+pub async fn drive(
+    exec: Executor,
+    mut bf: BackfillRecord,
+    parallel: usize,
+    cancel: CancellationToken,
+    on_done: &(dyn Fn(&DateView) + Sync),
+) -> Result<BackfillRecord, Fail> {
+    let store = exec.store().clone();
+    store.commit(&[Write::Backfill(bf.clone())])?;
+    let exec = Arc::new(exec);
+    let req = request_of(&bf);
+    let label = trigger(&bf.id);
+    let mut pending: std::collections::VecDeque<usize> = (0..bf.dates.len())
+        .filter(|&i| {
+            let d = &bf.dates[i];
+            d.skipped.is_none()
+                && d.run_id.as_deref().is_none_or(|id| {
+                    // A run that finished (either way) stays as it is; an interrupted or
+                    // cancelled one is resumed.
+                    !matches!(
+                        store.run(id).ok().flatten().map(|r| r.status),
+                        Some(RunStatus::Succeeded | RunStatus::Failed)
+                    )
+                })
+        })
+        .collect();
+    let mut running: tokio::task::JoinSet<(usize, Result<RunRecord, Fail>)> =
+        tokio::task::JoinSet::new();
+    let mut error = None;
+    loop {
+        while running.len() < parallel && !cancel.is_cancelled() && error.is_none() {
+            let Some(i) = pending.pop_front() else { break };
+            let d = bf.dates[i].clone();
+            // The workflow is loaded with this run's id and date (templates need them).
+            let (run_id, resume) = match &d.run_id {
+                Some(id) => (id.clone(), true),
+                None => (runner::new_run_id(), false),
+            };
+            let fut = run_one(
+                exec.clone(),
+                req.clone(),
+                label.clone(),
+                d.date.clone(),
+                run_id,
+                resume,
+                cancel.clone(),
+            );
+            match fut.await {
+                Ok((run_id, handle)) => {
+                    bf.dates[i].run_id = Some(run_id);
+                    store.commit(&[Write::Backfill(bf.clone())])?;
+                    running.spawn(async move { (i, handle.await) });
+                }
+                Err(e) => error = Some(e),
+            }
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let Ok((i, result)) = joined else { continue };
+        if let Err(e) = result {
+            error.get_or_insert(e);
+        }
+        if let Some(v) = view(&store, &bf)?.into_iter().nth(i) {
+            on_done(&v);
+        }
+    }
+    let views = view(&store, &bf)?;
+    bf.status = if error.is_some() {
+        BackfillStatus::Failed
+    } else if cancel.is_cancelled() || views.iter().any(|v| v.status == "cancelled" || v.status == "pending") {
+        BackfillStatus::Cancelled
+    } else if views
+        .iter()
+        .any(|v| !matches!(v.status.as_str(), "succeeded" | "skipped"))
+    {
+        BackfillStatus::Failed
+    } else {
+        BackfillStatus::Succeeded
+    };
+    bf.ended_at = Some(Utc::now());
+    store.commit(&[Write::Backfill(bf.clone())])?;
+    match error {
+        Some(e) => Err(e),
+        None => Ok(bf),
+    }
+}
+
+type RunHandle = std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunRecord, Fail>> + Send>>;
+
+/// Starts (or resumes) the run of one date; returns its id once it is recorded, and a
+/// future that ends with the run.
+async fn run_one(
+    exec: Arc<Executor>,
+    req: Request,
+    label: String,
+    date: String,
+    run_id: String,
+    resume: bool,
+    cancel: CancellationToken,
+) -> Result<(String, RunHandle), Fail> {
+    match &*exec {
+        Executor::Local { store, state_dir } => {
+            let store = store.clone();
+            let state_dir = state_dir.clone();
+            let wf = if resume {
+                let run = crate::commands::find_run(&store, &run_id)?;
+                load(
+                    Path::new(&run.workflow_path),
+                    BTreeMap::new(),
+                    run.params.clone(),
+                    &run.id,
+                    &run.logical_date,
+                    &state_dir,
+                )?
+            } else {
+                load_for(&req, &state_dir, &run_id, &date)?
+            };
+            let id = run_id.clone();
+            let handle = Box::pin(async move {
+                let env = runner::Env {
+                    store: &store,
+                    catalog: store.clone(),
+                    cancel,
+                    redactor: Arc::new(Redactor::from_env()),
+                    observer: &Quiet,
+                };
+                let run = if resume {
+                    let run = crate::commands::find_run(&store, &id)?;
+                    runner::resume(env, &wf, run, None).await?
+                } else {
+                    runner::start_as(env, &wf, &id, &date, &label).await?
+                };
+                Ok(run)
+            });
+            Ok((run_id, handle as RunHandle))
+        }
+        Executor::Daemon { store, commands } => {
+            let id = loop {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let command = if resume {
+                    orchestrator_daemon::Command::Rerun {
+                        run_id: run_id.clone(),
+                        from: None,
+                        reply,
+                    }
+                } else {
+                    orchestrator_daemon::Command::Run {
+                        path: req.file.clone(),
+                        params: req.params.clone(),
+                        date: date.clone(),
+                        trigger: Some(label.clone()),
+                        reply,
+                    }
+                };
+                if commands.send(command).is_err() {
+                    return Err(Fail::failed("error: the daemon is stopping"));
+                }
+                match answer.await {
+                    Ok(Ok(id)) => break id,
+                    // A scheduled run of the same workflow is in progress: wait for it.
+                    Ok(Err(why)) if why.contains("in progress") => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                            _ = cancel.cancelled() => return Err(Fail::failed("error: backfill cancelled")),
+                        }
+                    }
+                    Ok(Err(why)) => return Err(Fail::failed(format!("error: {why}"))),
+                    Err(_) => return Err(Fail::failed("error: the daemon is stopping")),
+                }
+            };
+            let store = store.clone();
+            let run_id = id.clone();
+            let handle = Box::pin(async move {
+                // The daemon runs it; its record says when it has ended.
+                loop {
+                    if let Some(run) = store.run(&run_id)? {
+                        if run.status != RunStatus::Running {
+                            return Ok(run);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+            Ok((id, handle as RunHandle))
+        }
+    }
+}

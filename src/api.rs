@@ -397,7 +397,10 @@ async fn backfill_state(
     if !authorized(&s, &headers) {
         return unauthorized();
     }
-    rendered(crate::commands::backfill::backfill_json(&s.store, &id), false)
+    rendered(
+        crate::commands::backfill::backfill_json(&s.store, &id),
+        false,
+    )
 }
 
 #[derive(serde::Deserialize)]

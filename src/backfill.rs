@@ -75,7 +75,8 @@ fn load_for(req: &Request, state_dir: &Path, run_id: &str, date: &str) -> Result
 pub fn plan(store: &Store, state_dir: &Path, req: &Request) -> Result<BackfillRecord, Fail> {
     let from = date(&req.from, "--from")?;
     let to = date(&req.to, "--to")?;
-    let calendar = Calendar::parse(&req.calendar).map_err(|e| Fail::input(format!("error: {e}")))?;
+    let calendar =
+        Calendar::parse(&req.calendar).map_err(|e| Fail::input(format!("error: {e}")))?;
     let reprocess =
         Reprocess::parse(&req.reprocess).map_err(|e| Fail::input(format!("error: {e}")))?;
     if req.max_active_runs == 0 {
@@ -143,8 +144,9 @@ pub fn request_of(bf: &BackfillRecord) -> Request {
     }
 }
 
-/// Prepares an interrupted or cancelled backfill to be driven again: each date keeps the
-/// run it has (found by the record or by the run's trigger); unfinished runs are resumed.
+/// Prepares an interrupted, cancelled or failed backfill to be driven again: each date
+/// keeps the run it has (found by the record or by the run's trigger); runs that did not
+/// succeed are resumed in place, dates without one get a new run.
 pub fn reopen(store: &Store, id: &str) -> Result<BackfillRecord, Fail> {
     let Some(mut bf) = store.backfill(id)? else {
         return Err(Fail::input(format!(
@@ -264,7 +266,11 @@ fn run_note(store: &Store, run_id: &str) -> Result<Option<String>, Fail> {
         .find(|t| t.status == orchestrator_engine::state::TaskStatus::Failed)
         .map(|t| {
             let e = t.error.as_deref().unwrap_or_default();
-            format!("{} failed: {}", t.task_id, e.lines().next().unwrap_or_default())
+            format!(
+                "{} failed: {}",
+                t.task_id,
+                e.lines().next().unwrap_or_default()
+            )
         }))
 }
 
@@ -273,9 +279,14 @@ pub fn date_line(v: &DateView) -> String {
     format!(
         "{}  {:<22} {:<11}{}",
         v.date,
-        v.run_id.as_deref().map_or("-".to_string(), |r| format!("run {r}")),
+        v.run_id
+            .as_deref()
+            .map_or("-".to_string(), |r| format!("run {r}")),
         v.status,
-        v.note.as_deref().map(|n| format!(" {n}")).unwrap_or_default()
+        v.note
+            .as_deref()
+            .map(|n| format!(" {n}"))
+            .unwrap_or_default()
     )
 }
 
@@ -343,12 +354,9 @@ pub async fn drive(
             let d = &bf.dates[i];
             d.skipped.is_none()
                 && d.run_id.as_deref().is_none_or(|id| {
-                    // A run that finished (either way) stays as it is; an interrupted or
-                    // cancelled one is resumed.
-                    !matches!(
-                        store.run(id).ok().flatten().map(|r| r.status),
-                        Some(RunStatus::Succeeded | RunStatus::Failed)
-                    )
+                    // A date's run that did not succeed (failed, interrupted, cancelled)
+                    // is resumed in place; a succeeded one stays as it is.
+                    store.run(id).ok().flatten().map(|r| r.status) != Some(RunStatus::Succeeded)
                 })
         })
         .collect();
@@ -396,7 +404,11 @@ pub async fn drive(
     let views = view(&store, &bf)?;
     bf.status = if error.is_some() {
         BackfillStatus::Failed
-    } else if cancel.is_cancelled() || views.iter().any(|v| v.status == "cancelled" || v.status == "pending") {
+    } else if cancel.is_cancelled()
+        || views
+            .iter()
+            .any(|v| v.status == "cancelled" || v.status == "pending")
+    {
         BackfillStatus::Cancelled
     } else if views
         .iter()
@@ -414,7 +426,8 @@ pub async fn drive(
     }
 }
 
-type RunHandle = std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunRecord, Fail>> + Send>>;
+type RunHandle =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunRecord, Fail>> + Send>>;
 
 /// Starts (or resumes) the run of one date; returns its id once it is recorded, and a
 /// future that ends with the run.

@@ -106,7 +106,7 @@ enum Command {
         /// At most this many runs (1 or more).
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
         limit: u64,
-        /// Print JSON (a list of {id, workflow, status, logical_date, started_at, ended_at}).
+        /// Print JSON (a list of {id, workflow, status, logical_date, started_at, ended_at, trigger}).
         #[arg(long)]
         json: bool,
     },

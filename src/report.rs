@@ -153,6 +153,7 @@ pub fn runs_json(runs: &[RunRecord]) -> String {
                 "logical_date": r.logical_date,
                 "started_at": ts(Some(r.started_at)),
                 "ended_at": ts(r.ended_at),
+                "trigger": r.trigger,
             })
         })
         .collect();

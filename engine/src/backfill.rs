@@ -28,7 +28,9 @@ impl Calendar {
         match s {
             "schedule" => Ok(Calendar::Schedule),
             "daily" => Ok(Calendar::Daily),
-            _ => Err(format!("`{s}` is not a calendar: use `schedule` or `daily`")),
+            _ => Err(format!(
+                "`{s}` is not a calendar: use `schedule` or `daily`"
+            )),
         }
     }
 
@@ -155,7 +157,9 @@ pub fn action(runs: &[&RunRecord], reprocess: Reprocess) -> Action {
             latest.id, latest.id
         )),
         (Reprocess::All, _) => Action::Run,
-        (_, RunStatus::Succeeded) => Action::Skip(format!("already succeeded in run {}", latest.id)),
+        (_, RunStatus::Succeeded) => {
+            Action::Skip(format!("already succeeded in run {}", latest.id))
+        }
         (Reprocess::Failed, _) => Action::Resume(latest.id.clone()),
         (Reprocess::None, status) => match succeeded {
             Some(ok) => Action::Skip(format!("already succeeded in run {}", ok.id)),
@@ -249,9 +253,11 @@ mod tests {
         // A single day range is that day.
         let got = logical_dates(&w, d("2025-07-07"), d("2025-07-07"), Calendar::Schedule).unwrap();
         assert_eq!(dates(got), ["2025-07-07"]);
-        assert!(logical_dates(&w, d("2025-07-08"), d("2025-07-07"), Calendar::Daily)
-            .unwrap_err()
-            .contains("is after"));
+        assert!(
+            logical_dates(&w, d("2025-07-08"), d("2025-07-07"), Calendar::Daily)
+                .unwrap_err()
+                .contains("is after")
+        );
     }
 
     #[test]
@@ -277,7 +283,9 @@ mod tests {
             params: Default::default(),
             logical_date: "2026-01-02".into(),
             status,
-            started_at: chrono::Utc.with_ymd_and_hms(2026, 1, 3, 0, minute, 0).unwrap(),
+            started_at: chrono::Utc
+                .with_ymd_and_hms(2026, 1, 3, 0, minute, 0)
+                .unwrap(),
             ended_at: None,
             pid: 1,
             reruns: 0,
@@ -307,7 +315,10 @@ mod tests {
             action(&[&bad], Reprocess::None),
             Action::Skip("run b failed; `--reprocess failed` resumes it".into())
         );
-        assert_eq!(action(&[&bad], Reprocess::Failed), Action::Resume("b".into()));
+        assert_eq!(
+            action(&[&bad], Reprocess::Failed),
+            Action::Resume("b".into())
+        );
         // A success before a later failure: `none` keeps the success.
         assert_eq!(
             action(&[&ok, &bad], Reprocess::None),

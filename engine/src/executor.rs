@@ -229,10 +229,11 @@ impl Loop<'_> {
                 continue;
             }
             let dag = &self.ex.workflow.dag;
-            let cut = dag
-                .upstream(t)
-                .iter()
-                .find_map(|&u| self.cut[u].clone().filter(|_| matches!(self.states[u], State::Done(_))));
+            let cut = dag.upstream(t).iter().find_map(|&u| {
+                self.cut[u]
+                    .clone()
+                    .filter(|_| matches!(self.states[u], State::Done(_)))
+            });
             if let Some(reason) = cut {
                 self.cut[t] = Some(reason.clone());
                 self.skip(t, reason, false);

@@ -106,7 +106,11 @@ fn add_days(date: String, days: i64) -> Result<String, minijinja::Error> {
         .map_err(|_| bad(format!("add_days: `{date}` is not a date like 2026-01-31")))?;
     d.checked_add_signed(chrono::Duration::try_days(days).unwrap_or(chrono::Duration::MAX))
         .map(|d| d.format("%Y-%m-%d").to_string())
-        .ok_or_else(|| bad(format!("add_days: {date} moved by {days} days is out of range")))
+        .ok_or_else(|| {
+            bad(format!(
+                "add_days: {date} moved by {days} days is out of range"
+            ))
+        })
 }
 
 /// `value` as a SQL string literal: in single quotes, each `'` doubled.
@@ -403,8 +407,14 @@ mod tests {
         let mut v2 = v.clone();
         v2.date = "2026-03-01".into();
         let r2 = Renderer::new(&v2);
-        assert_eq!(r2.render("{{ run.date | add_days(-45) }}").unwrap(), "2026-01-15");
-        assert_eq!(r2.render("{{ run.date | add_days(1) }}").unwrap(), "2026-03-02");
+        assert_eq!(
+            r2.render("{{ run.date | add_days(-45) }}").unwrap(),
+            "2026-01-15"
+        );
+        assert_eq!(
+            r2.render("{{ run.date | add_days(1) }}").unwrap(),
+            "2026-03-02"
+        );
         let e = one_error(&r, "{{ params.greeting | add_days(1) }}");
         assert!(e.message.contains("is not a date like"), "{e:?}");
     }

@@ -41,7 +41,8 @@ fn request(args: &Args) -> Result<Option<Request>, Fail> {
     };
     let calendar = args.calendar.clone().unwrap_or_else(|| "schedule".into());
     Calendar::parse(&calendar).map_err(|e| Fail::input(format!("error: --calendar {e}")))?;
-    Reprocess::parse(&args.reprocess).map_err(|e| Fail::input(format!("error: --reprocess {e}")))?;
+    Reprocess::parse(&args.reprocess)
+        .map_err(|e| Fail::input(format!("error: --reprocess {e}")))?;
     let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
     Ok(Some(Request {
         file,
@@ -57,7 +58,10 @@ fn request(args: &Args) -> Result<Option<Request>, Fail> {
 
 /// The dry run's text: each date with what would happen to it.
 pub fn plan_text(b: &BackfillRecord, parallel: usize) -> String {
-    let mut s = format!("{} (dry run: nothing is run or recorded)\n", bf::header(b, parallel));
+    let mut s = format!(
+        "{} (dry run: nothing is run or recorded)\n",
+        bf::header(b, parallel)
+    );
     for d in &b.dates {
         let what = match (&d.skipped, &d.run_id) {
             (Some(why), _) => format!("skip: {why}"),
@@ -93,7 +97,8 @@ pub fn workflow_limit(b: &BackfillRecord, state_dir: &Path) -> Result<usize, Fai
         &b.from,
         state_dir,
     )?;
-    super::execute::claim_warehouse(&wf, state_dir).map_err(|e| Fail::input(format!("error: {e}")))?;
+    super::execute::claim_warehouse(&wf, state_dir)
+        .map_err(|e| Fail::input(format!("error: {e}")))?;
     Ok(wf.max_active_runs)
 }
 
@@ -114,7 +119,10 @@ pub async fn backfill(dir: &Path, args: Args) -> Result<u8, Fail> {
     }
     let _api = super::execute::serve_readers(&store, dir).await;
     outln!("{}", bf::header(&b, parallel));
-    for v in bf::view(&store, &b)?.iter().filter(|v| v.status == "skipped") {
+    for v in bf::view(&store, &b)?
+        .iter()
+        .filter(|v| v.status == "skipped")
+    {
         outln!("{}", bf::date_line(v));
     }
     let exec = Executor::Local {
@@ -134,7 +142,10 @@ fn summary(b: &BackfillRecord, views: &[DateView]) -> String {
     }
     let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
     let mut s = format!("backfill {} {}: {}", b.id, b.status, counts.join(", "));
-    if matches!(b.status, BackfillStatus::Cancelled | BackfillStatus::Interrupted) {
+    if matches!(
+        b.status,
+        BackfillStatus::Cancelled | BackfillStatus::Interrupted
+    ) {
         s.push_str(&format!(
             "\ncontinue it with `orchestrator backfill --resume {}`",
             b.id
@@ -149,11 +160,19 @@ fn summary(b: &BackfillRecord, views: &[DateView]) -> String {
 fn finish(store: &Arc<Store>, b: &BackfillRecord) -> Result<u8, Fail> {
     let views = bf::view(store, b)?;
     outln!("\n{}", summary(b, &views));
-    Ok(if b.status == BackfillStatus::Succeeded { 0 } else { 1 })
+    Ok(if b.status == BackfillStatus::Succeeded {
+        0
+    } else {
+        1
+    })
 }
 
 /// The backfill runs in the daemon that owns the state dir; this follows it.
-async fn in_daemon(api: &crate::api::Client, req: Option<Request>, args: &Args) -> Result<u8, Fail> {
+async fn in_daemon(
+    api: &crate::api::Client,
+    req: Option<Request>,
+    args: &Args,
+) -> Result<u8, Fail> {
     let answer = api
         .post(
             "/api/backfills",
@@ -171,7 +190,10 @@ async fn in_daemon(api: &crate::api::Client, req: Option<Request>, args: &Args) 
             outln!("{text}");
         }
     }
-    let id = answer["backfill_id"].as_str().unwrap_or_default().to_string();
+    let id = answer["backfill_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let mut printed = std::collections::BTreeSet::new();
     loop {
         let text = api.get(&format!("/api/backfills/{id}"), &[], true).await?;
@@ -194,7 +216,11 @@ async fn in_daemon(api: &crate::api::Client, req: Option<Request>, args: &Args) 
             let b: BackfillRecord = serde_json::from_value(doc["backfill"].clone())
                 .map_err(|e| Fail::failed(format!("error: the daemon's answer: {e}")))?;
             outln!("\n{}", summary(&b, &views));
-            return Ok(if b.status == BackfillStatus::Succeeded { 0 } else { 1 });
+            return Ok(if b.status == BackfillStatus::Succeeded {
+                0
+            } else {
+                1
+            });
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
@@ -219,7 +245,10 @@ pub fn backfills_output(store: &Store, json: bool) -> Result<String, Fail> {
         return Ok(serde_json::to_string_pretty(&rows).unwrap_or_default() + "\n");
     }
     if list.is_empty() {
-        return Ok("no backfills yet; start one with `orchestrator backfill FILE --from DATE --to DATE`\n".into());
+        return Ok(
+            "no backfills yet; start one with `orchestrator backfill FILE --from DATE --to DATE`\n"
+                .into(),
+        );
     }
     let mut s = format!(
         "{:<28} {:<16} {:<23} {:<12} {}\n",

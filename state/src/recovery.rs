@@ -28,8 +28,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AttemptRecord, BackfillRecord, FileRecord, UsageRecord, Result, RunRecord, ScheduleRecord, StateError, Store, TableRecord,
-    TaskRecord, Write, SCHEMA_VERSION,
+    AttemptRecord, BackfillRecord, FileRecord, Result, RunRecord, ScheduleRecord, StateError,
+    Store, TableRecord, TaskRecord, UsageRecord, Write, SCHEMA_VERSION,
 };
 
 /// Version of the recovery point format.

@@ -151,7 +151,8 @@ fn runs_lists_newest_first_and_filters() {
             "status",
             "logical_date",
             "started_at",
-            "ended_at"
+            "ended_at",
+            "trigger"
         ]
     );
     assert_eq!(runs[1]["status"], "succeeded");

@@ -611,3 +611,64 @@ fn rerun_while_the_daemon_runs_is_resumed_by_it() {
         "a succeeded the first time and was kept"
     );
 }
+
+#[test]
+fn backfill_while_the_daemon_runs_is_driven_by_it() {
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "later",
+        "name: later\nschedule: \"cron(0 0 1 1 ? 2199)\"\ntasks:\n  a:\n    kind: noop\n",
+    );
+    sb.write(
+        "dates.yaml",
+        "name: dates\ntasks:\n  a:\n    kind: shell\n    command: \"echo {{ run.date }} >> dates.txt\"\n",
+    );
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    let out = sb.run(&[
+        "backfill",
+        "dates.yaml",
+        "--from",
+        "2026-02-27",
+        "--to",
+        "2026-03-02",
+        "--dry-run",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("2026-02-28  new run"), "{out:?}");
+    let out = sb.run(&[
+        "backfill",
+        "dates.yaml",
+        "--from",
+        "2026-02-27",
+        "--to",
+        "2026-03-02",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("succeeded: 4 succeeded"), "{out:?}");
+    assert_eq!(
+        sb.read("dates.txt"),
+        "2026-02-27\n2026-02-28\n2026-03-01\n2026-03-02\n"
+    );
+    d.wait_log("(backfill bf-", 4);
+    // Read through the daemon's API while it holds the store.
+    let list = sb.run(&["backfills"]);
+    assert_eq!(list.code, 0, "{list:?}");
+    assert!(
+        list.stdout.contains("2026-02-27..2026-03-02") && list.stdout.contains("4 succeeded"),
+        "{list:?}"
+    );
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    let all = runs(&sb);
+    let by_backfill: Vec<&Value> = all
+        .iter()
+        .filter(|r| {
+            r["trigger"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("backfill bf-"))
+        })
+        .collect();
+    assert_eq!(by_backfill.len(), 4, "{all:?}");
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::common::{status, task, Sandbox};
+use crate::common::{sample_response, status, task, walk, FakeApi, Sandbox};
 
 fn repo(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -177,8 +177,125 @@ fn landing(sb: &Sandbox) -> String {
     format!("landing={}", sb.path("landing").display())
 }
 
+const KEY: &str = "test-api-key-daily-77e1";
+
+/// Every published row against the full-history computation (the lookback of each run
+/// must give the same windows as the whole history), every column.
+fn assert_matches_full_history(sb: &Sandbox, from: &str, to: &str) -> usize {
+    let rows = query(
+        sb,
+        "SELECT symbol, CAST(date AS VARCHAR) AS date, daily_return, avg_price, volatility, price_change_pct, rolling_avg_5d, \
+         volume_surge_ratio, candle_type, is_market_up, sma_5, sma_20, signal, is_anomaly \
+         FROM stock_daily ORDER BY symbol, date",
+    );
+    let rows = rows.as_array().unwrap();
+    let mut i = 0;
+    for (symbol, bars) in &source_bars() {
+        for want in expected(bars) {
+            let date = want["date"].as_str().unwrap();
+            if date < from || date > to {
+                continue;
+            }
+            let got = &rows[i];
+            assert_eq!(got["symbol"], symbol.as_str());
+            for (col, w) in &want {
+                assert!(
+                    close_enough(&got[*col], w),
+                    "{symbol} {date} {col}: got {}, want {w}",
+                    got[*col]
+                );
+            }
+            i += 1;
+        }
+    }
+    assert_eq!(i, rows.len(), "stock_daily holds rows outside {from}..{to}");
+    i
+}
+
 #[test]
-fn publishes_the_sample_with_independently_computed_columns_and_reruns_insert_nothing() {
+fn backfill_of_30_trading_days_then_a_daily_run_equals_the_full_history_with_one_request_per_symbol(
+) {
+    let api = FakeApi::start(|symbol, _| (200, sample_response(symbol)));
+    let sb = Sandbox::new();
+    let live = [
+        "--param".to_string(),
+        landing(&sb),
+        "--param".to_string(),
+        format!("alpha_vantage_url={}", api.url),
+        "--param".to_string(),
+        "calls_per_minute=6000".to_string(),
+    ];
+    let args = |head: &[&str]| -> Vec<String> {
+        head.iter()
+            .map(|s| s.to_string())
+            .chain(live.iter().cloned())
+            .collect()
+    };
+    // 2025-06-20 .. 2025-08-01: 30 trading days and the July 4th holiday.
+    let a = args(&[
+        "backfill",
+        &daily(),
+        "--from",
+        "2025-06-20",
+        "--to",
+        "2025-08-01",
+    ]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let out = sb.run_with_env(&a, &[("ALPHAVANTAGE_API_KEY", KEY)]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("31 dates, 31 to run")
+            && out.stdout.contains("succeeded: 31 succeeded"),
+        "{out:?}"
+    );
+    let holiday = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("2025-07-04"))
+        .unwrap_or_default();
+    assert!(
+        holiday.contains("succeeded") && holiday.contains("market closed: Independence Day"),
+        "{out:?}"
+    );
+    // The next trading day, as the daemon's schedule would start it.
+    let a = args(&["run", &daily(), "--date", "2025-08-04"]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let out = sb.run_with_env(&a, &[("ALPHAVANTAGE_API_KEY", KEY)]);
+    assert_eq!(out.code, 0, "{out:?}");
+
+    assert_eq!(
+        assert_matches_full_history(&sb, "2025-06-20", "2025-08-04"),
+        310
+    );
+    let mut symbols = api.symbols_requested();
+    symbols.sort();
+    assert_eq!(
+        symbols,
+        ["AMD", "ASML", "AVGO", "INTC", "MRVL", "MU", "NVDA", "QCOM", "TSM", "TXN"],
+        "one request per symbol for the whole range"
+    );
+    // The landing zone holds each bar once: one file per (symbol, trading date), one row.
+    let bars = walk(&sb.path("landing/bars"));
+    let total: usize = source_bars().values().map(Vec::len).sum();
+    assert_eq!(bars.len(), total);
+    let mut keys = std::collections::BTreeSet::new();
+    for f in &bars {
+        let text = std::fs::read_to_string(f).unwrap();
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(rows.len(), 1, "{}", f.display());
+        let fields: Vec<&str> = rows[0].split(',').collect();
+        let dt = f.parent().unwrap().file_name().unwrap().to_string_lossy();
+        assert_eq!(
+            dt,
+            format!("dt={}", fields[1]),
+            "landed under its trading date"
+        );
+        assert!(keys.insert((fields[0].to_string(), fields[1].to_string())));
+    }
+}
+
+#[test]
+fn a_market_holiday_ends_succeeded_with_everything_after_ingest_skipped() {
     let sb = Sandbox::new();
     let out = sb.run(&[
         "run",
@@ -186,49 +303,60 @@ fn publishes_the_sample_with_independently_computed_columns_and_reruns_insert_no
         "--param",
         &landing(&sb),
         "--date",
-        "2026-05-11",
+        "2025-07-04",
     ]);
     assert_eq!(out.code, 0, "{out:?}");
-    let source = source_bars();
-    let total: usize = source.values().map(Vec::len).sum();
-    assert_eq!(total, 2510);
-    assert_eq!(
-        count(&sb, "SELECT count(*) AS n FROM stock_daily") as usize,
-        total
-    );
-
-    let rows = query(
-        &sb,
-        "SELECT symbol, date, daily_return, avg_price, volatility, price_change_pct, rolling_avg_5d, \
-         volume_surge_ratio, candle_type, is_market_up, sma_5, sma_20, signal, is_anomaly \
-         FROM stock_daily ORDER BY symbol, date",
-    );
-    let rows = rows.as_array().unwrap();
-    let mut i = 0;
-    let mut signals: BTreeMap<String, usize> = BTreeMap::new();
-    for (symbol, bars) in &source {
-        for want in expected(bars) {
-            let got = &rows[i];
-            assert_eq!(got["symbol"], symbol.as_str());
-            for (col, w) in &want {
-                assert!(
-                    close_enough(&got[*col], w),
-                    "{symbol} {} {col}: got {}, want {w}",
-                    want["date"],
-                    got[*col]
-                );
-            }
-            if let Some(s) = want["signal"].as_str() {
-                *signals.entry(s.to_string()).or_insert(0) += 1;
-            }
-            i += 1;
-        }
+    let show = sb.show(&out.run_id());
+    assert_eq!(show["status"], "succeeded");
+    assert_eq!(status(&show, "ingest"), "succeeded");
+    let reason = "short-circuited by `ingest`: no bars for 2025-07-04 (market closed: Independence Day); the last bar before it is 2025-07-03";
+    for t in [
+        "crawl",
+        "drop_temp",
+        "create_temp",
+        "quality_check",
+        "publish",
+    ] {
+        assert_eq!(status(&show, t), "skipped", "{t}");
+        assert_eq!(task(&show, t)["error"], reason, "{t}");
     }
+    let tables = sb.run(&["tables", "--json"]);
     assert!(
-        signals.get("BUY") > Some(&0) && signals.get("SELL") > Some(&0),
-        "{signals:?}"
+        !tables.stdout.contains("stock_daily"),
+        "nothing published: {tables:?}"
     );
+    // A weekday that is not a holiday but has no bar yet is not mistaken for one.
+    let out = sb.run(&[
+        "run",
+        &daily(),
+        "--param",
+        &landing(&sb),
+        "--date",
+        "2026-05-12",
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let error = task(&sb.show(&out.run_id()), "ingest")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.starts_with("no bars for 2026-05-12 yet: the newest bar is 2026-05-11."),
+        "{error}"
+    );
+}
 
+#[test]
+fn rerunning_a_day_inserts_nothing() {
+    let sb = Sandbox::new();
+    let first = sb.run(&[
+        "run",
+        &daily(),
+        "--param",
+        &landing(&sb),
+        "--date",
+        "2026-05-11",
+    ]);
+    assert_eq!(first.code, 0, "{first:?}");
     let again = sb.run(&[
         "run",
         &daily(),
@@ -239,12 +367,14 @@ fn publishes_the_sample_with_independently_computed_columns_and_reruns_insert_no
     ]);
     assert_eq!(again.code, 0, "{again:?}");
     let show = sb.show(&again.run_id());
-    assert_eq!(task(&show, "publish")["outputs"]["inserted"], 0);
-    assert_eq!(task(&show, "publish")["outputs"]["already_present"], 2510);
     assert_eq!(
-        count(&sb, "SELECT count(*) AS n FROM stock_daily") as usize,
-        total
+        task(&show, "ingest")["outputs"]["fetched"],
+        serde_json::json!([])
     );
+    assert_eq!(task(&show, "publish")["outputs"]["inserted"], 0);
+    assert_eq!(task(&show, "publish")["outputs"]["already_present"], 10);
+    assert_eq!(count(&sb, "SELECT count(*) AS n FROM stock_daily"), 10);
+    assert_matches_full_history(&sb, "2026-05-11", "2026-05-11");
 }
 
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -358,7 +488,7 @@ fn a_failed_audit_publishes_nothing_and_rerun_from_create_temp_recovers() {
     // Fix the landed raw bar, then rebuild from create_temp.
     let raw = sb.path("landing/bars/dt=2026-05-11/NVDA.csv");
     let fixed = std::fs::read_to_string(&raw).unwrap().replace(
-        "NVDA,2026-05-11,214.04,200,",
+        "NVDA,2026-05-11,214.04,200.0,",
         "NVDA,2026-05-11,214.04,222.3,",
     );
     assert_ne!(
@@ -380,7 +510,7 @@ fn a_failed_audit_publishes_nothing_and_rerun_from_create_temp_recovers() {
     ] {
         assert_eq!(task(&show, t)["attempts"], attempts, "{t}");
     }
-    assert_eq!(count(&sb, "SELECT count(*) AS n FROM stock_daily"), 2510);
+    assert_eq!(count(&sb, "SELECT count(*) AS n FROM stock_daily"), 20);
     assert_eq!(
         count(&sb, "SELECT count(*) AS n FROM (SELECT symbol, date FROM stock_daily GROUP BY symbol, date HAVING count(*) > 1) AS d"),
         0
@@ -446,11 +576,9 @@ fn a_crash_during_publish_leaves_production_unchanged_and_rerun_completes_it() {
         "only publish re-ran"
     );
     assert_eq!(task(&show, "publish")["attempts"], 2);
-    assert_eq!(
-        task(&show, "publish")["outputs"]["inserted"],
-        2510 - published
-    );
-    assert_eq!(count(&sb, "SELECT count(*) AS n FROM stock_daily"), 2510);
+    assert_eq!(published, 10);
+    assert_eq!(task(&show, "publish")["outputs"]["inserted"], 10);
+    assert_eq!(count(&sb, "SELECT count(*) AS n FROM stock_daily"), 20);
     assert_eq!(
         count(&sb, "SELECT count(*) AS n FROM (SELECT symbol, date FROM stock_daily GROUP BY symbol, date HAVING count(*) > 1) AS d"),
         0

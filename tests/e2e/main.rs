@@ -4,6 +4,7 @@
 
 mod common;
 
+mod backfill;
 mod cli;
 mod crash;
 mod daemon;

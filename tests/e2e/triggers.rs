@@ -124,3 +124,42 @@ tasks:
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stdout.contains("timed out after 300ms"), "{out:?}");
 }
+
+#[test]
+fn a_short_circuit_skips_everything_downstream_and_the_run_succeeds() {
+    let sb = Sandbox::new();
+    sb.write(
+        "sc.yaml",
+        "name: sc\ntasks:\n  check:\n    kind: shell\n    short_circuit: true\n    command: \"echo 'no new files today'; exit 99\"\n  load:\n    kind: shell\n    after: [check]\n    command: \"touch loaded\"\n  cleanup:\n    kind: shell\n    after: [load]\n    trigger: all_done\n    command: \"touch cleaned\"\n  other:\n    kind: shell\n    command: \"touch other\"\n",
+    );
+    let out = sb.run(&["run", "sc.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let show = sb.show(&out.run_id());
+    assert_eq!(show["status"], "succeeded");
+    assert_eq!(status(&show, "check"), "succeeded");
+    assert_eq!(
+        task(&show, "check")["outputs"]["short_circuit"],
+        "no new files today"
+    );
+    for t in ["load", "cleanup"] {
+        assert_eq!(status(&show, t), "skipped", "{t}");
+        assert_eq!(
+            task(&show, t)["error"],
+            "short-circuited by `check`: no new files today",
+            "{t}"
+        );
+    }
+    assert_eq!(status(&show, "other"), "succeeded", "other branches run on");
+    assert!(!sb.path("loaded").exists() && !sb.path("cleaned").exists());
+    assert!(sb.path("other").exists());
+
+    // Without `short_circuit: true`, exit status 99 is a failure like any other.
+    sb.write(
+        "plain.yaml",
+        "name: plain\ntasks:\n  check:\n    kind: shell\n    command: \"exit 99\"\n  load:\n    kind: noop\n    after: [check]\n",
+    );
+    let out = sb.run(&["run", "plain.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let show = sb.show(&out.run_id());
+    assert_eq!(status(&show, "check"), "failed");
+}

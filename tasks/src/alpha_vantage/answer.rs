@@ -58,14 +58,25 @@ pub fn classify(key: &str, message: &str) -> ResponseError {
     let m = message.to_ascii_lowercase();
     let msg = message.to_string();
     let has = |words: &[&str]| words.iter().any(|w| m.contains(w));
-    if has(&["per second", "spreading out", "burst", "per minute", "call frequency"]) {
+    if has(&[
+        "per second",
+        "spreading out",
+        "burst",
+        "per minute",
+        "call frequency",
+    ]) {
         ResponseError::Transient(msg)
     } else if has(&["per day", "daily rate limit", "daily limit"]) {
         ResponseError::DailyLimit(msg)
-    } else if has(&["demo"]) && has(&["key"]) || has(&["apikey is invalid", "apikey is missing"])
+    } else if (has(&["demo"]) && has(&["key"]))
+        || has(&[
+            "apikey is invalid",
+            "apikey is missing",
+            "invalid api key",
+            "api key is invalid",
+            "invalid or missing",
+        ])
     {
-        ResponseError::BadKey(msg)
-    } else if has(&["invalid api key", "api key is invalid", "invalid or missing"]) {
         ResponseError::BadKey(msg)
     } else if has(&["premium"]) {
         ResponseError::Premium(msg)
@@ -265,10 +276,7 @@ mod tests {
     #[test]
     fn malformed_answers_name_symbol_date_and_field() {
         assert_eq!(
-            parse_daily(
-                "IBM",
-                OK.replace("\"2. high\": \"161.5\", ", "").as_str()
-            ),
+            parse_daily("IBM", OK.replace("\"2. high\": \"161.5\", ", "").as_str()),
             Err(ResponseError::Malformed(
                 "IBM, 2024-01-05: field \"2. high\" is missing".into()
             ))

@@ -131,7 +131,9 @@ impl TaskConfig for AlphaVantageConfig {
             interval: Duration::from_secs_f64(60.0 / cpm),
             daily_quota: self.daily_quota.unwrap_or(25),
             reprocess: self.reprocess.unwrap_or(false),
-            timeout: self.request_timeout.map_or(Duration::from_secs(30), |d| d.0),
+            timeout: self
+                .request_timeout
+                .map_or(Duration::from_secs(30), |d| d.0),
             throttle_wait: self.throttle_wait.map_or(Duration::from_secs(60), |d| d.0),
             max_attempts: self.max_attempts.unwrap_or(5).max(1),
             sample_dir: self.sample_dir.map(abs),
@@ -196,10 +198,7 @@ struct Limiter {
 }
 
 impl Limiter {
-    async fn wait(
-        &mut self,
-        cancel: &orchestrator_engine::CancellationToken,
-    ) -> Result<(), Fail> {
+    async fn wait(&mut self, cancel: &orchestrator_engine::CancellationToken) -> Result<(), Fail> {
         let now = tokio::time::Instant::now();
         let at = self.next.filter(|n| *n > now).unwrap_or(now);
         self.next = Some(at + self.interval);
@@ -229,7 +228,9 @@ enum Fail {
 #[derive(Debug, Clone)]
 enum Stop {
     /// The daily quota is spent; `said` is the service's message, if it said so.
-    Quota { said: Option<String> },
+    Quota {
+        said: Option<String>,
+    },
     Premium(String),
     BadKey(String),
 }
@@ -486,7 +487,10 @@ impl AlphaVantage {
         if self.daily_quota == 0 || needed == 0 {
             return;
         }
-        let used = ctx.catalog.usage(USAGE_COUNTER, &Self::today()).unwrap_or(0);
+        let used = ctx
+            .catalog
+            .usage(USAGE_COUNTER, &Self::today())
+            .unwrap_or(0);
         let left = self.daily_quota.saturating_sub(used);
         if needed as u64 > left {
             ctx.output.line(&format!(
@@ -562,7 +566,7 @@ impl AlphaVantage {
                     Err(e) => format!("reading the response failed: {}", e.without_url()),
                     Ok(body) => match parse_daily(symbol, &body) {
                         Ok(bars) => return Ok((body, bars)),
-                        Err(ResponseError::Transient(m)) => m,
+                        Err(e @ ResponseError::Transient(_)) => e.to_string(),
                         Err(ResponseError::DailyLimit(m)) => {
                             // Later runs today need not ask to be told again.
                             let today = Self::today();
@@ -603,7 +607,13 @@ impl AlphaVantage {
         Err(Fail::Symbol("no attempt made (max_attempts is 0)".into()))
     }
 
-    fn stop_message(&self, stop: &Stop, ctx: &TaskContext, key: &str, missing: &[String]) -> String {
+    fn stop_message(
+        &self,
+        stop: &Stop,
+        ctx: &TaskContext,
+        key: &str,
+        missing: &[String],
+    ) -> String {
         let said = |m: &str| format!(" (Alpha Vantage said: {})", scrub(key, m));
         match stop {
             Stop::Quota { said: s } => format!(
@@ -613,7 +623,9 @@ impl AlphaVantage {
                 } else {
                     "the service's limit".into()
                 },
-                s.as_deref().map(said).unwrap_or_default(),
+                s.as_deref()
+                    .map(|m| format!("; Alpha Vantage said: {}", scrub(key, m)))
+                    .unwrap_or_default(),
                 ctx.run_id,
                 missing.len(),
                 missing.join(", ")
@@ -714,10 +726,9 @@ impl AlphaVantage {
         }
         // No symbol has a bar for the date.
         let day = date.to_string();
-        let last = report
-            .last_before
-            .as_deref()
-            .map_or(String::new(), |n| format!("; the last bar before it is {n}"));
+        let last = report.last_before.as_deref().map_or(String::new(), |n| {
+            format!("; the last bar before it is {n}")
+        });
         let closed = market::closed_because(date);
         let reason = match (&report.oldest, &report.newest) {
             (Some(oldest), _) if day < *oldest => {

@@ -307,8 +307,15 @@ async fn crawl(
         updated_at: now,
         last_crawled_at: Some(now),
     };
-    let gone = known.len() > files.iter().filter(|f| known.contains(f.rel.as_str())).count();
-    let previous = existing.as_ref().and_then(|t| t.row_count).filter(|_| !gone);
+    let gone = known.len()
+        > files
+            .iter()
+            .filter(|f| known.contains(f.rel.as_str()))
+            .count();
+    let previous = existing
+        .as_ref()
+        .and_then(|t| t.row_count)
+        .filter(|_| !gone);
     record.row_count = Some(match previous {
         Some(before) => {
             let new: Vec<&Found> = files
@@ -369,10 +376,12 @@ async fn count_new_rows(
     let df = ctx
         .read_table(Arc::new(listing))
         .map_err(|e| e.to_string())?;
-    df.count()
-        .await
-        .map(|n| n as u64)
-        .map_err(|e| format!("cannot count the rows of the new files of `{}`: {e}", table.name))
+    df.count().await.map(|n| n as u64).map_err(|e| {
+        format!(
+            "cannot count the rows of the new files of `{}`: {e}",
+            table.name
+        )
+    })
 }
 
 /// The type both `a` and `b` fit in, if one is a widening of the other.

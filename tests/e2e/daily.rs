@@ -584,3 +584,41 @@ fn a_crash_during_publish_leaves_production_unchanged_and_rerun_completes_it() {
         0
     );
 }
+
+#[test]
+fn history_landed_as_csv_files_runs_without_key_or_sample_and_matches_the_full_history() {
+    let sb = Sandbox::new();
+    let mut cmd = std::process::Command::new(repo("scripts/land-history"));
+    cmd.arg(sb.path("landing"));
+    for e in std::fs::read_dir(repo("data/sample/chips")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "csv") {
+            cmd.arg(p);
+        }
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // No key and an empty sample dir: every bar must come from the landed history.
+    std::fs::create_dir(sb.path("empty")).unwrap();
+    let sample = format!("sample={}", sb.path("empty").display());
+    let out = sb.run(&[
+        "run",
+        &daily(),
+        "--param",
+        &landing(&sb),
+        "--param",
+        &sample,
+        "--date",
+        "2025-08-04",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("every symbol's bar for 2025-08-04 is landed already; nothing fetched"),
+        "{out:?}"
+    );
+    assert_eq!(
+        assert_matches_full_history(&sb, "2025-08-04", "2025-08-04"),
+        10
+    );
+}

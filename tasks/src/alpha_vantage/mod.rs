@@ -286,35 +286,41 @@ impl Task for AlphaVantage {
                 ctx.logical_date
             ))
         })?;
+        let mut report = Report::default();
+
+        // Which symbols have no bar for the date yet. When none is missing, no source is
+        // needed at all (e.g. history landed as CSV files, with neither key nor sample).
+        let mut missing = Vec::new();
+        for symbol in &self.symbols {
+            if !self.reprocess && self.bar_path(&ctx.logical_date, symbol).exists() {
+                report.with_bar.push(symbol.clone());
+            } else {
+                missing.push(symbol.clone());
+            }
+        }
+        if missing.is_empty() {
+            ctx.output.line(&format!(
+                "every symbol's bar for {} is landed already; nothing fetched",
+                ctx.logical_date
+            ));
+            return self.outcome(ctx, date, report, "");
+        }
         let source = self.source(ctx)?;
         let key = match &source {
             Source::Live { key, .. } => key.clone(),
             Source::Offline(_) => String::new(),
         };
-        let mut report = Report::default();
-
-        // Which symbols need a response at all.
         let mut to_get = Vec::new();
-        for symbol in &self.symbols {
-            if !self.reprocess && self.bar_path(&ctx.logical_date, symbol).exists() {
-                report.with_bar.push(symbol.clone());
-                continue;
-            }
+        for symbol in missing {
             if !self.reprocess && matches!(source, Source::Live { .. }) {
-                if let Some(bars) = self.cached(symbol, &ctx.logical_date) {
-                    report.from_cache.push(symbol.clone());
-                    self.land(symbol, &bars, &ctx.logical_date, &mut report)
+                if let Some(bars) = self.cached(&symbol, &ctx.logical_date) {
+                    self.land(&symbol, &bars, &ctx.logical_date, &mut report)
                         .map_err(TaskFailure::new)?;
+                    report.from_cache.push(symbol);
                     continue;
                 }
             }
-            to_get.push(symbol.clone());
-        }
-        if !report.with_bar.is_empty() && to_get.is_empty() {
-            ctx.output.line(&format!(
-                "every symbol's bar for {} is landed already; nothing fetched",
-                ctx.logical_date
-            ));
+            to_get.push(symbol);
         }
 
         let mut limiter = Limiter {

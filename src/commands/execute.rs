@@ -127,10 +127,22 @@ async fn run_in_daemon(
 /// transition (polling `show`), then the run's details; the exit status is the run's.
 async fn follow(api: &crate::api::Client, run_id: &str, quiet: bool) -> Result<u8, Fail> {
     let mut seen: std::collections::BTreeMap<String, (String, u64)> = Default::default();
+    // The daemon answers with the run id as it hands the run to its executor, which
+    // records it a moment later: until then the run is not found.
+    let since = std::time::Instant::now();
     loop {
-        let show: serde_json::Value =
-            serde_json::from_str(&api.get(&format!("/api/runs/{run_id}"), &[], true).await?)
-                .map_err(|e| Fail::failed(format!("error: the daemon's answer: {e}")))?;
+        let answer = match api.get(&format!("/api/runs/{run_id}"), &[], true).await {
+            Err(f)
+                if f.message.contains("no run `")
+                    && since.elapsed() < std::time::Duration::from_secs(10) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+            other => other?,
+        };
+        let show: serde_json::Value = serde_json::from_str(&answer)
+            .map_err(|e| Fail::failed(format!("error: the daemon's answer: {e}")))?;
         for t in show["tasks"].as_array().into_iter().flatten() {
             let id = t["id"].as_str().unwrap_or_default().to_string();
             let status = t["status"].as_str().unwrap_or_default().to_string();

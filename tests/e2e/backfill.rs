@@ -305,3 +305,46 @@ fn a_backfill_killed_halfway_and_resumed_completes_without_duplicate_runs_or_row
     assert_eq!(q[0]["n"], 50, "{q}");
     assert_eq!(q[0]["k"], 50, "{q}");
 }
+
+#[test]
+fn max_active_runs_runs_dates_at_once_within_the_workflows_limit() {
+    let sb = Sandbox::new();
+    // Each run waits until all three have started: run one at a time, they would fail.
+    let barrier = "touch started-{{ run.date }}; i=0; while [ $(ls started-* | wc -l) -lt 3 ]; do i=$((i+1)); [ $i -gt 400 ] && exit 1; sleep 0.05; done";
+    sb.write(
+        "par.yaml",
+        &format!("name: par\nmax_active_runs: 3\ntasks:\n  a:\n    kind: shell\n    command: \"{barrier}\"\n"),
+    );
+    let out = sb.run(&[
+        "backfill",
+        "par.yaml",
+        "--from",
+        "2026-03-01",
+        "--to",
+        "2026-03-03",
+        "--max-active-runs",
+        "3",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("3 at a time"), "{out:?}");
+    assert!(out.stdout.contains("succeeded: 3 succeeded"), "{out:?}");
+
+    // Without `max_active_runs:` in the workflow, one at a time, and it says so.
+    sb.write("one.yaml", "name: one\ntasks:\n  a:\n    kind: noop\n");
+    let out = sb.run(&[
+        "backfill",
+        "one.yaml",
+        "--from",
+        "2026-03-01",
+        "--to",
+        "2026-03-03",
+        "--max-active-runs",
+        "3",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("1 at a time"), "{out:?}");
+    assert!(
+        out.stderr.contains("workflow `one` allows 1 active run(s) at once (`max_active_runs:`); running 1 at a time, not 3"),
+        "{out:?}"
+    );
+}

@@ -483,3 +483,50 @@ fn the_quota_counter_spends_what_is_left_then_refuses() {
     assert_eq!(out.code, 1, "{out:?}");
     assert_eq!(api.requests().len(), 2);
 }
+
+#[test]
+fn reprocess_replaces_a_revised_bar_and_names_it() {
+    let sb = Sandbox::new();
+    let sample = sb.path("sample");
+    std::fs::create_dir(&sample).unwrap();
+    std::fs::write(sample.join("NVDA.json"), sample_response("NVDA")).unwrap();
+    let yaml = |reprocess: bool| {
+        format!(
+            "name: revise\ntasks:\n  ingest:\n    kind: alpha_vantage\n    symbols: [NVDA]\n    output: landing\n    sample_dir: sample\n    reprocess: {reprocess}\n"
+        )
+    };
+    sb.write("r.yaml", &yaml(false));
+    let out = sb.run(&["run", "r.yaml", "--date", "2026-05-11"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let untouched = std::fs::metadata(sb.path("landing/bars/dt=2026-05-07/NVDA.csv"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    // The service corrects an earlier bar.
+    let mut doc: Value = serde_json::from_str(&sample_response("NVDA")).unwrap();
+    doc["Time Series (Daily)"]["2026-05-08"]["4. close"] = Value::from("999.5000");
+    std::fs::write(sample.join("NVDA.json"), doc.to_string()).unwrap();
+    // Without reprocess the date's bar is landed already: nothing is read again.
+    let out = sb.run(&["run", "r.yaml", "--date", "2026-05-11"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!sb
+        .read("landing/bars/dt=2026-05-08/NVDA.csv")
+        .contains("999.5"));
+    sb.write("r.yaml", &yaml(true));
+    let out = sb.run(&["run", "r.yaml", "--date", "2026-05-11"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let show = sb.show(&out.run_id());
+    assert_eq!(
+        task(&show, "ingest")["outputs"]["revised"],
+        serde_json::json!(["NVDA 2026-05-08"])
+    );
+    assert_eq!(task(&show, "ingest")["outputs"]["new_bars"], 0);
+    assert!(sb
+        .read("landing/bars/dt=2026-05-08/NVDA.csv")
+        .contains(",999.5,"));
+    let after = std::fs::metadata(sb.path("landing/bars/dt=2026-05-07/NVDA.csv"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(untouched, after, "an unchanged bar is not rewritten");
+}

@@ -250,7 +250,8 @@ mod tests {
     /// of the shapes it has used for them.
     #[test]
     fn classifies_answers_by_meaning_not_by_key() {
-        let cases: &[(&str, &str, fn(&ResponseError) -> bool)] = &[
+        type Is = fn(&ResponseError) -> bool;
+        let cases: &[(&str, &str, Is)] = &[
             ("Information", "Thank you for using Alpha Vantage! Please consider spreading out your free API requests more sparingly (1 request per second). You may subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to lift the free key rate limit (25 requests per day), raise the per-second burst limit, and instantly access many premium features.", |e| matches!(e, ResponseError::Transient(_))),
             ("Note", "Thank you for using Alpha Vantage! Our standard API call frequency is 5 calls per minute and 500 calls per day. Please visit https://www.alphavantage.co/premium/ if you would like to target a higher API call frequency.", |e| matches!(e, ResponseError::Transient(_))),
             ("Information", "We have detected your API key as ABC123 and our standard API rate limit is 25 requests per day. Please subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly remove all daily rate limits.", |e| matches!(e, ResponseError::DailyLimit(_))),

@@ -1,0 +1,220 @@
+//! The AWS backend: Athena queries, Glue crawlers and jobs, through the official SDK.
+//!
+//! [`Aws::connect`] loads the standard credential and region chain (environment,
+//! profile, instance role), with the workflow's `aws:` block on top (`region`,
+//! `profile`). `AWS_ENDPOINT_URL` (and `AWS_ENDPOINT_URL_ATHENA`, `_GLUE`, `_STS`) is
+//! honoured by the SDK itself: that is how the tests point everything at moto.
+//!
+//! Every long operation polls with [`Backoff`] (100 ms at first, growing by half each
+//! time to a 5 s cap: a quick query costs a few calls, an hour-long one about 720) and
+//! stops the remote work when its cancellation token fires (a task's timeout or a
+//! cancelled run): StopQueryExecution, StopCrawler, BatchStopJobRun. Throttling and
+//! transient errors are retried by the SDK's standard retry mode (5 attempts).
+
+mod athena;
+mod glue;
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region};
+use tokio_util::sync::CancellationToken;
+
+pub use athena::{QueryOutcome, QueryResults};
+pub use glue::{CrawlOutcome, JobOutcome};
+
+/// The workflow's `aws:` block.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    /// Athena workgroup (default `primary`).
+    pub workgroup: Option<String>,
+    /// Glue database the tables live in.
+    pub database: Option<String>,
+    /// `s3://...` where Athena writes query results.
+    pub output_location: Option<String>,
+    /// `s3://...` where created tables live.
+    pub warehouse: Option<String>,
+}
+
+/// Why an AWS operation did not succeed, in words a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    #[error("{0}")]
+    Call(String),
+    #[error("Athena query {id} {state}: {reason}")]
+    QueryFailed {
+        id: String,
+        state: String,
+        reason: String,
+    },
+    #[error("stopped: {0}")]
+    Cancelled(String),
+}
+
+/// Clients for one workflow's account and region.
+#[derive(Clone)]
+pub struct Aws {
+    sdk: aws_config::SdkConfig,
+    pub settings: Settings,
+}
+
+impl std::fmt::Debug for Aws {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Aws")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Aws {
+    pub async fn connect(settings: Settings) -> Aws {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(5));
+        if let Some(region) = &settings.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &settings.profile {
+            loader = loader.profile_name(profile);
+        }
+        Aws {
+            sdk: loader.load().await,
+            settings,
+        }
+    }
+
+    pub fn athena(&self) -> aws_sdk_athena::Client {
+        aws_sdk_athena::Client::new(&self.sdk)
+    }
+
+    pub fn glue(&self) -> aws_sdk_glue::Client {
+        aws_sdk_glue::Client::new(&self.sdk)
+    }
+
+    pub fn region(&self) -> Option<String> {
+        self.sdk.region().map(|r| r.to_string())
+    }
+
+    pub fn workgroup(&self) -> &str {
+        self.settings.workgroup.as_deref().unwrap_or("primary")
+    }
+
+    /// `orchestrator doctor`: cheap read-only calls, each answered with what it found or
+    /// exactly what is missing or forbidden. `Ok` lines and `Err` lines, in order.
+    pub async fn doctor(&self) -> Vec<Result<String, String>> {
+        let mut out = Vec::new();
+        match self.region() {
+            Some(r) => out.push(Ok(format!("region: {r}"))),
+            None => out.push(Err(
+                "no region: set `aws: region:` in the workflow, or AWS_REGION".to_string(),
+            )),
+        }
+        let sts = aws_sdk_sts::Client::new(&self.sdk);
+        match sts.get_caller_identity().send().await {
+            Ok(id) => out.push(Ok(format!(
+                "credentials: {} (account {})",
+                id.arn().unwrap_or("?"),
+                id.account().unwrap_or("?")
+            ))),
+            Err(e) => out.push(Err(format!(
+                "credentials: sts:GetCallerIdentity failed: {}; set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or `aws: profile:`",
+                sdk_error(&e)
+            ))),
+        }
+        match &self.settings.database {
+            Some(db) => match self.glue().get_database().name(db).send().await {
+                Ok(_) => out.push(Ok(format!("Glue database `{db}`: found"))),
+                Err(e) => out.push(Err(format!(
+                    "Glue database `{db}`: glue:GetDatabase failed: {}; create it (aws glue create-database --database-input Name={db}) or fix `aws: database:`",
+                    sdk_error(&e)
+                ))),
+            },
+            None => out.push(Err("no `aws: database:`: the Glue database tables live in".into())),
+        }
+        let wg = self.workgroup().to_string();
+        match self.athena().get_work_group().work_group(&wg).send().await {
+            Ok(_) => out.push(Ok(format!("Athena workgroup `{wg}`: found"))),
+            Err(e) => out.push(Err(format!(
+                "Athena workgroup `{wg}`: athena:GetWorkGroup failed: {}; fix `aws: workgroup:`",
+                sdk_error(&e)
+            ))),
+        }
+        for (field, value) in [
+            ("output_location", &self.settings.output_location),
+            ("warehouse", &self.settings.warehouse),
+        ] {
+            match value {
+                Some(v) if v.starts_with("s3://") => out.push(Ok(format!("{field}: {v}"))),
+                Some(v) => out.push(Err(format!("`aws: {field}:` `{v}` is not an s3:// URL"))),
+                None => out.push(Err(format!("no `aws: {field}:` (an s3:// URL)"))),
+            }
+        }
+        out
+    }
+}
+
+/// An SDK error with its whole chain of causes (the top level alone says "service error").
+pub(crate) fn sdk_error<E: std::error::Error>(e: &E) -> String {
+    aws_sdk_athena::error::DisplayErrorContext(e).to_string()
+}
+
+/// Poll intervals: 100 ms, then half as long again each time, up to 5 s.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    cap: Duration,
+    /// Status calls made so far.
+    pub polls: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: Duration::from_millis(100),
+            cap: Duration::from_secs(5),
+            polls: 0,
+        }
+    }
+}
+
+impl Backoff {
+    /// Waits for the next poll; `false` if `cancel` fired first.
+    pub async fn wait(&mut self, cancel: &CancellationToken) -> bool {
+        let d = self.next;
+        self.next = (self.next.mul_f64(1.5)).min(self.cap);
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = cancel.cancelled() => false,
+        }
+    }
+
+    /// The intervals it would wait, for tests and docs.
+    pub fn schedule(n: usize) -> Vec<Duration> {
+        let mut b = Backoff::default();
+        (0..n)
+            .map(|_| {
+                let d = b.next;
+                b.next = (b.next.mul_f64(1.5)).min(b.cap);
+                d
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_starts_fast_and_grows_to_a_cap() {
+        let s = Backoff::schedule(20);
+        assert_eq!(s[0], Duration::from_millis(100));
+        assert_eq!(s[1], Duration::from_millis(150));
+        assert!(s.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(*s.last().unwrap(), Duration::from_secs(5));
+        // An hour-long query: about 720 polls at the cap, not 36,000 at 100 ms.
+        let first_minute: Duration = s.iter().take(12).sum();
+        assert!(first_minute < Duration::from_secs(60), "{first_minute:?}");
+    }
+}

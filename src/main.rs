@@ -52,6 +52,10 @@ enum Command {
         /// Print only the run id and the summary, not each transition.
         #[arg(long, short)]
         quiet: bool,
+        /// Where the data tasks run: `local` or `aws` (overrides the file's `backend:`;
+        /// a rerun runs where the run ran).
+        #[arg(long, value_parser = commands::parse_backend)]
+        backend: Option<orchestrator_engine::workflow::Backend>,
     },
     /// Run a workflow once per logical date of a range (both ends included), recorded as
     /// one backfill. Dates come from the workflow's schedule (every day if it has none).
@@ -97,6 +101,10 @@ enum Command {
         file: PathBuf,
         #[arg(long = "param", value_name = "KEY=VALUE", value_parser = commands::parse_param)]
         params: Vec<(String, String)>,
+        /// Check it as it would run on this backend (`aws` checks the `aws:` block,
+        /// without calling AWS).
+        #[arg(long, value_parser = commands::parse_backend)]
+        backend: Option<orchestrator_engine::workflow::Backend>,
     },
     /// List runs, newest first.
     Runs {
@@ -270,7 +278,8 @@ async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
             params,
             date,
             quiet,
-        } => execute::run(&dir, &file, params, date, quiet).await,
+            backend,
+        } => execute::run(&dir, &file, params, date, quiet, backend).await,
         Command::Rerun {
             run_id,
             from,
@@ -303,7 +312,11 @@ async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
             backfill_cmd::backfill(&dir, args).await
         }
         Command::Backfills { json } => backfill_cmd::backfills(&dir, json).await,
-        Command::Validate { file, params } => workflow::validate(&dir, &file, params),
+        Command::Validate {
+            file,
+            params,
+            backend,
+        } => workflow::validate(&dir, &file, params, backend),
         Command::Graph { file, format } => workflow::graph(&dir, &file, format),
         Command::Next {
             file,

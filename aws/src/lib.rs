@@ -13,6 +13,7 @@
 
 mod athena;
 mod glue;
+pub mod s3;
 
 use std::time::Duration;
 
@@ -58,6 +59,12 @@ pub enum AwsError {
 pub struct Aws {
     sdk: aws_config::SdkConfig,
     pub settings: Settings,
+    /// S3 clients by bucket.
+    buckets: std::sync::Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<String, std::sync::Arc<object_store::aws::AmazonS3>>,
+        >,
+    >,
 }
 
 impl std::fmt::Debug for Aws {
@@ -81,6 +88,7 @@ impl Aws {
         Aws {
             sdk: loader.load().await,
             settings,
+            buckets: Default::default(),
         }
     }
 

@@ -190,6 +190,7 @@ mod tests {
             trigger_files: Vec::new(),
             env: Default::default(),
             default_warehouse: "/tmp/wh".into(),
+            backend: None,
         };
         load_str(
             std::path::Path::new("/tmp/w.yaml"),
@@ -292,6 +293,7 @@ mod tests {
             task_order: vec![],
             trigger: None,
             note: None,
+            backend: None,
         }
     }
 

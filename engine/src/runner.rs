@@ -139,6 +139,7 @@ fn new_record(
         task_order: workflow.task_ids().into_iter().map(String::from).collect(),
         trigger: Some(trigger.to_string()),
         note: None,
+        backend: Some(workflow.backend.as_str().to_string()),
     }
 }
 

@@ -173,6 +173,11 @@ pub struct BuildContext {
     pub task_id: String,
     /// The workflow file's directory.
     pub base_dir: PathBuf,
+    /// Where the workflow's data tasks run.
+    pub backend: crate::workflow::Backend,
+    /// The workflow's `aws:` block (checked: with the aws backend it has a database, an
+    /// output location and a warehouse).
+    pub aws: Option<crate::workflow::AwsBlock>,
 }
 
 /// A task kind's typed config: the deserialized YAML is the factory.

@@ -37,6 +37,8 @@ const TOP_FIELDS: &[&str] = &[
     "params",
     "max_parallel",
     "max_active_runs",
+    "backend",
+    "aws",
     "warehouse",
     "defaults",
     "schedule",
@@ -66,6 +68,10 @@ pub struct Workflow {
     /// Runs of this workflow that may execute at once in a backfill (`max_active_runs:`,
     /// default 1: a write-audit-publish pipeline's runs share its temp table).
     pub max_active_runs: usize,
+    /// Where its data tasks run.
+    pub backend: Backend,
+    /// The `aws:` block, if any.
+    pub aws: Option<AwsBlock>,
     /// Where created tables are written (absolute): `warehouse:`, relative to the file's
     /// directory, or `{state-dir}/warehouse`.
     pub warehouse: PathBuf,
@@ -164,6 +170,8 @@ pub struct LoadOptions<'a> {
     pub env: BTreeMap<String, String>,
     /// The warehouse when the file sets none (absolute): `{state-dir}/warehouse`.
     pub default_warehouse: PathBuf,
+    /// `--backend`: overrides the file's `backend:`.
+    pub backend: Option<Backend>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +209,8 @@ pub fn load_str(path: &Path, source: String, opts: &LoadOptions) -> Result<Workf
         opts,
         errs: &mut errs,
         warns: &mut warns,
+        backend: Backend::Local,
+        aws: None,
     }
     .load(path, &source);
     match result {
@@ -278,6 +288,54 @@ struct Loader<'a, 'e> {
     opts: &'a LoadOptions<'a>,
     errs: &'e mut Vec<Diagnostic>,
     warns: &'e mut Vec<Diagnostic>,
+    /// Where the data tasks run, for their `BuildContext`.
+    backend: Backend,
+    aws: Option<AwsBlock>,
+}
+
+/// Where a workflow's data tasks run (`backend:`, or `run --backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// DataFusion, the catalog in the state store, local directories.
+    #[default]
+    Local,
+    /// Athena, the Glue Data Catalog, S3.
+    Aws,
+}
+
+impl Backend {
+    pub fn parse(s: &str) -> Result<Backend, String> {
+        match s {
+            "local" => Ok(Backend::Local),
+            "aws" => Ok(Backend::Aws),
+            _ => Err(format!("`{s}` is not a backend: use `local` or `aws`")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Local => "local",
+            Backend::Aws => "aws",
+        }
+    }
+}
+
+/// The `aws:` block: where the AWS backend's work goes. Checked without calling AWS;
+/// `orchestrator doctor --backend aws` makes the calls.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsBlock {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    /// Athena workgroup (default `primary`).
+    pub workgroup: Option<String>,
+    /// The Glue database tables live in.
+    pub database: Option<String>,
+    /// `s3://...` for Athena's query results.
+    pub output_location: Option<String>,
+    /// `s3://...` where created tables live.
+    pub warehouse: Option<String>,
 }
 
 struct PendingTask {
@@ -356,6 +414,8 @@ impl Loader<'_, '_> {
         let mut dst: Option<(Dst, Pos)> = None;
         let mut policy = DaemonPolicy::default();
         let mut on_files: Option<FileTrigger> = None;
+        let mut backend: Option<(Backend, Pos)> = None;
+        let mut aws: Option<(AwsBlock, Pos)> = None;
         for (k, v) in entries {
             let key = k.as_str().unwrap_or_default();
             match key {
@@ -437,6 +497,41 @@ impl Loader<'_, '_> {
                         dst = Some((d, v.pos));
                     }
                     Err(e) => self.de_err(e, "in `dst` (a mapping with `gap` and `overlap`)", &[]),
+                },
+                "backend" => match v.parse::<Backend>() {
+                    Ok(b) => backend = Some((b, v.pos)),
+                    Err(e) => self.de_err(e, "in `backend` (local or aws)", &[]),
+                },
+                "aws" => match v.parse::<AwsBlock>() {
+                    Ok(block) => {
+                        for (field, value) in [
+                            ("output_location", &block.output_location),
+                            ("warehouse", &block.warehouse),
+                        ] {
+                            if let Some(url) = value.as_deref().filter(|u| !u.starts_with("s3://"))
+                            {
+                                let at = v.get(field).map_or(v.pos, |n| n.pos);
+                                self.err(
+                                    Some(at),
+                                    format!("`aws: {field}:` `{url}` is not an s3:// URL"),
+                                )
+                                .help = Some("write it as s3://bucket/prefix/".to_string());
+                            }
+                        }
+                        aws = Some((block, v.pos));
+                    }
+                    Err(e) => self.de_err(
+                        e,
+                        "in `aws`",
+                        &[
+                            "region",
+                            "profile",
+                            "workgroup",
+                            "database",
+                            "output_location",
+                            "warehouse",
+                        ],
+                    ),
                 },
                 "catchup" => match v.parse::<Catchup>() {
                     Ok(c) => policy.catchup = c,
@@ -550,6 +645,43 @@ impl Loader<'_, '_> {
                 .help = Some(help);
             }
         }
+
+        let chosen = self
+            .opts
+            .backend
+            .or(backend.map(|(b, _)| b))
+            .unwrap_or_default();
+        if chosen == Backend::Aws {
+            let at = backend.map(|(_, p)| p).or(aws.as_ref().map(|(_, p)| *p));
+            let block = aws.as_ref().map(|(b, _)| b.clone()).unwrap_or_default();
+            let missing: Vec<&str> = [
+                ("database", &block.database),
+                ("output_location", &block.output_location),
+                ("warehouse", &block.warehouse),
+            ]
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+            if !missing.is_empty() {
+                self.err(
+                    at.or(Some(root.pos)),
+                    format!(
+                        "the aws backend needs `aws:` with {}",
+                        missing
+                            .iter()
+                            .map(|m| format!("`{m}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+                .help = Some(
+                    "e.g. aws: { region: us-east-1, database: lake, output_location: s3://my-athena-results/, warehouse: s3://my-lake/warehouse/ }".into(),
+                );
+            }
+        }
+        self.backend = chosen;
+        self.aws = aws.map(|(b, _)| b);
 
         let Some(tasks_node) = tasks_node else {
             self.err(Some(root.pos), "missing field `tasks`").help =
@@ -683,6 +815,8 @@ impl Loader<'_, '_> {
             params,
             max_parallel: max_parallel.unwrap_or_else(default_parallelism),
             max_active_runs: max_active_runs.unwrap_or(1),
+            backend: self.backend,
+            aws: self.aws.clone(),
             warehouse: match warehouse {
                 Some(w) if w.is_absolute() => w,
                 Some(w) => base_dir.join(w),
@@ -826,6 +960,8 @@ impl Loader<'_, '_> {
         let ctx = BuildContext {
             task_id: id.clone(),
             base_dir: base_dir.to_path_buf(),
+            backend: self.backend,
+            aws: self.aws.clone(),
         };
         let task = match kind.build(&config_node, &ctx) {
             Ok(t) => t,

@@ -45,6 +45,7 @@ pub async fn daemon(
             trigger_files: p.trigger_files.clone(),
             env: std::env::vars().collect(),
             default_warehouse: default_warehouse.clone(),
+            backend: None,
         };
         wf::load_str(path, source, &opts)
     });

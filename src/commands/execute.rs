@@ -9,7 +9,7 @@ use orchestrator_engine::template::Redactor;
 use orchestrator_engine::workflow::Workflow;
 use orchestrator_engine::CancellationToken;
 
-use super::{find_run, load, open_store_or_daemon, today, Fail, Writer};
+use super::{find_run, load_on, open_store_or_daemon, today, Fail, Writer};
 use crate::out::{errln, out, outln};
 use crate::report;
 
@@ -22,22 +22,29 @@ pub async fn run(
     params: Vec<(String, String)>,
     date: Option<String>,
     quiet: bool,
+    backend: Option<orchestrator_engine::workflow::Backend>,
 ) -> Result<u8, Fail> {
     let date = date.unwrap_or_else(today);
     let run_id = runner::new_run_id();
     let overrides: std::collections::BTreeMap<String, String> = params.into_iter().collect();
     // Validate before touching the state store: invalid input changes nothing.
-    let wf = load(
+    let wf = load_on(
         file,
         overrides.clone(),
         Default::default(),
         &run_id,
         &date,
         dir,
+        backend,
     )?;
     let store = match open_store_or_daemon(dir)? {
         Writer::Local(store) => store,
         // A daemon owns the state dir: it runs the file, and we follow the run.
+        Writer::Daemon(_) if backend.is_some() => {
+            return Err(Fail::input(
+                "error: a daemon owns this state dir and runs files as they are: set `backend:` in the file instead of --backend, or stop the daemon",
+            ))
+        }
         Writer::Daemon(api) => return run_in_daemon(&api, file, overrides, &date, quiet).await,
     };
     let _api = serve_readers(&store, dir).await;
@@ -70,13 +77,19 @@ pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) ->
     };
     let _api = serve_readers(&store, dir).await;
     let run = find_run(&store, run_id)?;
-    let wf = load(
+    // Where the run ran, whatever the file says now.
+    let backend = run
+        .backend
+        .as_deref()
+        .and_then(|b| orchestrator_engine::workflow::Backend::parse(b).ok());
+    let wf = load_on(
         Path::new(&run.workflow_path),
         Default::default(),
         run.params.clone(),
         &run.id,
         &run.logical_date,
         dir,
+        backend,
     )?;
     if wf.name != run.workflow {
         return Err(Fail::input(format!(

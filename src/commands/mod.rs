@@ -104,6 +104,10 @@ pub fn parse_date(s: &str) -> Result<String, String> {
     }
 }
 
+pub fn parse_backend(s: &str) -> Result<wf::Backend, String> {
+    wf::Backend::parse(s)
+}
+
 /// An instant written in RFC 3339 (`2026-03-06T12:00:00Z`, `2026-03-06T07:00:00-05:00`).
 pub fn parse_instant(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(s)
@@ -123,6 +127,19 @@ pub fn load(
     date: &str,
     state_dir: &Path,
 ) -> Result<Workflow, Fail> {
+    load_on(file, overrides, inherited, run_id, date, state_dir, None)
+}
+
+/// [`load`], with `--backend` (or a run's recorded backend) over the file's `backend:`.
+pub fn load_on(
+    file: &Path,
+    overrides: BTreeMap<String, String>,
+    inherited: BTreeMap<String, String>,
+    run_id: &str,
+    date: &str,
+    state_dir: &Path,
+    backend: Option<wf::Backend>,
+) -> Result<Workflow, Fail> {
     let state_dir = std::path::absolute(state_dir)
         .map_err(|e| Fail::input(format!("error: state dir {}: {e}", state_dir.display())))?;
     let registry = orchestrator_tasks::registry();
@@ -136,6 +153,7 @@ pub fn load(
         trigger_files: Vec::new(),
         env: std::env::vars().collect(),
         default_warehouse: state_dir.join("warehouse"),
+        backend,
     };
     let workflow = wf::load_file(file, &opts)?;
     if let Some(warnings) = workflow.warnings_text() {

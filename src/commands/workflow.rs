@@ -2,24 +2,31 @@
 
 use std::path::Path;
 
-use super::{load, today, Fail};
+use super::{load, load_on, today, Fail};
 use crate::out::{out, outln};
 use crate::{report, GraphFormat};
 
-pub fn validate(dir: &Path, file: &Path, params: Vec<(String, String)>) -> Result<u8, Fail> {
-    let wf = load(
+pub fn validate(
+    dir: &Path,
+    file: &Path,
+    params: Vec<(String, String)>,
+    backend: Option<orchestrator_engine::workflow::Backend>,
+) -> Result<u8, Fail> {
+    let wf = load_on(
         file,
         params.into_iter().collect(),
         Default::default(),
         "validate",
         &today(),
         dir,
+        backend,
     )?;
     outln!(
-        "{}: workflow `{}` is valid ({} tasks)",
+        "{}: workflow `{}` is valid ({} tasks, {} backend)",
         file.display(),
         wf.name,
-        wf.tasks.len()
+        wf.tasks.len(),
+        wf.backend.as_str()
     );
     Ok(0)
 }

@@ -100,6 +100,9 @@ pub struct RunRecord {
     /// Why a run was skipped, or replaced; for people.
     #[serde(default)]
     pub note: Option<String>,
+    /// Where its data tasks ran (`local`, `aws`); a rerun runs there too.
+    #[serde(default)]
+    pub backend: Option<String>,
 }
 
 /// The daemon's memory of one scheduled workflow.

@@ -16,6 +16,7 @@ fn run(id: &str, status: RunStatus, secs: i64) -> RunRecord {
         task_order: vec![],
         trigger: None,
         note: None,
+        backend: None,
     }
 }
 

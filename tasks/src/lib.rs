@@ -2,11 +2,13 @@
 //! `build` makes the runnable task; [`registry`] lists them all.
 
 pub mod alpha_vantage;
+pub mod aws;
 pub mod data;
 mod noop;
 mod shell;
 
 pub use alpha_vantage::AlphaVantageConfig;
+pub use aws::{AthenaQueryConfig, GlueJobConfig};
 pub use data::crawl::CrawlConfig;
 pub use data::create_table_as::CreateTableAsConfig;
 pub use data::publish::PublishConfig;
@@ -27,6 +29,8 @@ pub fn registry() -> Registry {
         .register::<CreateTableAsConfig>()
         .register::<QualityCheckConfig>()
         .register::<PublishConfig>()
-        .register::<AlphaVantageConfig>();
+        .register::<AlphaVantageConfig>()
+        .register::<AthenaQueryConfig>()
+        .register::<GlueJobConfig>();
     r
 }

@@ -279,3 +279,197 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     files
 }
+
+/// A moto server (AWS mocks) on 127.0.0.1 for one test: `scripts/test` installs moto and
+/// sets `ORCHESTRATOR_MOTO_SERVER`. Without it the test fails saying so.
+pub struct Moto {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let server = std::env::var("ORCHESTRATOR_MOTO_SERVER").unwrap_or_else(|_| {
+            panic!("ORCHESTRATOR_MOTO_SERVER is not set: run the tests with scripts/test, which installs moto[server] and sets it")
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {server}: {e}"));
+        let url = format!("http://127.0.0.1:{port}");
+        wait_until("moto to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Moto { child, url }
+    }
+
+    /// The environment that points the binary at this server and never at AWS.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        assert!(self.url.starts_with("http://127.0.0.1:"));
+        vec![
+            ("AWS_ENDPOINT_URL", self.url.clone()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_PROFILE", String::new()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+
+    /// One raw HTTP request to moto; returns the body. Panics on a non-2xx answer.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.url.trim_start_matches("http://")).unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.url.trim_start_matches("http://"),
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        write!(s, "{head}\r\n{body}").unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 2") || answer.starts_with("HTTP/1.0 2"),
+            "{method} {path}: {answer}"
+        );
+        answer
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
+    }
+
+    /// POSTs JSON to moto's own API (`/moto-api/...`).
+    pub fn moto_api(&self, path: &str, body: serde_json::Value) {
+        self.request(
+            "POST",
+            path,
+            &body.to_string(),
+            &[("Content-Type", "application/json")],
+        );
+    }
+
+    /// Calls an AWS JSON-protocol action of `service` (`glue`, `athena`), e.g.
+    /// `AWSGlue.CreateDatabase`.
+    pub fn call(&self, service: &str, target: &str, body: serde_json::Value) -> serde_json::Value {
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=x"
+        );
+        let answer = self.request(
+            "POST",
+            "/",
+            &body.to_string(),
+            &[
+                ("Content-Type", "application/x-amz-json-1.1"),
+                ("X-Amz-Target", target),
+                ("Authorization", &auth),
+            ],
+        );
+        serde_json::from_str(&answer).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Moto {
+    /// Creates an S3 bucket.
+    pub fn bucket(&self, name: &str) {
+        self.request(
+            "PUT",
+            &format!("/{name}"),
+            "",
+            &[(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=x",
+            )],
+        );
+    }
+
+    /// Keys under `prefix` in `bucket`.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut token = String::new();
+        loop {
+            let mut path = format!("/{bucket}?list-type=2&prefix={prefix}");
+            if !token.is_empty() {
+                path.push_str(&format!("&continuation-token={token}"));
+            }
+            let xml = self.request(
+                "GET",
+                &path,
+                "",
+                &[(
+                    "Authorization",
+                    "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=x",
+                )],
+            );
+            for part in xml.split("<Key>").skip(1) {
+                keys.push(part.split("</Key>").next().unwrap_or_default().to_string());
+            }
+            match xml.split("<NextContinuationToken>").nth(1) {
+                Some(rest) => {
+                    token = rest
+                        .split('<')
+                        .next()
+                        .unwrap_or_default()
+                        .replace('=', "%3D")
+                        .replace('/', "%2F")
+                        .replace('+', "%2B")
+                }
+                None => return keys,
+            }
+        }
+    }
+
+    /// Every SQL statement Athena received, oldest first.
+    pub fn athena_statements(&self) -> Vec<String> {
+        let list = self.call(
+            "athena",
+            "AmazonAthena.ListQueryExecutions",
+            serde_json::json!({}),
+        );
+        let mut out: Vec<(f64, String)> = list["QueryExecutionIds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|id| {
+                let q = self.call(
+                    "athena",
+                    "AmazonAthena.GetQueryExecution",
+                    serde_json::json!({ "QueryExecutionId": id }),
+                );
+                (
+                    q["QueryExecution"]["Status"]["SubmissionDateTime"]
+                        .as_f64()
+                        .unwrap_or(0.0),
+                    q["QueryExecution"]["Query"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.total_cmp(&b.0));
+        out.into_iter().map(|(_, q)| q).collect()
+    }
+}

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod aws;
 mod backfill;
 mod cli;
 mod crash;

@@ -182,7 +182,8 @@ fn valid_file_and_bad_arguments() {
     let out = sb.run(&["validate", "wf.yaml"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
-        out.stdout.contains("workflow `x` is valid (1 tasks)"),
+        out.stdout
+            .contains("workflow `x` is valid (1 tasks, local backend)"),
         "{out:?}"
     );
     let out = sb.run(&["run", "wf.yaml", "--date", "2025-13-01"]);
@@ -351,4 +352,64 @@ fn schedule_errors_point_at_the_expression() {
     );
     let out = sb.run(&["next", "t.yaml"]);
     assert_eq!(out.code, 2, "{out:?}");
+}
+
+#[test]
+fn the_aws_block_is_checked_without_calling_aws() {
+    let sb = Sandbox::new();
+    sb.write("w.yaml", "name: w\ntasks:\n  a:\n    kind: noop\n");
+    let out = sb.run(&["validate", "w.yaml", "--backend", "aws"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "the aws backend needs `aws:` with `database`, `output_location`, `warehouse`"
+        ),
+        "{out:?}"
+    );
+    sb.write(
+        "x.yaml",
+        "name: x\nbackend: aws\naws:\n  database: lake\n  output_location: /tmp/results\n  warehouse: s3://lake/wh/\n  regoin: us-east-1\ntasks:\n  a:\n    kind: noop\n",
+    );
+    let out = sb.run(&["validate", "x.yaml"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("regoin"), "{out:?}");
+    sb.write(
+        "y.yaml",
+        "name: y\nbackend: aws\naws:\n  database: lake\n  output_location: /tmp/results\n  warehouse: s3://lake/wh/\ntasks:\n  a:\n    kind: noop\n",
+    );
+    let out = sb.run(&["validate", "y.yaml"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("y.yaml:5:20")
+            && out
+                .stderr
+                .contains("`aws: output_location:` `/tmp/results` is not an s3:// URL"),
+        "{out:?}"
+    );
+    // The reference pipeline validates for both backends.
+    let daily = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("workflows/daily.yaml");
+    let out = sb.run(&["validate", daily.to_str().unwrap(), "--backend", "aws"]);
+    assert!(
+        out.stderr
+            .contains("on the aws backend a crawler reads S3; give an s3:// URL"),
+        "{out:?}"
+    );
+    for (backend, landing) in [
+        ("local", "landing=/tmp/landing"),
+        ("aws", "landing=s3://lake/landing"),
+    ] {
+        let out = sb.run(&[
+            "validate",
+            daily.to_str().unwrap(),
+            "--backend",
+            backend,
+            "--param",
+            landing,
+        ]);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(
+            out.stdout.contains(&format!("{backend} backend")),
+            "{out:?}"
+        );
+    }
 }

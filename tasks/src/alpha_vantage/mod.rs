@@ -27,7 +27,10 @@
 //! echo it, are scrubbed), and the task's `Debug` hides it.
 
 pub mod answer;
+mod landing;
 pub mod market;
+
+use landing::Landing;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -123,7 +126,17 @@ impl TaskConfig for AlphaVantageConfig {
         };
         Ok(Arc::new(AlphaVantage {
             symbols: self.symbols,
-            output: abs(self.output),
+            output: match self.output.to_str() {
+                Some(url) if url.starts_with("s3://") => match crate::aws::Target::of(ctx) {
+                    crate::aws::Target::Aws(block) => Output::S3(url.to_string(), block),
+                    crate::aws::Target::Local => {
+                        return Err(format!(
+                            "`output: {url}` is in S3: run the workflow with `backend: aws` (or --backend aws), or give a directory"
+                        ))
+                    }
+                },
+                _ => Output::Dir(abs(self.output)),
+            },
             api_key: self.api_key.filter(|k| !k.trim().is_empty()),
             api_key_env: self.api_key_env.unwrap_or_else(|| DEFAULT_KEY_ENV.into()),
             base_url,
@@ -141,9 +154,17 @@ impl TaskConfig for AlphaVantageConfig {
     }
 }
 
+/// Where bars and responses land.
+#[derive(Debug, Clone)]
+enum Output {
+    Dir(PathBuf),
+    /// `s3://...`, with the workflow's `aws:` block.
+    S3(String, orchestrator_engine::workflow::AwsBlock),
+}
+
 struct AlphaVantage {
     symbols: Vec<String>,
-    output: PathBuf,
+    output: Output,
     api_key: Option<String>,
     api_key_env: String,
     base_url: String,
@@ -287,12 +308,18 @@ impl Task for AlphaVantage {
             ))
         })?;
         let mut report = Report::default();
+        let mut landing = match &self.output {
+            Output::Dir(d) => Landing::Dir(d.clone()),
+            Output::S3(url, block) => Landing::s3(crate::aws::connect(block).await, url)
+                .await
+                .map_err(TaskFailure::new)?,
+        };
 
         // Which symbols have no bar for the date yet. When none is missing, no source is
         // needed at all (e.g. history landed as CSV files, with neither key nor sample).
         let mut missing = Vec::new();
         for symbol in &self.symbols {
-            if !self.reprocess && self.bar_path(&ctx.logical_date, symbol).exists() {
+            if !self.reprocess && landing.exists(&bar_path(&ctx.logical_date, symbol)) {
                 report.with_bar.push(symbol.clone());
             } else {
                 missing.push(symbol.clone());
@@ -303,7 +330,7 @@ impl Task for AlphaVantage {
                 "every symbol's bar for {} is landed already; nothing fetched",
                 ctx.logical_date
             ));
-            return self.outcome(ctx, date, report, "");
+            return self.outcome(ctx, date, report, "", &landing);
         }
         let source = self.source(ctx)?;
         let key = match &source {
@@ -313,8 +340,9 @@ impl Task for AlphaVantage {
         let mut to_get = Vec::new();
         for symbol in missing {
             if !self.reprocess && matches!(source, Source::Live { .. }) {
-                if let Some(bars) = self.cached(&symbol, &ctx.logical_date) {
-                    self.land(&symbol, &bars, &ctx.logical_date, &mut report)
+                if let Some(bars) = cached(&landing, &symbol, &ctx.logical_date).await {
+                    land(&mut landing, &symbol, &bars, &ctx.logical_date, &mut report)
+                        .await
                         .map_err(TaskFailure::new)?;
                     report.from_cache.push(symbol);
                     continue;
@@ -349,8 +377,10 @@ impl Task for AlphaVantage {
             match got {
                 Ok((body, bars)) => {
                     if let Source::Live { .. } = source {
-                        let cache = self.output.join("responses").join(format!("{symbol}.json"));
-                        write_atomic(&cache, body.as_bytes()).map_err(TaskFailure::new)?;
+                        landing
+                            .write(&format!("responses/{symbol}.json"), body.as_bytes())
+                            .await
+                            .map_err(TaskFailure::new)?;
                     }
                     let before = bars.len();
                     let bars: Vec<Bar> = bars
@@ -366,7 +396,8 @@ impl Task for AlphaVantage {
                         ));
                     }
                     let (new, revised) = (report.new_bars, report.revised.len());
-                    self.land(symbol, &bars, &ctx.logical_date, &mut report)
+                    land(&mut landing, symbol, &bars, &ctx.logical_date, &mut report)
+                        .await
                         .map_err(TaskFailure::new)?;
                     ctx.output.line(&format!(
                         "{symbol}: {} bars in the response, {} new, {} revised",
@@ -387,7 +418,7 @@ impl Task for AlphaVantage {
                 }
             }
         }
-        self.outcome(ctx, date, report, &key)
+        self.outcome(ctx, date, report, &key, &landing)
     }
 }
 
@@ -425,64 +456,6 @@ impl AlphaVantage {
                 self.api_key_env
             ))),
         }
-    }
-
-    fn bar_path(&self, date: &str, symbol: &str) -> PathBuf {
-        self.output
-            .join("bars")
-            .join(format!("dt={date}"))
-            .join(format!("{symbol}.csv"))
-    }
-
-    /// The bars of the kept response of `symbol`, if it reaches `date` (its newest bar is
-    /// `date` or later): then it holds `date`'s bar, or there is none.
-    fn cached(&self, symbol: &str, date: &str) -> Option<Vec<Bar>> {
-        let path = self.output.join("responses").join(format!("{symbol}.json"));
-        let body = std::fs::read_to_string(path).ok()?;
-        let bars = parse_daily(symbol, &body).ok()?;
-        (bars.last()?.date.as_str() >= date).then_some(bars)
-    }
-
-    /// Lands each bar under its trading date: new ones written, changed ones replaced,
-    /// identical ones left alone.
-    fn land(
-        &self,
-        symbol: &str,
-        bars: &[Bar],
-        date: &str,
-        report: &mut Report,
-    ) -> Result<(), String> {
-        for bar in bars {
-            let path = self.bar_path(&bar.date, symbol);
-            let csv = bars_csv(symbol, std::slice::from_ref(bar));
-            match std::fs::read_to_string(&path) {
-                Ok(old) if old == csv => {}
-                Ok(_) => {
-                    write_atomic(&path, csv.as_bytes())?;
-                    report.revised.push(format!("{symbol} {}", bar.date));
-                }
-                Err(_) => {
-                    write_atomic(&path, csv.as_bytes())?;
-                    report.new_bars += 1;
-                }
-            }
-            if bar.date == date {
-                report.with_bar.push(symbol.to_string());
-            } else if bar.date.as_str() < date
-                && report.last_before.as_ref().is_none_or(|l| bar.date > *l)
-            {
-                report.last_before = Some(bar.date.clone());
-            }
-        }
-        if let (Some(first), Some(last)) = (bars.first(), bars.last()) {
-            if report.oldest.as_ref().is_none_or(|o| first.date < *o) {
-                report.oldest = Some(first.date.clone());
-            }
-            if report.newest.as_ref().is_none_or(|n| last.date > *n) {
-                report.newest = Some(last.date.clone());
-            }
-        }
-        Ok(())
     }
 
     fn today() -> String {
@@ -658,6 +631,7 @@ impl AlphaVantage {
         date: NaiveDate,
         report: Report,
         key: &str,
+        landing: &Landing,
     ) -> Result<Outputs, TaskFailure> {
         let with_bar: BTreeSet<&String> = report.with_bar.iter().collect();
         let mut outputs = Outputs::new();
@@ -668,12 +642,7 @@ impl AlphaVantage {
         outputs.insert("revised".into(), json!(report.revised));
         outputs.insert(
             "bars".into(),
-            json!(self
-                .output
-                .join("bars")
-                .join(format!("dt={date}"))
-                .display()
-                .to_string()),
+            json!(landing.display(&format!("bars/dt={date}"))),
         );
         if !report.revised.is_empty() {
             ctx.output.line(&format!(
@@ -775,6 +744,65 @@ impl AlphaVantage {
             })
         }
     }
+}
+
+/// Where the bar of `symbol` on `date` lands, relative to the landing zone.
+fn bar_path(date: &str, symbol: &str) -> String {
+    format!("bars/dt={date}/{symbol}.csv")
+}
+
+/// The bars of the kept response of `symbol`, if it reaches `date` (its newest bar is
+/// `date` or later): then it holds `date`'s bar, or there is none.
+async fn cached(landing: &Landing, symbol: &str, date: &str) -> Option<Vec<Bar>> {
+    let body = landing
+        .read(&format!("responses/{symbol}.json"))
+        .await
+        .ok()
+        .flatten()?;
+    let bars = parse_daily(symbol, &body).ok()?;
+    (bars.last()?.date.as_str() >= date).then_some(bars)
+}
+
+/// Lands each bar under its trading date: new ones written, changed ones replaced,
+/// identical ones left alone.
+async fn land(
+    landing: &mut Landing,
+    symbol: &str,
+    bars: &[Bar],
+    date: &str,
+    report: &mut Report,
+) -> Result<(), String> {
+    for bar in bars {
+        let path = bar_path(&bar.date, symbol);
+        let csv = bars_csv(symbol, std::slice::from_ref(bar));
+        match landing.read(&path).await? {
+            Some(old) if old == csv => {}
+            Some(_) => {
+                landing.write(&path, csv.as_bytes()).await?;
+                report.revised.push(format!("{symbol} {}", bar.date));
+            }
+            None => {
+                landing.write(&path, csv.as_bytes()).await?;
+                report.new_bars += 1;
+            }
+        }
+        if bar.date == date {
+            report.with_bar.push(symbol.to_string());
+        } else if bar.date.as_str() < date
+            && report.last_before.as_ref().is_none_or(|l| bar.date > *l)
+        {
+            report.last_before = Some(bar.date.clone());
+        }
+    }
+    if let (Some(first), Some(last)) = (bars.first(), bars.last()) {
+        if report.oldest.as_ref().is_none_or(|o| first.date < *o) {
+            report.oldest = Some(first.date.clone());
+        }
+        if report.newest.as_ref().is_none_or(|n| last.date > *n) {
+            report.newest = Some(last.date.clone());
+        }
+    }
+    Ok(())
 }
 
 fn read_sample(dir: &Path, symbol: &str) -> Result<(String, Vec<Bar>), Fail> {

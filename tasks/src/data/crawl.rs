@@ -35,6 +35,10 @@ pub struct CrawlConfig {
     table: String,
     /// `csv`, `json` (one object per line) or `parquet`; default: from file extensions.
     format: Option<Format>,
+    /// AWS: the Glue crawler's name (default `orchestrator-TABLE`).
+    crawler: Option<String>,
+    /// AWS: the IAM role the crawler runs as; needed when it must be created.
+    role: Option<String>,
 }
 
 impl TaskConfig for CrawlConfig {
@@ -42,6 +46,23 @@ impl TaskConfig for CrawlConfig {
 
     fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
         check_table_name(&self.table)?;
+        if let crate::aws::Target::Aws(block) = crate::aws::Target::of(ctx) {
+            let path = self.path.display().to_string();
+            if !path.starts_with("s3://") {
+                return Err(format!(
+                    "`path: {path}`: on the aws backend a crawler reads S3; give an s3:// URL (e.g. the ingest's `output:` in S3 plus /bars)"
+                ));
+            }
+            return Ok(Arc::new(GlueCrawl {
+                block,
+                crawler: self
+                    .crawler
+                    .unwrap_or_else(|| format!("orchestrator-{}", self.table)),
+                role: self.role.filter(|r| !r.trim().is_empty()),
+                path,
+                table: self.table,
+            }));
+        }
         let dir = if self.path.is_absolute() {
             self.path
         } else {
@@ -70,6 +91,65 @@ pub fn check_table_name(name: &str) -> Result<(), String> {
         Err(format!(
             "invalid table name `{name}`: use lowercase letters, digits and `_`, not starting with a digit"
         ))
+    }
+}
+
+/// `crawl` on AWS: a Glue crawler over the S3 path. The crawler names its table after the
+/// path's last folder (`.../bars/` → `bars`); when `table` differs, an Athena view
+/// `table` over it gives the pipeline the name it asked for.
+#[derive(Debug)]
+struct GlueCrawl {
+    block: orchestrator_engine::workflow::AwsBlock,
+    crawler: String,
+    role: Option<String>,
+    path: String,
+    table: String,
+}
+
+#[async_trait::async_trait]
+impl Task for GlueCrawl {
+    async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
+        let aws = crate::aws::connect(&self.block).await;
+        let path = format!("{}/", self.path.trim_end_matches('/'));
+        let done = aws
+            .crawl(
+                &self.crawler,
+                &path,
+                self.role.as_deref(),
+                None,
+                &ctx.cancel,
+            )
+            .await
+            .map_err(|e| TaskFailure::new(e.to_string()))?;
+        let crawled = path
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_lowercase()
+            .replace('-', "_");
+        ctx.output.line(&format!(
+            "crawler {} {} ({} status calls): table {crawled}",
+            self.crawler, done.status, done.polls
+        ));
+        let mut view = None;
+        if crawled != self.table {
+            crate::aws::execute(
+                &aws,
+                ctx,
+                &format!(
+                    "CREATE OR REPLACE VIEW {} AS SELECT * FROM {crawled}",
+                    self.table
+                ),
+            )
+            .await
+            .map_err(TaskFailure::new)?;
+            view = Some(self.table.clone());
+        }
+        Ok(crate::aws::object(json!({
+            "crawler": self.crawler, "created": done.created, "updated": done.updated,
+            "status": done.status, "polls": done.polls, "crawled_table": crawled, "view": view,
+        })))
     }
 }
 

@@ -25,7 +25,7 @@ pub struct CreateTableAsConfig {
 impl TaskConfig for CreateTableAsConfig {
     const KIND: &'static str = "create_table_as";
 
-    fn build(self, _: &BuildContext) -> Result<Arc<dyn Task>, String> {
+    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
         super::crawl::check_table_name(&self.table)?;
         if let Some(f) = self.format.filter(|f| *f != Format::Parquet) {
             return Err(format!(
@@ -36,6 +36,7 @@ impl TaskConfig for CreateTableAsConfig {
         Ok(Arc::new(CreateTableAs {
             table: self.table,
             sql: self.sql,
+            target: crate::aws::Target::of(ctx),
         }))
     }
 }
@@ -44,11 +45,18 @@ impl TaskConfig for CreateTableAsConfig {
 struct CreateTableAs {
     table: String,
     sql: String,
+    target: crate::aws::Target,
 }
 
 #[async_trait::async_trait]
 impl Task for CreateTableAs {
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
+        if let crate::aws::Target::Aws(block) = &self.target {
+            let aws = crate::aws::connect(block).await;
+            return crate::aws::create_table_as(&aws, ctx, &self.table, &self.sql)
+                .await
+                .map_err(TaskFailure::new);
+        }
         let (table, sql, catalog, wh) = (
             self.table.clone(),
             self.sql.clone(),

@@ -34,7 +34,7 @@ pub struct PublishConfig {
 impl TaskConfig for PublishConfig {
     const KIND: &'static str = "publish";
 
-    fn build(self, _: &BuildContext) -> Result<Arc<dyn Task>, String> {
+    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
         super::crawl::check_table_name(&self.from)?;
         super::crawl::check_table_name(&self.to)?;
         if self.key.is_empty() {
@@ -49,6 +49,7 @@ impl TaskConfig for PublishConfig {
             from: self.from,
             to: self.to,
             key: self.key,
+            target: crate::aws::Target::of(ctx),
         }))
     }
 }
@@ -58,6 +59,7 @@ struct Publish {
     from: String,
     to: String,
     key: Vec<String>,
+    target: crate::aws::Target,
 }
 
 fn ident(c: &str) -> String {
@@ -67,6 +69,12 @@ fn ident(c: &str) -> String {
 #[async_trait::async_trait]
 impl Task for Publish {
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
+        if let crate::aws::Target::Aws(block) = &self.target {
+            let aws = crate::aws::connect(block).await;
+            return crate::aws::publish(&aws, ctx, &self.from, &self.to, &self.key)
+                .await
+                .map_err(TaskFailure::new);
+        }
         let (from, to, key) = (self.from.clone(), self.to.clone(), self.key.clone());
         let (catalog, wh) = (ctx.catalog.clone(), ctx.warehouse.clone());
         let pause = PauseHook::from_env("publish");

@@ -96,7 +96,7 @@ fn literal(v: &str) -> String {
 impl TaskConfig for QualityCheckConfig {
     const KIND: &'static str = "quality_check";
 
-    fn build(self, _: &BuildContext) -> Result<Arc<dyn Task>, String> {
+    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
         super::crawl::check_table_name(&self.table)?;
         if self.checks.is_empty() {
             return Err("`checks` is empty; list at least one rule".into());
@@ -197,6 +197,7 @@ impl TaskConfig for QualityCheckConfig {
         Ok(Arc::new(QualityCheck {
             table: self.table,
             rules,
+            target: crate::aws::Target::of(ctx),
         }))
     }
 }
@@ -205,28 +206,43 @@ impl TaskConfig for QualityCheckConfig {
 struct QualityCheck {
     table: String,
     rules: Vec<Rule>,
+    target: crate::aws::Target,
 }
 
 #[async_trait::async_trait]
 impl Task for QualityCheck {
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
         let (table, rules, catalog) = (self.table.clone(), self.rules.clone(), ctx.catalog.clone());
-        let results = on_engine(async move {
-            if catalog.table(&table).map_err(|e| e.to_string())?.is_none() {
-                return Err(format!(
-                    "table `{table}` does not exist; the step that creates it must run first"
-                ));
-            }
-            let session = session(catalog.as_ref()).await?;
+        let results = if let crate::aws::Target::Aws(block) = &self.target {
+            // The same rules, counted and sampled by Athena.
+            let aws = crate::aws::connect(block).await;
             let mut results = Vec::new();
             for rule in &rules {
-                results.push(evaluate(&session, &table, rule).await?);
+                results.push(
+                    evaluate_on_athena(&aws, ctx, &table, rule)
+                        .await
+                        .map_err(TaskFailure::new)?,
+                );
             }
-            Ok(results)
-        })
-        .await
-        .and_then(|r| r)
-        .map_err(TaskFailure::new)?;
+            results
+        } else {
+            on_engine(async move {
+                if catalog.table(&table).map_err(|e| e.to_string())?.is_none() {
+                    return Err(format!(
+                        "table `{table}` does not exist; the step that creates it must run first"
+                    ));
+                }
+                let session = session(catalog.as_ref()).await?;
+                let mut results = Vec::new();
+                for rule in &rules {
+                    results.push(evaluate(&session, &table, rule).await?);
+                }
+                Ok(results)
+            })
+            .await
+            .and_then(|r| r)
+            .map_err(TaskFailure::new)?
+        };
 
         let failed: Vec<&Value> = results.iter().filter(|r| r["passed"] == false).collect();
         for r in &results {
@@ -275,27 +291,31 @@ impl Task for QualityCheck {
     }
 }
 
+fn row_count_result(n: u64, min: Option<u64>, max: Option<u64>) -> Value {
+    let low = min.is_some_and(|m| n < m);
+    let high = max.is_some_and(|m| n > m);
+    let name = match (min, max) {
+        (Some(a), Some(b)) => format!("row_count({a} <= rows <= {b})"),
+        (Some(a), None) => format!("row_count(rows >= {a})"),
+        (None, Some(b)) => format!("row_count(rows <= {b})"),
+        (None, None) => "row_count".into(),
+    };
+    json!({
+        "rule": name,
+        "passed": !(low || high),
+        "violations": if low || high { 1 } else { 0 },
+        "detail": format!("{n} rows"),
+        "samples": [],
+    })
+}
+
 async fn evaluate(session: &SessionContext, table: &str, rule: &Rule) -> Result<Value, String> {
     match rule {
         Rule::RowCount { min, max } => {
             let n = count(session, &format!("SELECT * FROM {table}"))
                 .await
                 .map_err(|e| format!("row_count: {e}"))?;
-            let low = min.is_some_and(|m| n < m);
-            let high = max.is_some_and(|m| n > m);
-            let name = match (min, max) {
-                (Some(a), Some(b)) => format!("row_count({a} <= rows <= {b})"),
-                (Some(a), None) => format!("row_count(rows >= {a})"),
-                (None, Some(b)) => format!("row_count(rows <= {b})"),
-                (None, None) => "row_count".into(),
-            };
-            Ok(json!({
-                "rule": name,
-                "passed": !(low || high),
-                "violations": if low || high { 1 } else { 0 },
-                "detail": format!("{n} rows"),
-                "samples": [],
-            }))
+            Ok(row_count_result(n, *min, *max))
         }
         Rule::Violations { name, query } => {
             let n = count(session, query)
@@ -307,6 +327,36 @@ async fn evaluate(session: &SessionContext, table: &str, rule: &Rule) -> Result<
                     .await
                     .map_err(|e| format!("{name}: {e}"))?;
                 rows_json(&df.collect().await.map_err(|e| format!("{name}: {e}"))?)?
+            } else {
+                Vec::new()
+            };
+            Ok(json!({"rule": name, "passed": n == 0, "violations": n, "samples": samples}))
+        }
+    }
+}
+
+/// [`evaluate`] on Athena: the same rule, the same result shape.
+async fn evaluate_on_athena(
+    aws: &orchestrator_aws::Aws,
+    ctx: &TaskContext,
+    table: &str,
+    rule: &Rule,
+) -> Result<Value, String> {
+    match rule {
+        Rule::RowCount { min, max } => {
+            let n = crate::aws::count(aws, ctx, &format!("SELECT * FROM {table}"))
+                .await
+                .map_err(|e| format!("row_count: {e}"))?;
+            Ok(row_count_result(n, *min, *max))
+        }
+        Rule::Violations { name, query } => {
+            let n = crate::aws::count(aws, ctx, query)
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            let samples = if n > 0 {
+                crate::aws::sample(aws, ctx, query, SAMPLES)
+                    .await
+                    .map_err(|e| format!("{name}: {e}"))?
             } else {
                 Vec::new()
             };

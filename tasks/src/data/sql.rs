@@ -31,23 +31,44 @@ pub struct SqlConfig {
 impl TaskConfig for SqlConfig {
     const KIND: &'static str = "sql";
 
-    fn build(self, _: &BuildContext) -> Result<Arc<dyn Task>, String> {
-        let statements = DFParser::parse_sql(&self.sql).map_err(|e| format!("invalid SQL: {e}"))?;
-        if statements.is_empty() {
-            return Err("`sql` has no statements".into());
+    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
+        let target = crate::aws::Target::of(ctx);
+        // DataFusion's parser checks the local dialect; Athena checks its own.
+        if let crate::aws::Target::Local = target {
+            let statements =
+                DFParser::parse_sql(&self.sql).map_err(|e| format!("invalid SQL: {e}"))?;
+            if statements.is_empty() {
+                return Err("`sql` has no statements".into());
+            }
         }
-        Ok(Arc::new(SqlTask { sql: self.sql }))
+        Ok(Arc::new(SqlTask {
+            sql: self.sql,
+            target,
+        }))
     }
 }
 
 #[derive(Debug)]
 struct SqlTask {
     sql: String,
+    target: crate::aws::Target,
 }
 
 #[async_trait::async_trait]
 impl Task for SqlTask {
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
+        if let crate::aws::Target::Aws(block) = &self.target {
+            // Athena runs one statement per query.
+            let aws = crate::aws::connect(block).await;
+            let mut ids = Vec::new();
+            for statement in self.sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                let done = crate::aws::execute(&aws, ctx, statement)
+                    .await
+                    .map_err(TaskFailure::new)?;
+                ids.push(done.id);
+            }
+            return Ok(crate::aws::object(json!({ "query_ids": ids })));
+        }
         let (sql, catalog, warehouse) =
             (self.sql.clone(), ctx.catalog.clone(), ctx.warehouse.clone());
         let output = ctx.output.clone();

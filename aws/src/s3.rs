@@ -1,0 +1,110 @@
+//! S3 objects through `object_store` (the crate DataFusion uses): landing files and
+//! cleaning a table's location. Each PutObject is atomic, so a reader never sees half a
+//! file: the local write-to-temp-then-rename needs no counterpart here.
+
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::{Aws, AwsError};
+
+/// `s3://bucket/key/prefix` → (`bucket`, `key/prefix`).
+pub fn split_url(url: &str) -> Result<(String, String), AwsError> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| AwsError::Call(format!("`{url}` is not an s3:// URL")))?;
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(AwsError::Call(format!("`{url}` names no bucket")));
+    }
+    Ok((bucket.to_string(), key.trim_matches('/').to_string()))
+}
+
+impl Aws {
+    /// The bucket's client, made once per bucket (each holds its own HTTP connection pool).
+    fn bucket(&self, bucket: &str) -> Result<std::sync::Arc<AmazonS3>, AwsError> {
+        let mut cache = self
+            .buckets
+            .lock()
+            .map_err(|_| AwsError::Call("S3 client cache poisoned".into()))?;
+        if let Some(store) = cache.get(bucket) {
+            return Ok(store.clone());
+        }
+        let store = std::sync::Arc::new(self.new_bucket(bucket)?);
+        cache.insert(bucket.to_string(), store.clone());
+        Ok(store)
+    }
+
+    fn new_bucket(&self, bucket: &str) -> Result<AmazonS3, AwsError> {
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(region) = self.region() {
+            b = b.with_region(region);
+        }
+        // The same endpoint the SDK clients use (moto in the tests).
+        if let Ok(endpoint) =
+            std::env::var("AWS_ENDPOINT_URL_S3").or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        {
+            b = b
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_endpoint(endpoint);
+        }
+        b.build()
+            .map_err(|e| AwsError::Call(format!("S3 bucket {bucket}: {e}")))
+    }
+
+    /// Writes one object (PutObject: atomic).
+    pub async fn put(&self, url: &str, bytes: Vec<u8>) -> Result<(), AwsError> {
+        let (bucket, key) = split_url(url)?;
+        self.bucket(&bucket)?
+            .put(&ObjectPath::from(key), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::Call(format!("s3:PutObject {url} failed: {e}")))
+    }
+
+    /// Reads one object, or `None` if there is none.
+    pub async fn get(&self, url: &str) -> Result<Option<Vec<u8>>, AwsError> {
+        let (bucket, key) = split_url(url)?;
+        match self.bucket(&bucket)?.get(&ObjectPath::from(key)).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map(|b| Some(b.to_vec()))
+                .map_err(|e| AwsError::Call(format!("s3:GetObject {url} failed: {e}"))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(AwsError::Call(format!("s3:GetObject {url} failed: {e}"))),
+        }
+    }
+
+    /// Keys under a prefix, as s3:// URLs.
+    pub async fn list(&self, url: &str) -> Result<Vec<String>, AwsError> {
+        let (bucket, key) = split_url(url)?;
+        let store = self.bucket(&bucket)?;
+        let prefix = (!key.is_empty()).then(|| ObjectPath::from(key));
+        let metas: Vec<object_store::ObjectMeta> = store
+            .list(prefix.as_ref())
+            .try_collect()
+            .await
+            .map_err(|e| AwsError::Call(format!("s3:ListObjectsV2 {url} failed: {e}")))?;
+        Ok(metas
+            .into_iter()
+            .map(|m| format!("s3://{bucket}/{}", m.location))
+            .collect())
+    }
+
+    /// Deletes every object under a prefix; returns how many.
+    pub async fn delete_prefix(&self, url: &str) -> Result<usize, AwsError> {
+        let keys = self.list(url).await?;
+        let (bucket, _) = split_url(url)?;
+        let store = self.bucket(&bucket)?;
+        for k in &keys {
+            let (_, key) = split_url(k)?;
+            store
+                .delete(&ObjectPath::from(key))
+                .await
+                .map_err(|e| AwsError::Call(format!("s3:DeleteObject {k} failed: {e}")))?;
+        }
+        Ok(keys.len())
+    }
+}

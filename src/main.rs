@@ -91,6 +91,17 @@ enum Command {
         #[arg(long = "param", value_name = "KEY=VALUE", value_parser = commands::parse_param)]
         params: Vec<(String, String)>,
     },
+    /// Check that a backend can be used: for `aws`, cheap read-only calls (STS
+    /// GetCallerIdentity, Glue GetDatabase, Athena GetWorkGroup) that say exactly what is
+    /// missing or forbidden. Exit 0 if all is well, 1 if not.
+    Doctor {
+        /// A workflow whose `aws:` block to check.
+        file: Option<PathBuf>,
+        #[arg(long, value_parser = commands::parse_backend)]
+        backend: Option<orchestrator_engine::workflow::Backend>,
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = commands::parse_param)]
+        params: Vec<(String, String)>,
+    },
     /// List backfills, newest first, with how many of their dates succeeded, failed, ...
     Backfills {
         #[arg(long)]
@@ -311,6 +322,11 @@ async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
             };
             backfill_cmd::backfill(&dir, args).await
         }
+        Command::Doctor {
+            file,
+            backend,
+            params,
+        } => commands::doctor::doctor(&dir, file.as_deref(), backend, params).await,
         Command::Backfills { json } => backfill_cmd::backfills(&dir, json).await,
         Command::Validate {
             file,

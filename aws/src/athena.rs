@@ -33,6 +33,7 @@ impl Aws {
         sql: &str,
         cancel: &CancellationToken,
     ) -> Result<QueryOutcome, AwsError> {
+        self.guard()?;
         let client = self.athena();
         let mut start = client
             .start_query_execution()
@@ -112,6 +113,7 @@ impl Aws {
     /// Reads at most `max_rows` rows of a finished query (GetQueryResults, page by page).
     /// The first row of a SELECT's results is its header.
     pub async fn results(&self, id: &str, max_rows: usize) -> Result<QueryResults, AwsError> {
+        self.guard()?;
         let client = self.athena();
         let mut out = QueryResults::default();
         let mut token: Option<String> = None;

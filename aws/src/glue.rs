@@ -39,6 +39,7 @@ impl Aws {
         table_prefix: Option<&str>,
         cancel: &CancellationToken,
     ) -> Result<CrawlOutcome, AwsError> {
+        self.guard()?;
         let glue = self.glue();
         let database = self.settings.database.clone().ok_or_else(|| {
             AwsError::Call(
@@ -189,6 +190,7 @@ impl Aws {
         arguments: &HashMap<String, String>,
         cancel: &CancellationToken,
     ) -> Result<JobOutcome, AwsError> {
+        self.guard()?;
         let glue = self.glue();
         let started = glue
             .start_job_run()

@@ -92,6 +92,20 @@ impl Aws {
         }
     }
 
+    /// With `ORCHESTRATOR_REQUIRE_ENDPOINT` set (the tests set it), refuses to call
+    /// anything unless `AWS_ENDPOINT_URL` points somewhere: a test that forgot its local
+    /// endpoint fails instead of reaching AWS.
+    pub fn guard(&self) -> Result<(), AwsError> {
+        let required = std::env::var_os("ORCHESTRATOR_REQUIRE_ENDPOINT").is_some();
+        let set = std::env::var("AWS_ENDPOINT_URL").is_ok_and(|u| !u.is_empty());
+        if required && !set {
+            return Err(AwsError::Call(
+                "ORCHESTRATOR_REQUIRE_ENDPOINT is set but AWS_ENDPOINT_URL is not: refusing to call AWS".into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn athena(&self) -> aws_sdk_athena::Client {
         aws_sdk_athena::Client::new(&self.sdk)
     }
@@ -112,6 +126,9 @@ impl Aws {
     /// exactly what is missing or forbidden. `Ok` lines and `Err` lines, in order.
     pub async fn doctor(&self) -> Vec<Result<String, String>> {
         let mut out = Vec::new();
+        if let Err(e) = self.guard() {
+            return vec![Err(e.to_string())];
+        }
         match self.region() {
             Some(r) => out.push(Ok(format!("region: {r}"))),
             None => out.push(Err(

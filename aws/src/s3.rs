@@ -24,6 +24,7 @@ pub fn split_url(url: &str) -> Result<(String, String), AwsError> {
 impl Aws {
     /// The bucket's client, made once per bucket (each holds its own HTTP connection pool).
     fn bucket(&self, bucket: &str) -> Result<std::sync::Arc<AmazonS3>, AwsError> {
+        self.guard()?;
         let mut cache = self
             .buckets
             .lock()

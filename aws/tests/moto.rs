@@ -38,6 +38,7 @@ fn use_endpoint(url: &str) {
     // SAFETY of set_var: each nextest test runs in its own process, before any thread
     // of ours reads the environment.
     std::env::set_var("AWS_ENDPOINT_URL", url);
+    std::env::set_var("ORCHESTRATOR_REQUIRE_ENDPOINT", "1");
     std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
     std::env::set_var("AWS_REGION", "us-east-1");

@@ -4,6 +4,7 @@
 
 pub mod backfill;
 pub mod daemon;
+pub mod doctor;
 pub mod execute;
 pub mod inspect;
 pub mod state;

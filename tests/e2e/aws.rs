@@ -357,3 +357,48 @@ fn a_query_still_running_at_the_timeout_is_stopped_and_a_glue_job_runs() {
         "{out:?}"
     );
 }
+
+#[test]
+fn doctor_says_what_is_missing_then_that_all_is_well() {
+    let moto = Moto::start();
+    let sb = Sandbox::new();
+    let env = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let file = daily();
+    let landing = "landing=s3://lake-landing/landing";
+    let out = sb.run_with_env(&["doctor", &file, "--backend", "aws"], &env);
+    assert_eq!(out.code, 2, "the crawl needs an s3:// landing: {out:?}");
+    let out = sb.run_with_env(
+        &["doctor", &file, "--backend", "aws", "--param", landing],
+        &env,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("ok: region: us-east-1"), "{out:?}");
+    assert!(out.stdout.contains("ok: credentials: arn:aws:"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("problem: Glue database `stock`: glue:GetDatabase failed:")
+            && out
+                .stdout
+                .contains("create it (aws glue create-database --database-input Name=stock)"),
+        "{out:?}"
+    );
+    moto.call(
+        "glue",
+        "AWSGlue.CreateDatabase",
+        json!({"DatabaseInput": {"Name": "stock"}}),
+    );
+    let out = sb.run_with_env(
+        &["doctor", &file, "--backend", "aws", "--param", landing],
+        &env,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("ok: Athena workgroup `primary`: found"),
+        "{out:?}"
+    );
+    // Without a local endpoint the tests refuse to call AWS at all.
+    let out = sb.run(&["doctor", &file, "--backend", "aws", "--param", landing]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("refusing to call AWS"), "{out:?}");
+}

@@ -87,6 +87,9 @@ impl Sandbox {
         c.args(args)
             .current_dir(self.dir.path())
             .env("ORCHESTRATOR_STATE_DIR", self.state_dir())
+            // No test reaches AWS: without a local AWS_ENDPOINT_URL every AWS call fails.
+            .env("ORCHESTRATOR_REQUIRE_ENDPOINT", "1")
+            .env_remove("AWS_ENDPOINT_URL")
             .env_remove("ORCHESTRATOR_LOG")
             .stdin(Stdio::null());
         c

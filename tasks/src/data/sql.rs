@@ -60,14 +60,17 @@ impl Task for SqlTask {
         if let crate::aws::Target::Aws(block) = &self.target {
             // Athena runs one statement per query.
             let aws = crate::aws::connect(block).await;
-            let mut ids = Vec::new();
+            let (mut ids, mut polls) = (Vec::new(), 0);
             for statement in self.sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                 let done = crate::aws::execute(&aws, ctx, statement)
                     .await
                     .map_err(TaskFailure::new)?;
                 ids.push(done.id);
+                polls += done.polls;
             }
-            return Ok(crate::aws::object(json!({ "query_ids": ids })));
+            return Ok(crate::aws::object(
+                json!({ "query_ids": ids, "polls": polls }),
+            ));
         }
         let (sql, catalog, warehouse) =
             (self.sql.clone(), ctx.catalog.clone(), ctx.warehouse.clone());

@@ -110,6 +110,23 @@ pub async fn sample(
     Ok(rows_json(&r))
 }
 
+/// Athena as a [`crate::data::SqlEngine`].
+pub struct AthenaSql<'a> {
+    pub aws: &'a Aws,
+    pub ctx: &'a TaskContext,
+}
+
+#[async_trait::async_trait]
+impl crate::data::SqlEngine for AthenaSql<'_> {
+    async fn count(&self, query: &str) -> Result<u64, String> {
+        count(self.aws, self.ctx, query).await
+    }
+
+    async fn sample(&self, query: &str, n: usize) -> Result<Vec<Value>, String> {
+        sample(self.aws, self.ctx, query, n).await
+    }
+}
+
 fn rows_json(r: &orchestrator_aws::QueryResults) -> Vec<Value> {
     r.rows
         .iter()

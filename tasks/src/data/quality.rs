@@ -7,14 +7,13 @@
 
 use std::sync::Arc;
 
-use datafusion::prelude::SessionContext;
 use orchestrator_engine::task::{
     BuildContext, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{on_engine, rows_json, scalar_u64, session};
+use super::{on_engine, session, LocalSql, SqlEngine};
 
 const SAMPLES: usize = 5;
 
@@ -216,10 +215,11 @@ impl Task for QualityCheck {
         let results = if let crate::aws::Target::Aws(block) = &self.target {
             // The same rules, counted and sampled by Athena.
             let aws = crate::aws::connect(block).await;
+            let athena = crate::aws::AthenaSql { aws: &aws, ctx };
             let mut results = Vec::new();
             for rule in &rules {
                 results.push(
-                    evaluate_on_athena(&aws, ctx, &table, rule)
+                    evaluate(&athena, &table, rule)
                         .await
                         .map_err(TaskFailure::new)?,
                 );
@@ -232,10 +232,10 @@ impl Task for QualityCheck {
                         "table `{table}` does not exist; the step that creates it must run first"
                     ));
                 }
-                let session = session(catalog.as_ref()).await?;
+                let local = LocalSql(session(catalog.as_ref()).await?);
                 let mut results = Vec::new();
                 for rule in &rules {
-                    results.push(evaluate(&session, &table, rule).await?);
+                    results.push(evaluate(&local, &table, rule).await?);
                 }
                 Ok(results)
             })
@@ -309,52 +309,20 @@ fn row_count_result(n: u64, min: Option<u64>, max: Option<u64>) -> Value {
     })
 }
 
-async fn evaluate(session: &SessionContext, table: &str, rule: &Rule) -> Result<Value, String> {
+/// One rule's result, whichever engine counts and samples.
+async fn evaluate(sql: &dyn SqlEngine, table: &str, rule: &Rule) -> Result<Value, String> {
     match rule {
         Rule::RowCount { min, max } => {
-            let n = count(session, &format!("SELECT * FROM {table}"))
+            let n = sql
+                .count(&format!("SELECT * FROM {table}"))
                 .await
                 .map_err(|e| format!("row_count: {e}"))?;
             Ok(row_count_result(n, *min, *max))
         }
         Rule::Violations { name, query } => {
-            let n = count(session, query)
-                .await
-                .map_err(|e| format!("{name}: {e}"))?;
+            let n = sql.count(query).await.map_err(|e| format!("{name}: {e}"))?;
             let samples = if n > 0 {
-                let df = session
-                    .sql(&format!("SELECT * FROM ({query}) AS v LIMIT {SAMPLES}"))
-                    .await
-                    .map_err(|e| format!("{name}: {e}"))?;
-                rows_json(&df.collect().await.map_err(|e| format!("{name}: {e}"))?)?
-            } else {
-                Vec::new()
-            };
-            Ok(json!({"rule": name, "passed": n == 0, "violations": n, "samples": samples}))
-        }
-    }
-}
-
-/// [`evaluate`] on Athena: the same rule, the same result shape.
-async fn evaluate_on_athena(
-    aws: &orchestrator_aws::Aws,
-    ctx: &TaskContext,
-    table: &str,
-    rule: &Rule,
-) -> Result<Value, String> {
-    match rule {
-        Rule::RowCount { min, max } => {
-            let n = crate::aws::count(aws, ctx, &format!("SELECT * FROM {table}"))
-                .await
-                .map_err(|e| format!("row_count: {e}"))?;
-            Ok(row_count_result(n, *min, *max))
-        }
-        Rule::Violations { name, query } => {
-            let n = crate::aws::count(aws, ctx, query)
-                .await
-                .map_err(|e| format!("{name}: {e}"))?;
-            let samples = if n > 0 {
-                crate::aws::sample(aws, ctx, query, SAMPLES)
+                sql.sample(query, SAMPLES)
                     .await
                     .map_err(|e| format!("{name}: {e}"))?
             } else {
@@ -363,12 +331,4 @@ async fn evaluate_on_athena(
             Ok(json!({"rule": name, "passed": n == 0, "violations": n, "samples": samples}))
         }
     }
-}
-
-async fn count(session: &SessionContext, query: &str) -> Result<u64, String> {
-    scalar_u64(
-        session,
-        &format!("SELECT count(*) AS n FROM ({query}) AS v"),
-    )
-    .await
 }

@@ -281,8 +281,8 @@ async fn a_crawler_is_created_run_and_waited_for_then_a_glue_job_runs() {
     assert!(run.polls >= 2, "{run:?}");
 }
 
-/// A server speaking just enough of Athena's JSON 1.1 protocol to say FAILED, which moto
-/// never does. Records each call's `X-Amz-Target`.
+/// A server speaking just enough of Athena's and Glue's JSON 1.1 protocol to say FAILED,
+/// which moto never does. Records each call's `X-Amz-Target`.
 fn fake_athena(state: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -313,6 +313,14 @@ fn fake_athena(state: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
             let _ = reader.read_exact(&mut body);
             log.lock().unwrap().push(target.clone());
             let answer = match target.as_str() {
+                "AWSGlue.StartJobRun" => r#"{"JobRunId":"jr-1"}"#.to_string(),
+                "AWSGlue.GetJobRun" => format!(
+                    r#"{{"JobRun":{{"Id":"jr-1","JobRunState":"{state}","ErrorMessage":"An error occurred while calling o97.save: Access Denied (Service: Amazon S3; Status Code: 403)"}}}}"#
+                ),
+                "AWSGlue.GetCrawler" => format!(
+                    r#"{{"Crawler":{{"Name":"bars","State":"READY","Targets":{{"S3Targets":[{{"Path":"s3://landing/bars/"}}]}},"LastCrawl":{{"Status":"{state}","ErrorMessage":"Insufficient Lake Formation permission(s) on stock"}}}}}}"#
+                ),
+                "AWSGlue.StartCrawler" => "{}".to_string(),
                 "AmazonAthena.StartQueryExecution" => r#"{"QueryExecutionId":"q-1"}"#.to_string(),
                 "AmazonAthena.GetQueryExecution" => format!(
                     r#"{{"QueryExecution":{{"QueryExecutionId":"q-1","Status":{{"State":"{state}","StateChangeReason":"SYNTAX_ERROR: line 1:8: Column 'nope' cannot be resolved"}}}}}}"#
@@ -347,6 +355,41 @@ async fn a_failed_query_fails_with_athenas_reason_and_its_id() {
         [
             "AmazonAthena.StartQueryExecution",
             "AmazonAthena.GetQueryExecution"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_glue_job_and_a_failed_crawl_carry_glues_error_messages() {
+    let (url, calls) = fake_athena("FAILED");
+    use_endpoint(&url);
+    let aws = Aws::connect(settings()).await;
+    let cancel = CancellationToken::new();
+    let err = aws
+        .job_run("heavy", &Default::default(), &cancel)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Glue job heavy run jr-1 FAILED: An error occurred while calling o97.save: Access Denied (Service: Amazon S3; Status Code: 403)"
+    );
+    let err = aws
+        .crawl("bars", "s3://landing/bars/", None, None, &cancel)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "crawler bars: last crawl FAILED: Insufficient Lake Formation permission(s) on stock"
+    );
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        [
+            "AWSGlue.StartJobRun",
+            "AWSGlue.GetJobRun",
+            "AWSGlue.GetCrawler",
+            "AWSGlue.StartCrawler",
+            "AWSGlue.GetCrawler"
         ]
     );
 }

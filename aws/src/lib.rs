@@ -12,6 +12,7 @@
 //! transient errors are retried by the SDK's standard retry mode (5 attempts).
 
 mod athena;
+pub mod fake;
 mod glue;
 pub mod s3;
 

@@ -3,12 +3,12 @@
 //! speaks Athena's JSON protocol. No test reaches a real AWS endpoint: each sets
 //! `AWS_ENDPOINT_URL` to its local server before the SDK is configured.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use orchestrator_aws::fake::FakeEndpoint;
 use orchestrator_aws::{Aws, AwsError, Settings};
 use tokio_util::sync::CancellationToken;
 
@@ -281,66 +281,22 @@ async fn a_crawler_is_created_run_and_waited_for_then_a_glue_job_runs() {
     assert!(run.polls >= 2, "{run:?}");
 }
 
-/// A server speaking just enough of Athena's and Glue's JSON 1.1 protocol to say FAILED,
-/// which moto never does. Records each call's `X-Amz-Target`.
-fn fake_athena(state: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let calls: Arc<Mutex<Vec<String>>> = Default::default();
-    let log = calls.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut target = String::new();
-            let mut length = 0usize;
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                let lower = h.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("x-amz-target:") {
-                    target = h[h.len() - v.len()..].trim().to_string();
-                }
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            log.lock().unwrap().push(target.clone());
-            let answer = match target.as_str() {
-                "AWSGlue.StartJobRun" => r#"{"JobRunId":"jr-1"}"#.to_string(),
-                "AWSGlue.GetJobRun" => format!(
-                    r#"{{"JobRun":{{"Id":"jr-1","JobRunState":"{state}","ErrorMessage":"An error occurred while calling o97.save: Access Denied (Service: Amazon S3; Status Code: 403)"}}}}"#
-                ),
-                "AWSGlue.GetCrawler" => format!(
-                    r#"{{"Crawler":{{"Name":"bars","State":"READY","Targets":{{"S3Targets":[{{"Path":"s3://landing/bars/"}}]}},"LastCrawl":{{"Status":"{state}","ErrorMessage":"Insufficient Lake Formation permission(s) on stock"}}}}}}"#
-                ),
-                "AWSGlue.StartCrawler" => "{}".to_string(),
-                "AmazonAthena.StartQueryExecution" => r#"{"QueryExecutionId":"q-1"}"#.to_string(),
-                "AmazonAthena.GetQueryExecution" => format!(
-                    r#"{{"QueryExecution":{{"QueryExecutionId":"q-1","Status":{{"State":"{state}","StateChangeReason":"SYNTAX_ERROR: line 1:8: Column 'nope' cannot be resolved"}}}}}}"#
-                ),
-                _ => "{}".to_string(),
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-                answer.len()
-            );
-        }
-    });
-    (url, calls)
+/// What the fake endpoint answers: every query, job run and crawl FAILED.
+fn failed(target: &str) -> String {
+    match target {
+        "AWSGlue.StartJobRun" => r#"{"JobRunId":"jr-1"}"#.into(),
+        "AWSGlue.GetJobRun" => r#"{"JobRun":{"Id":"jr-1","JobRunState":"FAILED","ErrorMessage":"An error occurred while calling o97.save: Access Denied (Service: Amazon S3; Status Code: 403)"}}"#.into(),
+        "AWSGlue.GetCrawler" => r#"{"Crawler":{"Name":"bars","State":"READY","Targets":{"S3Targets":[{"Path":"s3://landing/bars/"}]},"LastCrawl":{"Status":"FAILED","ErrorMessage":"Insufficient Lake Formation permission(s) on stock"}}}"#.into(),
+        "AmazonAthena.StartQueryExecution" => r#"{"QueryExecutionId":"q-1"}"#.into(),
+        "AmazonAthena.GetQueryExecution" => r#"{"QueryExecution":{"QueryExecutionId":"q-1","Status":{"State":"FAILED","StateChangeReason":"SYNTAX_ERROR: line 1:8: Column 'nope' cannot be resolved"}}}"#.into(),
+        _ => "{}".into(),
+    }
 }
 
 #[tokio::test]
 async fn a_failed_query_fails_with_athenas_reason_and_its_id() {
-    let (url, calls) = fake_athena("FAILED");
-    use_endpoint(&url);
+    let fake = FakeEndpoint::start(failed).unwrap();
+    use_endpoint(&fake.url);
     let aws = Aws::connect(settings()).await;
     let err = aws
         .query("SELECT nope FROM t", &CancellationToken::new())
@@ -351,7 +307,7 @@ async fn a_failed_query_fails_with_athenas_reason_and_its_id() {
         "Athena query q-1 FAILED: SYNTAX_ERROR: line 1:8: Column 'nope' cannot be resolved"
     );
     assert_eq!(
-        *calls.lock().unwrap(),
+        fake.calls(),
         [
             "AmazonAthena.StartQueryExecution",
             "AmazonAthena.GetQueryExecution"
@@ -361,8 +317,8 @@ async fn a_failed_query_fails_with_athenas_reason_and_its_id() {
 
 #[tokio::test]
 async fn a_failed_glue_job_and_a_failed_crawl_carry_glues_error_messages() {
-    let (url, calls) = fake_athena("FAILED");
-    use_endpoint(&url);
+    let fake = FakeEndpoint::start(failed).unwrap();
+    use_endpoint(&fake.url);
     let aws = Aws::connect(settings()).await;
     let cancel = CancellationToken::new();
     let err = aws
@@ -381,9 +337,8 @@ async fn a_failed_glue_job_and_a_failed_crawl_carry_glues_error_messages() {
         err.to_string(),
         "crawler bars: last crawl FAILED: Insufficient Lake Formation permission(s) on stock"
     );
-    let calls = calls.lock().unwrap().clone();
     assert_eq!(
-        calls,
+        fake.calls(),
         [
             "AWSGlue.StartJobRun",
             "AWSGlue.GetJobRun",

@@ -402,3 +402,45 @@ fn doctor_says_what_is_missing_then_that_all_is_well() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stdout.contains("refusing to call AWS"), "{out:?}");
 }
+
+/// Every Athena query FAILED, as moto never answers.
+fn failing_athena(target: &str) -> String {
+    match target {
+        "AmazonAthena.StartQueryExecution" => r#"{"QueryExecutionId":"q-7"}"#.into(),
+        "AmazonAthena.GetQueryExecution" => r#"{"QueryExecution":{"QueryExecutionId":"q-7","Status":{"State":"FAILED","StateChangeReason":"TABLE_NOT_FOUND: line 1:15: Table 'awsdatacatalog.stock.nope' does not exist"}}}"#.into(),
+        _ => "{}".into(),
+    }
+}
+
+#[test]
+fn a_failed_query_fails_its_task_with_athenas_reason_and_the_query_id() {
+    let fake = orchestrator_aws::fake::FakeEndpoint::start(failing_athena).unwrap();
+    let url = fake.url.clone();
+    let sb = Sandbox::new();
+    sb.write(
+        "q.yaml",
+        "name: q\nbackend: aws\naws:\n  region: us-east-1\n  database: stock\n  output_location: s3://results/\n  warehouse: s3://lake/\ntasks:\n  q:\n    kind: athena_query\n    sql: SELECT * FROM nope\n",
+    );
+    let out = sb.run_with_env(
+        &["run", "q.yaml"],
+        &[
+            ("AWS_ENDPOINT_URL", url.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    let show = sb.show(&out.run_id());
+    assert_eq!(
+        task(&show, "q")["error"],
+        "Athena query q-7 FAILED: TABLE_NOT_FOUND: line 1:15: Table 'awsdatacatalog.stock.nope' does not exist"
+    );
+    assert_eq!(
+        fake.calls(),
+        [
+            "AmazonAthena.StartQueryExecution",
+            "AmazonAthena.GetQueryExecution"
+        ]
+    );
+}

@@ -7,6 +7,7 @@
 mod api;
 mod backfill;
 mod commands;
+mod notify;
 mod out;
 mod report;
 
@@ -15,7 +16,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use commands::{backfill as backfill_cmd, daemon, execute, inspect, state, workflow};
+use commands::{
+    backfill as backfill_cmd, daemon, execute, inspect, notify as notify_cmd, state, workflow,
+};
 
 #[derive(Parser)]
 #[command(
@@ -212,6 +215,24 @@ enum Command {
     /// Check or repair the state store.
     #[command(subcommand)]
     State(StateCommand),
+    /// Send a test message to a channel, or deliver notifications still waiting.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+}
+
+#[derive(Subcommand)]
+enum NotifyCommand {
+    /// Send a test message to channel CHANNEL of workflow FILE, now. Exit 0 if it was
+    /// delivered, 1 if not (with the channel's answer).
+    Test {
+        /// The workflow file that defines the channel under `channels:`.
+        file: PathBuf,
+        /// The channel's name.
+        channel: String,
+    },
+    /// Deliver every notification that is due (after a crash, or once a channel is back);
+    /// the daemon does this by itself every second.
+    Deliver,
 }
 
 #[derive(Subcommand)]
@@ -367,6 +388,10 @@ async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
             date,
         } => execute::trigger(&dir, &workflow, params, date).await,
         Command::Cancel { run_id } => execute::cancel(&dir, &run_id).await,
+        Command::Notify(NotifyCommand::Test { file, channel }) => {
+            notify_cmd::test(&dir, &file, &channel).await
+        }
+        Command::Notify(NotifyCommand::Deliver) => notify_cmd::deliver(&dir).await,
         Command::State(StateCommand::Check) => state::check(&dir),
         Command::State(StateCommand::Recover { warehouse, force }) => {
             state::recover(&dir, warehouse, force).await

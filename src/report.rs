@@ -164,6 +164,7 @@ pub fn runs_json(runs: &[RunRecord]) -> String {
 pub struct RunDetails {
     run: RunRecord,
     tasks: Vec<(TaskRecord, Vec<AttemptRecord>)>,
+    notifications: Vec<orchestrator_engine::state::OutboxRecord>,
 }
 
 impl RunDetails {
@@ -181,7 +182,12 @@ impl RunDetails {
             let attempts = store.attempts(&run.id, &t.task_id)?;
             tasks.push((t, attempts));
         }
-        Ok(RunDetails { run, tasks })
+        let notifications = store.outbox(&run.id)?;
+        Ok(RunDetails {
+            run,
+            tasks,
+            notifications,
+        })
     }
 
     fn task_rows(&self) -> Vec<Vec<String>> {
@@ -292,6 +298,40 @@ impl RunDetails {
                 }
             }
         }
+        if !self.notifications.is_empty() {
+            out.push_str("\nnotifications:\n");
+            let rows: Vec<Vec<String>> = self
+                .notifications
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.event.clone(),
+                        n.channel.clone(),
+                        n.status.as_str().to_string(),
+                        n.attempts.to_string(),
+                        n.delivered_at
+                            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                            .or_else(|| {
+                                (n.status == orchestrator_engine::state::DeliveryStatus::Pending)
+                                    .then(|| format!("next try {}", n.next_at.format("%H:%M:%S")))
+                            })
+                            .unwrap_or_else(|| "-".into()),
+                        n.last_error.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(
+                &[
+                    "EVENT",
+                    "CHANNEL",
+                    "DELIVERY",
+                    "ATTEMPTS",
+                    "WHEN (UTC)",
+                    "LAST ERROR",
+                ],
+                &rows,
+            ));
+        }
         out
     }
 
@@ -335,6 +375,17 @@ impl RunDetails {
             "started_at": ts(Some(r.started_at)),
             "ended_at": ts(r.ended_at),
             "tasks": tasks,
+            "notifications": self.notifications.iter().map(|n| json!({
+                "id": n.id,
+                "event": n.event,
+                "channel": n.channel,
+                "status": n.status.as_str(),
+                "attempts": n.attempts,
+                "created_at": ts(Some(n.created_at)),
+                "next_at": ts(Some(n.next_at)),
+                "delivered_at": ts(n.delivered_at),
+                "last_error": n.last_error,
+            })).collect::<Vec<_>>(),
         })
     }
 }

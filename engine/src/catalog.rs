@@ -18,6 +18,10 @@ pub trait Catalog: Send + Sync {
     fn usage(&self, counter: &str, day: &str) -> Result<u64, StateError>;
     /// Adds `calls`, durably; returns the new total.
     fn add_usage(&self, counter: &str, day: &str, calls: u64) -> Result<u64, StateError>;
+    /// The run that already sent message `key` (e.g. an alert for one row), if any.
+    fn sent(&self, key: &str) -> Result<Option<String>, StateError>;
+    /// Records, durably, that `run_id` sent message `key`.
+    fn mark_sent(&self, key: &str, run_id: &str) -> Result<(), StateError>;
 }
 
 impl Catalog for Store {
@@ -43,5 +47,17 @@ impl Catalog for Store {
 
     fn add_usage(&self, counter: &str, day: &str, calls: u64) -> Result<u64, StateError> {
         Store::add_usage(self, counter, day, calls)
+    }
+
+    fn sent(&self, key: &str) -> Result<Option<String>, StateError> {
+        Ok(Store::sent(self, key)?.map(|r| r.run_id))
+    }
+
+    fn mark_sent(&self, key: &str, run_id: &str) -> Result<(), StateError> {
+        self.commit(&[Write::Sent(orchestrator_state::SentRecord {
+            key: key.to_string(),
+            at: chrono::Utc::now(),
+            run_id: run_id.to_string(),
+        })])
     }
 }

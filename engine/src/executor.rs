@@ -472,6 +472,24 @@ impl Loop<'_> {
                 }
                 self.writes.push(Write::Attempt(a));
                 self.writes.push(Write::Task(rec.clone()));
+                if let Some(delay) = retry_in {
+                    let payload = crate::notify::retry_payload(
+                        &self.ex.run,
+                        &def.id,
+                        f.attempt,
+                        &error,
+                        delay.as_secs_f64(),
+                    );
+                    let records = crate::notify::outbox(
+                        &self.ex.workflow.notify,
+                        crate::notify::NotifyEvent::Retry,
+                        &self.ex.run,
+                        format!("{}.{}", def.id, f.attempt),
+                        &payload,
+                        Utc::now(),
+                    );
+                    self.writes.extend(records.into_iter().map(Write::Outbox));
+                }
                 self.ex.observer.event(&Event::Failed {
                     task: &def.id,
                     attempt: f.attempt,
@@ -539,6 +557,20 @@ impl Loop<'_> {
         run.status = status;
         run.ended_at = Some(Utc::now());
         self.writes.push(Write::Run(run.clone()));
+        // Notifications go into the outbox in the same commit as the run's end: a crash
+        // after it still delivers them (at the next start), and none is written twice.
+        if let Some(event) = crate::notify::run_event(status) {
+            let payload = crate::notify::run_payload(event, &run, &self.ex.records);
+            let records = crate::notify::outbox(
+                &self.ex.workflow.notify,
+                event,
+                &run,
+                (run.reruns + 1).to_string(),
+                &payload,
+                Utc::now(),
+            );
+            self.writes.extend(records.into_iter().map(Write::Outbox));
+        }
         self.ex.store.commit(&self.writes)?;
         self.writes.clear();
         Ok(run)

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod dag;
 pub mod diag;
 pub mod executor;
+pub mod notify;
 pub mod runner;
 pub mod schedule;
 pub mod suggest;

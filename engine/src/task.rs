@@ -171,6 +171,8 @@ impl OutputSink {
 #[derive(Debug, Clone)]
 pub struct BuildContext {
     pub task_id: String,
+    /// The workflow's `name:`.
+    pub workflow: String,
     /// The workflow file's directory.
     pub base_dir: PathBuf,
     /// Where the workflow's data tasks run.
@@ -178,6 +180,10 @@ pub struct BuildContext {
     /// The workflow's `aws:` block (checked: with the aws backend it has a database, an
     /// output location and a warehouse).
     pub aws: Option<crate::workflow::AwsBlock>,
+    /// The workflow's `channels:`, by name.
+    pub channels: std::collections::BTreeMap<String, crate::workflow::Channel>,
+    /// The state dir (absolute): a file channel's relative `path:` is in it.
+    pub state_dir: PathBuf,
 }
 
 /// A task kind's typed config: the deserialized YAML is the factory.

@@ -257,7 +257,7 @@ fn detail(e: &minijinja::Error) -> String {
 
 /// Masks the values of secret-looking environment variables.
 ///
-/// A variable is secret when its name contains KEY, SECRET, TOKEN or PASSWORD
+/// A variable is secret when its name contains KEY, SECRET, TOKEN, PASSWORD or WEBHOOK
 /// (any case). Values shorter than [`Redactor::MIN_LEN`] are not masked: they would
 /// mangle ordinary output and are not credentials anyway.
 #[derive(Debug, Clone, Default)]
@@ -297,7 +297,7 @@ impl Redactor {
 
 pub fn is_secret_name(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    ["KEY", "SECRET", "TOKEN", "PASSWORD"]
+    ["KEY", "SECRET", "TOKEN", "PASSWORD", "WEBHOOK"]
         .iter()
         .any(|w| upper.contains(w))
 }

@@ -39,6 +39,8 @@ const TOP_FIELDS: &[&str] = &[
     "max_active_runs",
     "backend",
     "aws",
+    "channels",
+    "notify",
     "warehouse",
     "defaults",
     "schedule",
@@ -75,6 +77,10 @@ pub struct Workflow {
     /// Where created tables are written (absolute): `warehouse:`, relative to the file's
     /// directory, or `{state-dir}/warehouse`.
     pub warehouse: PathBuf,
+    /// `channels:`, by name (templates rendered).
+    pub channels: BTreeMap<String, Channel>,
+    /// `notify:`: which run events go to which channels.
+    pub notify: Vec<crate::notify::Subscription>,
     /// In file order.
     pub tasks: Vec<TaskDef>,
     pub dag: Dag,
@@ -211,6 +217,8 @@ pub fn load_str(path: &Path, source: String, opts: &LoadOptions) -> Result<Workf
         warns: &mut warns,
         backend: Backend::Local,
         aws: None,
+        channels: BTreeMap::new(),
+        workflow: String::new(),
     }
     .load(path, &source);
     match result {
@@ -291,6 +299,9 @@ struct Loader<'a, 'e> {
     /// Where the data tasks run, for their `BuildContext`.
     backend: Backend,
     aws: Option<AwsBlock>,
+    channels: BTreeMap<String, Channel>,
+    /// The workflow's `name:` (empty if missing or invalid), for its tasks' `BuildContext`.
+    workflow: String,
 }
 
 /// Where a workflow's data tasks run (`backend:`, or `run --backend`).
@@ -319,6 +330,26 @@ impl Backend {
             Backend::Aws => "aws",
         }
     }
+}
+
+/// Where messages go (`channels:`): alerts from `kind: alert` tasks.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Channel {
+    /// Appends one JSON object per message to a file (a relative path is in the state
+    /// dir).
+    File { path: PathBuf },
+    /// POSTs each message as JSON; `format: slack` sends Slack's `{"text": ...}`.
+    Webhook {
+        url: String,
+        #[serde(default)]
+        format: Option<String>,
+        /// Signs the body: `X-Orchestrator-Signature: sha256=HEX` (HMAC-SHA256).
+        #[serde(default)]
+        secret: Option<String>,
+    },
+    /// Runs `sh -c COMMAND` with the message's JSON on stdin; exit 0 is delivered.
+    Command { command: String },
 }
 
 /// The `aws:` block: where the AWS backend's work goes. Checked without calling AWS;
@@ -409,6 +440,8 @@ impl Loader<'_, '_> {
         let mut warehouse = None;
         let mut defaults = DefaultsSpec::default();
         let mut tasks_node = None;
+        let mut channels_node = None;
+        let mut notify_node = None;
         let mut exprs: Option<Vec<Expr>> = None;
         let mut timezone: Option<(Tz, Pos)> = None;
         let mut dst: Option<(Dst, Pos)> = None;
@@ -502,6 +535,8 @@ impl Loader<'_, '_> {
                     Ok(b) => backend = Some((b, v.pos)),
                     Err(e) => self.de_err(e, "in `backend` (local or aws)", &[]),
                 },
+                "channels" => channels_node = Some(v),
+                "notify" => notify_node = Some(v),
                 "aws" => match v.parse::<AwsBlock>() {
                     Ok(block) => {
                         for (field, value) in [
@@ -682,6 +717,7 @@ impl Loader<'_, '_> {
         }
         self.backend = chosen;
         self.aws = aws.map(|(b, _)| b);
+        self.workflow = name.clone().unwrap_or_default();
 
         let Some(tasks_node) = tasks_node else {
             self.err(Some(root.pos), "missing field `tasks`").help =
@@ -717,6 +753,10 @@ impl Loader<'_, '_> {
             env: self.opts.env.clone(),
         };
         let renderer = Renderer::new(&vars);
+        if let Some(node) = channels_node {
+            self.channels(node, &renderer);
+        }
+        let notify = notify_node.map(|n| self.notify(n)).unwrap_or_default();
         let base_dir = path
             .parent()
             .map(Path::to_path_buf)
@@ -822,6 +862,8 @@ impl Loader<'_, '_> {
                 Some(w) => base_dir.join(w),
                 None => self.opts.default_warehouse.clone(),
             },
+            channels: self.channels.clone(),
+            notify,
             tasks: tasks?,
             dag,
             schedule,
@@ -927,7 +969,7 @@ impl Loader<'_, '_> {
             pos: node.pos,
         };
         let before = self.errs.len();
-        self.render(&mut config_node, renderer, &id, None);
+        self.render(&mut config_node, renderer, &format!("task `{id}`"), None);
         let templates_ok = self.errs.len() == before;
         let Some(kind) = self.opts.registry.get(&spec.kind) else {
             let kind_pos = node.get("kind").map(|n| n.pos);
@@ -959,9 +1001,17 @@ impl Loader<'_, '_> {
         }
         let ctx = BuildContext {
             task_id: id.clone(),
+            workflow: self.workflow.clone(),
             base_dir: base_dir.to_path_buf(),
             backend: self.backend,
             aws: self.aws.clone(),
+            channels: self.channels.clone(),
+            state_dir: self
+                .opts
+                .default_warehouse
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
         };
         let task = match kind.build(&config_node, &ctx) {
             Ok(t) => t,
@@ -997,11 +1047,12 @@ impl Loader<'_, '_> {
 
     /// Renders templates in every scalar of a task's kind-specific config, in place.
     /// `field` is the name of the nearest enclosing key.
-    fn render(&mut self, node: &mut Node, renderer: &Renderer, task_id: &str, field: Option<&str>) {
+    /// Renders every template in `node`; `whose` names it in errors (`task `load``).
+    fn render(&mut self, node: &mut Node, renderer: &Renderer, whose: &str, field: Option<&str>) {
         match &mut node.kind {
             NodeKind::Scalar { value, plain } => {
                 if let Some(field @ ("command" | "sql")) = field {
-                    self.warn_unquoted(value, node.pos, field, task_id);
+                    self.warn_unquoted(value, node.pos, field, whose);
                 }
                 match renderer.render(value) {
                     // A template must be quoted in YAML (`{` starts a mapping), but what it
@@ -1017,7 +1068,7 @@ impl Loader<'_, '_> {
                             self.errs.push(
                                 Diagnostic::new(
                                     Some(node.pos),
-                                    format!("{} in task `{task_id}`", e.message),
+                                    format!("{} in {whose}", e.message),
                                 )
                                 .maybe_help(e.help),
                             );
@@ -1027,16 +1078,138 @@ impl Loader<'_, '_> {
             }
             NodeKind::Seq(items) => {
                 for item in items {
-                    self.render(item, renderer, task_id, field);
+                    self.render(item, renderer, whose, field);
                 }
             }
             NodeKind::Map(entries) => {
                 for (k, v) in entries {
                     let key = k.as_str().map(str::to_string);
-                    self.render(v, renderer, task_id, key.as_deref());
+                    self.render(v, renderer, whose, key.as_deref());
                 }
             }
         }
+    }
+
+    /// `channels:`, rendered (a webhook URL usually comes from `{{ env.NAME }}`) and checked.
+    fn channels(&mut self, node: &Node, renderer: &Renderer) {
+        let mut node = node.clone();
+        let before = self.errs.len();
+        self.render(&mut node, renderer, "`channels`", None);
+        if self.errs.len() != before {
+            return;
+        }
+        let map = match node.parse::<BTreeMap<String, Channel>>() {
+            Ok(map) => map,
+            Err(e) => {
+                self.de_err(
+                    e,
+                    "in `channels` (NAME: {kind: file, path: ...} or {kind: webhook, url: ...})",
+                    &[],
+                );
+                return;
+            }
+        };
+        for (name, ch) in map {
+            let field = |f: &str| {
+                let entry = node.get(&name);
+                entry
+                    .and_then(|n| n.get(f))
+                    .or(entry)
+                    .map_or(node.pos, |n| n.pos)
+            };
+            if let Channel::Webhook { url, format, .. } = &ch {
+                // The URL is often a secret (Slack's are): never echo it.
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    self.err(
+                        Some(field("url")),
+                        format!("channel `{name}`: `url` is not an http:// or https:// URL"),
+                    )
+                    .help = Some(
+                        "e.g. url: \"{{ env.SLACK_WEBHOOK_URL }}\" with the variable set".into(),
+                    );
+                }
+                if format
+                    .as_deref()
+                    .is_some_and(|f| f != "slack" && f != "json")
+                {
+                    self.err(
+                        Some(field("format")),
+                        format!("channel `{name}`: `format` is `json` (the default) or `slack`"),
+                    );
+                }
+            }
+            self.channels.insert(name, ch);
+        }
+    }
+
+    /// `notify:`: a list of `{on: EVENT | [EVENTS], to: CHANNEL | [CHANNELS]}`; channels
+    /// must be defined under `channels:`.
+    fn notify(&mut self, node: &Node) -> Vec<crate::notify::Subscription> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany<T> {
+            One(T),
+            Many(Vec<T>),
+        }
+        impl<T> OneOrMany<T> {
+            fn list(self) -> Vec<T> {
+                match self {
+                    OneOrMany::One(t) => vec![t],
+                    OneOrMany::Many(v) => v,
+                }
+            }
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Spec {
+            on: OneOrMany<crate::notify::NotifyEvent>,
+            to: OneOrMany<String>,
+        }
+        let Some(items) = node.as_seq() else {
+            self.err(
+                Some(node.pos),
+                format!("`notify` must be a list, found {}", node.describe()),
+            )
+            .help = Some("e.g. notify: [{ on: [failure], to: ops }]".into());
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let spec = match item.parse::<Spec>() {
+                Ok(s) => s,
+                Err(e) => {
+                    self.de_err(
+                        e,
+                        "in `notify` (on: failure | success | retry | interrupted, to: CHANNEL)",
+                        &[],
+                    );
+                    continue;
+                }
+            };
+            let sub = crate::notify::Subscription {
+                on: spec.on.list(),
+                to: spec.to.list(),
+            };
+            for name in &sub.to {
+                if !self.channels.contains_key(name) {
+                    let known: Vec<&str> = self.channels.keys().map(String::as_str).collect();
+                    let at = item.get("to").map_or(item.pos, |n| n.pos);
+                    self.err(
+                        Some(at),
+                        format!("`notify` sends to `{name}`, which is not defined under `channels:`"),
+                    )
+                    .help = Some(match closest(name, known.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None if known.is_empty() => {
+                            "define it, e.g. channels: { ops: { kind: webhook, url: \"{{ env.SLACK_WEBHOOK_URL }}\", format: slack } }".into()
+                        }
+                        None => format!("channels: {}", known.join(", ")),
+                    });
+                }
+            }
+            out.push(sub);
+        }
+        out
     }
 
     /// `schedule:`: one expression or a list; each parsed, errors at its own position.
@@ -1076,7 +1249,7 @@ impl Loader<'_, '_> {
 
     /// Warns when a param goes into a shell command or SQL without a quoting filter:
     /// `--param` values are user input, and unquoted they can change the command.
-    fn warn_unquoted(&mut self, text: &str, pos: Pos, field: &str, task_id: &str) {
+    fn warn_unquoted(&mut self, text: &str, pos: Pos, field: &str, whose: &str) {
         let (what, filter) = match field {
             "command" => ("shell command", "shell_quote"),
             _ => ("SQL", "sql_string"),
@@ -1086,7 +1259,7 @@ impl Loader<'_, '_> {
                 Diagnostic::new(
                     Some(pos),
                     format!(
-                        "param `{name}` is put into the {what} of task `{task_id}` unquoted: a value with spaces, quotes or `;` would change the {what}"
+                        "param `{name}` is put into the {what} of {whose} unquoted: a value with spaces, quotes or `;` would change the {what}"
                     ),
                 )
                 .maybe_help(Some(format!("quote it: {{{{ params.{name} | {filter} }}}}"))),

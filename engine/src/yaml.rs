@@ -58,6 +58,13 @@ impl Node {
         }
     }
 
+    pub fn as_seq(&self) -> Option<&[Node]> {
+        match &self.kind {
+            NodeKind::Seq(items) => Some(items),
+            _ => None,
+        }
+    }
+
     /// The value of key `key` in a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
         self.as_map()?

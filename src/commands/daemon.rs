@@ -32,6 +32,7 @@ pub async fn daemon(
     for id in &interrupted {
         errln!("{}", interrupted_note(id));
     }
+    crate::notify::queue_interrupted(&store, dir, &interrupted);
     let registry = Arc::new(orchestrator_tasks::registry());
     let default_warehouse = state_dir.join("warehouse");
     let loader: Loader = Arc::new(move |path: &Path, source: String, p: &RunParams| {
@@ -82,6 +83,17 @@ pub async fn daemon(
     let _api = crate::api::serve(store.clone(), &state_dir, Some(commands), api_stop.clone())
         .await
         .map_err(|e| Fail::failed(format!("error: {e}")))?;
+    // Notifications: delivered within a second of being queued, retried with backoff.
+    let deliverer_stop = CancellationToken::new();
+    let deliverer = {
+        let (store, stop) = (store.clone(), deliverer_stop.clone());
+        let resolver = crate::notify::Resolver::new(store.clone(), &state_dir);
+        tokio::spawn(async move {
+            let resolve = |r: &orchestrator_engine::state::OutboxRecord| resolver.resolve(r);
+            orchestrator_notify::run_deliverer(&store, &resolve, Duration::from_secs(1), stop)
+                .await;
+        })
+    };
     let result = orchestrator_daemon::run(
         config,
         store,
@@ -93,6 +105,8 @@ pub async fn daemon(
     )
     .await;
     api_stop.cancel();
+    deliverer_stop.cancel();
+    let _ = deliverer.await;
     result.map_err(|e| Fail::input(format!("error: {e}")))?;
     Ok(0)
 }

@@ -49,6 +49,8 @@ pub async fn run(
     };
     let _api = serve_readers(&store, dir).await;
     claim_warehouse(&wf, dir).map_err(|e| Fail::input(format!("error: {e}")))?;
+    // Notifications an earlier process left undelivered (it crashed, or a channel was down).
+    crate::notify::deliver(&store, dir, None).await;
     outln!(
         "run {run_id} started: workflow {}, logical date {date}, {} tasks, state {}",
         wf.name,
@@ -58,6 +60,7 @@ pub async fn run(
     let printer = report::Printer { quiet };
     let env = run_env(&store, &printer);
     let run = runner::start(env, &wf, &run_id, &date).await?;
+    crate::notify::deliver(&store, dir, Some(&run.id)).await;
     finish(&store, &run)
 }
 
@@ -107,7 +110,9 @@ pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) ->
     );
     let printer = report::Printer { quiet };
     let env = run_env(&store, &printer);
+    crate::notify::deliver(&store, dir, None).await;
     let run = runner::resume(env, &wf, run, from).await?;
+    crate::notify::deliver(&store, dir, Some(&run.id)).await;
     finish(&store, &run)
 }
 

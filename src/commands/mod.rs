@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod execute;
 pub mod inspect;
+pub mod notify;
 pub mod state;
 pub mod workflow;
 
@@ -178,9 +179,10 @@ pub enum Writer {
 pub fn open_store_or_daemon(dir: &Path) -> Result<Writer, Fail> {
     match Store::open(dir, &owner()) {
         Ok((store, recovered)) => {
-            for id in recovered {
-                errln!("{}", interrupted_note(&id));
+            for id in &recovered {
+                errln!("{}", interrupted_note(id));
             }
+            crate::notify::queue_interrupted(&store, dir, &recovered);
             Ok(Writer::Local(Arc::new(store)))
         }
         // Only a daemon takes work from others; a foreground run holds the dir alone.

@@ -138,6 +138,33 @@ impl Store {
                     Ok(t) => tables.push(t),
                     Err(e) => r.problems.push(bad(e)),
                 },
+                Some(b"u") => {
+                    if let Err(e) = self.decode::<crate::UsageRecord>(&key, &value) {
+                        r.problems.push(bad(e));
+                    }
+                }
+                Some(b"b") => {
+                    if let Err(e) = self.decode::<crate::BackfillRecord>(&key, &value) {
+                        r.problems.push(bad(e));
+                    }
+                }
+                Some(b"s") => {
+                    if let Err(e) = self.decode::<crate::SentRecord>(&key, &value) {
+                        r.problems.push(bad(e));
+                    }
+                }
+                Some(b"o") => match self.decode::<crate::OutboxRecord>(&key, &value) {
+                    Ok(o) => owners.push((format!("notification {}", o.id), o.run_id)),
+                    Err(e) => r.problems.push(bad(e)),
+                },
+                // The pending-notification index: its value is the record's key.
+                Some(b"p") => {
+                    if !matches!(self.db.get(&value), Ok(Some(_))) {
+                        r.problems.push(format!(
+                            "record {shown}: indexes a notification that does not exist"
+                        ));
+                    }
+                }
                 _ => r.problems.push(format!("record {shown}: unknown key")),
             }
         }

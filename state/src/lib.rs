@@ -45,8 +45,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use records::{
-    AttemptRecord, BackfillDate, BackfillRecord, BackfillStatus, ColumnRecord, FileRecord,
-    RunRecord, RunStatus, ScheduleRecord, TableRecord, TaskRecord, TaskStatus, UsageRecord,
+    AttemptRecord, BackfillDate, BackfillRecord, BackfillStatus, ColumnRecord, DeliveryStatus,
+    FileRecord, OutboxRecord, RunRecord, RunStatus, ScheduleRecord, SentRecord, TableRecord,
+    TaskRecord, TaskStatus, UsageRecord,
 };
 
 /// Version of the persisted record format. Bump when a record changes shape in a way
@@ -122,6 +123,9 @@ pub enum Write {
     File(FileRecord),
     Usage(UsageRecord),
     Backfill(BackfillRecord),
+    Sent(SentRecord),
+    /// A notification; a pending one is also indexed under `p\0` for the deliverer.
+    Outbox(OutboxRecord),
 }
 
 /// The state store of one state directory.
@@ -522,6 +526,17 @@ impl Store {
                 Write::File(r) => batch.insert(file_key(&r.workflow, &r.path), encode(r)),
                 Write::Usage(r) => batch.insert(prefix(&["u", &r.counter, &r.day]), encode(r)),
                 Write::Backfill(r) => batch.insert(backfill_key(&r.id), encode(r)),
+                Write::Sent(r) => batch.insert(prefix(&["s", &r.key]), encode(r)),
+                Write::Outbox(r) => {
+                    let key = outbox_key(&r.run_id, &r.id);
+                    let pending = pending_key(&r.run_id, &r.id);
+                    if r.status == DeliveryStatus::Pending {
+                        batch.insert(pending, key.clone());
+                    } else {
+                        batch.remove(pending);
+                    }
+                    batch.insert(key, encode(r));
+                }
             }
         }
         self.db.apply_batch(batch).map_err(|e| self.db_err(e))?;
@@ -638,6 +653,34 @@ impl Store {
             .map_err(|e| self.db_err(e))?;
         self.flush()?;
         Ok(total)
+    }
+
+    /// The run that already sent the message `key`, if one did.
+    pub fn sent(&self, key: &str) -> Result<Option<SentRecord>> {
+        let k = prefix(&["s", key]);
+        match self.db.get(&k).map_err(|e| self.db_err(e))? {
+            Some(v) => Ok(Some(self.decode(&k, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The notifications of a run, in the order they were created.
+    pub fn outbox(&self, run_id: &str) -> Result<Vec<OutboxRecord>> {
+        let mut all: Vec<OutboxRecord> = self.scan(prefix(&["o", run_id]))?;
+        all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(all)
+    }
+
+    /// Every notification not delivered yet (an index: delivered ones cost nothing).
+    pub fn outbox_pending(&self) -> Result<Vec<OutboxRecord>> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(prefix(&["p"])) {
+            let (_, key) = item.map_err(|e| self.db_err(e))?;
+            if let Some(v) = self.db.get(&key).map_err(|e| self.db_err(e))? {
+                out.push(self.decode::<OutboxRecord>(&key, &v)?);
+            }
+        }
+        Ok(out)
     }
 
     pub fn backfill(&self, id: &str) -> Result<Option<BackfillRecord>> {
@@ -809,6 +852,18 @@ fn schedule_key(workflow: &str) -> Vec<u8> {
 fn file_key(workflow: &str, path: &str) -> Vec<u8> {
     let mut k = prefix(&["f", workflow]);
     k.extend_from_slice(path.as_bytes());
+    k
+}
+
+fn outbox_key(run_id: &str, id: &str) -> Vec<u8> {
+    let mut k = prefix(&["o", run_id]);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn pending_key(run_id: &str, id: &str) -> Vec<u8> {
+    let mut k = prefix(&["p", run_id]);
+    k.extend_from_slice(id.as_bytes());
     k
 }
 

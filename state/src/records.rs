@@ -296,3 +296,59 @@ impl std::fmt::Display for BackfillStatus {
         f.write_str(self.as_str())
     }
 }
+
+/// A message sent once (an alert for one row): rerunning or retrying never sends it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SentRecord {
+    pub key: String,
+    pub at: DateTime<Utc>,
+    /// The run that sent it.
+    pub run_id: String,
+}
+
+/// Where a notification is in its delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Not delivered yet; tried again at `next_at`.
+    Pending,
+    Delivered,
+    /// Given up after the last attempt; `last_error` says why.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+}
+
+/// A notification in the outbox: written in the same commit as what it reports (a run
+/// that ended, a retry), delivered afterwards, at least once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    /// `RUN/EVENT/N/CHANNEL`: also the idempotency key the receiver sees.
+    pub id: String,
+    pub run_id: String,
+    pub workflow: String,
+    /// `failure`, `success`, `retry`, `interrupted`, `sla_miss`.
+    pub event: String,
+    /// A channel name of the run's workflow (resolved when delivering: the record holds
+    /// no URL or secret).
+    pub channel: String,
+    /// The event as sent (no secrets: it is built from run records).
+    pub payload: serde_json::Value,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    /// While pending: not tried before this.
+    pub next_at: DateTime<Utc>,
+    #[serde(default)]
+    pub delivered_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}

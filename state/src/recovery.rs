@@ -28,8 +28,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AttemptRecord, BackfillRecord, FileRecord, Result, RunRecord, ScheduleRecord, StateError,
-    Store, TableRecord, TaskRecord, UsageRecord, Write, SCHEMA_VERSION,
+    AttemptRecord, BackfillRecord, FileRecord, OutboxRecord, Result, RunRecord, ScheduleRecord,
+    SentRecord, StateError, Store, TableRecord, TaskRecord, UsageRecord, Write, SCHEMA_VERSION,
 };
 
 /// Version of the recovery point format.
@@ -60,6 +60,8 @@ pub struct Export {
     pub files: Vec<FileRecord>,
     pub usage: Vec<UsageRecord>,
     pub backfills: Vec<BackfillRecord>,
+    pub sent: Vec<SentRecord>,
+    pub outbox: Vec<OutboxRecord>,
 }
 
 impl Export {
@@ -74,6 +76,8 @@ impl Export {
         w.extend(self.files.iter().cloned().map(Write::File));
         w.extend(self.usage.iter().cloned().map(Write::Usage));
         w.extend(self.backfills.iter().cloned().map(Write::Backfill));
+        w.extend(self.sent.iter().cloned().map(Write::Sent));
+        w.extend(self.outbox.iter().cloned().map(Write::Outbox));
         w
     }
 }
@@ -146,6 +150,8 @@ pub fn read(path: &Path) -> std::result::Result<Export, String> {
             "file" => out.files.push(decode_value(value).map_err(de)?),
             "usage" => out.usage.push(decode_value(value).map_err(de)?),
             "backfill" => out.backfills.push(decode_value(value).map_err(de)?),
+            "sent" => out.sent.push(decode_value(value).map_err(de)?),
+            "outbox" => out.outbox.push(decode_value(value).map_err(de)?),
             "end" => {
                 let want = value.get("records").and_then(|r| r.as_u64());
                 if want != Some(records) {
@@ -275,6 +281,8 @@ impl Store {
                 Some(b'f') if key.starts_with(b"f\0") => "file",
                 Some(b'u') if key.starts_with(b"u\0") => "usage",
                 Some(b'b') if key.starts_with(b"b\0") => "backfill",
+                Some(b's') if key.starts_with(b"s\0") => "sent",
+                Some(b'o') if key.starts_with(b"o\0") => "outbox",
                 // The run index and meta keys are derived, not exported.
                 _ => continue,
             };

@@ -1,12 +1,14 @@
 //! Task kinds. Each kind is a typed config (the YAML fields of that kind) whose
 //! `build` makes the runnable task; [`registry`] lists them all.
 
+pub mod alert;
 pub mod alpha_vantage;
 pub mod aws;
 pub mod data;
 mod noop;
 mod shell;
 
+pub use alert::AlertConfig;
 pub use alpha_vantage::AlphaVantageConfig;
 pub use aws::{AthenaQueryConfig, GlueJobConfig};
 pub use data::crawl::CrawlConfig;
@@ -31,6 +33,7 @@ pub fn registry() -> Registry {
         .register::<PublishConfig>()
         .register::<AlphaVantageConfig>()
         .register::<AthenaQueryConfig>()
-        .register::<GlueJobConfig>();
+        .register::<GlueJobConfig>()
+        .register::<AlertConfig>();
     r
 }

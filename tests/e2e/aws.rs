@@ -144,9 +144,9 @@ fn run_daily(sb: &Sandbox, moto: &Moto, extra: &[&str]) -> Out {
 }
 
 /// One count per quality rule (13), publish's two refusal counts, then its CREATE TABLE
-/// (Iceberg) and MERGE.
+/// (Iceberg) and MERGE, then signal_alerts' query (no rows: nothing to tell).
 const ALL_PASS: &[&str] = &[
-    "10", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "", "",
+    "10", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "", "", "",
 ];
 
 #[test]
@@ -166,6 +166,7 @@ fn daily_yaml_runs_every_stage_on_s3_glue_and_athena() {
         "create_temp",
         "quality_check",
         "publish",
+        "signal_alerts",
     ] {
         assert_eq!(status(&show, t), "succeeded", "{t}: {show}");
     }
@@ -221,7 +222,13 @@ fn daily_yaml_runs_every_stage_on_s3_glue_and_athena() {
         1,
         "{sql:#?}"
     );
-    assert_eq!(sql.len(), 3 + 13 + 2 + 2, "{sql:#?}");
+    assert_eq!(
+        has("SELECT 'signal' AS kind, symbol, CAST(date AS VARCHAR) AS date"),
+        1,
+        "the alert query, on Athena: {sql:#?}"
+    );
+    assert_eq!(task(&show, "signal_alerts")["outputs"]["sent"], 0);
+    assert_eq!(sql.len(), 3 + 13 + 2 + 2 + 1, "{sql:#?}");
 }
 
 #[test]

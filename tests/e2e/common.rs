@@ -261,6 +261,86 @@ impl FakeApi {
     }
 }
 
+/// A webhook receiver: a real HTTP server on 127.0.0.1 that records each request's
+/// headers (lower-cased names) and body, and answers with `status(nth request)`.
+pub struct Hook {
+    pub url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Posted>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Posted {
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub body: String,
+}
+
+impl Posted {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+impl Hook {
+    pub fn start(status: impl Fn(usize) -> u16 + Send + 'static) -> Hook {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let got: std::sync::Arc<std::sync::Mutex<Vec<Posted>>> = Default::default();
+        let got2 = got.clone();
+        std::thread::spawn(move || {
+            // Ends with the test process.
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut headers = std::collections::BTreeMap::new();
+                loop {
+                    let mut header = String::new();
+                    match reader.read_line(&mut header) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if header == "\r\n" => break,
+                        Ok(_) => {
+                            if let Some((k, v)) = header.split_once(':') {
+                                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                            }
+                        }
+                    }
+                }
+                let len: usize = headers
+                    .get("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let nth = {
+                    let mut list = got2.lock().unwrap();
+                    list.push(Posted {
+                        headers,
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    });
+                    list.len()
+                };
+                let code = status(nth);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+            }
+        });
+        Hook { url, got }
+    }
+
+    /// Everything posted so far, in order.
+    pub fn posted(&self) -> Vec<Posted> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
 /// The bundled sample response of `symbol`.
 pub fn sample_response(symbol: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -316,6 +316,7 @@ fn a_market_holiday_ends_succeeded_with_everything_after_ingest_skipped() {
         "create_temp",
         "quality_check",
         "publish",
+        "signal_alerts",
     ] {
         assert_eq!(status(&show, t), "skipped", "{t}");
         assert_eq!(task(&show, t)["error"], reason, "{t}");
@@ -621,4 +622,112 @@ fn history_landed_as_csv_files_runs_without_key_or_sample_and_matches_the_full_h
         assert_matches_full_history(&sb, "2025-08-04", "2025-08-04"),
         10
     );
+}
+
+/// The alerts `daily.yaml` should send for `date`: (dedupe key, row) for each crossover and
+/// each move over 5 %, from the independent computation, with the day's close.
+fn expected_alerts(date: &str) -> BTreeMap<String, BTreeMap<&'static str, Value>> {
+    let mut out = BTreeMap::new();
+    for (symbol, bars) in &source_bars() {
+        for (bar, mut row) in bars.iter().zip(expected(bars)) {
+            if row["date"] != date {
+                continue;
+            }
+            row.insert("close", Value::from(bar.close));
+            if !row["signal"].is_null() {
+                out.insert(format!("signal:{symbol}:{date}"), row.clone());
+            }
+            if row["is_anomaly"] == true {
+                out.insert(format!("anomaly:{symbol}:{date}"), row.clone());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn signal_alerts_sends_each_crossover_and_anomaly_of_the_day_once_and_a_rerun_sends_nothing_new() {
+    // The newest day of the sample with both a crossover and an anomaly.
+    let dates: std::collections::BTreeSet<String> = source_bars()
+        .values()
+        .flat_map(|bars| bars.iter().map(|b| b.date.clone()))
+        .collect();
+    let (date, want) = dates
+        .iter()
+        .rev()
+        .map(|d| (d.clone(), expected_alerts(d)))
+        .find(|(_, a)| {
+            a.keys().any(|k| k.starts_with("signal:"))
+                && a.keys().any(|k| k.starts_with("anomaly:"))
+        })
+        .expect("the sample has a day with a crossover and an anomaly");
+
+    let sb = Sandbox::new();
+    let out = sb.run(&["run", &daily(), "--param", &landing(&sb), "--date", &date]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let id = out.run_id();
+    let alerts_file = sb.state_dir().join("alerts.jsonl");
+    let read_alerts = || -> Vec<Value> {
+        std::fs::read_to_string(&alerts_file)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let alerts = read_alerts();
+    let keys: Vec<&str> = alerts.iter().map(|a| a["key"].as_str().unwrap()).collect();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, want.keys().map(String::as_str).collect::<Vec<_>>());
+    for alert in &alerts {
+        let key = alert["key"].as_str().unwrap();
+        let row = &want[key];
+        let symbol = key.split(':').nth(1).unwrap();
+        assert_eq!(alert["workflow"], "daily");
+        assert_eq!(alert["run_id"], id.as_str());
+        assert_eq!(alert["logical_date"], date.as_str());
+        let two = |col: &str| format!("{:.2}", row[col].as_f64().unwrap());
+        let message = alert["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("(close {}", two("close"))),
+            "{message}"
+        );
+        if key.starts_with("signal:") {
+            let signal = row["signal"].as_str().unwrap();
+            let dir = if signal == "BUY" { "above" } else { "below" };
+            assert!(
+                message.starts_with(&format!(
+                    "{symbol}: SMA-5 crossed {dir} SMA-20 — {signal} ("
+                )),
+                "{message}"
+            );
+            assert!(
+                message.contains(&format!("SMA-5 {}", two("sma_5"))),
+                "{message}"
+            );
+            assert!(
+                message.contains(&format!("SMA-20 {}", two("sma_20"))),
+                "{message}"
+            );
+        } else {
+            assert!(
+                message.starts_with(&format!(
+                    "{symbol}: moved {} % in a day",
+                    two("price_change_pct")
+                )),
+                "{message}"
+            );
+        }
+    }
+    let show = sb.show(&id);
+    assert_eq!(task(&show, "signal_alerts")["outputs"]["sent"], want.len());
+
+    // Rerunning the alert task finds every key sent, by this run: nothing is sent again.
+    let again = sb.run(&["rerun", &id, "--from", "signal_alerts"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    let show = sb.show(&again.run_id());
+    let outputs = &task(&show, "signal_alerts")["outputs"];
+    assert_eq!(outputs["sent"], 0, "{outputs}");
+    assert_eq!(outputs["already_sent"], want.len(), "{outputs}");
+    assert_eq!(read_alerts().len(), want.len());
 }

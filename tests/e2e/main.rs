@@ -4,6 +4,7 @@
 
 mod common;
 
+mod alerts;
 mod aws;
 mod backfill;
 mod cli;
@@ -13,6 +14,7 @@ mod daily;
 mod data;
 mod hostile;
 mod ingest;
+mod notify;
 mod rerun;
 mod retries;
 mod state;

@@ -413,3 +413,38 @@ fn the_aws_block_is_checked_without_calling_aws() {
         );
     }
 }
+
+#[test]
+fn channels_and_alerts_are_checked_before_anything_runs() {
+    let (sb, err) = invalid(
+        "name: x\nchannels:\n  hook: { kind: webhook, url: ftp://example.com/x }\n  log: { kind: fil, path: a.jsonl }\ntasks:\n  a:\n    kind: alert\n    sql: SELECT 1 AS n\n    message: \"{n}\"\n    dedupe_key: \"{n}\"\n    to: [slack]\n",
+    );
+    // `fil` is not a kind: the whole block is refused, naming the field.
+    assert!(err.contains("unknown variant `fil`"), "{err}");
+    assert!(err.contains("in `channels`"), "{err}");
+
+    let (sb2, err2) = invalid(
+        "name: x\nchannels:\n  hook: { kind: webhook, url: ftp://example.com/x, format: teams }\n  log: { kind: file, path: a.jsonl }\ntasks:\n  a:\n    kind: alert\n    sql: SELECT 1 AS n\n    message: \"{n}\"\n    dedupe_key: \"{n}\"\n    to: [slack]\n",
+    );
+    assert_error(
+        &sb2,
+        &err2,
+        3,
+        31,
+        "channel `hook`: `url` is not an http:// or https:// URL",
+    );
+    assert_error(
+        &sb2,
+        &err2,
+        3,
+        60,
+        "channel `hook`: `format` is `json` (the default) or `slack`",
+    );
+    assert!(
+        err2.contains(
+            "`to: slack`: the workflow has no channel `slack` (it has: hook, log); define it under `channels:`"
+        ),
+        "{err2}"
+    );
+    drop(sb);
+}

@@ -1,0 +1,199 @@
+//! Run notifications: the workflow's `notify:` subscriptions, the events a run produces,
+//! and their payload (version 1, documented in README). The executor writes each event
+//! into the state store's outbox in the same commit as what it reports; delivering is
+//! another crate's job (`orchestrator-notify`), so a crash between the two loses nothing.
+
+use chrono::{DateTime, Utc};
+use orchestrator_state::{
+    DeliveryStatus, OutboxRecord, RunRecord, RunStatus, TaskRecord, TaskStatus,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// What a subscription listens for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    /// A run ended `failed` (or `cancelled`).
+    Failure,
+    /// A run ended `succeeded`.
+    Success,
+    /// A task attempt failed and will be retried.
+    Retry,
+    /// A run was found interrupted (the process died) when the state dir was opened.
+    Interrupted,
+}
+
+impl NotifyEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::Failure => "failure",
+            NotifyEvent::Success => "success",
+            NotifyEvent::Retry => "retry",
+            NotifyEvent::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One entry of `notify:`: these events go to these channels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    pub on: Vec<NotifyEvent>,
+    pub to: Vec<String>,
+}
+
+/// The run-level event a run's end produces, if any.
+pub fn run_event(status: RunStatus) -> Option<NotifyEvent> {
+    match status {
+        RunStatus::Succeeded => Some(NotifyEvent::Success),
+        RunStatus::Failed | RunStatus::Cancelled => Some(NotifyEvent::Failure),
+        RunStatus::Interrupted => Some(NotifyEvent::Interrupted),
+        RunStatus::Running | RunStatus::Skipped => None,
+    }
+}
+
+/// The payload of a run-level event (`failure`, `success`, `interrupted`).
+pub fn run_payload(event: NotifyEvent, run: &RunRecord, tasks: &[TaskRecord]) -> Value {
+    let failed: Vec<Value> = tasks
+        .iter()
+        .filter(|t| matches!(t.status, TaskStatus::Failed | TaskStatus::Cancelled))
+        .map(|t| {
+            json!({
+                "task": t.task_id,
+                "status": t.status.as_str(),
+                "attempts": t.attempts,
+                "error": t.error,
+            })
+        })
+        .collect();
+    let message = match event {
+        NotifyEvent::Success => format!(
+            "{} run {} ({}) succeeded",
+            run.workflow, run.id, run.logical_date
+        ),
+        NotifyEvent::Interrupted => format!(
+            "{} run {} ({}) was interrupted: the process running it stopped",
+            run.workflow, run.id, run.logical_date
+        ),
+        _ => {
+            let list: Vec<String> = failed
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{}: {}",
+                        f["task"].as_str().unwrap_or_default(),
+                        f["error"].as_str().unwrap_or("failed")
+                    )
+                })
+                .collect();
+            format!(
+                "{} run {} ({}) {}: {}",
+                run.workflow,
+                run.id,
+                run.logical_date,
+                run.status.as_str(),
+                if list.is_empty() {
+                    "no task failed".to_string()
+                } else {
+                    list.join("; ")
+                }
+            )
+        }
+    };
+    json!({
+        "version": 1,
+        "type": format!("run.{}", event.as_str()),
+        "event": event.as_str(),
+        "workflow": run.workflow,
+        "run_id": run.id,
+        "logical_date": run.logical_date,
+        "status": run.status.as_str(),
+        "trigger": run.trigger,
+        "execution": run.reruns + 1,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "failed_tasks": failed,
+        "message": message,
+        "commands": commands(&run.id),
+    })
+}
+
+/// The payload of a `retry` event: `task`'s attempt `attempt` failed; the next starts in
+/// `retry_in_s` seconds.
+pub fn retry_payload(
+    run: &RunRecord,
+    task: &str,
+    attempt: u32,
+    error: &str,
+    retry_in_s: f64,
+) -> Value {
+    json!({
+        "version": 1,
+        "type": "task.retry",
+        "event": "retry",
+        "workflow": run.workflow,
+        "run_id": run.id,
+        "logical_date": run.logical_date,
+        "status": "running",
+        "task": task,
+        "attempt": attempt,
+        "error": error,
+        "retry_in_s": (retry_in_s * 10.0).round() / 10.0,
+        "at": Utc::now(),
+        "message": format!(
+            "{} run {} ({}): task {task} attempt {attempt} failed, retrying in {:.0}s: {error}",
+            run.workflow, run.id, run.logical_date, retry_in_s
+        ),
+        "commands": commands(&run.id),
+    })
+}
+
+fn commands(run_id: &str) -> Value {
+    json!({
+        "show": format!("orchestrator show {run_id}"),
+        "rerun": format!("orchestrator rerun {run_id}"),
+    })
+}
+
+/// The outbox records of `event` for every channel subscribed to it. `n` tells
+/// occurrences apart (the run's execution for run events, the attempt for retries), so
+/// that the record id — the receiver's idempotency key — is the same however often the
+/// same occurrence is written, and different for the next one.
+pub fn outbox(
+    subscriptions: &[Subscription],
+    event: NotifyEvent,
+    run: &RunRecord,
+    n: String,
+    payload: &Value,
+    now: DateTime<Utc>,
+) -> Vec<OutboxRecord> {
+    let mut channels: Vec<&str> = subscriptions
+        .iter()
+        .filter(|s| s.on.contains(&event))
+        .flat_map(|s| s.to.iter().map(String::as_str))
+        .collect();
+    channels.sort_unstable();
+    channels.dedup();
+    channels
+        .into_iter()
+        .map(|channel| {
+            let id = format!("{}/{}/{n}/{channel}", run.id, event.as_str());
+            let mut payload = payload.clone();
+            payload["id"] = Value::from(id.clone());
+            OutboxRecord {
+                id,
+                run_id: run.id.clone(),
+                workflow: run.workflow.clone(),
+                event: event.as_str().to_string(),
+                channel: channel.to_string(),
+                payload,
+                status: DeliveryStatus::Pending,
+                attempts: 0,
+                created_at: now,
+                next_at: now,
+                delivered_at: None,
+                last_error: None,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,314 @@
+//! Delivering messages to a workflow's `channels:`: data alerts (`kind: alert`) and run
+//! notifications from the state store's outbox.
+//!
+//! The engine writes each notification into the outbox in the same commit as what it
+//! reports ([`orchestrator_engine::notify`]); [`deliver_due`] sends what is due, records
+//! the outcome, and backs off on failure, so a notification survives a crash and is
+//! delivered at least once. The receiver tells repeats apart by the payload's `id` (also
+//! the `X-Orchestrator-Id` header), which is the same for every attempt.
+//!
+//! Outbox records hold the channel's *name*, never its URL or secret: [`Resolve`] turns
+//! the name into a [`Channel`] when delivering (the binary loads the run's workflow).
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hmac::{KeyInit, Mac};
+use orchestrator_engine::state::{DeliveryStatus, OutboxRecord, StateError, Store, Write};
+use orchestrator_engine::workflow::Channel;
+use serde_json::{json, Value};
+
+/// How long one delivery may take (a webhook's answer, a command's run).
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Attempts before a notification is given up (`failed`); the waits between them grow
+/// from 5 s, doubling, to an hour: about a day in all.
+pub const MAX_ATTEMPTS: u32 = 30;
+
+/// Turns an outbox record's channel name into its definition (`Err`: why it cannot, e.g.
+/// the workflow no longer defines it).
+pub type Resolve<'a> = dyn Fn(&OutboxRecord) -> Result<Channel, String> + Send + Sync + 'a;
+
+/// Sends `event` to `channel` once. `name` is the channel's name, for errors. Errors
+/// never contain the channel's URL (it is often a secret).
+pub async fn deliver(channel: &Channel, name: &str, event: &Value) -> Result<(), String> {
+    match channel {
+        Channel::File { path } => append(path, event).map_err(|e| {
+            format!(
+                "channel `{name}`: cannot append to {} ({e})",
+                path.display()
+            )
+        }),
+        Channel::Webhook {
+            url,
+            format,
+            secret,
+        } => {
+            let body = match format.as_deref() {
+                Some("slack") => slack(event),
+                _ => event.clone(),
+            }
+            .to_string();
+            let mut request = http()
+                .post(url)
+                .timeout(DELIVERY_TIMEOUT)
+                .header("Content-Type", "application/json")
+                .header("User-Agent", "orchestrator");
+            if let Some(id) = event.get("id").and_then(Value::as_str) {
+                request = request.header("X-Orchestrator-Id", id);
+            }
+            if let Some(secret) = secret {
+                request = request.header("X-Orchestrator-Signature", signature(secret, &body));
+            }
+            let answer = request
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| format!("channel `{name}`: {}", e.without_url()))?;
+            let status = answer.status();
+            if status.is_success() {
+                Ok(())
+            } else {
+                // A short excerpt of what the receiver said helps (Slack answers
+                // `invalid_payload`, `no_service`); it cannot hold our URL.
+                let text = answer.text().await.unwrap_or_default();
+                let text: String = text.chars().take(200).collect();
+                Err(format!(
+                    "channel `{name}`: HTTP {status}{}",
+                    if text.trim().is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", text.trim())
+                    }
+                ))
+            }
+        }
+        Channel::Command { command } => run_command(command, event)
+            .await
+            .map_err(|e| format!("channel `{name}`: {e}")),
+    }
+}
+
+/// `sha256=HEX`: HMAC-SHA256 of the body with the channel's secret, as GitHub signs its
+/// webhooks; the receiver recomputes it over the raw body.
+pub fn signature(secret: &str, body: &str) -> String {
+    // HMAC accepts a key of any length: new_from_slice cannot fail.
+    let mut mac = match hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC takes keys of any length"),
+    };
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Slack's incoming-webhook shape: `text` (the notification fallback) and one section.
+fn slack(event: &Value) -> Value {
+    let text = event
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut out = json!({ "text": text });
+    if let Some(cmds) = event.get("commands") {
+        let show = cmds.get("show").and_then(Value::as_str).unwrap_or_default();
+        let rerun = cmds
+            .get("rerun")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        out["blocks"] = json!([
+            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("`{show}` · `{rerun}`")}]}
+        ]);
+    }
+    out
+}
+
+fn http() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new).clone()
+}
+
+fn append(path: &Path, event: &Value) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    // One write per line: concurrent appenders never interleave within a line.
+    f.write_all(format!("{event}\n").as_bytes())?;
+    f.sync_data()
+}
+
+async fn run_command(command: &str, event: &Value) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start `sh -c`: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that does not read its stdin is fine: ignore a broken pipe.
+        let _ = stdin.write_all(format!("{event}\n").as_bytes()).await;
+    }
+    let out = tokio::time::timeout(DELIVERY_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| {
+            format!(
+                "the command ran over {}s and was killed",
+                DELIVERY_TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default().trim();
+    Err(format!(
+        "the command exited with {}{}",
+        out.status
+            .code()
+            .map_or_else(|| "a signal".to_string(), |c| format!("status {c}")),
+        if last.is_empty() {
+            String::new()
+        } else {
+            format!(": {last}")
+        }
+    ))
+}
+
+/// The wait after the `n`-th failed attempt (counting from 0): 5 s doubling to an hour.
+pub fn backoff(n: u32) -> Duration {
+    Duration::from_secs((5u64 << n.min(10)).min(3600))
+}
+
+/// What one pass over the outbox did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub delivered: usize,
+    /// Tried and failed; tried again later (or given up: see the record).
+    pub failed: Vec<OutboxRecord>,
+}
+
+/// Delivers every pending notification that is due at `now` (all of `only_run`'s when
+/// given, due or not), recording each outcome durably.
+pub async fn deliver_due(
+    store: &Store,
+    resolve: &Resolve<'_>,
+    now: DateTime<Utc>,
+    only_run: Option<&str>,
+) -> Result<Report, StateError> {
+    let mut report = Report::default();
+    for mut rec in store.outbox_pending()? {
+        match only_run {
+            Some(run) if rec.run_id != run => continue,
+            Some(_) => {}
+            None if rec.next_at > now => continue,
+            None => {}
+        }
+        let result = match resolve(&rec) {
+            Ok(channel) => deliver(&channel, &rec.channel, &rec.payload).await,
+            Err(e) => Err(e),
+        };
+        rec.attempts += 1;
+        let at = Utc::now();
+        match result {
+            Ok(()) => {
+                rec.status = DeliveryStatus::Delivered;
+                rec.delivered_at = Some(at);
+                rec.last_error = None;
+                report.delivered += 1;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "notification {} not delivered (attempt {}): {e}",
+                    rec.id,
+                    rec.attempts
+                );
+                rec.last_error = Some(e);
+                if rec.attempts >= MAX_ATTEMPTS {
+                    rec.status = DeliveryStatus::Failed;
+                } else {
+                    rec.next_at = at
+                        + chrono::Duration::from_std(backoff(rec.attempts - 1))
+                            .unwrap_or_else(|_| chrono::Duration::hours(1));
+                }
+            }
+        }
+        store.commit(&[Write::Outbox(rec.clone())])?;
+        if rec.status != DeliveryStatus::Delivered {
+            report.failed.push(rec);
+        }
+    }
+    Ok(report)
+}
+
+/// Delivers due notifications until `stop` is cancelled, looking every `every` (the
+/// daemon's deliverer). Errors are logged; the next pass tries again.
+pub async fn run_deliverer(
+    store: &Store,
+    resolve: &Resolve<'_>,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        if let Err(e) = deliver_due(store, resolve, Utc::now(), None).await {
+            tracing::warn!("notifications: {e}");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_hmac_sha256_of_the_body() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", "what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_from_5s_to_an_hour() {
+        assert_eq!(backoff(0), Duration::from_secs(5));
+        assert_eq!(backoff(1), Duration::from_secs(10));
+        assert_eq!(backoff(9), Duration::from_secs(2560));
+        assert_eq!(backoff(10), Duration::from_secs(3600));
+        assert_eq!(backoff(29), Duration::from_secs(3600));
+    }
+
+    #[tokio::test]
+    async fn a_command_gets_the_event_on_stdin_and_its_failure_names_its_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("got.json");
+        let ch = Channel::Command {
+            command: format!("cat > {}", out.display()),
+        };
+        deliver(&ch, "hook", &json!({"message": "hi"}))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "{\"message\":\"hi\"}\n"
+        );
+        let ch = Channel::Command {
+            command: "echo nope >&2; exit 3".into(),
+        };
+        let e = deliver(&ch, "hook", &json!({})).await.unwrap_err();
+        assert_eq!(e, "channel `hook`: the command exited with status 3: nope");
+    }
+}

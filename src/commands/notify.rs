@@ -1,0 +1,72 @@
+//! `notify test` and `notify deliver`.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{load, open_store_or_daemon, today, Fail, Writer};
+use crate::out::outln;
+
+/// Sends a test message to `channel` of the workflow in `file`, directly (not through
+/// the outbox: nothing is recorded).
+pub async fn test(dir: &Path, file: &Path, channel: &str) -> Result<u8, Fail> {
+    let date = today();
+    let wf = load(
+        file,
+        Default::default(),
+        Default::default(),
+        "notify-test",
+        &date,
+        dir,
+    )?;
+    let Some(ch) = wf.channels.get(channel) else {
+        let known: Vec<&str> = wf.channels.keys().map(String::as_str).collect();
+        return Err(Fail::input(format!(
+            "error: {} defines no channel `{channel}`; {}",
+            wf.path.display(),
+            if known.is_empty() {
+                "it has no `channels:`".to_string()
+            } else {
+                format!("its channels: {}", known.join(", "))
+            }
+        )));
+    };
+    let at = chrono::Utc::now();
+    let event = json!({
+        "version": 1,
+        "type": "test",
+        "event": "test",
+        "id": format!("test/{}/{channel}/{}", wf.name, at.timestamp_millis()),
+        "workflow": wf.name,
+        "at": at,
+        "message": format!("Test message from orchestrator: channel `{channel}` of workflow `{}` works.", wf.name),
+    });
+    match orchestrator_notify::deliver(ch, channel, &event).await {
+        Ok(()) => {
+            outln!("sent a test message to `{channel}`");
+            Ok(0)
+        }
+        Err(e) => Err(Fail::failed(format!("error: {e}"))),
+    }
+}
+
+/// Delivers every notification that is due, now.
+pub async fn deliver(dir: &Path) -> Result<u8, Fail> {
+    let store = match open_store_or_daemon(dir)? {
+        Writer::Local(store) => store,
+        Writer::Daemon(_) => {
+            outln!("the daemon owns this state dir and delivers notifications itself");
+            return Ok(0);
+        }
+    };
+    let before = store.outbox_pending()?.len();
+    // Now, whatever the backoff said: the user asks because the channel is back.
+    let all = chrono::Utc::now() + chrono::Duration::days(3650);
+    crate::notify::deliver_at(&store, dir, None, all).await;
+    let after = store.outbox_pending()?.len();
+    outln!(
+        "{} delivered, {after} waiting",
+        before.saturating_sub(after)
+    );
+    Ok(if after == 0 { 0 } else { 1 })
+}

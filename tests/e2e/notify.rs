@@ -1,0 +1,212 @@
+//! Run notifications: `notify:` subscriptions, the outbox, webhook payloads with HMAC
+//! signatures, delivery after a crash, and `notify test`.
+
+use hmac::{KeyInit, Mac};
+
+use crate::common::{status, Hook, Sandbox};
+
+const SECRET: &str = "s3cr3t-signing-value-41";
+
+/// A task that fails until the file `ok` exists, then a task after it.
+fn workflow(sb: &Sandbox) {
+    sb.write(
+        "wf.yaml",
+        r#"name: notified
+channels:
+  ops: { kind: webhook, url: "{{ env.OPS_WEBHOOK }}", secret: "{{ env.OPS_SECRET }}" }
+notify:
+  - on: [failure, success]
+    to: ops
+tasks:
+  load:
+    kind: shell
+    command: test -f ok || { echo "no ok file here" >&2; exit 3; }
+  report:
+    kind: noop
+    after: load
+"#,
+    );
+}
+
+fn hmac_hex(body: &str) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[test]
+fn a_failed_run_posts_one_signed_failure_and_its_rerun_to_success_posts_success_only() {
+    let hook = Hook::start(|_| 200);
+    let sb = Sandbox::new();
+    workflow(&sb);
+    let env = [("OPS_WEBHOOK", hook.url.as_str()), ("OPS_SECRET", SECRET)];
+    let out = sb.run_with_env(&["run", "wf.yaml", "--date", "2026-05-11"], &env);
+    assert_eq!(out.code, 1, "{out:?}");
+    let id = out.run_id();
+
+    let posted = hook.posted();
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    let p = &posted[0];
+    assert_eq!(p.headers["x-orchestrator-signature"], hmac_hex(&p.body));
+    let event = p.json();
+    assert_eq!(event["version"], 1);
+    assert_eq!(event["type"], "run.failure");
+    assert_eq!(event["workflow"], "notified");
+    assert_eq!(event["run_id"], id.as_str());
+    assert_eq!(event["logical_date"], "2026-05-11");
+    assert_eq!(event["status"], "failed");
+    assert_eq!(event["failed_tasks"][0]["task"], "load");
+    assert_eq!(event["failed_tasks"][0]["attempts"], 1);
+    let error = event["failed_tasks"][0]["error"].as_str().unwrap();
+    assert!(error.contains("exit"), "{error}");
+    assert_eq!(
+        event["commands"]["rerun"],
+        format!("orchestrator rerun {id}").as_str()
+    );
+    assert_eq!(
+        p.headers["x-orchestrator-id"],
+        event["id"].as_str().unwrap()
+    );
+
+    sb.write("ok", "");
+    let out = sb.run_with_env(&["rerun", &id], &env);
+    assert_eq!(out.code, 0, "{out:?}");
+    let posted = hook.posted();
+    assert_eq!(
+        posted.len(),
+        2,
+        "success, and no second failure: {posted:?}"
+    );
+    let event = posted[1].json();
+    assert_eq!(event["type"], "run.success");
+    assert_eq!(event["status"], "succeeded");
+    assert_eq!(event["execution"], 2);
+    assert_eq!(
+        posted[1].headers["x-orchestrator-signature"],
+        hmac_hex(&posted[1].body)
+    );
+
+    let show = sb.show(&id);
+    let notes = show["notifications"].as_array().unwrap();
+    let summary: Vec<(&str, &str)> = notes
+        .iter()
+        .map(|n| (n["event"].as_str().unwrap(), n["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        summary,
+        [("failure", "delivered"), ("success", "delivered")]
+    );
+
+    // Neither the URL nor the secret is stored anywhere in the state dir.
+    for f in crate::common::walk(&sb.state_dir()) {
+        let bytes = std::fs::read(&f).unwrap();
+        for needle in [SECRET, hook.url.as_str()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle} in {}",
+                f.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_crash_before_delivery_and_a_channel_that_is_down_lose_nothing() {
+    // Down (HTTP 500) for its first request, then up.
+    let hook = Hook::start(|nth| if nth == 1 { 500 } else { 200 });
+    let sb = Sandbox::new();
+    workflow(&sb);
+    sb.write("ok", "");
+    let pause = sb.path("pause");
+    std::fs::create_dir(&pause).unwrap();
+    let mut cmd = sb.command(&["run", "wf.yaml"]);
+    cmd.env("OPS_WEBHOOK", &hook.url)
+        .env("OPS_SECRET", SECRET)
+        .env(
+            "ORCHESTRATOR_TEST_PAUSE",
+            format!("notify:before-deliver:{}", pause.display()),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    sb.wait_for_file("pause/paused");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(hook.posted().is_empty());
+
+    // The run's end was recorded with its notification, before the kill.
+    let runs: serde_json::Value =
+        serde_json::from_str(&sb.run(&["runs", "--json"]).stdout).unwrap();
+    let id = runs[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(runs[0]["status"], "succeeded");
+    let show = sb.show(&id);
+    assert_eq!(show["notifications"][0]["status"], "pending");
+    assert_eq!(show["notifications"][0]["attempts"], 0);
+
+    // The next start delivers; the channel is down: recorded, and the outcome unchanged.
+    let env = [("OPS_WEBHOOK", hook.url.as_str()), ("OPS_SECRET", SECRET)];
+    let out = sb.run_with_env(&["notify", "deliver"], &env);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("0 delivered, 1 waiting"), "{out:?}");
+    assert!(out.stderr.contains("channel `ops`: HTTP 500"), "{out:?}");
+    let show = sb.show(&id);
+    assert_eq!(show["status"], "succeeded");
+    assert_eq!(status(&show, "load"), "succeeded");
+    let n = &show["notifications"][0];
+    assert_eq!(n["status"], "pending", "{n}");
+    assert_eq!(n["attempts"], 1);
+    assert!(
+        n["last_error"].as_str().unwrap().contains("HTTP 500"),
+        "{n}"
+    );
+    let text = sb.run(&["show", &id]).stdout;
+    assert!(
+        text.contains("notifications:") && text.contains("HTTP 500"),
+        "{text}"
+    );
+
+    // Back up: delivered once, with the same id as the failed attempt.
+    let out = sb.run_with_env(&["notify", "deliver"], &env);
+    assert_eq!(out.code, 0, "{out:?}");
+    let posted = hook.posted();
+    assert_eq!(posted.len(), 2);
+    assert_eq!(posted[0].json()["id"], posted[1].json()["id"]);
+    assert_eq!(posted[1].json()["type"], "run.success");
+    assert_eq!(sb.show(&id)["notifications"][0]["status"], "delivered");
+    let out = sb.run_with_env(&["notify", "deliver"], &env);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(hook.posted().len(), 2, "nothing is delivered twice");
+}
+
+#[test]
+fn notify_test_sends_to_a_channel_and_names_unknown_ones() {
+    let sb = Sandbox::new();
+    sb.write(
+        "wf.yaml",
+        "name: t\nchannels:\n  hook: { kind: command, command: cat > got.json }\ntasks:\n  a:\n    kind: noop\n",
+    );
+    let out = sb.run(&["notify", "test", "wf.yaml", "hook"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let got: serde_json::Value = serde_json::from_str(&sb.read("got.json")).unwrap();
+    assert_eq!(got["type"], "test");
+    assert_eq!(got["workflow"], "t");
+    let out = sb.run(&["notify", "test", "wf.yaml", "hok"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("defines no channel `hok`; its channels: hook"),
+        "{out:?}"
+    );
+    sb.write(
+        "bad.yaml",
+        "name: t\nchannels:\n  hook: { kind: command, command: exit 4 }\nnotify:\n  - on: [failure]\n    to: hok\ntasks:\n  a:\n    kind: noop\n",
+    );
+    let out = sb.run(&["validate", "bad.yaml"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("`notify` sends to `hok`, which is not defined under `channels:`")
+            && out.stderr.contains("did you mean `hook`?"),
+        "{out:?}"
+    );
+}

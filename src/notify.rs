@@ -113,30 +113,85 @@ pub fn queue_interrupted(store: &Store, state_dir: &Path, ids: &[String]) {
     }
 }
 
-/// Delivers what is due (every run's, or all of `run_id`'s) and says what could not be.
-pub async fn deliver(store: &Arc<Store>, state_dir: &Path, run_id: Option<&str>) {
-    deliver_at(store, state_dir, run_id, Utc::now()).await
+/// Delivers what is due (every run's) and says what could not be.
+pub async fn deliver(store: &Arc<Store>, state_dir: &Path) {
+    let now = Utc::now();
+    deliver_some(
+        store,
+        state_dir,
+        &|r| orchestrator_notify::due(r, now),
+        true,
+    )
+    .await;
 }
 
-/// [`deliver`], with what counts as due: everything waiting until `now`.
-pub async fn deliver_at(
-    store: &Arc<Store>,
-    state_dir: &Path,
-    run_id: Option<&str>,
-    now: chrono::DateTime<Utc>,
-) {
+/// Delivers a finished run's notifications: up to 3 attempts over about 3 s (a webhook
+/// that answers 500 once or twice still gets it now), then says what could not be
+/// delivered; the outbox keeps it for the daemon, the next start or `notify deliver`.
+pub async fn deliver_run(store: &Arc<Store>, state_dir: &Path, run_id: &str) {
     // Lets a test kill the process after a run's end is recorded, before delivery.
-    if let (Some(hook), Some(_)) = (
-        orchestrator_tasks::data::PauseHook::from_env("notify"),
-        run_id,
-    ) {
+    if let Some(hook) = orchestrator_tasks::data::PauseHook::from_env("notify") {
         hook.reached("before-deliver").await;
     }
+    for wait in [1, 2, 0] {
+        let last = wait == 0;
+        let left = deliver_some(store, state_dir, &|r| r.run_id == run_id, last).await;
+        if left == 0 || last {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    }
+}
+
+/// Runs the deliverer while `fut` (run `run_id`) goes on, so that `retry` and `sla_miss`
+/// notifications go out during the run, and stops it before returning. The run's own end
+/// is left to [`deliver_run`].
+pub async fn delivering_during<T>(
+    store: &Arc<Store>,
+    state_dir: &Path,
+    run_id: &str,
+    fut: impl std::future::Future<Output = T>,
+) -> T {
+    let stop = orchestrator_engine::CancellationToken::new();
+    let deliverer = {
+        let (store, stop, run_id) = (store.clone(), stop.clone(), run_id.to_string());
+        let resolver = Resolver::new(store.clone(), state_dir);
+        tokio::spawn(async move {
+            let resolve = |r: &OutboxRecord| resolver.resolve(r);
+            let during = |r: &OutboxRecord| {
+                r.run_id != run_id || matches!(r.event.as_str(), "retry" | "sla_miss")
+            };
+            orchestrator_notify::run_deliverer(
+                &store,
+                &resolve,
+                &during,
+                std::time::Duration::from_millis(500),
+                stop,
+            )
+            .await;
+        })
+    };
+    let out = fut.await;
+    stop.cancel();
+    // The deliverer finishes the delivery it is in: none is sent twice.
+    let _ = deliverer.await;
+    out
+}
+
+/// Delivers the pending notifications `select` picks; with `report`, says what could not
+/// be delivered. Returns how many of them are still waiting.
+pub async fn deliver_some(
+    store: &Arc<Store>,
+    state_dir: &Path,
+    select: &orchestrator_notify::Select<'_>,
+    report: bool,
+) -> usize {
     let resolver = Resolver::new(store.clone(), state_dir);
     let resolve = |r: &OutboxRecord| resolver.resolve(r);
-    match orchestrator_notify::deliver_due(store, &resolve, now, run_id).await {
-        Ok(report) => {
-            for rec in report.failed {
+    match orchestrator_notify::deliver_due(store, &resolve, select).await {
+        Ok(outcome) => {
+            let left = outcome.failed.len();
+            for rec in outcome.failed.into_iter().filter(|_| report) {
                 errln!(
                     "warning: notification {} to `{}` not delivered (attempt {}): {}; {}",
                     rec.id,
@@ -153,7 +208,11 @@ pub async fn deliver_at(
                     }
                 );
             }
+            left
         }
-        Err(e) => errln!("warning: notifications not delivered: {e}"),
+        Err(e) => {
+            errln!("warning: notifications not delivered: {e}");
+            1
+        }
     }
 }

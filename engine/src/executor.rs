@@ -128,6 +128,8 @@ struct Loop<'a> {
     /// Per task: why its branch was cut short, if it short-circuited or is downstream of
     /// a task that did. Its dependants are skipped with this reason.
     cut: Vec<Option<String>>,
+    /// When this execution misses the workflow's `sla:` (cleared once notified).
+    sla_due: Option<Instant>,
 }
 
 /// Executes the run to completion (or cancellation) and returns its final record.
@@ -170,7 +172,9 @@ pub async fn execute(ex: Execution<'_>) -> Result<RunRecord, StateError> {
         running: 0,
         cancelling: false,
         cut,
+        sla_due: None,
     };
+    lp.sla_due = lp.ex.workflow.sla.map(|d| Instant::now() + d);
     lp.run().await
 }
 
@@ -212,10 +216,36 @@ impl Loop<'_> {
                     }
                 }
                 _ = sleep_until(next_retry) => self.retries_due(),
+                _ = sleep_until(self.sla_due), if self.sla_due.is_some() => self.sla_missed(),
                 _ = self.ex.cancel.cancelled(), if !self.cancelling => self.cancel_waiting(),
             }
         }
         self.finish_run()
+    }
+
+    /// The run is still going after `sla:`: queue `sla_miss` (committed next turn).
+    fn sla_missed(&mut self) {
+        self.sla_due = None;
+        let Some(sla) = self.ex.workflow.sla else {
+            return;
+        };
+        let running: Vec<&str> = self
+            .ex
+            .records
+            .iter()
+            .filter(|r| r.status == TaskStatus::Running)
+            .map(|r| r.task_id.as_str())
+            .collect();
+        let payload = crate::notify::sla_payload(&self.ex.run, sla, &running);
+        let records = crate::notify::outbox(
+            &self.ex.workflow.notify,
+            crate::notify::NotifyEvent::SlaMiss,
+            &self.ex.run,
+            (self.ex.run.reruns + 1).to_string(),
+            &payload,
+            Utc::now(),
+        );
+        self.writes.extend(records.into_iter().map(Write::Outbox));
     }
 
     fn id(&self, t: usize) -> &str {

@@ -22,6 +22,8 @@ pub enum NotifyEvent {
     Retry,
     /// A run was found interrupted (the process died) when the state dir was opened.
     Interrupted,
+    /// A run was still going `sla:` after it started.
+    SlaMiss,
 }
 
 impl NotifyEvent {
@@ -31,6 +33,7 @@ impl NotifyEvent {
             NotifyEvent::Success => "success",
             NotifyEvent::Retry => "retry",
             NotifyEvent::Interrupted => "interrupted",
+            NotifyEvent::SlaMiss => "sla_miss",
         }
     }
 }
@@ -114,6 +117,39 @@ pub fn run_payload(event: NotifyEvent, run: &RunRecord, tasks: &[TaskRecord]) ->
         "ended_at": run.ended_at,
         "failed_tasks": failed,
         "message": message,
+        "commands": commands(&run.id),
+    })
+}
+
+/// The payload of an `sla_miss` event: the run has been going longer than `sla`; `running`
+/// are its tasks running now.
+pub fn sla_payload(run: &RunRecord, sla: std::time::Duration, running: &[&str]) -> Value {
+    let sla_s = sla.as_secs_f64();
+    json!({
+        "version": 1,
+        "type": "run.sla_miss",
+        "event": "sla_miss",
+        "workflow": run.workflow,
+        "run_id": run.id,
+        "logical_date": run.logical_date,
+        "status": "running",
+        "execution": run.reruns + 1,
+        "started_at": run.started_at,
+        "sla_s": sla_s,
+        "running_tasks": running,
+        "at": Utc::now(),
+        "message": format!(
+            "{} run {} ({}) is still running after its SLA of {}{}",
+            run.workflow,
+            run.id,
+            run.logical_date,
+            humantime::format_duration(sla),
+            if running.is_empty() {
+                String::new()
+            } else {
+                format!(" (running: {})", running.join(", "))
+            }
+        ),
         "commands": commands(&run.id),
     })
 }

@@ -182,8 +182,6 @@ pub struct BuildContext {
     pub aws: Option<crate::workflow::AwsBlock>,
     /// The workflow's `channels:`, by name.
     pub channels: std::collections::BTreeMap<String, crate::workflow::Channel>,
-    /// The state dir (absolute): a file channel's relative `path:` is in it.
-    pub state_dir: PathBuf,
 }
 
 /// A task kind's typed config: the deserialized YAML is the factory.

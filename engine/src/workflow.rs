@@ -41,6 +41,7 @@ const TOP_FIELDS: &[&str] = &[
     "aws",
     "channels",
     "notify",
+    "sla",
     "warehouse",
     "defaults",
     "schedule",
@@ -81,6 +82,8 @@ pub struct Workflow {
     pub channels: BTreeMap<String, Channel>,
     /// `notify:`: which run events go to which channels.
     pub notify: Vec<crate::notify::Subscription>,
+    /// `sla:`: a run still going after this long notifies `sla_miss` (once per execution).
+    pub sla: Option<Duration>,
     /// In file order.
     pub tasks: Vec<TaskDef>,
     pub dag: Dag,
@@ -350,6 +353,17 @@ pub enum Channel {
     },
     /// Runs `sh -c COMMAND` with the message's JSON on stdin; exit 0 is delivered.
     Command { command: String },
+    /// Sends an email through an SMTP server: `smtp://HOST:PORT` (plain),
+    /// `smtp://HOST:PORT?tls=required` (STARTTLS), `smtps://HOST` (TLS); credentials as
+    /// `smtps://USER:PASSWORD@HOST`.
+    Email {
+        smtp: String,
+        from: String,
+        to: Vec<String>,
+        /// Default: `[orchestrator] ` and the message.
+        #[serde(default)]
+        subject: Option<String>,
+    },
 }
 
 /// The `aws:` block: where the AWS backend's work goes. Checked without calling AWS;
@@ -441,6 +455,7 @@ impl Loader<'_, '_> {
         let mut defaults = DefaultsSpec::default();
         let mut tasks_node = None;
         let mut channels_node = None;
+        let mut sla = None;
         let mut notify_node = None;
         let mut exprs: Option<Vec<Expr>> = None;
         let mut timezone: Option<(Tz, Pos)> = None;
@@ -474,6 +489,10 @@ impl Loader<'_, '_> {
                     }
                     Ok(n) => max_parallel = Some(n),
                     Err(e) => self.de_err(e, "in `max_parallel`", &[]),
+                },
+                "sla" => match v.parse::<crate::task::Timeout>() {
+                    Ok(t) => sla = Some(t.0),
+                    Err(e) => self.de_err(e, "in `sla` (e.g. sla: 45m)", &[]),
                 },
                 "max_active_runs" => match v.parse::<usize>() {
                     Ok(0) => {
@@ -864,6 +883,7 @@ impl Loader<'_, '_> {
             },
             channels: self.channels.clone(),
             notify,
+            sla,
             tasks: tasks?,
             dag,
             schedule,
@@ -1006,12 +1026,6 @@ impl Loader<'_, '_> {
             backend: self.backend,
             aws: self.aws.clone(),
             channels: self.channels.clone(),
-            state_dir: self
-                .opts
-                .default_warehouse
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default(),
         };
         let task = match kind.build(&config_node, &ctx) {
             Ok(t) => t,
@@ -1103,7 +1117,7 @@ impl Loader<'_, '_> {
             Err(e) => {
                 self.de_err(
                     e,
-                    "in `channels` (NAME: {kind: file, path: ...} or {kind: webhook, url: ...})",
+                    "in `channels` (NAME: {kind: webhook | file | command | email, ...})",
                     &[],
                 );
                 return;
@@ -1138,6 +1152,32 @@ impl Loader<'_, '_> {
                     );
                 }
             }
+            if let Channel::Email { smtp, to, .. } = &ch {
+                if !(smtp.starts_with("smtp://") || smtp.starts_with("smtps://")) {
+                    self.err(
+                        Some(field("smtp")),
+                        format!("channel `{name}`: `smtp` is not an smtp:// or smtps:// URL"),
+                    )
+                    .help = Some("e.g. smtp: \"smtps://{{ env.SMTP_USER }}:{{ env.SMTP_PASSWORD }}@smtp.example.com\"".into());
+                }
+                if to.is_empty() {
+                    self.err(
+                        Some(field("to")),
+                        format!("channel `{name}`: `to` is empty; give at least one address"),
+                    );
+                }
+            }
+            // A file channel's relative path is in the state dir, whoever delivers.
+            let ch = match ch {
+                Channel::File { path } if path.is_relative() => Channel::File {
+                    path: self
+                        .opts
+                        .default_warehouse
+                        .parent()
+                        .map_or_else(|| path.clone(), |dir| dir.join(&path)),
+                },
+                other => other,
+            };
             self.channels.insert(name, ch);
         }
     }
@@ -1180,7 +1220,7 @@ impl Loader<'_, '_> {
                 Err(e) => {
                     self.de_err(
                         e,
-                        "in `notify` (on: failure | success | retry | interrupted, to: CHANNEL)",
+                        "in `notify` (on: failure | success | retry | interrupted | sla_miss, to: CHANNEL)",
                         &[],
                     );
                     continue;

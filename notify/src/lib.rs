@@ -88,7 +88,73 @@ pub async fn deliver(channel: &Channel, name: &str, event: &Value) -> Result<(),
         Channel::Command { command } => run_command(command, event)
             .await
             .map_err(|e| format!("channel `{name}`: {e}")),
+        Channel::Email {
+            smtp,
+            from,
+            to,
+            subject,
+        } => send_email(smtp, from, to, subject.as_deref(), event)
+            .await
+            .map_err(|e| format!("channel `{name}`: {e}")),
     }
+}
+
+/// The subject of an email about `event`: `[orchestrator] ` and the message's first line,
+/// cut at 150 characters.
+pub fn subject(event: &Value) -> String {
+    let message = event
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("notification");
+    let line = message.lines().next().unwrap_or_default();
+    let mut cut: String = line.chars().take(150).collect();
+    if cut.len() < line.len() {
+        cut.push('…');
+    }
+    format!("[orchestrator] {cut}")
+}
+
+async fn send_email(
+    smtp: &str,
+    from: &str,
+    to: &[String],
+    subject_line: Option<&str>,
+    event: &Value,
+) -> Result<(), String> {
+    use lettre::message::header::ContentType;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let address = |a: &str, field: &str| {
+        a.parse::<lettre::message::Mailbox>()
+            .map_err(|e| format!("`{field}` {a:?} is not an email address ({e})"))
+    };
+    let mut builder = Message::builder()
+        .from(address(from, "from")?)
+        .subject(subject_line.map_or_else(|| subject(event), str::to_string));
+    for t in to {
+        builder = builder.to(address(t, "to")?);
+    }
+    let text = event
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let body = format!(
+        "{text}\n\n{}\n",
+        serde_json::to_string_pretty(event).unwrap_or_default()
+    );
+    let email = builder
+        .header(ContentType::TEXT_PLAIN)
+        .body(body)
+        .map_err(|e| e.to_string())?;
+    // The URL may hold a password: never put it in an error.
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp)
+        .map_err(|_| "`smtp` is not a usable smtp:// or smtps:// URL".to_string())?
+        .timeout(Some(DELIVERY_TIMEOUT))
+        .build();
+    transport
+        .send(email)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("SMTP: {e}"))
 }
 
 /// `sha256=HEX`: HMAC-SHA256 of the body with the channel's secret, as GitHub signs its
@@ -197,21 +263,24 @@ pub struct Report {
     pub failed: Vec<OutboxRecord>,
 }
 
-/// Delivers every pending notification that is due at `now` (all of `only_run`'s when
-/// given, due or not), recording each outcome durably.
+/// Which pending notifications a pass delivers.
+pub type Select<'a> = dyn Fn(&OutboxRecord) -> bool + Send + Sync + 'a;
+
+/// Whether `rec` is due at `now` (its backoff has passed).
+pub fn due(rec: &OutboxRecord, now: DateTime<Utc>) -> bool {
+    rec.next_at <= now
+}
+
+/// Delivers every pending notification `select` picks, recording each outcome durably.
 pub async fn deliver_due(
     store: &Store,
     resolve: &Resolve<'_>,
-    now: DateTime<Utc>,
-    only_run: Option<&str>,
+    select: &Select<'_>,
 ) -> Result<Report, StateError> {
     let mut report = Report::default();
     for mut rec in store.outbox_pending()? {
-        match only_run {
-            Some(run) if rec.run_id != run => continue,
-            Some(_) => {}
-            None if rec.next_at > now => continue,
-            None => {}
+        if !select(&rec) {
+            continue;
         }
         let result = match resolve(&rec) {
             Ok(channel) => deliver(&channel, &rec.channel, &rec.payload).await,
@@ -250,16 +319,20 @@ pub async fn deliver_due(
     Ok(report)
 }
 
-/// Delivers due notifications until `stop` is cancelled, looking every `every` (the
-/// daemon's deliverer). Errors are logged; the next pass tries again.
+/// Delivers due notifications that `select` picks until `stop` is cancelled, looking
+/// every `every` (the daemon's deliverer). Errors are logged; the next pass tries again.
+/// A pass under way when `stop` is cancelled is finished first.
 pub async fn run_deliverer(
     store: &Store,
     resolve: &Resolve<'_>,
+    select: &Select<'_>,
     every: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
-        if let Err(e) = deliver_due(store, resolve, Utc::now(), None).await {
+        let now = Utc::now();
+        let pick = |r: &OutboxRecord| due(r, now) && select(r);
+        if let Err(e) = deliver_due(store, resolve, &pick).await {
             tracing::warn!("notifications: {e}");
         }
         tokio::select! {

@@ -90,8 +90,15 @@ pub async fn daemon(
         let resolver = crate::notify::Resolver::new(store.clone(), &state_dir);
         tokio::spawn(async move {
             let resolve = |r: &orchestrator_engine::state::OutboxRecord| resolver.resolve(r);
-            orchestrator_notify::run_deliverer(&store, &resolve, Duration::from_secs(1), stop)
-                .await;
+            let all = |_: &orchestrator_engine::state::OutboxRecord| true;
+            orchestrator_notify::run_deliverer(
+                &store,
+                &resolve,
+                &all,
+                Duration::from_secs(1),
+                stop,
+            )
+            .await;
         })
     };
     let result = orchestrator_daemon::run(

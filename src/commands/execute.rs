@@ -50,7 +50,7 @@ pub async fn run(
     let _api = serve_readers(&store, dir).await;
     claim_warehouse(&wf, dir).map_err(|e| Fail::input(format!("error: {e}")))?;
     // Notifications an earlier process left undelivered (it crashed, or a channel was down).
-    crate::notify::deliver(&store, dir, None).await;
+    crate::notify::deliver(&store, dir).await;
     outln!(
         "run {run_id} started: workflow {}, logical date {date}, {} tasks, state {}",
         wf.name,
@@ -59,8 +59,14 @@ pub async fn run(
     );
     let printer = report::Printer { quiet };
     let env = run_env(&store, &printer);
-    let run = runner::start(env, &wf, &run_id, &date).await?;
-    crate::notify::deliver(&store, dir, Some(&run.id)).await;
+    let run = crate::notify::delivering_during(
+        &store,
+        dir,
+        &run_id,
+        runner::start(env, &wf, &run_id, &date),
+    )
+    .await?;
+    crate::notify::deliver_run(&store, dir, &run.id).await;
     finish(&store, &run)
 }
 
@@ -110,9 +116,12 @@ pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) ->
     );
     let printer = report::Printer { quiet };
     let env = run_env(&store, &printer);
-    crate::notify::deliver(&store, dir, None).await;
-    let run = runner::resume(env, &wf, run, from).await?;
-    crate::notify::deliver(&store, dir, Some(&run.id)).await;
+    crate::notify::deliver(&store, dir).await;
+    let id = run.id.clone();
+    let run =
+        crate::notify::delivering_during(&store, dir, &id, runner::resume(env, &wf, run, from))
+            .await?;
+    crate::notify::deliver_run(&store, dir, &run.id).await;
     finish(&store, &run)
 }
 

@@ -56,13 +56,7 @@ impl TaskConfig for AlertConfig {
                     }
                 ));
             };
-            let ch = match ch {
-                Channel::File { path } if path.is_relative() => Channel::File {
-                    path: ctx.state_dir.join(path),
-                },
-                other => other.clone(),
-            };
-            channels.push((name.clone(), ch));
+            channels.push((name.clone(), ch.clone()));
         }
         Ok(Arc::new(Alert {
             workflow: ctx.workflow.clone(),
@@ -219,6 +213,7 @@ impl Task for Alert {
                         Channel::File { .. } => "file",
                         Channel::Webhook { .. } => "webhook",
                         Channel::Command { .. } => "command",
+                        Channel::Email { .. } => "email",
                     },
                 )
             })

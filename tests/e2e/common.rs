@@ -341,6 +341,122 @@ impl Hook {
     }
 }
 
+/// An SMTP server on 127.0.0.1 that accepts every message and keeps it: enough of
+/// RFC 5321 (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT) for a real client.
+pub struct Smtp {
+    pub url: String,
+    mails: std::sync::Arc<std::sync::Mutex<Vec<Mail>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub from: String,
+    pub to: Vec<String>,
+    /// Headers and body, as sent (dot-stuffing undone).
+    pub data: String,
+}
+
+impl Mail {
+    /// The value of header `name` (unfolded).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let head = self.data.split("\r\n\r\n").next()?;
+        let mut out: Option<String> = None;
+        for line in head.split("\r\n") {
+            if line.starts_with([' ', '\t']) {
+                if let Some(v) = out.as_mut() {
+                    v.push(' ');
+                    v.push_str(line.trim());
+                }
+                continue;
+            }
+            if out.is_some() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case(name) {
+                    out = Some(v.trim().to_string());
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Smtp {
+    pub fn start() -> Smtp {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let url = format!("smtp://{}", listener.local_addr().unwrap());
+        let mails: std::sync::Arc<std::sync::Mutex<Vec<Mail>>> = Default::default();
+        let sink = mails.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut out) = stream else { continue };
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(out.try_clone().unwrap());
+                    let _ = out.write_all(b"220 localhost test SMTP\r\n");
+                    let (mut from, mut to) = (String::new(), Vec::new());
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let cmd = line.trim_end().to_string();
+                        let upper = cmd.to_ascii_uppercase();
+                        let reply: &[u8] = if upper.starts_with("EHLO") {
+                            b"250-localhost\r\n250 8BITMIME\r\n"
+                        } else if upper.starts_with("HELO") || upper.starts_with("NOOP") {
+                            b"250 OK\r\n"
+                        } else if upper.starts_with("MAIL FROM:") {
+                            from = cmd[10..].trim().trim_matches(['<', '>']).to_string();
+                            b"250 OK\r\n"
+                        } else if upper.starts_with("RCPT TO:") {
+                            to.push(cmd[8..].trim().trim_matches(['<', '>']).to_string());
+                            b"250 OK\r\n"
+                        } else if upper.starts_with("RSET") {
+                            from.clear();
+                            to.clear();
+                            b"250 OK\r\n"
+                        } else if upper.starts_with("DATA") {
+                            let _ = out.write_all(b"354 go on\r\n");
+                            let mut data = String::new();
+                            loop {
+                                line.clear();
+                                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                    return;
+                                }
+                                if line == ".\r\n" {
+                                    break;
+                                }
+                                data.push_str(line.strip_prefix('.').unwrap_or(&line));
+                            }
+                            sink.lock().unwrap().push(Mail {
+                                from: std::mem::take(&mut from),
+                                to: std::mem::take(&mut to),
+                                data,
+                            });
+                            b"250 OK queued\r\n"
+                        } else if upper.starts_with("QUIT") {
+                            let _ = out.write_all(b"221 bye\r\n");
+                            return;
+                        } else {
+                            b"502 not implemented\r\n"
+                        };
+                        let _ = out.write_all(reply);
+                    }
+                });
+            }
+        });
+        Smtp { url, mails }
+    }
+
+    pub fn mails(&self) -> Vec<Mail> {
+        self.mails.lock().unwrap().clone()
+    }
+}
+
 /// The bundled sample response of `symbol`.
 pub fn sample_response(symbol: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

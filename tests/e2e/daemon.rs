@@ -672,3 +672,50 @@ fn backfill_while_the_daemon_runs_is_driven_by_it() {
         .collect();
     assert_eq!(by_backfill.len(), 4, "{all:?}");
 }
+
+#[test]
+fn the_daemon_delivers_notifications_and_a_run_it_left_interrupted_is_notified_at_the_next_start() {
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "told",
+        "name: told\nschedule: \"cron(0 0 1 1 ? 2199)\"\nchannels:\n  log: { kind: file, path: told.jsonl }\nnotify:\n  - on: [failure, interrupted]\n    to: log\ntasks:\n  a:\n    kind: shell\n    command: \"touch ../started; if [ -f ../fail ]; then exit 5; fi; while [ ! -f ../go ]; do sleep 0.02; done\"\n",
+    );
+    let told = sb.state_dir().join("told.jsonl");
+    let events = || -> Vec<Value> {
+        std::fs::read_to_string(&told)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    sb.write("fail", "");
+    let out = sb.run(&["trigger", "told"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // The daemon's deliverer sends it, with no command run.
+    wait_until("the failure notification", || events().len() == 1);
+    let failed = &events()[0];
+    assert_eq!(failed["type"], "run.failure");
+    assert_eq!(failed["failed_tasks"][0]["task"], "a");
+
+    // A run going when the daemon dies is told about at the next start.
+    std::fs::remove_file(sb.path("fail")).unwrap();
+    std::fs::remove_file(sb.path("started")).unwrap();
+    let out = sb.run(&["trigger", "told"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let id = out.stdout.split_whitespace().nth(1).unwrap().to_string();
+    sb.wait_for_file("started");
+    d.kill9();
+    // Its task outlives a SIGKILL of the daemon: let it end.
+    sb.write("go", "");
+    assert_eq!(events().len(), 1);
+    let out = sb.run(&["notify", "deliver"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let all = events();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1]["type"], "run.interrupted");
+    assert_eq!(all[1]["run_id"], id.as_str());
+    assert_eq!(sb.show(&id)["notifications"][0]["status"], "delivered");
+}

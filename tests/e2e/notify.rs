@@ -210,3 +210,112 @@ fn notify_test_sends_to_a_channel_and_names_unknown_ones() {
         "{out:?}"
     );
 }
+
+/// A workflow that succeeds and tells `ops` so.
+fn succeeding(sb: &Sandbox) {
+    sb.write(
+        "ok.yaml",
+        "name: fine\nchannels:\n  ops: { kind: webhook, url: \"{{ env.OPS_WEBHOOK }}\" }\nnotify:\n  - on: success\n    to: ops\ntasks:\n  a:\n    kind: noop\n",
+    );
+}
+
+#[test]
+fn a_webhook_that_answers_500_twice_gets_it_on_the_third_try_and_one_that_stays_down_changes_no_outcome(
+) {
+    let hook = Hook::start(|nth| if nth <= 2 { 500 } else { 200 });
+    let sb = Sandbox::new();
+    succeeding(&sb);
+    let out = sb.run_with_env(&["run", "ok.yaml"], &[("OPS_WEBHOOK", hook.url.as_str())]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let posted = hook.posted();
+    assert_eq!(posted.len(), 3, "{posted:?}");
+    let ids: Vec<serde_json::Value> = posted.iter().map(|p| p.json()["id"].clone()).collect();
+    assert!(
+        ids.iter().all(|i| *i == ids[0]),
+        "one idempotency key: {ids:?}"
+    );
+    let n = &sb.show(&out.run_id())["notifications"][0];
+    assert_eq!(n["status"], "delivered", "{n}");
+    assert_eq!(n["attempts"], 3, "{n}");
+
+    let down = Hook::start(|_| 503);
+    let sb = Sandbox::new();
+    succeeding(&sb);
+    let out = sb.run_with_env(&["run", "ok.yaml"], &[("OPS_WEBHOOK", down.url.as_str())]);
+    assert_eq!(
+        out.code, 0,
+        "a notification never changes the outcome: {out:?}"
+    );
+    assert!(
+        out.stderr
+            .contains("not delivered (attempt 3): channel `ops`: HTTP 503"),
+        "{out:?}"
+    );
+    let show = sb.show(&out.run_id());
+    assert_eq!(show["status"], "succeeded");
+    let n = &show["notifications"][0];
+    assert_eq!(n["status"], "pending", "retried later: {n}");
+    assert_eq!(n["attempts"], 3, "{n}");
+    assert!(
+        n["last_error"].as_str().unwrap().contains("HTTP 503"),
+        "{n}"
+    );
+}
+
+#[test]
+fn a_run_over_its_sla_notifies_sla_miss_once_while_it_runs() {
+    let hook = Hook::start(|_| 200);
+    let sb = Sandbox::new();
+    sb.write(
+        "slow.yaml",
+        "name: slow\nsla: 1s\nchannels:\n  ops: { kind: webhook, url: \"{{ env.OPS_WEBHOOK }}\" }\nnotify:\n  - on: [sla_miss]\n    to: ops\ntasks:\n  wait:\n    kind: shell\n    command: \"while [ ! -f go ]; do sleep 0.02; done\"\n",
+    );
+    let mut child = sb
+        .command(&["run", "slow.yaml"])
+        .env("OPS_WEBHOOK", &hook.url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Delivered while the run is still going.
+    crate::common::wait_until("the sla_miss notification", || hook.posted().len() == 1);
+    let event = hook.posted()[0].json();
+    assert_eq!(event["type"], "run.sla_miss");
+    assert_eq!(event["status"], "running");
+    assert_eq!(event["running_tasks"], serde_json::json!(["wait"]));
+    assert_eq!(event["sla_s"], 1.0);
+    sb.write("go", "");
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(hook.posted().len(), 1, "exactly one sla_miss");
+}
+
+#[test]
+fn a_failure_is_emailed_through_an_smtp_server_with_the_run_in_the_subject() {
+    let smtp = crate::common::Smtp::start();
+    let sb = Sandbox::new();
+    sb.write(
+        "mail.yaml",
+        "name: mailed\nchannels:\n  mail: { kind: email, smtp: \"{{ env.SMTP_URL }}\", from: \"orchestrator <orchestrator@example.com>\", to: [ops@example.com, data@example.com] }\nnotify:\n  - on: failure\n    to: mail\ntasks:\n  load:\n    kind: shell\n    command: exit 4\n",
+    );
+    let out = sb.run_with_env(
+        &["run", "mail.yaml", "--date", "2026-05-11"],
+        &[("SMTP_URL", smtp.url.as_str())],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    let id = out.run_id();
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let mail = &mails[0];
+    assert_eq!(mail.from, "orchestrator@example.com");
+    assert_eq!(mail.to, ["ops@example.com", "data@example.com"]);
+    let subject = mail.header("Subject").unwrap();
+    assert!(
+        subject.starts_with(&format!(
+            "[orchestrator] mailed run {id} (2026-05-11) failed: load:"
+        )),
+        "{subject}"
+    );
+    assert!(mail.data.contains("orchestrator rerun"), "{}", mail.data);
+    assert_eq!(sb.show(&id)["notifications"][0]["status"], "delivered");
+}

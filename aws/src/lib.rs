@@ -115,6 +115,44 @@ impl Aws {
         aws_sdk_glue::Client::new(&self.sdk)
     }
 
+    pub fn sns(&self) -> aws_sdk_sns::Client {
+        aws_sdk_sns::Client::new(&self.sdk)
+    }
+
+    /// Publishes `message` to the SNS topic `topic_arn`, with `subject` (made what SNS
+    /// accepts: printable ASCII, at most 100 characters). Returns SNS's message id.
+    pub async fn publish(
+        &self,
+        topic_arn: &str,
+        subject: &str,
+        message: &str,
+    ) -> Result<String, AwsError> {
+        self.guard()?;
+        let subject: String = subject
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .take(100)
+            .collect();
+        let out = self
+            .sns()
+            .publish()
+            .topic_arn(topic_arn)
+            .subject(subject)
+            .message(message)
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::Call(format!("SNS Publish to {topic_arn}: {}", sdk_error(&e)))
+            })?;
+        Ok(out.message_id().unwrap_or_default().to_string())
+    }
+
     pub fn region(&self) -> Option<String> {
         self.sdk.region().map(|r| r.to_string())
     }

@@ -364,6 +364,15 @@ pub enum Channel {
         #[serde(default)]
         subject: Option<String>,
     },
+    /// Publishes to an SNS topic (the event's JSON as the message). The region is the
+    /// ARN's unless `region:` says otherwise; credentials come from the standard chain.
+    Sns {
+        topic_arn: String,
+        #[serde(default)]
+        region: Option<String>,
+        #[serde(default)]
+        profile: Option<String>,
+    },
 }
 
 /// The `aws:` block: where the AWS backend's work goes. Checked without calling AWS;
@@ -1117,7 +1126,7 @@ impl Loader<'_, '_> {
             Err(e) => {
                 self.de_err(
                     e,
-                    "in `channels` (NAME: {kind: webhook | file | command | email, ...})",
+                    "in `channels` (NAME: {kind: webhook | file | command | email | sns, ...})",
                     &[],
                 );
                 return;
@@ -1164,6 +1173,17 @@ impl Loader<'_, '_> {
                     self.err(
                         Some(field("to")),
                         format!("channel `{name}`: `to` is empty; give at least one address"),
+                    );
+                }
+            }
+            if let Channel::Sns { topic_arn, .. } = &ch {
+                if !(topic_arn.starts_with("arn:aws") && topic_arn.split(':').count() == 6) {
+                    self.err(
+                        Some(field("topic_arn")),
+                        format!("channel `{name}`: `topic_arn` is not an SNS topic ARN"),
+                    )
+                    .help = Some(
+                        "e.g. topic_arn: arn:aws:sns:us-east-1:123456789012:pipeline-alerts".into(),
                     );
                 }
             }

@@ -96,6 +96,25 @@ pub async fn deliver(channel: &Channel, name: &str, event: &Value) -> Result<(),
         } => send_email(smtp, from, to, subject.as_deref(), event)
             .await
             .map_err(|e| format!("channel `{name}`: {e}")),
+        Channel::Sns {
+            topic_arn,
+            region,
+            profile,
+        } => {
+            let settings = orchestrator_aws::Settings {
+                // arn:aws:sns:REGION:ACCOUNT:NAME
+                region: region
+                    .clone()
+                    .or_else(|| topic_arn.split(':').nth(3).map(str::to_string)),
+                profile: profile.clone(),
+                ..Default::default()
+            };
+            let aws = orchestrator_aws::Aws::connect(settings).await;
+            aws.publish(topic_arn, &subject(event), &event.to_string())
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("channel `{name}`: {e}"))
+        }
     }
 }
 

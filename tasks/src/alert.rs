@@ -214,6 +214,7 @@ impl Task for Alert {
                         Channel::Webhook { .. } => "webhook",
                         Channel::Command { .. } => "command",
                         Channel::Email { .. } => "email",
+                        Channel::Sns { .. } => "sns",
                     },
                 )
             })

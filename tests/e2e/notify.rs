@@ -319,3 +319,64 @@ fn a_failure_is_emailed_through_an_smtp_server_with_the_run_in_the_subject() {
     assert!(mail.data.contains("orchestrator rerun"), "{}", mail.data);
     assert_eq!(sb.show(&id)["notifications"][0]["status"], "delivered");
 }
+
+#[test]
+fn a_failure_is_published_to_an_sns_topic_and_reaches_its_subscriber() {
+    let moto = crate::common::Moto::start();
+    let auth = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=x";
+    let form = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Authorization", auth),
+    ];
+    moto.request(
+        "POST",
+        "/",
+        "Action=CreateTopic&Name=pipeline-alerts&Version=2010-03-31",
+        &form,
+    );
+    let arn = "arn:aws:sns:us-east-1:123456789012:pipeline-alerts";
+    // Moto delivers what the topic gets to an HTTP subscriber: the test's receiver.
+    let hook = Hook::start(|_| 200);
+    let endpoint: String = hook
+        .url
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    moto.request(
+        "POST",
+        "/",
+        &format!(
+            "Action=Subscribe&TopicArn={}&Protocol=http&Endpoint={endpoint}&Version=2010-03-31",
+            arn.replace(':', "%3A")
+        ),
+        &form,
+    );
+    let sb = Sandbox::new();
+    sb.write(
+        "sns.yaml",
+        &format!("name: published\nchannels:\n  topic: {{ kind: sns, topic_arn: \"{arn}\" }}\nnotify:\n  - on: failure\n    to: topic\ntasks:\n  load:\n    kind: shell\n    command: exit 4\n"),
+    );
+    let env = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = sb.run_with_env(&["run", "sns.yaml"], &env);
+    assert_eq!(out.code, 1, "{out:?}");
+    let id = out.run_id();
+    let show = sb.show(&id);
+    assert_eq!(show["notifications"][0]["status"], "delivered", "{show}");
+    let posted = hook.posted();
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    let note = posted[0].json();
+    assert_eq!(note["Type"], "Notification");
+    assert_eq!(note["TopicArn"], arn);
+    let subject = note["Subject"].as_str().unwrap();
+    assert!(
+        subject.starts_with(&format!("[orchestrator] published run {id}")),
+        "{subject}"
+    );
+    let event: serde_json::Value = serde_json::from_str(note["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(event["type"], "run.failure");
+    assert_eq!(event["failed_tasks"][0]["task"], "load");
+}

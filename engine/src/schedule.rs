@@ -11,7 +11,8 @@
 //!   day-of-week **1 = SUN … 7 = SAT**; `L` (last day of the month; in day-of-week, `nL`
 //!   is the last such weekday of the month), `nW` and `LW` (nearest weekday), `n#k` (k-th
 //!   such weekday of the month).
-//! - EventBridge `rate(15 minutes)` / `rate(1 hour)` / `rate(1 day)`: every interval
+//! - EventBridge `rate(15 minutes)` / `rate(1 hour)` / `rate(1 day)` (and, beyond
+//!   EventBridge, `rate(30 seconds)`): every interval
 //!   after the schedule's start.
 //!
 //! **Daylight saving.** Local times are in the schedule's time zone (IANA name, default
@@ -307,7 +308,7 @@ fn strip_call<'a>(t: &'a str, name: &str) -> Option<&'a str> {
 fn parse_rate(inner: &str) -> Result<Duration, String> {
     let bad = || {
         format!(
-            "`rate({inner})` is not a rate; write `rate(N unit)` with a whole N ≥ 1 and a unit of minute(s), hour(s) or day(s), e.g. `rate(15 minutes)`"
+            "`rate({inner})` is not a rate; write `rate(N unit)` with a whole N ≥ 1 and a unit of second(s), minute(s), hour(s) or day(s), e.g. `rate(15 minutes)`"
         )
     };
     let mut parts = inner.split_whitespace();
@@ -319,6 +320,8 @@ fn parse_rate(inner: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     let secs = match unit {
+        // Not in EventBridge (a minute at least); here for near-real-time pipelines.
+        "second" | "seconds" => 1,
         "minute" | "minutes" => 60,
         "hour" | "hours" => 3600,
         "day" | "days" => 86_400,

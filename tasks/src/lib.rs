@@ -9,6 +9,7 @@ mod noop;
 mod shell;
 
 pub use alert::AlertConfig;
+pub use alpha_vantage::quote::QuoteConfig;
 pub use alpha_vantage::AlphaVantageConfig;
 pub use aws::{AthenaQueryConfig, GlueJobConfig};
 pub use data::crawl::CrawlConfig;
@@ -32,6 +33,7 @@ pub fn registry() -> Registry {
         .register::<QualityCheckConfig>()
         .register::<PublishConfig>()
         .register::<AlphaVantageConfig>()
+        .register::<QuoteConfig>()
         .register::<AthenaQueryConfig>()
         .register::<GlueJobConfig>()
         .register::<AlertConfig>();

@@ -18,7 +18,7 @@ fn daily() -> String {
 
 /// One bar from the source CSVs (Date,Close,High,Low,Open,Volume).
 #[derive(Debug, Clone)]
-struct Bar {
+pub(crate) struct Bar {
     date: String,
     open: f64,
     high: f64,
@@ -27,7 +27,7 @@ struct Bar {
     volume: f64,
 }
 
-fn source_bars() -> BTreeMap<String, Vec<Bar>> {
+pub(crate) fn source_bars() -> BTreeMap<String, Vec<Bar>> {
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir(repo("data/sample/chips")).unwrap() {
         let p = e.unwrap().path();
@@ -63,7 +63,7 @@ fn mean(xs: &[f64]) -> f64 {
 }
 
 /// The computed columns, derived here independently of the pipeline's SQL.
-fn expected(bars: &[Bar]) -> Vec<BTreeMap<&'static str, Value>> {
+pub(crate) fn expected(bars: &[Bar]) -> Vec<BTreeMap<&'static str, Value>> {
     let sma = |i: usize, n: usize| {
         (i + 1 >= n).then(|| {
             mean(

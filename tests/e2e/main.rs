@@ -14,6 +14,7 @@ mod daily;
 mod data;
 mod hostile;
 mod ingest;
+mod intraday;
 mod notify;
 mod rerun;
 mod retries;

@@ -291,6 +291,10 @@ fn syntax_table() {
         ),
         ("rate(1 day)", &["2026-01-02T00:00:00Z"]),
         ("rate(2 hours)", &["2026-01-01T02:00:00Z"]),
+        (
+            "rate(30 seconds)",
+            &["2026-01-01T00:00:30Z", "2026-01-01T00:01:00Z"],
+        ),
     ];
     for (expr, want) in cases {
         assert_eq!(fires(expr, "UTC", after, want.len()), *want, "{expr}");

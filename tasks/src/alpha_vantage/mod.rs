@@ -29,6 +29,7 @@
 pub mod answer;
 mod landing;
 pub mod market;
+pub mod quote;
 
 use landing::Landing;
 

@@ -253,7 +253,10 @@ async fn publish(
         let _ = std::fs::remove_file(&staging);
     }
     warehouse::remove_leftovers(wh, to);
-    let total = scalar_u64(&session, &format!("SELECT count(*) FROM {to}")).await?;
+    // A fresh session: the first one listed the table's files before the new one was
+    // moved in (and may answer count(*) from those files' statistics).
+    let after = super::session(catalog.as_ref()).await?;
+    let total = scalar_u64(&after, &format!("SELECT count(*) FROM {to}")).await?;
     let mut updated = target;
     updated.row_count = Some(total);
     updated.updated_at = chrono::Utc::now();

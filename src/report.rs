@@ -312,8 +312,12 @@ impl RunDetails {
                         n.delivered_at
                             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                             .or_else(|| {
-                                (n.status == orchestrator_engine::state::DeliveryStatus::Pending)
-                                    .then(|| format!("next try {}", n.next_at.format("%H:%M:%S")))
+                                matches!(
+                                    n.status,
+                                    orchestrator_engine::state::DeliveryStatus::Pending
+                                        | orchestrator_engine::state::DeliveryStatus::Retrying
+                                )
+                                .then(|| format!("next try {}", n.next_at.format("%H:%M:%S")))
                             })
                             .unwrap_or_else(|| "-".into()),
                         n.last_error.clone().unwrap_or_default(),

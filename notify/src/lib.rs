@@ -324,6 +324,7 @@ pub async fn deliver_due(
                 if rec.attempts >= MAX_ATTEMPTS {
                     rec.status = DeliveryStatus::Failed;
                 } else {
+                    rec.status = DeliveryStatus::Retrying;
                     rec.next_at = at
                         + chrono::Duration::from_std(backoff(rec.attempts - 1))
                             .unwrap_or_else(|_| chrono::Duration::hours(1));

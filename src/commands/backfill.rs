@@ -195,8 +195,19 @@ async fn in_daemon(
         .unwrap_or_default()
         .to_string();
     let mut printed = std::collections::BTreeSet::new();
+    // The daemon answers with the id before its backfill task has recorded the backfill.
+    let recorded_by = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let text = api.get(&format!("/api/backfills/{id}"), &[], true).await?;
+        let text = match api.get(&format!("/api/backfills/{id}"), &[], true).await {
+            Ok(text) => text,
+            Err(e)
+                if e.message.contains("no backfill") && std::time::Instant::now() < recorded_by =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let doc: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Fail::failed(format!("error: the daemon's answer: {e}")))?;
         let views: Vec<DateView> = doc["dates"]

@@ -530,7 +530,7 @@ impl Store {
                 Write::Outbox(r) => {
                     let key = outbox_key(&r.run_id, &r.id);
                     let pending = pending_key(&r.run_id, &r.id);
-                    if r.status == DeliveryStatus::Pending {
+                    if matches!(r.status, DeliveryStatus::Pending | DeliveryStatus::Retrying) {
                         batch.insert(pending, key.clone());
                     } else {
                         batch.remove(pending);

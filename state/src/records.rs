@@ -310,8 +310,10 @@ pub struct SentRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
-    /// Not delivered yet; tried again at `next_at`.
+    /// Not tried yet.
     Pending,
+    /// Tried and failed; tried again at `next_at` (`last_error` says why it failed).
+    Retrying,
     Delivered,
     /// Given up after the last attempt; `last_error` says why.
     Failed,
@@ -321,6 +323,7 @@ impl DeliveryStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Retrying => "retrying",
             DeliveryStatus::Delivered => "delivered",
             DeliveryStatus::Failed => "failed",
         }
@@ -345,7 +348,7 @@ pub struct OutboxRecord {
     pub status: DeliveryStatus,
     pub attempts: u32,
     pub created_at: DateTime<Utc>,
-    /// While pending: not tried before this.
+    /// While pending or retrying: not tried before this.
     pub next_at: DateTime<Utc>,
     #[serde(default)]
     pub delivered_at: Option<DateTime<Utc>>,

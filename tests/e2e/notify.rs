@@ -153,7 +153,7 @@ fn a_crash_before_delivery_and_a_channel_that_is_down_lose_nothing() {
     assert_eq!(show["status"], "succeeded");
     assert_eq!(status(&show, "load"), "succeeded");
     let n = &show["notifications"][0];
-    assert_eq!(n["status"], "pending", "{n}");
+    assert_eq!(n["status"], "retrying", "{n}");
     assert_eq!(n["attempts"], 1);
     assert!(
         n["last_error"].as_str().unwrap().contains("HTTP 500"),
@@ -254,7 +254,7 @@ fn a_webhook_that_answers_500_twice_gets_it_on_the_third_try_and_one_that_stays_
     let show = sb.show(&out.run_id());
     assert_eq!(show["status"], "succeeded");
     let n = &show["notifications"][0];
-    assert_eq!(n["status"], "pending", "retried later: {n}");
+    assert_eq!(n["status"], "retrying", "retried later: {n}");
     assert_eq!(n["attempts"], 3, "{n}");
     assert!(
         n["last_error"].as_str().unwrap().contains("HTTP 503"),

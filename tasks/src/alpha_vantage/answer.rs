@@ -88,8 +88,9 @@ pub fn classify(key: &str, message: &str) -> ResponseError {
     }
 }
 
-/// Parses a TIME_SERIES_DAILY answer into bars, oldest first.
-pub fn parse_daily(symbol: &str, body: &str) -> Result<Vec<Bar>, ResponseError> {
+/// The answer as JSON, or what kind of non-answer it is: an HTML page (an outage),
+/// invalid JSON, or a `Note`/`Information`/`Error Message` (limits, key, bad symbol).
+pub fn document(symbol: &str, body: &str) -> Result<Value, ResponseError> {
     let doc: Value = match serde_json::from_str(body) {
         Ok(doc) => doc,
         // An outage or a proxy answers with a web page: try again later.
@@ -113,6 +114,12 @@ pub fn parse_daily(symbol: &str, body: &str) -> Result<Vec<Bar>, ResponseError> 
             });
         }
     }
+    Ok(doc)
+}
+
+/// Parses a TIME_SERIES_DAILY answer into bars, oldest first.
+pub fn parse_daily(symbol: &str, body: &str) -> Result<Vec<Bar>, ResponseError> {
+    let doc = document(symbol, body)?;
     let Some(series) = doc.get("Time Series (Daily)").and_then(Value::as_object) else {
         let keys = doc
             .as_object()

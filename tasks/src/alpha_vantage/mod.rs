@@ -94,29 +94,12 @@ impl TaskConfig for AlphaVantageConfig {
     const KIND: &'static str = "alpha_vantage";
 
     fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
-        if self.symbols.is_empty() {
-            return Err("`symbols` is empty; list the tickers to ingest".into());
-        }
-        for s in &self.symbols {
-            if s.is_empty()
-                || !s
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-            {
-                return Err(format!(
-                    "`{s}` is not a ticker symbol (letters, digits, `.` and `-`)"
-                ));
-            }
-        }
+        let base_url = check_request(&self.symbols, self.base_url)?;
         let cpm = self.calls_per_minute.unwrap_or(5.0);
         if !(cpm > 0.0 && cpm.is_finite()) {
             return Err(format!(
                 "`calls_per_minute` must be more than 0, found {cpm}"
             ));
-        }
-        let base_url = self.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.into());
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(format!("`base_url` `{base_url}` is not an http(s) URL"));
         }
         let abs = |p: PathBuf| {
             if p.is_absolute() {
@@ -190,6 +173,29 @@ impl std::fmt::Debug for AlphaVantage {
 }
 
 /// Writes `contents` to `path` via a temporary file in the same directory and a rename.
+/// Checks `symbols:` (not empty, ticker characters) and `base_url:` (http or https,
+/// default Alpha Vantage's); returns the base URL.
+fn check_request(symbols: &[String], base_url: Option<String>) -> Result<String, String> {
+    if symbols.is_empty() {
+        return Err("`symbols` is empty; list the tickers".into());
+    }
+    if let Some(bad) = symbols.iter().find(|s| {
+        s.is_empty()
+            || !s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    }) {
+        return Err(format!(
+            "`{bad}` is not a ticker symbol (letters, digits, `.` and `-`)"
+        ));
+    }
+    let base_url = base_url.unwrap_or_else(|| DEFAULT_BASE_URL.into());
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        return Err(format!("`base_url` `{base_url}` is not an http(s) URL"));
+    }
+    Ok(base_url)
+}
+
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), String> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {} ({e})", dir.display()))?;

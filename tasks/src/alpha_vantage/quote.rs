@@ -22,8 +22,8 @@ use orchestrator_engine::task::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::answer::{classify, parse_daily, ResponseError};
-use super::{scrub, write_atomic, DEFAULT_BASE_URL, DEFAULT_KEY_ENV, USAGE_COUNTER};
+use super::answer::{document, parse_daily, ResponseError};
+use super::{scrub, write_atomic, DEFAULT_KEY_ENV, USAGE_COUNTER};
 
 /// `symbols:` as a list, or as one comma-separated string (what a param renders to).
 #[derive(Debug, Deserialize)]
@@ -64,24 +64,10 @@ impl TaskConfig for QuoteConfig {
                 .filter(|s| !s.is_empty())
                 .collect(),
         };
-        if symbols.is_empty() {
-            return Err("`symbols` is empty; list the tickers to quote".into());
-        }
-        if let Some(bad) = symbols.iter().find(|s| {
-            !s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-        }) {
-            return Err(format!(
-                "`{bad}` is not a ticker symbol (letters, digits, `.` and `-`)"
-            ));
-        }
         if self.output.to_str().is_some_and(|o| o.starts_with("s3://")) {
             return Err("`output` on S3 is not supported by `alpha_vantage_quote` yet; land ticks in a local directory".into());
         }
-        let base_url = self.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.into());
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(format!("`base_url` `{base_url}` is not an http(s) URL"));
-        }
+        let base_url = super::check_request(&symbols, self.base_url)?;
         let abs = |p: PathBuf| {
             if p.is_absolute() {
                 p
@@ -137,28 +123,7 @@ pub struct Tick {
 /// the limits and key problems come as `Note`/`Information`/`Error Message`, as for daily
 /// bars.
 pub fn parse_quote(symbol: &str, body: &str) -> Result<(f64, u64, String), ResponseError> {
-    let doc: Value = match serde_json::from_str(body) {
-        Ok(doc) => doc,
-        Err(_) if body.trim_start().starts_with('<') => {
-            return Err(ResponseError::Transient(
-                "an HTML page instead of JSON (an outage or maintenance page)".into(),
-            ))
-        }
-        Err(e) => {
-            return Err(ResponseError::Malformed(format!(
-                "{symbol}: the response is not valid JSON ({e})"
-            )))
-        }
-    };
-    for key in ["Error Message", "Note", "Information"] {
-        if let Some(msg) = doc.get(key) {
-            let msg = msg.as_str().map_or_else(|| msg.to_string(), String::from);
-            return Err(match classify(key, &msg) {
-                ResponseError::BadSymbol(m) => ResponseError::BadSymbol(format!("{symbol}: {m}")),
-                other => other,
-            });
-        }
-    }
+    let doc = document(symbol, body)?;
     let Some(quote) = doc.get("Global Quote").and_then(Value::as_object) else {
         return Err(ResponseError::Malformed(format!(
             "{symbol}: the response has no \"Global Quote\""

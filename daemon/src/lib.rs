@@ -363,6 +363,11 @@ impl Daemon {
                 .flatten()
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                // Channels shared by the workflows, not a workflow.
+                .filter(|p| {
+                    p.file_name()
+                        .is_none_or(|n| n != orchestrator_engine::workflow::SHARED_CHANNELS)
+                })
                 .collect(),
             Err(e) => {
                 tracing::warn!(

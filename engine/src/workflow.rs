@@ -335,6 +335,9 @@ impl Backend {
     }
 }
 
+/// The file beside workflows whose `channels:` they all may use.
+pub const SHARED_CHANNELS: &str = "channels.yaml";
+
 /// Where messages go (`channels:`): alerts from `kind: alert` tasks.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -784,6 +787,13 @@ impl Loader<'_, '_> {
         if let Some(node) = channels_node {
             self.channels(node, &renderer);
         }
+        if let Some(shared) = path
+            .parent()
+            .map(|d| d.join(SHARED_CHANNELS))
+            .filter(|p| p.is_file() && p != path)
+        {
+            self.shared_channels(&shared, &renderer);
+        }
         let notify = notify_node.map(|n| self.notify(n)).unwrap_or_default();
         let base_dir = path
             .parent()
@@ -1200,6 +1210,49 @@ impl Loader<'_, '_> {
             };
             self.channels.insert(name, ch);
         }
+    }
+
+    /// `channels.yaml` beside the workflow: channels every workflow of the directory may
+    /// use; the workflow's own `channels:` win on a name both define. Its problems name
+    /// its own file, line and column.
+    fn shared_channels(&mut self, file: &Path, renderer: &Renderer) {
+        let shown = file.display().to_string();
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                self.err(None, format!("cannot read shared channels {shown} ({e})"));
+                return;
+            }
+        };
+        let node = match crate::yaml::parse(&text) {
+            Ok(Some(n)) => n,
+            Ok(None) => return,
+            Err(e) => {
+                self.err(
+                    None,
+                    format!("{shown}:{}:{}: {}", e.pos.line, e.pos.col, e.message),
+                );
+                return;
+            }
+        };
+        let Some(channels) = node.get("channels") else {
+            self.err(
+                None,
+                format!("{shown}: expected `channels:` at the top, a mapping of channel name to channel"),
+            );
+            return;
+        };
+        let own = std::mem::take(&mut self.channels);
+        let before = self.errs.len();
+        self.channels(channels, renderer);
+        for e in &mut self.errs[before..] {
+            let at = e.pos.take().map_or_else(
+                || shown.clone(),
+                |p| format!("{shown}:{}:{}", p.line, p.col),
+            );
+            e.message = format!("{at}: {}", e.message);
+        }
+        self.channels.extend(own);
     }
 
     /// `notify:`: a list of `{on: EVENT | [EVENTS], to: CHANNEL | [CHANNELS]}`; channels

@@ -380,3 +380,39 @@ fn a_failure_is_published_to_an_sns_topic_and_reaches_its_subscriber() {
     assert_eq!(event["type"], "run.failure");
     assert_eq!(event["failed_tasks"][0]["task"], "load");
 }
+
+#[test]
+fn channels_yaml_beside_workflows_is_shared_and_its_errors_name_it() {
+    let hook = Hook::start(|_| 200);
+    let sb = Sandbox::new();
+    sb.write(
+        "channels.yaml",
+        "channels:\n  ops: { kind: webhook, url: \"{{ env.OPS_WEBHOOK }}\" }\n  log: { kind: file, path: shared.jsonl }\n",
+    );
+    // Its own `log` wins over the shared one.
+    sb.write(
+        "a.yaml",
+        "name: a\nchannels:\n  log: { kind: file, path: own.jsonl }\nnotify:\n  - on: failure\n    to: [ops, log]\ntasks:\n  t:\n    kind: shell\n    command: exit 3\n",
+    );
+    let env = [("OPS_WEBHOOK", hook.url.as_str())];
+    let out = sb.run_with_env(&["run", "a.yaml"], &env);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(hook.posted().len(), 1);
+    assert_eq!(hook.posted()[0].json()["workflow"], "a");
+    assert!(sb.state_dir().join("own.jsonl").exists());
+    assert!(!sb.state_dir().join("shared.jsonl").exists());
+
+    sb.write(
+        "channels.yaml",
+        "channels:\n  ops: { kind: webhook, url: ftp://nowhere }\n",
+    );
+    let out = sb.run_with_env(&["validate", "a.yaml"], &env);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "{}:2:30: channel `ops`: `url` is not an http:// or https:// URL",
+            sb.path("channels.yaml").display()
+        )),
+        "{out:?}"
+    );
+}

@@ -42,6 +42,30 @@ pub fn load_run_workflow(run: &RunRecord, state_dir: &Path) -> Result<Workflow, 
 /// A run's channels, or why they cannot be had.
 type Channels = Result<Arc<std::collections::BTreeMap<String, Channel>>, String>;
 
+/// Loads a workflow file as it is now, with its declared params.
+fn load_workflow_file(path: &Path, state_dir: &Path) -> Result<Workflow, String> {
+    let registry = orchestrator_tasks::registry();
+    let opts = LoadOptions {
+        registry: &registry,
+        overrides: Default::default(),
+        inherited: Default::default(),
+        run_id: "notify".into(),
+        date: Utc::now().format("%Y-%m-%d").to_string(),
+        scheduled_at: None,
+        trigger_files: Vec::new(),
+        env: std::env::vars().collect(),
+        default_warehouse: state_dir.join("warehouse"),
+        backend: None,
+    };
+    wf::load_file(path, &opts).map_err(|e| {
+        format!(
+            "{} does not load: {}",
+            path.display(),
+            e.to_string().lines().next().unwrap_or_default()
+        )
+    })
+}
+
 /// Channels by run, loaded once per process.
 pub struct Resolver {
     store: Arc<Store>,
@@ -64,12 +88,15 @@ impl Resolver {
             cache
                 .entry(rec.run_id.clone())
                 .or_insert_with(|| {
-                    let run = self
-                        .store
-                        .run(&rec.run_id)
-                        .map_err(|e| e.to_string())?
-                        .ok_or_else(|| format!("run {} is not in the store", rec.run_id))?;
-                    load_run_workflow(&run, &self.state_dir).map(|w| Arc::new(w.channels))
+                    match self.store.run(&rec.run_id).map_err(|e| e.to_string())? {
+                        Some(run) => load_run_workflow(&run, &self.state_dir),
+                        // About a day, not a run (a missed deadline): the file as it is.
+                        None => match &rec.workflow_path {
+                            Some(path) => load_workflow_file(Path::new(path), &self.state_dir),
+                            None => Err(format!("run {} is not in the store", rec.run_id)),
+                        },
+                    }
+                    .map(|w| Arc::new(w.channels))
                 })
                 .clone()?
         };

@@ -115,6 +115,8 @@ struct Entry {
     /// Loaded from `source` for scheduling (templates rendered with placeholder values).
     wf: Workflow,
     next: Option<DateTime<Utc>>,
+    /// When to check the day's `deadline:` next.
+    deadline_at: Option<DateTime<Utc>>,
 }
 
 /// A due run waiting for the workflow's current run to end.
@@ -233,7 +235,12 @@ pub async fn run(
         d.config.workflows_dir.display()
     );
     loop {
-        let wake = d.entries.values().filter_map(|e| e.next).min();
+        let wake = d
+            .entries
+            .values()
+            .flat_map(|e| [e.next, e.deadline_at])
+            .flatten()
+            .min();
         let mut sleep = match wake {
             Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO),
             // Nothing scheduled: wait for a file change or shutdown.
@@ -247,6 +254,7 @@ pub async fn run(
             Some(cmd) = commands.recv() => d.command(cmd),
             _ = tokio::time::sleep(sleep) => {
                 d.fire_due();
+                d.check_deadlines();
                 d.flush_files();
             }
             msg = rx.recv() => match msg {
@@ -280,6 +288,12 @@ pub async fn run(
         tracing::warn!("daemon: cannot write a recovery point: {e}");
     }
     Ok(())
+}
+
+/// The next instant after `after` at which `wf`'s `deadline:` is checked.
+fn next_deadline(wf: &Workflow, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let s = wf.schedule.as_ref()?;
+    s.next_time_of_day(wf.policy.deadline?, after)
 }
 
 /// Watches the workflows directory; every change is one `Changed` message.
@@ -439,6 +453,7 @@ impl Daemon {
                 .unwrap_or_else(Utc::now)
                 .max(Utc::now());
             let next = wf.schedule.as_ref().and_then(|s| s.next_after(from));
+            let deadline_at = next_deadline(&wf, Utc::now());
             self.entries.insert(
                 name.clone(),
                 Entry {
@@ -446,6 +461,7 @@ impl Daemon {
                     source,
                     wf,
                     next,
+                    deadline_at,
                 },
             );
             self.log_next(&name, if reloaded { "reloaded" } else { "scheduled" });
@@ -721,6 +737,59 @@ impl Daemon {
         }
         if let Some(e) = self.entries.get_mut(name) {
             e.next = schedule.next_after(latest.max(now));
+        }
+    }
+
+    /// For each workflow whose `deadline:` has come: if its schedule fired that day and no
+    /// run of that logical date succeeded, queues its `sla_miss` notifications (the
+    /// deliverer sends them).
+    fn check_deadlines(&mut self) {
+        let now = Utc::now();
+        let due: Vec<(String, DateTime<Utc>)> = self
+            .entries
+            .iter()
+            .filter_map(|(n, e)| e.deadline_at.filter(|t| *t <= now).map(|t| (n.clone(), t)))
+            .collect();
+        for (name, at) in due {
+            let Some(e) = self.entries.get_mut(&name) else {
+                continue;
+            };
+            e.deadline_at = next_deadline(&e.wf, at);
+            let Some(s) = e.wf.schedule.as_ref() else {
+                continue;
+            };
+            if !s.fired_that_day_before(at) {
+                continue;
+            }
+            let day = at.with_timezone(&s.tz).format("%Y-%m-%d").to_string();
+            let runs: Vec<_> = match self.store.runs(Some(&name), 1000) {
+                Ok(r) => r.into_iter().filter(|r| r.logical_date == day).collect(),
+                Err(err) => {
+                    tracing::warn!("daemon: workflow {name}: cannot check its deadline: {err}");
+                    continue;
+                }
+            };
+            if runs.iter().any(|r| r.status == RunStatus::Succeeded) {
+                continue;
+            }
+            let records = orchestrator_engine::notify::deadline_outbox(&e.wf, &day, at, &runs, now);
+            tracing::info!(
+                "daemon: workflow {name}: no successful run for {day} by its deadline{}",
+                if records.is_empty() {
+                    " (no channel subscribes to sla_miss)"
+                } else {
+                    ""
+                }
+            );
+            let writes: Vec<_> = records
+                .into_iter()
+                .map(orchestrator_engine::state::Write::Outbox)
+                .collect();
+            if let Err(err) = self.store.commit(&writes) {
+                tracing::warn!(
+                    "daemon: workflow {name}: cannot queue its deadline notification: {err}"
+                );
+            }
         }
     }
 

@@ -203,6 +203,25 @@ pub fn outbox(
     payload: &Value,
     now: DateTime<Utc>,
 ) -> Vec<OutboxRecord> {
+    records(
+        subscriptions,
+        event,
+        (&run.id, &run.workflow),
+        n,
+        payload,
+        now,
+    )
+}
+
+/// [`outbox`] for `(run id, workflow)`.
+fn records(
+    subscriptions: &[Subscription],
+    event: NotifyEvent,
+    (run_id, workflow): (&str, &str),
+    n: String,
+    payload: &Value,
+    now: DateTime<Utc>,
+) -> Vec<OutboxRecord> {
     let mut channels: Vec<&str> = subscriptions
         .iter()
         .filter(|s| s.on.contains(&event))
@@ -213,13 +232,13 @@ pub fn outbox(
     channels
         .into_iter()
         .map(|channel| {
-            let id = format!("{}/{}/{n}/{channel}", run.id, event.as_str());
+            let id = format!("{run_id}/{}/{n}/{channel}", event.as_str());
             let mut payload = payload.clone();
             payload["id"] = Value::from(id.clone());
             OutboxRecord {
                 id,
-                run_id: run.id.clone(),
-                workflow: run.workflow.clone(),
+                run_id: run_id.to_string(),
+                workflow: workflow.to_string(),
                 event: event.as_str().to_string(),
                 channel: channel.to_string(),
                 payload,
@@ -229,7 +248,67 @@ pub fn outbox(
                 next_at: now,
                 delivered_at: None,
                 last_error: None,
+                workflow_path: None,
             }
         })
         .collect()
+}
+
+/// The `sla_miss` notifications of a day without a successful run by the workflow's
+/// `deadline:` (`at`). `runs` are that day's runs, newest first; the notifications are
+/// filed under the newest (so `show` lists them), or under `WORKFLOW-DAY-deadline` when
+/// none started.
+pub fn deadline_outbox(
+    wf: &crate::workflow::Workflow,
+    day: &str,
+    at: DateTime<Utc>,
+    runs: &[RunRecord],
+    now: DateTime<Utc>,
+) -> Vec<OutboxRecord> {
+    let tz = wf.schedule.as_ref().map_or(chrono_tz::UTC, |s| s.tz);
+    let local = at.with_timezone(&tz);
+    let what = match runs.first() {
+        None => "its scheduled run never started".to_string(),
+        Some(r) => format!("its latest run, {}, is {}", r.id, r.status.as_str()),
+    };
+    let mut commands = json!({
+        "trigger": format!("orchestrator trigger {} --date {day}", wf.name),
+    });
+    if let Some(r) = runs.first() {
+        commands["show"] = Value::from(format!("orchestrator show {}", r.id));
+        commands["rerun"] = Value::from(format!("orchestrator rerun {}", r.id));
+    }
+    let payload = json!({
+        "version": 1,
+        "type": "workflow.deadline_miss",
+        "event": "sla_miss",
+        "workflow": wf.name,
+        "logical_date": day,
+        "deadline": local.to_rfc3339(),
+        "status": runs.first().map_or("not started", |r| r.status.as_str()),
+        "runs": runs.iter().map(|r| json!({"run_id": r.id, "status": r.status.as_str()})).collect::<Vec<_>>(),
+        "at": now,
+        "message": format!(
+            "{} has no successful run for {day} by its deadline {} ({}): {what}",
+            wf.name,
+            local.format("%H:%M"),
+            tz.name()
+        ),
+        "commands": commands,
+    });
+    let owner = runs
+        .first()
+        .map_or_else(|| format!("{}-{day}-deadline", wf.name), |r| r.id.clone());
+    let mut out = records(
+        &wf.notify,
+        NotifyEvent::SlaMiss,
+        (&owner, &wf.name),
+        format!("deadline.{day}"),
+        &payload,
+        now,
+    );
+    for r in &mut out {
+        r.workflow_path = Some(wf.path.display().to_string());
+    }
+    out
 }

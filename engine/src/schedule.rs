@@ -124,6 +124,9 @@ pub struct DaemonPolicy {
     /// Fire times before this are never run; with no fire handled yet, catch-up starts
     /// here (`start_date:`). Without it, a new schedule starts from now.
     pub start: Option<DateTime<Utc>>,
+    /// `deadline:`: a time of day (in the schedule's zone) by which a day with a fire
+    /// time must have a successful run, or `sla_miss` is notified.
+    pub deadline: Option<chrono::NaiveTime>,
 }
 
 impl Default for DaemonPolicy {
@@ -134,6 +137,7 @@ impl Default for DaemonPolicy {
             concurrency: Concurrency::Forbid,
             resume_interrupted: true,
             start: None,
+            deadline: None,
         }
     }
 }
@@ -272,6 +276,39 @@ impl Schedule {
     }
 
     /// The next `n` fire times after `after` (exclusive).
+    /// The first instant after `after` that is `time` of day in the schedule's zone (a
+    /// time that does not exist that day, in a DST gap, moves to the next day).
+    pub fn next_time_of_day(
+        &self,
+        time: chrono::NaiveTime,
+        after: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let mut day = after.with_timezone(&self.tz).date_naive();
+        for _ in 0..4 {
+            if let Some(t) = self.tz.from_local_datetime(&day.and_time(time)).earliest() {
+                let t = t.with_timezone(&Utc);
+                if t > after {
+                    return Some(t);
+                }
+            }
+            day = day.succ_opt()?;
+        }
+        None
+    }
+
+    /// Whether it fires on the local day of `until` before `until`.
+    pub fn fired_that_day_before(&self, until: DateTime<Utc>) -> bool {
+        let day = until.with_timezone(&self.tz).date_naive();
+        let Some(start) = day
+            .and_hms_opt(0, 0, 0)
+            .and_then(|m| self.tz.from_local_datetime(&m).earliest())
+        else {
+            return false;
+        };
+        let before = start.with_timezone(&Utc) - chrono::Duration::seconds(1);
+        self.next_after(before).is_some_and(|t| t < until)
+    }
+
     pub fn upcoming(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
         let mut out = Vec::with_capacity(n);
         let mut at = after;

@@ -42,6 +42,7 @@ const TOP_FIELDS: &[&str] = &[
     "channels",
     "notify",
     "sla",
+    "deadline",
     "warehouse",
     "defaults",
     "schedule",
@@ -473,6 +474,7 @@ impl Loader<'_, '_> {
         let mut timezone: Option<(Tz, Pos)> = None;
         let mut dst: Option<(Dst, Pos)> = None;
         let mut policy = DaemonPolicy::default();
+        let mut deadline_at: Option<Pos> = None;
         let mut on_files: Option<FileTrigger> = None;
         let mut backend: Option<(Backend, Pos)> = None;
         let mut aws: Option<(AwsBlock, Pos)> = None;
@@ -620,6 +622,23 @@ impl Loader<'_, '_> {
                 "resume_interrupted" => match v.parse::<bool>() {
                     Ok(b) => policy.resume_interrupted = b,
                     Err(e) => self.de_err(e, "in `resume_interrupted`", &[]),
+                },
+                "deadline" => match v.parse::<String>() {
+                    Ok(t) => match chrono::NaiveTime::parse_from_str(t.trim(), "%H:%M:%S")
+                        .or_else(|_| chrono::NaiveTime::parse_from_str(t.trim(), "%H:%M"))
+                    {
+                        Ok(t) => {
+                            policy.deadline = Some(t);
+                            deadline_at = Some(v.pos);
+                        }
+                        Err(_) => {
+                            self.err(
+                                Some(v.pos),
+                                format!("`deadline` `{t}` is not a time of day; write e.g. \"23:30\" (in the workflow's `timezone:`)"),
+                            );
+                        }
+                    },
+                    Err(e) => self.de_err(e, "in `deadline`", &[]),
                 },
                 "start_date" => match v.parse::<String>() {
                     Ok(t) => match schedule::parse_start(&t) {
@@ -868,6 +887,7 @@ impl Loader<'_, '_> {
                 for (field, at) in [
                     ("timezone", timezone.map(|t| t.1)),
                     ("dst", dst.map(|d| d.1)),
+                    ("deadline", deadline_at),
                 ] {
                     if let Some(at) = at {
                         self.err(Some(at), format!("`{field}` is set, but there is no `schedule:`"))

@@ -354,4 +354,8 @@ pub struct OutboxRecord {
     pub delivered_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Set when the notification is about a day rather than a run (a missed `deadline:`):
+    /// the workflow file whose channels deliver it; `run_id` may then name no run.
+    #[serde(default)]
+    pub workflow_path: Option<String>,
 }

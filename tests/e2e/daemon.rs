@@ -719,3 +719,45 @@ fn the_daemon_delivers_notifications_and_a_run_it_left_interrupted_is_notified_a
     assert_eq!(all[1]["run_id"], id.as_str());
     assert_eq!(sb.show(&id)["notifications"][0]["status"], "delivered");
 }
+
+#[test]
+fn a_day_without_a_successful_run_by_its_deadline_notifies_sla_miss() {
+    let sb = Sandbox::new();
+    // Due every second, failing each time; the deadline is a few seconds from now (UTC).
+    let deadline = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let day = deadline.format("%Y-%m-%d").to_string();
+    workflow(
+        &sb,
+        "late",
+        &format!(
+            "name: late\nschedule: \"* * * * * *\"\ncatchup: none\ndeadline: \"{}\"\nchannels:\n  log: {{ kind: file, path: late.jsonl }}\nnotify:\n  - on: sla_miss\n    to: log\ntasks:\n  a:\n    kind: shell\n    command: exit 1\n",
+            deadline.format("%H:%M:%S")
+        ),
+    );
+    let told = sb.state_dir().join("late.jsonl");
+    let d = Daemon::start(&sb, &[]);
+    wait_until("the deadline notification", || {
+        std::fs::read_to_string(&told).is_ok_and(|t| !t.is_empty())
+    });
+    d.wait_log("no successful run for", 1);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    let lines: Vec<Value> = std::fs::read_to_string(&told)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let event = &lines[0];
+    assert_eq!(event["type"], "workflow.deadline_miss");
+    assert_eq!(event["event"], "sla_miss");
+    assert_eq!(event["logical_date"], day.as_str());
+    let runs = event["runs"].as_array().unwrap();
+    assert!(!runs.is_empty(), "the failed runs are listed: {event}");
+    assert!(runs.iter().all(|r| r["status"] != "succeeded"), "{event}");
+    // Filed under the day's newest run, so `show` lists it.
+    let newest = event["runs"][0]["run_id"].as_str().unwrap();
+    let show = sb.show(newest);
+    assert_eq!(show["notifications"][0]["event"], "sla_miss", "{show}");
+    assert_eq!(show["notifications"][0]["status"], "delivered", "{show}");
+}

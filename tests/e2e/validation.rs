@@ -448,3 +448,25 @@ fn channels_and_alerts_are_checked_before_anything_runs() {
     );
     drop(sb);
 }
+
+#[test]
+fn a_deadline_needs_a_time_of_day_and_a_schedule() {
+    let (sb, err) = invalid("name: x\ndeadline: \"23:30\"\ntasks:\n  a:\n    kind: noop\n");
+    assert_error(
+        &sb,
+        &err,
+        2,
+        11,
+        "`deadline` is set, but there is no `schedule:`",
+    );
+    let (sb, err) = invalid(
+        "name: x\nschedule: \"0 22 * * *\"\ndeadline: \"25:00\"\ntasks:\n  a:\n    kind: noop\n",
+    );
+    assert_error(
+        &sb,
+        &err,
+        3,
+        11,
+        "`deadline` `25:00` is not a time of day; write e.g. \"23:30\" (in the workflow's `timezone:`)",
+    );
+}

@@ -18,18 +18,13 @@ use crate::out::errln;
 /// today's environment (channel URLs and secrets come from it, never from the store).
 pub fn load_run_workflow(run: &RunRecord, state_dir: &Path) -> Result<Workflow, String> {
     let registry = orchestrator_tasks::registry();
-    let opts = LoadOptions {
-        registry: &registry,
-        overrides: Default::default(),
-        inherited: run.params.clone(),
-        run_id: run.id.clone(),
-        date: run.logical_date.clone(),
-        scheduled_at: None,
-        trigger_files: Vec::new(),
-        env: std::env::vars().collect(),
-        default_warehouse: state_dir.join("warehouse"),
-        backend: None,
-    };
+    let opts = options(
+        &registry,
+        run.params.clone(),
+        &run.id,
+        &run.logical_date,
+        state_dir,
+    );
     wf::load_str(Path::new(&run.workflow_path), run.definition.clone(), &opts).map_err(|d| {
         format!(
             "the definition of run {} no longer loads: {}",
@@ -39,24 +34,37 @@ pub fn load_run_workflow(run: &RunRecord, state_dir: &Path) -> Result<Workflow, 
     })
 }
 
+/// What loading a workflow to find its channels needs: today's environment (channel URLs
+/// and secrets come from it), no overrides.
+fn options<'r>(
+    registry: &'r orchestrator_engine::task::Registry,
+    inherited: std::collections::BTreeMap<String, String>,
+    run_id: &str,
+    date: &str,
+    state_dir: &Path,
+) -> LoadOptions<'r> {
+    LoadOptions {
+        registry,
+        overrides: Default::default(),
+        inherited,
+        run_id: run_id.to_string(),
+        date: date.to_string(),
+        scheduled_at: None,
+        trigger_files: Vec::new(),
+        env: std::env::vars().collect(),
+        default_warehouse: state_dir.join("warehouse"),
+        backend: None,
+    }
+}
+
 /// A run's channels, or why they cannot be had.
 type Channels = Result<Arc<std::collections::BTreeMap<String, Channel>>, String>;
 
 /// Loads a workflow file as it is now, with its declared params.
 fn load_workflow_file(path: &Path, state_dir: &Path) -> Result<Workflow, String> {
     let registry = orchestrator_tasks::registry();
-    let opts = LoadOptions {
-        registry: &registry,
-        overrides: Default::default(),
-        inherited: Default::default(),
-        run_id: "notify".into(),
-        date: Utc::now().format("%Y-%m-%d").to_string(),
-        scheduled_at: None,
-        trigger_files: Vec::new(),
-        env: std::env::vars().collect(),
-        default_warehouse: state_dir.join("warehouse"),
-        backend: None,
-    };
+    let today = Utc::now().format("%Y-%m-%d").to_string();
+    let opts = options(&registry, Default::default(), "notify", &today, state_dir);
     wf::load_file(path, &opts).map_err(|e| {
         format!(
             "{} does not load: {}",
@@ -145,7 +153,7 @@ pub async fn deliver(store: &Arc<Store>, state_dir: &Path) {
     let now = Utc::now();
     deliver_some(
         store,
-        state_dir,
+        &Resolver::new(store.clone(), state_dir),
         &|r| orchestrator_notify::due(r, now),
         true,
     )
@@ -160,9 +168,11 @@ pub async fn deliver_run(store: &Arc<Store>, state_dir: &Path, run_id: &str) {
     if let Some(hook) = orchestrator_tasks::data::PauseHook::from_env("notify") {
         hook.reached("before-deliver").await;
     }
+    // One resolver for every try: the run's workflow is loaded once.
+    let resolver = Resolver::new(store.clone(), state_dir);
     for wait in [1, 2, 0] {
         let last = wait == 0;
-        let left = deliver_some(store, state_dir, &|r| r.run_id == run_id, last).await;
+        let left = deliver_some(store, &resolver, &|r| r.run_id == run_id, last).await;
         if left == 0 || last {
             return;
         }
@@ -209,11 +219,10 @@ pub async fn delivering_during<T>(
 /// be delivered. Returns how many of them are still waiting.
 pub async fn deliver_some(
     store: &Arc<Store>,
-    state_dir: &Path,
+    resolver: &Resolver,
     select: &orchestrator_notify::Select<'_>,
     report: bool,
 ) -> usize {
-    let resolver = Resolver::new(store.clone(), state_dir);
     let resolve = |r: &OutboxRecord| resolver.resolve(r);
     match orchestrator_notify::deliver_due(store, &resolve, select).await {
         Ok(outcome) => {

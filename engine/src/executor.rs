@@ -237,14 +237,22 @@ impl Loop<'_> {
             .map(|r| r.task_id.as_str())
             .collect();
         let payload = crate::notify::sla_payload(&self.ex.run, sla, &running);
-        let records = crate::notify::outbox(
-            &self.ex.workflow.notify,
-            crate::notify::NotifyEvent::SlaMiss,
-            &self.ex.run,
-            (self.ex.run.reruns + 1).to_string(),
-            &payload,
-            Utc::now(),
-        );
+        let run = self.ex.run.clone();
+        let n = (run.reruns + 1).to_string();
+        self.queue_notifications(crate::notify::NotifyEvent::SlaMiss, &run, n, &payload);
+    }
+
+    /// Queues `event`'s notifications with this turn's writes: they are committed with
+    /// what they report.
+    fn queue_notifications(
+        &mut self,
+        event: crate::notify::NotifyEvent,
+        run: &RunRecord,
+        n: String,
+        payload: &serde_json::Value,
+    ) {
+        let records =
+            crate::notify::outbox(&self.ex.workflow.notify, event, run, n, payload, Utc::now());
         self.writes.extend(records.into_iter().map(Write::Outbox));
     }
 
@@ -510,15 +518,13 @@ impl Loop<'_> {
                         &error,
                         delay.as_secs_f64(),
                     );
-                    let records = crate::notify::outbox(
-                        &self.ex.workflow.notify,
+                    let run = self.ex.run.clone();
+                    self.queue_notifications(
                         crate::notify::NotifyEvent::Retry,
-                        &self.ex.run,
+                        &run,
                         format!("{}.{}", def.id, f.attempt),
                         &payload,
-                        Utc::now(),
                     );
-                    self.writes.extend(records.into_iter().map(Write::Outbox));
                 }
                 self.ex.observer.event(&Event::Failed {
                     task: &def.id,
@@ -591,15 +597,7 @@ impl Loop<'_> {
         // after it still delivers them (at the next start), and none is written twice.
         if let Some(event) = crate::notify::run_event(status) {
             let payload = crate::notify::run_payload(event, &run, &self.ex.records);
-            let records = crate::notify::outbox(
-                &self.ex.workflow.notify,
-                event,
-                &run,
-                (run.reruns + 1).to_string(),
-                &payload,
-                Utc::now(),
-            );
-            self.writes.extend(records.into_iter().map(Write::Outbox));
+            self.queue_notifications(event, &run, (run.reruns + 1).to_string(), &payload);
         }
         self.ex.store.commit(&self.writes)?;
         self.writes.clear();

@@ -61,7 +61,8 @@ pub async fn deliver(dir: &Path) -> Result<u8, Fail> {
     };
     let before = store.outbox_pending()?.len();
     // Now, whatever the backoff said: the user asks because the channel is back.
-    crate::notify::deliver_some(&store, dir, &|_| true, true).await;
+    let resolver = crate::notify::Resolver::new(store.clone(), dir);
+    crate::notify::deliver_some(&store, &resolver, &|_| true, true).await;
     let after = store.outbox_pending()?.len();
     outln!(
         "{} delivered, {after} waiting",

@@ -173,6 +173,13 @@ impl std::fmt::Debug for AlphaVantage {
 }
 
 /// Writes `contents` to `path` via a temporary file in the same directory and a rename.
+/// The API key: `api_key:`, else the non-empty value of the variable `env`.
+fn api_key(explicit: &Option<String>, env: &str) -> Option<String> {
+    explicit
+        .clone()
+        .or_else(|| std::env::var(env).ok().filter(|k| !k.trim().is_empty()))
+}
+
 /// Checks `symbols:` (not empty, ticker characters) and `base_url:` (http or https,
 /// default Alpha Vantage's); returns the base URL.
 fn check_request(symbols: &[String], base_url: Option<String>) -> Result<String, String> {
@@ -431,12 +438,7 @@ impl Task for AlphaVantage {
 
 impl AlphaVantage {
     fn source(&self, ctx: &TaskContext) -> Result<Source, TaskFailure> {
-        let key = self.api_key.clone().or_else(|| {
-            std::env::var(&self.api_key_env)
-                .ok()
-                .filter(|k| !k.trim().is_empty())
-        });
-        match (key, &self.sample_dir) {
+        match (api_key(&self.api_key, &self.api_key_env), &self.sample_dir) {
             (Some(key), _) => {
                 let client = reqwest::Client::builder()
                     .timeout(self.timeout)

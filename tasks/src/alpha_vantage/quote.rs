@@ -172,11 +172,7 @@ fn tick_csv(symbol: &str, t: &Tick) -> String {
 
 impl Quote {
     fn key(&self) -> Option<String> {
-        self.api_key.clone().or_else(|| {
-            std::env::var(&self.api_key_env)
-                .ok()
-                .filter(|k| !k.trim().is_empty())
-        })
+        super::api_key(&self.api_key, &self.api_key_env)
     }
 
     /// The next bar of `symbol` not yet replayed, as a tick; `None` when all were.

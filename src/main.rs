@@ -35,6 +35,16 @@ struct Cli {
         default_value = ".orchestrator"
     )]
     state_dir: PathBuf,
+    /// A shared channels file (a top-level `channels:` mapping) for every workflow,
+    /// instead of `channels.yaml` beside each; a run remembers it for its deliveries and
+    /// reruns.
+    #[arg(
+        long,
+        global = true,
+        env = "ORCHESTRATOR_CHANNELS",
+        value_name = "FILE"
+    )]
+    channels: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -304,6 +314,9 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
     let dir = cli.state_dir;
+    if let Some(file) = &cli.channels {
+        commands::set_channels_file(file)?;
+    }
     match cli.command {
         Command::Run {
             file,

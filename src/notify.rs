@@ -24,6 +24,8 @@ pub fn load_run_workflow(run: &RunRecord, state_dir: &Path) -> Result<Workflow, 
         &run.id,
         &run.logical_date,
         state_dir,
+        // The file the run was started with, whatever this process was given.
+        run.channels_file.as_ref().map(PathBuf::from),
     );
     wf::load_str(Path::new(&run.workflow_path), run.definition.clone(), &opts).map_err(|d| {
         format!(
@@ -42,6 +44,7 @@ fn options<'r>(
     run_id: &str,
     date: &str,
     state_dir: &Path,
+    channels_file: Option<PathBuf>,
 ) -> LoadOptions<'r> {
     LoadOptions {
         registry,
@@ -54,6 +57,7 @@ fn options<'r>(
         env: std::env::vars().collect(),
         default_warehouse: state_dir.join("warehouse"),
         backend: None,
+        channels_file,
     }
 }
 
@@ -64,7 +68,14 @@ type Channels = Result<Arc<std::collections::BTreeMap<String, Channel>>, String>
 fn load_workflow_file(path: &Path, state_dir: &Path) -> Result<Workflow, String> {
     let registry = orchestrator_tasks::registry();
     let today = Utc::now().format("%Y-%m-%d").to_string();
-    let opts = options(&registry, Default::default(), "notify", &today, state_dir);
+    let opts = options(
+        &registry,
+        Default::default(),
+        "notify",
+        &today,
+        state_dir,
+        crate::commands::channels_file(),
+    );
     wf::load_file(path, &opts).map_err(|e| {
         format!(
             "{} does not load: {}",
@@ -234,7 +245,7 @@ pub async fn deliver_some(
                     rec.channel,
                     rec.attempts,
                     rec.last_error.as_deref().unwrap_or("unknown error"),
-                    if rec.status == orchestrator_engine::state::DeliveryStatus::Failed {
+                    if rec.status == orchestrator_engine::state::DeliveryStatus::GaveUp {
                         "given up".to_string()
                     } else {
                         format!(

@@ -315,9 +315,9 @@ impl RunDetails {
                                 matches!(
                                     n.status,
                                     orchestrator_engine::state::DeliveryStatus::Pending
-                                        | orchestrator_engine::state::DeliveryStatus::Retrying
+                                        | orchestrator_engine::state::DeliveryStatus::Failed
                                 )
-                                .then(|| format!("next try {}", n.next_at.format("%H:%M:%S")))
+                                .then(|| format!("next try {}", n.next_at.format("%H:%M:%S UTC")))
                             })
                             .unwrap_or_else(|| "-".into()),
                         n.last_error.clone().unwrap_or_default(),
@@ -386,7 +386,12 @@ impl RunDetails {
                 "status": n.status.as_str(),
                 "attempts": n.attempts,
                 "created_at": ts(Some(n.created_at)),
-                "next_at": ts(Some(n.next_at)),
+                // Only while it will be tried again.
+                "next_at": ts(matches!(
+                    n.status,
+                    orchestrator_engine::state::DeliveryStatus::Pending
+                        | orchestrator_engine::state::DeliveryStatus::Failed
+                ).then_some(n.next_at)),
                 "delivered_at": ts(n.delivered_at),
                 "last_error": n.last_error,
             })).collect::<Vec<_>>(),

@@ -191,6 +191,7 @@ mod tests {
             env: Default::default(),
             default_warehouse: "/tmp/wh".into(),
             backend: None,
+            channels_file: None,
         };
         load_str(
             std::path::Path::new("/tmp/w.yaml"),
@@ -294,6 +295,7 @@ mod tests {
             trigger: None,
             note: None,
             backend: None,
+            channels_file: None,
         }
     }
 

@@ -140,6 +140,10 @@ fn new_record(
         trigger: Some(trigger.to_string()),
         note: None,
         backend: Some(workflow.backend.as_str().to_string()),
+        channels_file: workflow
+            .channels_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
     }
 }
 

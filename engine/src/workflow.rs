@@ -79,8 +79,10 @@ pub struct Workflow {
     /// Where created tables are written (absolute): `warehouse:`, relative to the file's
     /// directory, or `{state-dir}/warehouse`.
     pub warehouse: PathBuf,
-    /// `channels:`, by name (templates rendered).
+    /// `channels:`, by name (templates rendered), over the shared channels file's.
     pub channels: BTreeMap<String, Channel>,
+    /// `--channels FILE`, when given (see [`LoadOptions::channels_file`]).
+    pub channels_file: Option<PathBuf>,
     /// `notify:`: which run events go to which channels.
     pub notify: Vec<crate::notify::Subscription>,
     /// `sla:`: a run still going after this long notifies `sla_miss` (once per execution).
@@ -182,6 +184,9 @@ pub struct LoadOptions<'a> {
     pub default_warehouse: PathBuf,
     /// `--backend`: overrides the file's `backend:`.
     pub backend: Option<Backend>,
+    /// `--channels FILE`: the shared channels file, instead of `channels.yaml` beside the
+    /// workflow.
+    pub channels_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -806,7 +811,10 @@ impl Loader<'_, '_> {
         if let Some(node) = channels_node {
             self.channels(node, &renderer);
         }
-        if let Some(shared) = path
+        if let Some(file) = &self.opts.channels_file {
+            // Named on purpose: a missing file is an error, not "no shared channels".
+            self.shared_channels(file, &renderer);
+        } else if let Some(shared) = path
             .parent()
             .map(|d| d.join(SHARED_CHANNELS))
             .filter(|p| p.is_file() && p != path)
@@ -921,6 +929,7 @@ impl Loader<'_, '_> {
                 None => self.opts.default_warehouse.clone(),
             },
             channels: self.channels.clone(),
+            channels_file: self.opts.channels_file.clone(),
             notify,
             sla,
             tasks: tasks?,

@@ -322,9 +322,9 @@ pub async fn deliver_due(
                 );
                 rec.last_error = Some(e);
                 if rec.attempts >= MAX_ATTEMPTS {
-                    rec.status = DeliveryStatus::Failed;
+                    rec.status = DeliveryStatus::GaveUp;
                 } else {
-                    rec.status = DeliveryStatus::Retrying;
+                    rec.status = DeliveryStatus::Failed;
                     rec.next_at = at
                         + chrono::Duration::from_std(backoff(rec.attempts - 1))
                             .unwrap_or_else(|_| chrono::Duration::hours(1));

@@ -47,6 +47,7 @@ pub async fn daemon(
             env: std::env::vars().collect(),
             default_warehouse: default_warehouse.clone(),
             backend: None,
+            channels_file: super::channels_file(),
         };
         wf::load_str(path, source, &opts)
     });

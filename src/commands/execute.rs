@@ -86,6 +86,7 @@ pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) ->
     };
     let _api = serve_readers(&store, dir).await;
     let run = find_run(&store, run_id)?;
+    super::use_recorded_channels(&run);
     // Where the run ran, whatever the file says now.
     let backend = run
         .backend

@@ -12,7 +12,7 @@ pub mod state;
 pub mod workflow;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use orchestrator_engine::runner::RunError;
@@ -117,6 +117,36 @@ pub fn parse_instant(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
         .map_err(|_| format!("`{s}` is not an RFC 3339 instant like 2026-03-06T12:00:00Z"))
 }
 
+/// `--channels FILE` (absolute), set once at start (or, by a rerun started without it,
+/// to the file its run recorded).
+static CHANNELS_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Sets `--channels FILE` for this process; relative to the working directory.
+pub fn set_channels_file(file: &Path) -> Result<(), Fail> {
+    let abs = std::path::absolute(file)
+        .map_err(|e| Fail::input(format!("error: --channels {}: {e}", file.display())))?;
+    if !abs.is_file() {
+        return Err(Fail::input(format!(
+            "error: --channels {}: no such file; point it at a YAML file with a top-level `channels:` mapping",
+            file.display()
+        )));
+    }
+    let _ = CHANNELS_FILE.set(abs);
+    Ok(())
+}
+
+/// The shared channels file of this process, if `--channels` named one.
+pub fn channels_file() -> Option<PathBuf> {
+    CHANNELS_FILE.get().cloned()
+}
+
+/// A rerun without `--channels` resolves channels from the file its run was started with.
+pub fn use_recorded_channels(run: &orchestrator_engine::state::RunRecord) {
+    if let Some(f) = &run.channels_file {
+        let _ = CHANNELS_FILE.set(PathBuf::from(f));
+    }
+}
+
 pub fn today() -> String {
     chrono::Utc::now().format("%Y-%m-%d").to_string()
 }
@@ -156,6 +186,7 @@ pub fn load_on(
         env: std::env::vars().collect(),
         default_warehouse: state_dir.join("warehouse"),
         backend,
+        channels_file: channels_file(),
     };
     let workflow = wf::load_file(file, &opts)?;
     if let Some(warnings) = workflow.warnings_text() {

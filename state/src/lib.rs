@@ -530,7 +530,7 @@ impl Store {
                 Write::Outbox(r) => {
                     let key = outbox_key(&r.run_id, &r.id);
                     let pending = pending_key(&r.run_id, &r.id);
-                    if matches!(r.status, DeliveryStatus::Pending | DeliveryStatus::Retrying) {
+                    if matches!(r.status, DeliveryStatus::Pending | DeliveryStatus::Failed) {
                         batch.insert(pending, key.clone());
                     } else {
                         batch.remove(pending);

@@ -103,6 +103,10 @@ pub struct RunRecord {
     /// Where its data tasks ran (`local`, `aws`); a rerun runs there too.
     #[serde(default)]
     pub backend: Option<String>,
+    /// `--channels FILE` (absolute) when the run was started with one: its deliveries,
+    /// reruns and restarts resolve channels from that file too.
+    #[serde(default)]
+    pub channels_file: Option<String>,
 }
 
 /// The daemon's memory of one scheduled workflow.
@@ -312,20 +316,24 @@ pub struct SentRecord {
 pub enum DeliveryStatus {
     /// Not tried yet.
     Pending,
-    /// Tried and failed; tried again at `next_at` (`last_error` says why it failed).
-    Retrying,
     Delivered,
-    /// Given up after the last attempt; `last_error` says why.
+    /// The last attempt failed (`last_error` says why); tried again at `next_at`. Shown
+    /// as `failed` because that is what a person needs to know: the message has not
+    /// arrived. Delivery stays at least once, so it is not given up yet.
+    #[serde(alias = "retrying")]
     Failed,
+    /// Given up after the last of `MAX_ATTEMPTS` attempts (about a day); `last_error`
+    /// says why. `orchestrator notify deliver --again` would be the way back (not built).
+    GaveUp,
 }
 
 impl DeliveryStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Retrying => "retrying",
             DeliveryStatus::Delivered => "delivered",
             DeliveryStatus::Failed => "failed",
+            DeliveryStatus::GaveUp => "gave_up",
         }
     }
 }

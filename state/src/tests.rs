@@ -17,6 +17,7 @@ fn run(id: &str, status: RunStatus, secs: i64) -> RunRecord {
         trigger: None,
         note: None,
         backend: None,
+        channels_file: None,
     }
 }
 

@@ -239,7 +239,8 @@ fn a_webhook_that_answers_500_twice_gets_it_on_the_third_try_and_one_that_stays_
     let show = sb.show(&out.run_id());
     assert_eq!(show["status"], "succeeded");
     let n = &show["notifications"][0];
-    assert_eq!(n["status"], "retrying", "retried later: {n}");
+    assert_eq!(n["status"], "failed", "{n}");
+    assert!(n["next_at"].is_string(), "retried later: {n}");
     assert_eq!(n["attempts"], 3, "{n}");
     assert!(
         n["last_error"].as_str().unwrap().contains("HTTP 503"),
@@ -398,6 +399,65 @@ fn channels_yaml_beside_workflows_is_shared_and_its_errors_name_it() {
             "{}:2:30: channel `ops`: `url` is not an http:// or https:// URL",
             sb.path("channels.yaml").display()
         )),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn channels_flag_names_a_shared_file_that_deliveries_and_reruns_remember() {
+    // The first three posts (the run's three tries) fail; later ones succeed.
+    let hook = Hook::start(|nth| if nth <= 3 { 503 } else { 200 });
+    let sb = Sandbox::new();
+    sb.write(
+        "prod-channels.yaml",
+        "channels:\n  ops: { kind: webhook, url: \"{{ env.OPS_WEBHOOK }}\" }\n",
+    );
+    // Replaced by --channels, not merged.
+    sb.write(
+        "channels.yaml",
+        "channels:\n  ops: { kind: file, path: beside.jsonl }\n",
+    );
+    sb.write(
+        "a.yaml",
+        "name: a\nnotify:\n  - on: [failure, success]\n    to: ops\ntasks:\n  t:\n    kind: shell\n    command: test -f go\n",
+    );
+    let env = [("OPS_WEBHOOK", hook.url.as_str())];
+    let shared = sb.path("prod-channels.yaml");
+    let out = sb.run_with_env(
+        &["--channels", shared.to_str().unwrap(), "run", "a.yaml"],
+        &env,
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    let id = out.run_id();
+    assert_eq!(hook.posted().len(), 3, "three tries at the run's end");
+    let show = sb.show(&id);
+    assert_eq!(show["notifications"][0]["status"], "failed", "{show}");
+
+    // Without the flag: the run remembers its channels file.
+    let out = sb.run_with_env(&["notify", "deliver"], &env);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("1 delivered, 0 waiting"), "{out:?}");
+    let posted = hook.posted();
+    assert_eq!(posted.len(), 4);
+    assert_eq!(posted[3].json()["event"], "failure");
+    assert_eq!(posted[3].json()["run_id"], id.as_str());
+
+    sb.write("go", "");
+    let out = sb.run_with_env(&["rerun", &id], &env);
+    assert_eq!(out.code, 0, "{out:?}");
+    let posted = hook.posted();
+    assert_eq!(posted.len(), 5, "{posted:?}");
+    assert_eq!(posted[4].json()["event"], "success");
+    assert!(
+        !sb.state_dir().join("beside.jsonl").exists(),
+        "channels.yaml beside is not used when --channels names a file"
+    );
+
+    let out = sb.run(&["--channels", "nowhere.yaml", "validate", "a.yaml"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("error: --channels nowhere.yaml: no such file"),
         "{out:?}"
     );
 }

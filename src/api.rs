@@ -68,6 +68,7 @@ pub async fn serve(
     store: Arc<Store>,
     dir: &Path,
     commands: Option<orchestrator_daemon::Commands>,
+    ui: Option<String>,
     shutdown: CancellationToken,
 ) -> Result<Served, String> {
     let token = random_token()?;
@@ -93,6 +94,7 @@ pub async fn serve(
             "url": format!("http://{addr}"),
             "pid": std::process::id(),
             "daemon": commands.is_some(),
+            "ui": ui,
         });
         std::fs::write(dir.join(INFO), info.to_string())
             .map_err(|e| format!("cannot write {}: {e}", dir.join(INFO).display()))?;

@@ -10,6 +10,7 @@ mod commands;
 mod notify;
 mod out;
 mod report;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -208,6 +209,20 @@ enum Command {
         /// Runs at once, over all workflows.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
         max_runs: u64,
+        /// Where the web UI listens. An address others can reach needs --auth.
+        #[arg(long, env = "ORCHESTRATOR_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Do not serve the web UI.
+        #[arg(long)]
+        no_ui: bool,
+        /// Who may use the web UI: a YAML file of tokens and users, each a `viewer` or an
+        /// `operator` (see README).
+        #[arg(long, value_name = "FILE")]
+        auth: Option<PathBuf>,
+        /// The directory of dashboard files (`*.yaml`); default `dashboards` beside the
+        /// workflows directory.
+        #[arg(long, value_name = "DIR")]
+        dashboards: Option<PathBuf>,
     },
     /// Ask the running daemon to start a run of one of its workflows now.
     Trigger {
@@ -386,12 +401,22 @@ async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
             workflows,
             grace,
             max_runs,
+            listen,
+            no_ui,
+            auth,
+            dashboards,
         } => {
+            let ui = ui::UiArgs {
+                listen: (!no_ui).then_some(listen),
+                auth,
+                dashboards,
+            };
             daemon::daemon(
                 &dir,
                 &workflows,
                 grace,
                 usize::try_from(max_runs).unwrap_or(usize::MAX),
+                ui,
             )
             .await
         }

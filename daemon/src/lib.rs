@@ -81,6 +81,37 @@ pub enum Command {
         run_id: String,
         reply: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
+    /// What the daemon has scheduled and watches, and which files it could not load.
+    Status {
+        reply: tokio::sync::oneshot::Sender<Status>,
+    },
+}
+
+/// The daemon's view of its workflows directory (for the web UI's workflows page).
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub workflows_dir: PathBuf,
+    /// Scheduled or file-triggered workflows, by name.
+    pub workflows: Vec<WorkflowStatus>,
+    /// Files whose latest text does not validate, with the loader's diagnostics
+    /// (file:line). A workflow that validated before keeps running its previous version.
+    pub invalid: Vec<(PathBuf, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkflowStatus {
+    pub name: String,
+    pub path: PathBuf,
+    /// The version in force.
+    pub workflow: Workflow,
+    /// The next fire times (up to 5), in UTC.
+    pub next: Vec<DateTime<Utc>>,
+    /// The run in progress, if any.
+    pub active_run: Option<String>,
+    /// Due runs waiting for it.
+    pub queued: usize,
+    /// Files that arrived and wait for the debounce to start a run.
+    pub pending_files: Vec<PathBuf>,
 }
 
 /// Sends [`Command`]s to a running daemon.
@@ -189,6 +220,8 @@ struct Daemon {
     pending: BTreeMap<String, Pending>,
     /// Runs being cancelled by `concurrency: replace`, with the note to record.
     replaced: BTreeMap<String, String>,
+    /// Files whose latest text does not validate, with the diagnostics.
+    invalid: BTreeMap<PathBuf, String>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled; then stops starting runs, lets running
@@ -219,6 +252,7 @@ pub async fn run(
         file_watchers: BTreeMap::new(),
         pending: BTreeMap::new(),
         replaced: BTreeMap::new(),
+        invalid: BTreeMap::new(),
     };
     d.rescan();
     d.resume_interrupted(interrupted);
@@ -403,6 +437,7 @@ impl Daemon {
             tracing::info!("daemon: workflow {name}: file removed; unscheduled");
             self.entries.remove(&name);
         }
+        self.invalid.retain(|p, _| files.contains(p));
         for path in files {
             let Ok(source) = std::fs::read_to_string(&path) else {
                 continue;
@@ -420,9 +455,11 @@ impl Daemon {
                         "not scheduled"
                     };
                     tracing::warn!("daemon: {} is invalid; {kept}:\n{diags}", path.display());
+                    self.invalid.insert(path.clone(), diags.to_string());
                     continue;
                 }
             };
+            self.invalid.remove(&path);
             let old_name = current.map(|e| e.wf.name.clone());
             if let Some(old) = old_name.as_ref().filter(|o| **o != wf.name) {
                 self.entries.remove(old);
@@ -946,6 +983,9 @@ impl Daemon {
             } => {
                 let _ = reply.send(self.rerun(&run_id, from));
             }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
             Command::Cancel { run_id, reply } => {
                 match self.active.values().find(|a| a.run_id == run_id) {
                     Some(a) => {
@@ -960,6 +1000,43 @@ impl Daemon {
                     }
                 }
             }
+        }
+    }
+
+    fn status(&self) -> Status {
+        let workflows = self
+            .entries
+            .iter()
+            .map(|(name, e)| {
+                let mut next = Vec::new();
+                let mut at = e.next;
+                while let (Some(t), true) = (at, next.len() < 5) {
+                    next.push(t);
+                    at = e.wf.schedule.as_ref().and_then(|s| s.next_after(t));
+                }
+                WorkflowStatus {
+                    name: name.clone(),
+                    path: e.path.clone(),
+                    workflow: e.wf.clone(),
+                    next,
+                    active_run: self.active.get(name).map(|a| a.run_id.clone()),
+                    queued: self.queued.get(name).map_or(0, VecDeque::len),
+                    pending_files: self
+                        .pending
+                        .get(name)
+                        .map(|p| p.files.keys().cloned().collect())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        Status {
+            workflows_dir: self.config.workflows_dir.clone(),
+            workflows,
+            invalid: self
+                .invalid
+                .iter()
+                .map(|(p, d)| (p.clone(), d.clone()))
+                .collect(),
         }
     }
 

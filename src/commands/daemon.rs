@@ -19,7 +19,10 @@ pub async fn daemon(
     workflows: &Path,
     grace: Duration,
     max_runs: usize,
+    ui: crate::ui::UiArgs,
 ) -> Result<u8, Fail> {
+    // Before anything starts: a UI others could reach without --auth is refused.
+    let auth = crate::ui::prepare(&ui)?;
     let workflows = std::path::absolute(workflows).unwrap_or_else(|_| workflows.to_path_buf());
     if !workflows.is_dir() {
         return Err(Fail::input(format!(
@@ -81,9 +84,29 @@ pub async fn daemon(
     // It serves until the daemon has stopped, grace period included.
     let api_stop = CancellationToken::new();
     let (commands, command_rx) = orchestrator_daemon::commands();
-    let _api = crate::api::serve(store.clone(), &state_dir, Some(commands), api_stop.clone())
-        .await
-        .map_err(|e| Fail::failed(format!("error: {e}")))?;
+    let ui_url = match ui.listen {
+        Some(addr) => {
+            let source =
+                crate::ui::StoreSource::new(store.clone(), &state_dir, Some(commands.clone()));
+            let dashboards = ui
+                .dashboards
+                .clone()
+                .or_else(|| Some(config.workflows_dir.parent()?.join("dashboards")));
+            let url = crate::ui::serve(source, addr, auth, dashboards, api_stop.clone()).await?;
+            errln!("web UI on {url}");
+            Some(url)
+        }
+        None => None,
+    };
+    let _api = crate::api::serve(
+        store.clone(),
+        &state_dir,
+        Some(commands),
+        ui_url,
+        api_stop.clone(),
+    )
+    .await
+    .map_err(|e| Fail::failed(format!("error: {e}")))?;
     // Notifications: delivered within a second of being queued, retried with backoff.
     let deliverer_stop = CancellationToken::new();
     let deliverer = {

@@ -214,7 +214,7 @@ async fn follow(api: &crate::api::Client, run_id: &str, quiet: bool) -> Result<u
 /// `tables` go through its local API. Failing to serve it only costs them that.
 pub(crate) async fn serve_readers(store: &Arc<Store>, dir: &Path) -> Option<crate::api::Served> {
     // The server stops with the runtime when the command ends; the files go with `Served`.
-    match crate::api::serve(store.clone(), dir, None, CancellationToken::new()).await {
+    match crate::api::serve(store.clone(), dir, None, None, CancellationToken::new()).await {
         Ok(served) => Some(served),
         Err(e) => {
             tracing::warn!(

@@ -578,6 +578,42 @@ impl Store {
         Ok(out)
     }
 
+    /// One page of the runs `keep` accepts, newest first: `offset` of them skipped, at most
+    /// `limit` returned, and whether more match after them. Reads only as far back as the
+    /// page needs.
+    pub fn runs_page(
+        &self,
+        keep: impl Fn(&RunRecord) -> bool,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<RunRecord>, bool)> {
+        let mut out = Vec::new();
+        let mut skipped = 0;
+        for item in self.db.scan_prefix(b"i\0").rev() {
+            let (key, _) = item.map_err(|e| self.db_err(e))?;
+            let id = key
+                .rsplit(|b| *b == 0)
+                .next()
+                .map(|id| String::from_utf8_lossy(id).into_owned())
+                .unwrap_or_default();
+            let Some(run) = self.run(&id)? else {
+                return Err(self.corrupt(&key, "index entry without a run record"));
+            };
+            if !keep(&run) {
+                continue;
+            }
+            if skipped < offset {
+                skipped += 1;
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push(run);
+        }
+        Ok((out, false))
+    }
+
     fn all_runs(&self) -> Result<Vec<RunRecord>> {
         self.scan(b"r\0".to_vec())
     }

@@ -91,6 +91,8 @@ impl Sandbox {
             .env("ORCHESTRATOR_REQUIRE_ENDPOINT", "1")
             .env_remove("AWS_ENDPOINT_URL")
             .env_remove("ORCHESTRATOR_LOG")
+            // Every daemon's web UI on a port of its own (api.json says which).
+            .env("ORCHESTRATOR_LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null());
         c
     }

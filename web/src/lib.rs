@@ -1,0 +1,124 @@
+//! The web UI: server-rendered HTML pages (runs, a run's DAG and Gantt timeline, workflows,
+//! the catalog and a read-only SQL box, dashboards) plus the JSON API routes the pages'
+//! small script calls, on the listener of the process that owns the state dir.
+//!
+//! **Interface.** [`router`] takes a [`Source`] (the binary's: it reads the store, asks the
+//! daemon, runs queries) and [`Options`] (auth, dashboards directory). Every page is
+//! rendered from the same JSON the API routes answer (`/api/runs`, `/api/runs/{id}`,
+//! `/api/workflows`, `/api/tables`, `/api/query`): the UI is a client of the API, only
+//! rendered on the server. No Node toolchain: templates and assets are embedded
+//! (`assets/`), charts and the DAG are SVG drawn here.
+//!
+//! **Safety.** [`check_listen`] refuses a non-loopback address without `--auth`. With
+//! auth, every request needs a bearer token or a basic-auth user, each `viewer` or
+//! `operator`; only operators POST. POSTs must carry `X-Orchestrator-CSRF: 1` (a header a
+//! cross-site form cannot send, and a cross-site script cannot without a CORS preflight
+//! we never answer) unless they use a bearer token. Task output is masked when recorded;
+//! pages mask again with this process's secrets.
+
+pub mod auth;
+mod chart;
+mod dag;
+pub mod dashboards;
+mod pages;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use serde_json::Value;
+
+pub use auth::{Auth, Role};
+
+/// An answer that is not a success: an HTTP status and what to tell the user.
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub status: u16,
+    pub message: String,
+}
+
+impl Error {
+    pub fn bad_request(message: impl Into<String>) -> Error {
+        Error {
+            status: 400,
+            message: message.into(),
+        }
+    }
+    pub fn not_found(message: impl Into<String>) -> Error {
+        Error {
+            status: 404,
+            message: message.into(),
+        }
+    }
+    pub fn internal(message: impl Into<String>) -> Error {
+        Error {
+            status: 500,
+            message: message.into(),
+        }
+    }
+}
+
+/// Which runs the runs page lists.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub workflow: Option<String>,
+    pub status: Option<String>,
+    /// A logical date, `YYYY-MM-DD`.
+    pub date: Option<String>,
+    /// Runs to skip (newest first) and to list.
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// Where the UI's data comes from, in the shapes of the CLI's `--json` (README documents
+/// them). Implemented by the binary over the store and the daemon.
+#[async_trait::async_trait]
+pub trait Source: Send + Sync + 'static {
+    /// `{"runs": [runs --json rows], "more": bool}`.
+    async fn runs(&self, filter: &RunFilter) -> Result<Value, Error>;
+    /// `show --json`, plus `"upstream": {task: [tasks]}` from the run's definition.
+    async fn run(&self, id: &str) -> Result<Value, Error>;
+    /// `{"daemon": bool, "workflows": [...], "invalid": [{"path", "error"}]}`.
+    async fn workflows(&self) -> Result<Value, Error>;
+    /// `tables --json`.
+    async fn tables(&self) -> Result<Value, Error>;
+    /// `query --json`: an array of row objects, columns in order.
+    async fn query(&self, sql: &str) -> Result<Value, Error>;
+    /// Resumes a run (`rerun [--from]`): `{"run_id": ...}`.
+    async fn rerun(&self, id: &str, from: Option<&str>) -> Result<Value, Error>;
+    async fn cancel(&self, id: &str) -> Result<Value, Error>;
+    /// Starts a run of a workflow the daemon knows: `{"run_id": ...}`.
+    async fn trigger(
+        &self,
+        workflow: &str,
+        params: BTreeMap<String, String>,
+        date: Option<String>,
+    ) -> Result<Value, Error>;
+}
+
+pub struct Options {
+    /// `--auth FILE`, loaded; `None` serves everyone as an operator (loopback only).
+    pub auth: Option<Auth>,
+    /// Where `*.yaml` dashboards are read from (on every request: edits show at once).
+    pub dashboards_dir: Option<PathBuf>,
+    /// Ends the live (server-sent event) streams, so that a graceful shutdown does not
+    /// wait for open pages.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// Refuses to serve on an address others can reach without `--auth`.
+pub fn check_listen(addr: SocketAddr, auth: Option<&Auth>) -> Result<(), String> {
+    if !addr.ip().is_loopback() && auth.is_none() {
+        return Err(format!(
+            "refusing to serve the web UI on {addr} without --auth: anyone who can reach it could trigger, rerun and cancel runs and read every table. Pass --auth FILE (tokens or users, each a viewer or an operator; see README), or listen on 127.0.0.1"
+        ));
+    }
+    Ok(())
+}
+
+/// The UI's routes: pages, assets, server-sent events and the JSON API.
+pub fn router(source: Arc<dyn Source>, options: Options) -> Router {
+    pages::router(source, options)
+}

@@ -1,0 +1,827 @@
+//! Routes: the pages, their assets, server-sent events for live pages, and the JSON API.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use minijinja::Environment;
+use orchestrator_engine::template::Redactor;
+use serde_json::{json, Value};
+
+use crate::chart::{self, Kind};
+use crate::dashboards;
+use crate::{auth, dag, Auth, Error, Options, RunFilter, Source};
+
+struct Ui {
+    source: Arc<dyn Source>,
+    auth: Option<Auth>,
+    dashboards_dir: Option<PathBuf>,
+    templates: Environment<'static>,
+    redactor: Redactor,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+type Shared = Arc<Ui>;
+
+const PAGE: usize = 50;
+
+pub fn router(source: Arc<dyn Source>, options: Options) -> Router {
+    let mut templates = Environment::new();
+    for (name, text) in [
+        ("base.html", include_str!("../assets/base.html")),
+        ("runs.html", include_str!("../assets/runs.html")),
+        ("run.html", include_str!("../assets/run.html")),
+        ("workflows.html", include_str!("../assets/workflows.html")),
+        ("catalog.html", include_str!("../assets/catalog.html")),
+        ("table.html", include_str!("../assets/table.html")),
+        ("dashboards.html", include_str!("../assets/dashboards.html")),
+        ("dashboard.html", include_str!("../assets/dashboard.html")),
+        ("error.html", include_str!("../assets/error.html")),
+    ] {
+        if let Err(e) = templates.add_template(name, text) {
+            // A template is part of the binary: a broken one is a bug, caught by tests.
+            tracing::error!("web UI template {name}: {e}");
+        }
+    }
+    templates.add_filter("when", when);
+    templates.add_function("took", took);
+    let ui = Arc::new(Ui {
+        source,
+        auth: options.auth,
+        dashboards_dir: options.dashboards_dir,
+        templates,
+        redactor: Redactor::from_env(),
+        shutdown: options.shutdown,
+    });
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/runs") }))
+        .route("/runs", get(runs_page))
+        .route("/runs/{id}", get(run_page))
+        .route("/workflows", get(workflows_page))
+        .route("/catalog", get(catalog_page))
+        .route("/catalog/sql.csv", get(sql_csv))
+        .route("/catalog/tables/{name}", get(table_page))
+        .route("/dashboards", get(dashboards_page))
+        .route("/dashboards/{name}", get(dashboard_page))
+        .route("/events/runs", get(runs_events))
+        .route("/events/runs/{id}", get(run_events))
+        .route("/static/app.js", get(app_js))
+        .route("/static/style.css", get(style_css))
+        .route("/api/runs", get(api_runs))
+        .route("/api/runs/{id}", get(api_run))
+        .route("/api/runs/{id}/rerun", post(api_rerun))
+        .route("/api/runs/{id}/cancel", post(api_cancel))
+        .route("/api/trigger", post(api_trigger))
+        .route("/api/workflows", get(api_workflows))
+        .route("/api/tables", get(api_tables))
+        .route("/api/query", post(api_query))
+        .layer(axum::middleware::from_fn_with_state(ui.clone(), gate))
+        .with_state(ui)
+}
+
+/// Authentication, roles and CSRF for every route (see [`auth::authorize`]).
+async fn gate(State(ui): State<Shared>, request: Request, next: Next) -> Response {
+    match auth::authorize(ui.auth.as_ref(), request.method(), request.headers()) {
+        Ok(_) => {
+            let mut response = next.run(request).await;
+            let h = response.headers_mut();
+            // Never framed by another site (clickjacking a rerun button).
+            h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+            h.insert(
+                "x-content-type-options",
+                HeaderValue::from_static("nosniff"),
+            );
+            response
+        }
+        Err(refusal) => {
+            let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::UNAUTHORIZED);
+            let mut response = (status, Json(json!({"error": refusal.message}))).into_response();
+            if refusal.challenge {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"orchestrator\", charset=\"UTF-8\""),
+                );
+            }
+            response
+        }
+    }
+}
+
+/// `2026-12-01T22:00:03.123Z` -> `2026-12-01 22:00:03`.
+fn when(value: minijinja::Value) -> String {
+    value
+        .as_str()
+        .map(|s| {
+            let s = s.replace('T', " ");
+            s.split('.')
+                .next()
+                .unwrap_or(&s)
+                .trim_end_matches('Z')
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// How long from `start` to `end` (or now), e.g. `1.25 s`, `3 min 4 s`.
+fn took(start: minijinja::Value, end: minijinja::Value) -> String {
+    let parse = |v: &minijinja::Value| {
+        v.as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    let Some(s) = parse(&start) else {
+        return String::new();
+    };
+    let e = parse(&end).unwrap_or_else(chrono::Utc::now);
+    let ms = (e - s).num_milliseconds().max(0);
+    if ms < 60_000 {
+        format!("{:.2} s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000)
+    } else {
+        format!("{} h {} min", ms / 3_600_000, ms % 3_600_000 / 60_000)
+    }
+}
+
+impl Ui {
+    /// Renders a page; secrets of this process are masked in the whole text.
+    fn render(&self, name: &str, ctx: Value) -> Response {
+        // `partial`: only the live part (block `content`), which a live page swaps in.
+        let partial = ctx["partial"].as_bool().unwrap_or(false);
+        match self.templates.get_template(name).and_then(|t| {
+            if partial {
+                t.render_captured(&ctx)?
+                    .with_state_mut(|state| state.render_block("content"))
+            } else {
+                t.render(&ctx)
+            }
+        }) {
+            Ok(html) => Html(self.redactor.redact(&html).into_owned()).into_response(),
+            Err(e) => {
+                tracing::error!("web UI: rendering {name}: {e:#}");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot render {name}: {e}"),
+                )
+                    .into_response()
+            }
+        }
+    }
+
+    fn error_page(&self, e: Error) -> Response {
+        let mut r = self.render(
+            "error.html",
+            json!({"status": e.status, "message": e.message}),
+        );
+        *r.status_mut() =
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        r
+    }
+}
+
+fn api_error(e: Error) -> Response {
+    (
+        StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        Json(json!({"error": e.message})),
+    )
+        .into_response()
+}
+
+fn api(result: Result<Value, Error>) -> Response {
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+fn filter_of(q: &HashMap<String, String>) -> RunFilter {
+    let nonempty = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
+    let page: usize = q
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    RunFilter {
+        workflow: nonempty("workflow"),
+        status: nonempty("status"),
+        date: nonempty("date"),
+        offset: (page - 1) * PAGE,
+        limit: PAGE,
+    }
+}
+
+async fn runs_page(State(ui): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let filter = filter_of(&q);
+    let page = filter.offset / PAGE + 1;
+    match ui.source.runs(&filter).await {
+        Ok(runs) => {
+            let query = |p: usize| {
+                let mut parts: Vec<String> = ["workflow", "status", "date"]
+                    .iter()
+                    .filter_map(|k| {
+                        q.get(*k)
+                            .filter(|v| !v.is_empty())
+                            .map(|v| format!("{k}={}", enc(v)))
+                    })
+                    .collect();
+                parts.push(format!("page={p}"));
+                format!("?{}", parts.join("&"))
+            };
+            ui.render(
+                "runs.html",
+                json!({
+                    "page_name": "runs",
+                    "partial": q.contains_key("partial"),
+                    "live_events": format!("/events/runs{}", query(page)),
+                    "runs": runs["runs"],
+                    "filter": {"workflow": filter.workflow, "status": filter.status, "date": filter.date},
+                    "page": page,
+                    "prev": (page > 1).then(|| query(page - 1)),
+                    "next": runs["more"].as_bool().unwrap_or(false).then(|| query(page + 1)),
+                    "statuses": ["running", "succeeded", "failed", "cancelled", "interrupted", "skipped"],
+                }),
+            )
+        }
+        Err(e) => ui.error_page(e),
+    }
+}
+
+/// Percent-encodes a query value.
+fn enc(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn run_page(
+    State(ui): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    match ui.source.run(&id).await {
+        Ok(mut run) => {
+            let dag = dag::svg(&run);
+            let gantt = dag::gantt(&run);
+            // Each task's outputs: its own, or (a failed task has none) its last attempt's.
+            if let Some(tasks) = run["tasks"].as_array_mut() {
+                for t in tasks {
+                    let own = t["outputs"].as_object().is_some_and(|o| !o.is_empty());
+                    if !own {
+                        let last = t["history"]
+                            .as_array()
+                            .and_then(|h| h.last())
+                            .map(|a| a["outputs"].clone())
+                            .unwrap_or(Value::Null);
+                        t["outputs"] = last;
+                    }
+                }
+            }
+            ui.render(
+                "run.html",
+                json!({
+                    "page_name": "runs",
+                    "partial": q.contains_key("partial"),
+                    "live_events": format!("/events/runs/{}", enc(&id)),
+                    "run": run,
+                    "dag": dag,
+                    "gantt": gantt,
+                }),
+            )
+        }
+        Err(e) => ui.error_page(e),
+    }
+}
+
+/// A schedule expression in words, for the common shapes; the expression otherwise.
+pub fn in_words(expr: &str) -> String {
+    let e = expr.trim();
+    if let Some(inner) = e.strip_prefix("rate(").and_then(|s| s.strip_suffix(')')) {
+        return format!("every {}", inner.trim());
+    }
+    let inner = e
+        .strip_prefix("cron(")
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or(e);
+    let f: Vec<&str> = inner.split_whitespace().collect();
+    if f.len() < 5 {
+        return e.to_string();
+    }
+    let (min, hour, dom, mon, dow) = (f[0], f[1], f[2], f[3], f[4]);
+    let time = match (min.parse::<u32>(), hour.parse::<u32>()) {
+        (Ok(m), Ok(h)) => format!("at {h:02}:{m:02}"),
+        (Ok(m), _) if hour == "*" => format!("at minute {m} of every hour"),
+        _ => format!("at minute {min}, hour {hour}"),
+    };
+    let day_name = |d: &str| match d.to_ascii_uppercase().as_str() {
+        "MON" | "1" => "Monday".to_string(),
+        "TUE" | "2" => "Tuesday".into(),
+        "WED" | "3" => "Wednesday".into(),
+        "THU" | "4" => "Thursday".into(),
+        "FRI" | "5" => "Friday".into(),
+        "SAT" | "6" => "Saturday".into(),
+        "SUN" | "0" | "7" => "Sunday".into(),
+        other => other.to_string(),
+    };
+    let days = if dow != "*" && dow != "?" {
+        let parts: Vec<String> = dow
+            .split(',')
+            .map(|p| match p.split_once('-') {
+                Some((a, b)) => format!("{} through {}", day_name(a), day_name(b)),
+                None => day_name(p),
+            })
+            .collect();
+        format!(", {}", parts.join(" and "))
+    } else if dom != "*" && dom != "?" {
+        format!(", on day {dom} of the month")
+    } else {
+        ", every day".to_string()
+    };
+    let months = if mon != "*" {
+        format!(", in month {mon}")
+    } else {
+        String::new()
+    };
+    format!("{time}{days}{months}")
+}
+
+async fn workflows_page(State(ui): State<Shared>) -> Response {
+    let mut status = match ui.source.workflows().await {
+        Ok(s) => s,
+        Err(e) => return ui.error_page(e),
+    };
+    // Each workflow's last runs x tasks (Airflow's grid view).
+    if let Some(list) = status["workflows"].as_array_mut() {
+        for w in list {
+            if let Some(exprs) = w["schedule"]["exprs"].as_array() {
+                let words: Vec<String> = exprs
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(in_words)
+                    .collect();
+                w["schedule"]["words"] = json!(words.join("; "));
+            }
+            let name = w["name"].as_str().unwrap_or_default().to_string();
+            let filter = RunFilter {
+                workflow: Some(name),
+                limit: 15,
+                ..RunFilter::default()
+            };
+            let runs = ui.source.runs(&filter).await.unwrap_or_else(|_| json!({}));
+            let mut grid_runs = Vec::new();
+            for r in runs["runs"].as_array().into_iter().flatten().rev() {
+                let id = r["id"].as_str().unwrap_or_default();
+                if let Ok(full) = ui.source.run(id).await {
+                    let by_task: serde_json::Map<String, Value> = full["tasks"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|t| Some((t["id"].as_str()?.to_string(), t["status"].clone())))
+                        .collect();
+                    grid_runs.push(json!({
+                        "id": id, "status": r["status"], "logical_date": r["logical_date"],
+                        "tasks": by_task,
+                    }));
+                }
+            }
+            w["grid"] = json!(grid_runs);
+        }
+    }
+    status["page_name"] = json!("workflows");
+    ui.render("workflows.html", status)
+}
+
+/// Rows of `query --json` as columns and rows of cells, for a table.
+fn table_of(rows: &Value) -> Value {
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    let columns: Vec<String> = rows
+        .first()
+        .and_then(Value::as_object)
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            columns
+                .iter()
+                .map(|c| match &r[c] {
+                    Value::Null => String::new(),
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => match n.as_f64() {
+                        Some(f) if n.is_f64() => {
+                            let s = format!("{f:.6}");
+                            s.trim_end_matches('0').trim_end_matches('.').to_string()
+                        }
+                        _ => n.to_string(),
+                    },
+                    other => other.to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    json!({"columns": columns, "rows": cells, "count": rows.len()})
+}
+
+async fn catalog_page(
+    State(ui): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let tables = match ui.source.tables().await {
+        Ok(t) => t,
+        Err(e) => return ui.error_page(e),
+    };
+    let sql = q.get("sql").cloned().unwrap_or_default();
+    let (result, error) = if sql.trim().is_empty() {
+        (Value::Null, None)
+    } else {
+        match ui.source.query(&sql).await {
+            Ok(rows) => (table_of(&rows), None),
+            Err(e) => (Value::Null, Some(e.message)),
+        }
+    };
+    ui.render(
+        "catalog.html",
+        json!({
+            "page_name": "catalog",
+            "tables": tables,
+            "sql": sql,
+            "sql_enc": enc(&sql),
+            "result": result,
+            "error": error,
+        }),
+    )
+}
+
+async fn table_page(State(ui): State<Shared>, UrlPath(name): UrlPath<String>) -> Response {
+    let tables = match ui.source.tables().await {
+        Ok(t) => t,
+        Err(e) => return ui.error_page(e),
+    };
+    let Some(table) = tables
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["name"] == name.as_str())
+        .cloned()
+    else {
+        return ui.error_page(Error::not_found(format!(
+            "no table `{name}` in the catalog; the catalog page lists them"
+        )));
+    };
+    let preview_sql = format!("SELECT * FROM \"{}\" LIMIT 50", name.replace('"', "\"\""));
+    let (preview, error) = match ui.source.query(&preview_sql).await {
+        Ok(rows) => (table_of(&rows), None),
+        Err(e) => (Value::Null, Some(e.message)),
+    };
+    ui.render(
+        "table.html",
+        json!({
+            "page_name": "catalog",
+            "table": table,
+            "preview": preview,
+            "preview_sql": preview_sql,
+            "error": error,
+        }),
+    )
+}
+
+async fn sql_csv(State(ui): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let sql = q.get("sql").cloned().unwrap_or_default();
+    match ui.source.query(&sql).await {
+        Ok(rows) => {
+            let t = table_of(&rows);
+            let field = |s: &str| {
+                if s.contains([',', '"', '\n', '\r']) {
+                    format!("\"{}\"", s.replace('"', "\"\""))
+                } else {
+                    s.to_string()
+                }
+            };
+            let mut out = String::new();
+            let columns: Vec<String> = t["columns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| field(c.as_str().unwrap_or_default()))
+                .collect();
+            out.push_str(&columns.join(","));
+            out.push('\n');
+            for row in t["rows"].as_array().into_iter().flatten() {
+                let cells: Vec<String> = row
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| field(c.as_str().unwrap_or_default()))
+                    .collect();
+                out.push_str(&cells.join(","));
+                out.push('\n');
+            }
+            (
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"query.csv\"",
+                    ),
+                ],
+                ui.redactor.redact(&out).into_owned(),
+            )
+                .into_response()
+        }
+        Err(e) => api_error(e),
+    }
+}
+
+async fn dashboards_page(State(ui): State<Shared>) -> Response {
+    let list = ui
+        .dashboards_dir
+        .as_deref()
+        .map(dashboards::list)
+        .unwrap_or_default();
+    let items: Vec<Value> = list
+        .into_iter()
+        .map(|(name, title)| match title {
+            Ok(t) => json!({"name": name, "title": t}),
+            Err(e) => json!({"name": name, "error": e}),
+        })
+        .collect();
+    ui.render(
+        "dashboards.html",
+        json!({
+            "page_name": "dashboards",
+            "dashboards": items,
+            "dir": ui.dashboards_dir.as_ref().map(|d| d.display().to_string()),
+        }),
+    )
+}
+
+async fn dashboard_page(
+    State(ui): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(dir) = &ui.dashboards_dir else {
+        return ui.error_page(Error::not_found("no dashboards directory"));
+    };
+    let d = match dashboards::load(dir, &name) {
+        Ok(d) => d,
+        Err(e) => return ui.error_page(Error::not_found(e)),
+    };
+    // Params: from the URL when safe to put in SQL, else the default.
+    let mut params = BTreeMap::new();
+    let mut param_views = Vec::new();
+    for (k, p) in &d.params {
+        let v = q
+            .get(k)
+            .filter(|v| dashboards::safe_value(v))
+            .cloned()
+            .unwrap_or_else(|| p.default.clone());
+        let choices: Vec<String> = match &p.choices {
+            Some(sql) => ui
+                .source
+                .query(sql)
+                .await
+                .ok()
+                .and_then(|rows| {
+                    rows.as_array().map(|rows| {
+                        rows.iter()
+                            .filter_map(|r| {
+                                r.as_object()?.values().next()?.as_str().map(String::from)
+                            })
+                            .collect()
+                    })
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        param_views.push(json!({"name": k, "value": v, "choices": choices}));
+        params.insert(k.clone(), v);
+    }
+    let days_override = q.get("days").and_then(|d| d.parse::<u32>().ok());
+    let mut panels = Vec::new();
+    for p in &d.panels {
+        let days = days_override
+            .or_else(|| p.time_range.as_deref().and_then(dashboards::days))
+            .unwrap_or(36_500);
+        let started = std::time::Instant::now();
+        let rendered = match dashboards::render_sql(&p.sql, &params, days) {
+            Err(e) => Err(e),
+            Ok(sql) => match ui.source.query(&sql).await {
+                Err(e) => Err(e.message),
+                Ok(rows) => {
+                    let rows = rows.as_array().cloned().unwrap_or_default();
+                    if p.kind == Kind::Table {
+                        Ok((String::new(), table_of(&Value::Array(rows))))
+                    } else {
+                        let y = p.y();
+                        chart::draw(
+                            &rows,
+                            &chart::Spec {
+                                kind: p.kind,
+                                x: p.x.as_deref().unwrap_or_default(),
+                                y: &y,
+                                series: p.series.as_deref(),
+                                markers: p.markers.as_deref(),
+                            },
+                        )
+                        .map(|svg| (svg, Value::Null))
+                    }
+                }
+            },
+        };
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let title = dashboards::render_sql(&p.title, &params, days).unwrap_or(p.title.clone());
+        panels.push(match rendered {
+            Ok((svg, table)) => json!({
+                "title": title, "kind": format!("{:?}", p.kind).to_lowercase(),
+                "svg": svg, "table": table, "ms": format!("{ms:.0}"),
+                "range": p.time_range,
+            }),
+            Err(e) => json!({"title": title, "error": e}),
+        });
+    }
+    ui.render(
+        "dashboard.html",
+        json!({
+            "page_name": "dashboards",
+            "name": name,
+            "title": d.title,
+            "description": d.description,
+            "params": param_views,
+            "days": days_override,
+            "panels": panels,
+        }),
+    )
+}
+
+/// Server-sent events: `change` whenever what `probe` returns changes (checked every
+/// 500 ms on the server, where a store read costs microseconds); the page then fetches
+/// its new content. A comment every 15 s keeps proxies from closing the stream.
+fn changes<F, Fut>(stop: tokio_util::sync::CancellationToken, probe: F) -> Response
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = String> + Send + 'static,
+{
+    let stream = futures_util::stream::unfold((probe, None::<String>), move |(probe, last)| {
+        let stop = stop.clone();
+        async move {
+            loop {
+                if stop.is_cancelled() {
+                    return None;
+                }
+                let now = probe().await;
+                if last.as_ref() != Some(&now) {
+                    let first = last.is_none();
+                    let event = Event::default()
+                        .event(if first { "hello" } else { "change" })
+                        .data("{}");
+                    return Some((Ok::<_, std::convert::Infallible>(event), (probe, Some(now))));
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.cancelled() => return None,
+                }
+            }
+        }
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+async fn run_events(State(ui): State<Shared>, UrlPath(id): UrlPath<String>) -> Response {
+    changes(ui.shutdown.clone(), move || {
+        let ui = ui.clone();
+        let id = id.clone();
+        async move {
+            match ui.source.run(&id).await {
+                Ok(run) => run.to_string(),
+                Err(e) => e.message,
+            }
+        }
+    })
+}
+
+async fn runs_events(
+    State(ui): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let filter = filter_of(&q);
+    changes(ui.shutdown.clone(), move || {
+        let ui = ui.clone();
+        let filter = filter.clone();
+        async move {
+            match ui.source.runs(&filter).await {
+                Ok(runs) => runs.to_string(),
+                Err(e) => e.message,
+            }
+        }
+    })
+}
+
+async fn app_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../assets/app.js"),
+    )
+        .into_response()
+}
+
+async fn style_css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../assets/style.css"),
+    )
+        .into_response()
+}
+
+async fn api_runs(State(ui): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let mut filter = filter_of(&q);
+    if let Some(l) = q.get("limit").and_then(|l| l.parse().ok()) {
+        filter.limit = l;
+    }
+    api(ui.source.runs(&filter).await)
+}
+
+async fn api_run(State(ui): State<Shared>, UrlPath(id): UrlPath<String>) -> Response {
+    api(ui.source.run(&id).await)
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RerunBody {
+    #[serde(default)]
+    from: Option<String>,
+}
+
+async fn api_rerun(
+    State(ui): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    body: Option<Json<RerunBody>>,
+) -> Response {
+    let from = body.and_then(|Json(b)| b.from);
+    api(ui.source.rerun(&id, from.as_deref()).await)
+}
+
+async fn api_cancel(State(ui): State<Shared>, UrlPath(id): UrlPath<String>) -> Response {
+    api(ui.source.cancel(&id).await)
+}
+
+#[derive(serde::Deserialize)]
+struct TriggerBody {
+    workflow: String,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+    #[serde(default)]
+    date: Option<String>,
+}
+
+async fn api_trigger(State(ui): State<Shared>, Json(b): Json<TriggerBody>) -> Response {
+    let date = b.date.filter(|d| !d.is_empty());
+    api(ui.source.trigger(&b.workflow, b.params, date).await)
+}
+
+async fn api_workflows(State(ui): State<Shared>) -> Response {
+    api(ui.source.workflows().await)
+}
+
+async fn api_tables(State(ui): State<Shared>) -> Response {
+    api(ui.source.tables().await)
+}
+
+#[derive(serde::Deserialize)]
+struct QueryBody {
+    sql: String,
+}
+
+async fn api_query(State(ui): State<Shared>, Json(b): Json<QueryBody>) -> Response {
+    api(ui.source.query(&b.sql).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_in_words() {
+        assert_eq!(
+            in_words("cron(0 22 ? * MON-FRI *)"),
+            "at 22:00, Monday through Friday"
+        );
+        assert_eq!(in_words("30 6 * * *"), "at 06:30, every day");
+        assert_eq!(in_words("rate(1 minute)"), "every 1 minute");
+        assert_eq!(in_words("0 3 1 * *"), "at 03:00, on day 1 of the month");
+    }
+}

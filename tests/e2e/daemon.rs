@@ -12,13 +12,13 @@ use serde_json::Value;
 use crate::common::{wait_until, Sandbox};
 
 /// A running daemon whose stderr is collected as it arrives.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     log: Arc<Mutex<String>>,
 }
 
 impl Daemon {
-    fn start(sb: &Sandbox, extra: &[&str]) -> Daemon {
+    pub(crate) fn start(sb: &Sandbox, extra: &[&str]) -> Daemon {
         let mut args = vec!["daemon", "--workflows", "wf"];
         args.extend_from_slice(extra);
         let mut child = sb
@@ -43,12 +43,12 @@ impl Daemon {
         Daemon { child, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
     /// Waits until the log holds `needle` `n` times.
-    fn wait_log(&self, needle: &str, n: usize) {
+    pub(crate) fn wait_log(&self, needle: &str, n: usize) {
         wait_until(&format!("{n} × `{needle}` in the daemon's log"), || {
             self.log().matches(needle).count() >= n
         });
@@ -56,7 +56,7 @@ impl Daemon {
     }
 
     /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> (i32, String) {
+    pub(crate) fn terminate(mut self) -> (i32, String) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let mut code = None;

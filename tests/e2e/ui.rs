@@ -1,0 +1,398 @@
+//! The web UI in a real headless Chromium (see `browser.rs`), against a daemon started by
+//! each test: the run page of a failed audit and its rerun, the workflows page, the stock
+//! dashboards, auth, and masking. Screenshots land in `{target}/ui-screenshots/`.
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::browser::Browser;
+use crate::common::{wait_until, Sandbox};
+use crate::daemon::Daemon;
+
+fn repo(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// The reference pipeline as a daemon would find it: `wf/daily.yaml`, the bundled sample
+/// at `data/sample/alpha_vantage` (edited by `edit`), and `dashboards/`.
+fn daily_setup(sb: &Sandbox, edit: impl Fn(&str, &mut Value)) {
+    std::fs::create_dir_all(sb.path("wf")).unwrap();
+    std::fs::copy(repo("workflows/daily.yaml"), sb.path("wf/daily.yaml")).unwrap();
+    std::fs::create_dir_all(sb.path("dashboards")).unwrap();
+    std::fs::copy(
+        repo("dashboards/stocks.yaml"),
+        sb.path("dashboards/stocks.yaml"),
+    )
+    .unwrap();
+    let dir = sb.path("data/sample/alpha_vantage");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(repo("data/sample/alpha_vantage")).unwrap() {
+        let p = e.unwrap().path();
+        let symbol = p.file_stem().unwrap().to_string_lossy().into_owned();
+        let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        edit(&symbol, &mut doc);
+        std::fs::write(dir.join(p.file_name().unwrap()), doc.to_string()).unwrap();
+    }
+}
+
+/// The web UI's URL, from the daemon's `api.json`.
+fn ui_url(sb: &Sandbox) -> String {
+    let mut url = String::new();
+    wait_until("the daemon's api.json with the UI's address", || {
+        let Ok(text) = std::fs::read_to_string(sb.state_dir().join("api.json")) else {
+            return false;
+        };
+        let info: Value = serde_json::from_str(&text).unwrap_or_default();
+        match info["ui"].as_str() {
+            Some(u) => {
+                url = u.to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    url
+}
+
+fn show(sb: &Sandbox, id: &str) -> Value {
+    sb.show(id)
+}
+
+fn wait_run_ends(sb: &Sandbox, id: &str) -> Value {
+    let mut last = Value::Null;
+    wait_until(&format!("run {id} to end"), || {
+        last = show(sb, id);
+        last["status"] != "running"
+    });
+    last
+}
+
+#[test]
+fn a_failed_audit_shows_its_rule_and_samples_and_a_rerun_click_completes_it_live() {
+    let sb = Sandbox::new();
+    // One bad bar (high < low) on the run's date.
+    daily_setup(&sb, |symbol, doc| {
+        if symbol == "NVDA" {
+            doc["Time Series (Daily)"]["2026-05-11"]["2. high"] = Value::from("200.0000");
+        }
+    });
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    let url = ui_url(&sb);
+    let out = sb.run(&["trigger", "daily", "--date", "2026-05-11"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let id = out.run_id();
+    let run = wait_run_ends(&sb, &id);
+    assert_eq!(run["status"], "failed", "{run}");
+
+    let b = Browser::start();
+    b.goto(&format!("{url}/runs/{id}"));
+    let qc = b.find(r#"section[data-task="quality_check"]"#);
+    assert_eq!(b.attr(&qc, "data-status").as_deref(), Some("failed"));
+    let publish = b.find(r#"section[data-task="publish"]"#);
+    assert_eq!(b.attr(&publish, "data-status").as_deref(), Some("skipped"));
+    let why = b.text(&b.find(r#"section[data-task="publish"] .reason"#));
+    assert_eq!(why, "Skipped: upstream failed: quality_check");
+    // The DAG colours them too.
+    let node = b.find(r#"svg.dag g[data-task="publish"]"#);
+    assert_eq!(b.attr(&node, "data-status").as_deref(), Some("skipped"));
+    // The failing rule, with its sample row.
+    let rule = b.find(r#"section[data-task="quality_check"] table.checks tr.failed"#);
+    let text = b.text(&rule);
+    assert!(
+        text.contains("SELECT * FROM stock_daily_tmp WHERE high < low") && text.contains("FAILED"),
+        "{text}"
+    );
+    assert!(
+        text.contains("NVDA") && text.contains("2026-05-11") && text.contains("200"),
+        "the sample row: {text}"
+    );
+    assert_eq!(
+        b.find_all(r#"section[data-task="quality_check"] table.checks tr.passed"#)
+            .len(),
+        12,
+        "every other rule passed"
+    );
+    b.screenshot("run-failed-audit");
+
+    // Fix the landed bar, then "rerun from here" on create_temp; the page must update
+    // by itself: a marker set in this page survives (no reload).
+    let raw = sb.path(".orchestrator/landing/bars/dt=2026-05-11/NVDA.csv");
+    let bad = std::fs::read_to_string(&raw).unwrap();
+    let fixed = bad.replace(
+        "NVDA,2026-05-11,214.04,200.0,",
+        "NVDA,2026-05-11,214.04,222.3,",
+    );
+    assert_ne!(fixed, bad, "the bad row is in the landed file");
+    std::fs::write(&raw, fixed).unwrap();
+    b.execute("window.__noReload = 42;");
+    let button = b.find(r#"section[data-task="create_temp"] button[data-post]"#);
+    b.click(&button);
+    let question = b.accept_confirm();
+    assert!(
+        question.contains(&format!("orchestrator rerun {id} --from create_temp")),
+        "the confirmation shows the CLI equivalent: {question}"
+    );
+    wait_until("the page to show the run succeeded", || {
+        b.text(&b.find("#run-status")) == "succeeded"
+    });
+    assert_eq!(b.execute("return window.__noReload;"), Value::from(42));
+    let publish = b.find(r#"section[data-task="publish"]"#);
+    assert_eq!(
+        b.attr(&publish, "data-status").as_deref(),
+        Some("succeeded")
+    );
+    b.screenshot("run-rerun-succeeded");
+    assert_eq!(show(&sb, &id)["status"], "succeeded");
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}
+
+/// The next fire time of `cron(0 22 ? * MON-FRI *)` in UTC after `now`, computed here.
+fn next_weekday_22(now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::{Datelike, TimeZone, Weekday};
+    let mut day = now.date_naive();
+    loop {
+        let at = chrono::Utc.from_utc_datetime(&day.and_hms_opt(22, 0, 0).unwrap());
+        if at > now && !matches!(at.weekday(), Weekday::Sat | Weekday::Sun) {
+            return at;
+        }
+        day = day.succ_opt().unwrap();
+    }
+}
+
+#[test]
+fn the_workflows_page_shows_the_next_weekday_fire_and_an_invalid_edit_with_its_line() {
+    let sb = Sandbox::new();
+    daily_setup(&sb, |_, _| {});
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    let url = ui_url(&sb);
+    let b = Browser::start();
+    let before = chrono::Utc::now();
+    b.goto(&format!("{url}/workflows"));
+    let after = chrono::Utc::now();
+    let schedule = b.text(&b.find(r#"section[data-workflow="daily"] .schedule"#));
+    assert_eq!(
+        schedule,
+        "cron(0 22 ? * MON-FRI *) — at 22:00, Monday through Friday (UTC)"
+    );
+    let first = b.text(&b.find(r#"section[data-workflow="daily"] table.next td.utc"#));
+    // The page was rendered between `before` and `after`: either instant's answer.
+    let expected: Vec<String> = [before, after]
+        .iter()
+        .map(|t| {
+            next_weekday_22(*t)
+                .format("%a %Y-%m-%d %H:%M UTC")
+                .to_string()
+        })
+        .collect();
+    assert!(expected.contains(&first), "{first} not in {expected:?}");
+    assert_eq!(
+        b.find_all(r#"section[data-workflow="daily"] table.next td.utc"#)
+            .len(),
+        5
+    );
+    b.screenshot("workflows");
+
+    // An invalid edit: the previous version stays scheduled; the page shows the error.
+    let path = sb.path("wf/daily.yaml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    let line = text.lines().count() + 1;
+    text.push_str("bogus_field: 1\n");
+    std::fs::write(&path, text).unwrap();
+    d.wait_log("is invalid; the previous version stays scheduled", 1);
+    b.goto(&format!("{url}/workflows"));
+    let invalid = b.find("section.invalid");
+    let diag = b.text(&b.find("section.invalid pre.diagnostics"));
+    assert!(
+        diag.contains(&format!("daily.yaml:{line}:1")) && diag.contains("bogus_field"),
+        "{diag}"
+    );
+    assert!(b
+        .text(&invalid)
+        .contains("The previous version stays scheduled"));
+    // Still scheduled.
+    assert!(!b.find_all(r#"section[data-workflow="daily"]"#).is_empty());
+    b.screenshot("workflows-invalid-edit");
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}
+
+#[test]
+fn the_stocks_dashboard_draws_one_series_per_symbol_from_stock_daily() {
+    let sb = Sandbox::new();
+    daily_setup(&sb, |_, _| {});
+    let out = sb.run(&[
+        "backfill",
+        "wf/daily.yaml",
+        "--from",
+        "2026-04-27",
+        "--to",
+        "2026-05-11",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    let url = ui_url(&sb);
+    let b = Browser::start();
+    b.goto(&format!("{url}/dashboards"));
+    b.click(&b.find(r#"a[href="/dashboards/stocks"]"#));
+    wait_until("the stocks dashboard", || {
+        b.url().ends_with("/dashboards/stocks")
+    });
+    assert!(
+        b.find_all("section.panel pre.error").is_empty(),
+        "no panel failed: {}",
+        b.source()
+    );
+    for (title, series) in [
+        ("Average price, last 90 days", 10),
+        ("Daily return (close - open)", 10),
+        ("Garman–Klass volatility", 10),
+        ("NVDA: close, SMA-5 and SMA-20, with BUY/SELL crossovers", 3),
+    ] {
+        let css = format!(r#"section.panel[data-panel="{title}"] svg.chart g.series"#);
+        assert_eq!(b.find_all(&css).len(), series, "{title}");
+        let lines = format!(r#"section.panel[data-panel="{title}"] svg.chart polyline"#);
+        assert_eq!(
+            b.find_all(&lines).len(),
+            series,
+            "{title}: a line per series"
+        );
+    }
+    let symbols: Vec<String> = b
+        .find_all(r#"section.panel[data-panel="Average price, last 90 days"] g.series"#)
+        .iter()
+        .filter_map(|e| b.attr(e, "data-series"))
+        .collect();
+    assert_eq!(
+        symbols,
+        ["AMD", "ASML", "AVGO", "INTC", "MRVL", "MU", "NVDA", "QCOM", "TSM", "TXN"]
+    );
+    // The anomalies table is a table.
+    b.find(r#"section.panel[data-panel="Anomalies (moves over 5 %)"] table.result"#);
+    b.screenshot("dashboard-stocks");
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}
+
+/// A plain HTTP request to the UI; the status code and body.
+fn request(url: &str, method: &str, path: &str, auth: Option<&str>) -> (u16, String) {
+    let addr = url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    let auth = auth
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).unwrap();
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, raw)
+}
+
+fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn a_reachable_address_needs_auth_and_a_viewer_cannot_rerun() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path("wf")).unwrap();
+    let out = sb.run(&["daemon", "--workflows", "wf", "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "error: refusing to serve the web UI on 0.0.0.0:0 without --auth: anyone who can reach it could trigger"
+        ),
+        "{out:?}"
+    );
+    assert!(!sb.state_dir().join("api.json").exists(), "nothing started");
+
+    sb.write(
+        "auth.yaml",
+        "tokens:\n  - { name: wallboard, role: viewer, token: viewer-token-0123456789 }\n  - { name: oncall, role: operator, token: operator-token-0123456789 }\n",
+    );
+    // A file of secrets readable by others is refused.
+    let out = sb.run(&["daemon", "--workflows", "wf", "--auth", "auth.yaml"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("chmod 600"), "{out:?}");
+    write_private(
+        &sb.path("auth.yaml"),
+        &std::fs::read_to_string(sb.path("auth.yaml")).unwrap(),
+    );
+    sb.write(
+        "wf/once.yaml",
+        "name: once\ntasks:\n  t:\n    kind: shell\n    command: test -f go\n",
+    );
+    let out = sb.run(&["run", "wf/once.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let id = out.run_id();
+
+    let d = Daemon::start(&sb, &["--auth", "auth.yaml"]);
+    d.wait_log("daemon ready", 1);
+    let url = ui_url(&sb);
+    let (code, _) = request(&url, "GET", "/api/runs", None);
+    assert_eq!(code, 401);
+    let (code, body) = request(&url, "GET", "/api/runs", Some("viewer-token-0123456789"));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(&id), "{body}");
+    let rerun = format!("/api/runs/{id}/rerun");
+    let (code, body) = request(&url, "POST", &rerun, Some("viewer-token-0123456789"));
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("`wallboard` is a viewer"), "{body}");
+    let (code, body) = request(&url, "POST", &rerun, Some("operator-token-0123456789"));
+    assert_eq!(code, 200, "an operator may: {body}");
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}
+
+#[test]
+fn a_secret_in_task_output_shows_masked_on_the_run_page() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path("wf")).unwrap();
+    sb.write(
+        "wf/leaky.yaml",
+        "name: leaky\nschedule: \"0 0 1 1 *\"\ntasks:\n  talk:\n    kind: shell\n    command: echo \"the token is $DEPLOY_TOKEN\"\n",
+    );
+    let secret = "s3cr3t-deploy-value-9f2c";
+    let mut c = sb.command(&["daemon", "--workflows", "wf"]);
+    c.env("DEPLOY_TOKEN", secret)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let url = ui_url(&sb);
+    let out = sb.run(&["trigger", "leaky"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let id = out.run_id();
+    let run = wait_run_ends(&sb, &id);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let b = Browser::start();
+    b.goto(&format!("{url}/runs/{id}"));
+    // The attempt's output is in a closed <details>: read it as the DOM holds it.
+    let output = b.execute(
+        r#"return document.querySelector('section[data-task="talk"] pre.output').textContent;"#,
+    );
+    assert_eq!(output.as_str().map(str::trim), Some("the token is ***"));
+    assert!(!b.source().contains(secret));
+    b.screenshot("run-masked-secret");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

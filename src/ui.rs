@@ -230,6 +230,23 @@ impl orchestrator_web::Source for StoreSource {
         }))
     }
 
+    async fn alerts(&self, limit: usize) -> Result<Value, Error> {
+        let notifications = self.store.outbox_recent(limit).map_err(internal)?;
+        let sent = self.store.sent_recent(limit).map_err(internal)?;
+        let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339();
+        Ok(json!({
+            "notifications": notifications.iter().map(|n| json!({
+                "id": n.id, "run_id": n.run_id, "workflow": n.workflow, "event": n.event,
+                "channel": n.channel, "status": n.status.as_str(), "attempts": n.attempts,
+                "created_at": ts(n.created_at), "delivered_at": n.delivered_at.map(ts),
+                "last_error": n.last_error,
+            })).collect::<Vec<_>>(),
+            "sent": sent.iter().map(|s| json!({
+                "key": s.key, "run_id": s.run_id, "at": ts(s.at),
+            })).collect::<Vec<_>>(),
+        }))
+    }
+
     async fn tables(&self) -> Result<Value, Error> {
         let tables = self.store.tables().map_err(internal)?;
         serde_json::to_value(tables).map_err(internal)

@@ -75,13 +75,20 @@ pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) ->
         Writer::Local(store) => store,
         // A daemon owns the state dir: it resumes the run, and we follow it.
         Writer::Daemon(api) => {
+            // The run's record says `failed` until the daemon's executor records the
+            // resumed execution: follow from the next execution on.
+            let before = api.get(&format!("/api/runs/{run_id}"), &[], true).await?;
+            let reruns = serde_json::from_str::<serde_json::Value>(&before)
+                .ok()
+                .and_then(|v| v["reruns"].as_u64())
+                .unwrap_or(0);
             api.post(
                 &format!("/api/runs/{run_id}/rerun"),
                 serde_json::json!({ "from": from }),
             )
             .await?;
             outln!("run {run_id} resumed in the daemon");
-            return follow(&api, run_id, quiet).await;
+            return follow(&api, run_id, quiet, reruns + 1).await;
         }
     };
     let _api = serve_readers(&store, dir).await;
@@ -148,12 +155,19 @@ async fn run_in_daemon(
         "run {run_id} started in the daemon: file {}, logical date {date}",
         path.display()
     );
-    follow(api, &run_id, quiet).await
+    follow(api, &run_id, quiet, 0).await
 }
 
 /// Follows a run in the daemon through the API until it ends: prints each task
 /// transition (polling `show`), then the run's details; the exit status is the run's.
-async fn follow(api: &crate::api::Client, run_id: &str, quiet: bool) -> Result<u8, Fail> {
+/// Prints a run's transitions as the daemon records them, then its details; `reruns`: the
+/// execution to follow (a resumed run's record shows the previous one until it starts).
+async fn follow(
+    api: &crate::api::Client,
+    run_id: &str,
+    quiet: bool,
+    reruns: u64,
+) -> Result<u8, Fail> {
     let mut seen: std::collections::BTreeMap<String, (String, u64)> = Default::default();
     // The daemon answers with the run id as it hands the run to its executor, which
     // records it a moment later: until then the run is not found.
@@ -171,6 +185,12 @@ async fn follow(api: &crate::api::Client, run_id: &str, quiet: bool) -> Result<u
         };
         let show: serde_json::Value = serde_json::from_str(&answer)
             .map_err(|e| Fail::failed(format!("error: the daemon's answer: {e}")))?;
+        if show["reruns"].as_u64().unwrap_or(0) < reruns
+            && since.elapsed() < std::time::Duration::from_secs(10)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        }
         for t in show["tasks"].as_array().into_iter().flatten() {
             let id = t["id"].as_str().unwrap_or_default().to_string();
             let status = t["status"].as_str().unwrap_or_default().to_string();

@@ -707,6 +707,22 @@ impl Store {
         Ok(all)
     }
 
+    /// The latest `limit` notifications of every run, newest first.
+    pub fn outbox_recent(&self, limit: usize) -> Result<Vec<OutboxRecord>> {
+        let mut all: Vec<OutboxRecord> = self.scan(prefix(&["o"]))?;
+        all.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// The latest `limit` messages sent once (data alerts), newest first.
+    pub fn sent_recent(&self, limit: usize) -> Result<Vec<SentRecord>> {
+        let mut all: Vec<SentRecord> = self.scan(prefix(&["s"]))?;
+        all.sort_by(|a, b| (b.at, &b.key).cmp(&(a.at, &a.key)));
+        all.truncate(limit);
+        Ok(all)
+    }
+
     /// Every notification not delivered yet (an index: delivered ones cost nothing).
     pub fn outbox_pending(&self) -> Result<Vec<OutboxRecord>> {
         let mut out = Vec::new();

@@ -365,7 +365,7 @@ fn a_secret_in_task_output_shows_masked_on_the_run_page() {
     std::fs::create_dir_all(sb.path("wf")).unwrap();
     sb.write(
         "wf/leaky.yaml",
-        "name: leaky\nschedule: \"0 0 1 1 *\"\ntasks:\n  talk:\n    kind: shell\n    command: echo \"the token is $DEPLOY_TOKEN\"\n",
+        "name: leaky\nschedule: \"0 0 1 1 *\"\nchannels:\n  log: { kind: file, path: events.jsonl }\nnotify:\n  - { on: success, to: log }\ntasks:\n  talk:\n    kind: shell\n    command: echo \"the token is $DEPLOY_TOKEN\"\n",
     );
     let secret = "s3cr3t-deploy-value-9f2c";
     let mut c = sb.command(&["daemon", "--workflows", "wf"]);
@@ -388,6 +388,17 @@ fn a_secret_in_task_output_shows_masked_on_the_run_page() {
     assert_eq!(output.as_str().map(str::trim), Some("the token is ***"));
     assert!(!b.source().contains(secret));
     b.screenshot("run-masked-secret");
+    // The Alerts page lists the run's notification and its delivery.
+    b.goto(&format!("{url}/alerts"));
+    wait_until("the success notification on the Alerts page", || {
+        let rows = b.find_all(&format!(r#"tr[data-notification="{id}/success/1/log"]"#));
+        if rows.is_empty() {
+            b.goto(&format!("{url}/alerts"));
+            return false;
+        }
+        b.text(&rows[0]).contains("delivered")
+    });
+    b.screenshot("alerts");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

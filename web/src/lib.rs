@@ -82,6 +82,8 @@ pub trait Source: Send + Sync + 'static {
     async fn run(&self, id: &str) -> Result<Value, Error>;
     /// `{"daemon": bool, "workflows": [...], "invalid": [{"path", "error"}]}`.
     async fn workflows(&self) -> Result<Value, Error>;
+    /// `{"notifications": [outbox records, newest first], "sent": [data alerts sent]}`.
+    async fn alerts(&self, limit: usize) -> Result<Value, Error>;
     /// `tables --json`.
     async fn tables(&self) -> Result<Value, Error>;
     /// `query --json`: an array of row objects, columns in order.

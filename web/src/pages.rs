@@ -45,6 +45,7 @@ pub fn router(source: Arc<dyn Source>, options: Options) -> Router {
         ("dashboards.html", include_str!("../assets/dashboards.html")),
         ("dashboard.html", include_str!("../assets/dashboard.html")),
         ("error.html", include_str!("../assets/error.html")),
+        ("alerts.html", include_str!("../assets/alerts.html")),
     ] {
         if let Err(e) = templates.add_template(name, text) {
             // A template is part of the binary: a broken one is a bug, caught by tests.
@@ -69,6 +70,8 @@ pub fn router(source: Arc<dyn Source>, options: Options) -> Router {
         .route("/catalog", get(catalog_page))
         .route("/catalog/sql.csv", get(sql_csv))
         .route("/catalog/tables/{name}", get(table_page))
+        .route("/alerts", get(alerts_page))
+        .route("/api/alerts", get(api_alerts))
         .route("/dashboards", get(dashboards_page))
         .route("/dashboards/{name}", get(dashboard_page))
         .route("/events/runs", get(runs_events))
@@ -543,6 +546,21 @@ async fn sql_csv(State(ui): State<Shared>, Query(q): Query<HashMap<String, Strin
         }
         Err(e) => api_error(e),
     }
+}
+
+async fn alerts_page(State(ui): State<Shared>) -> Response {
+    match ui.source.alerts(200).await {
+        Ok(mut v) => {
+            v["page_name"] = json!("alerts");
+            v["live_events"] = json!("/events/runs");
+            ui.render("alerts.html", v)
+        }
+        Err(e) => ui.error_page(e),
+    }
+}
+
+async fn api_alerts(State(ui): State<Shared>) -> Response {
+    api(ui.source.alerts(200).await)
 }
 
 async fn dashboards_page(State(ui): State<Shared>) -> Response {

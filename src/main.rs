@@ -224,6 +224,24 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dashboards: Option<PathBuf>,
     },
+    /// Serve the web UI when no daemon runs: history, catalog and dashboards, and runs
+    /// started from the UI (trigger, rerun, cancel) in this process. Schedules and file
+    /// triggers do not fire. Stops on SIGTERM/SIGINT.
+    Ui {
+        /// The directory of workflow files the UI can trigger.
+        #[arg(long, default_value = "workflows")]
+        workflows: PathBuf,
+        /// Where the web UI listens. An address others can reach needs --auth.
+        #[arg(long, env = "ORCHESTRATOR_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Who may use the web UI (see `daemon --auth`).
+        #[arg(long, value_name = "FILE")]
+        auth: Option<PathBuf>,
+        /// The directory of dashboard files; default `dashboards` beside the workflows
+        /// directory.
+        #[arg(long, value_name = "DIR")]
+        dashboards: Option<PathBuf>,
+    },
     /// Ask the running daemon to start a run of one of its workflows now.
     Trigger {
         /// The workflow's name.
@@ -417,6 +435,28 @@ async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
                 grace,
                 usize::try_from(max_runs).unwrap_or(usize::MAX),
                 ui,
+                true,
+            )
+            .await
+        }
+        Command::Ui {
+            workflows,
+            listen,
+            auth,
+            dashboards,
+        } => {
+            let ui = ui::UiArgs {
+                listen: Some(listen),
+                auth,
+                dashboards,
+            };
+            daemon::daemon(
+                &dir,
+                &workflows,
+                std::time::Duration::from_secs(60),
+                8,
+                ui,
+                false,
             )
             .await
         }

@@ -163,6 +163,20 @@ impl orchestrator_web::Source for StoreSource {
         let details = report::RunDetails::load(&self.store, run).map_err(internal)?;
         let mut v = details.json();
         v["upstream"] = upstream;
+        // A running attempt's output so far (kept in memory by this process's executor).
+        let run_id = id.to_string();
+        for t in v["tasks"].as_array_mut().into_iter().flatten() {
+            let Some(task_id) = t["id"].as_str().map(String::from) else {
+                continue;
+            };
+            if let Some(last) = t["history"].as_array_mut().and_then(|h| h.last_mut()) {
+                if last["status"] == "running" {
+                    if let Some(tail) = orchestrator_engine::task::live_tail(&run_id, &task_id) {
+                        last["output_tail"] = Value::String(tail);
+                    }
+                }
+            }
+        }
         Ok(v)
     }
 

@@ -136,6 +136,10 @@ pub struct Config {
     pub grace: Duration,
     /// Runs at once, over all workflows.
     pub max_runs: usize,
+    /// Fire schedules and file triggers, resume interrupted runs. Off for `orchestrator
+    /// ui`: every workflow of the directory is known, and runs start only when asked
+    /// (trigger, rerun, run).
+    pub schedule: bool,
 }
 
 /// One scheduled workflow file.
@@ -255,12 +259,14 @@ pub async fn run(
         invalid: BTreeMap::new(),
     };
     d.rescan();
-    d.resume_interrupted(interrupted);
-    d.files_at_start();
-    let now = Utc::now();
-    let names: Vec<String> = d.entries.keys().cloned().collect();
-    for name in names {
-        d.catch_up(&name, now);
+    if d.config.schedule {
+        d.resume_interrupted(interrupted);
+        d.files_at_start();
+        let now = Utc::now();
+        let names: Vec<String> = d.entries.keys().cloned().collect();
+        for name in names {
+            d.catch_up(&name, now);
+        }
     }
     tracing::info!(
         "daemon ready: {} scheduled workflow{} in {}",
@@ -464,7 +470,7 @@ impl Daemon {
             if let Some(old) = old_name.as_ref().filter(|o| **o != wf.name) {
                 self.entries.remove(old);
             }
-            if wf.schedule.is_none() && wf.on_files.is_none() {
+            if self.config.schedule && wf.schedule.is_none() && wf.on_files.is_none() {
                 if old_name.is_some() {
                     tracing::info!(
                         "daemon: workflow {}: no `schedule:` or `on:` any more; unscheduled",
@@ -489,8 +495,14 @@ impl Daemon {
                 .last_fire(&name)
                 .unwrap_or_else(Utc::now)
                 .max(Utc::now());
-            let next = wf.schedule.as_ref().and_then(|s| s.next_after(from));
-            let deadline_at = next_deadline(&wf, Utc::now());
+            let (next, deadline_at) = if self.config.schedule {
+                (
+                    wf.schedule.as_ref().and_then(|s| s.next_after(from)),
+                    next_deadline(&wf, Utc::now()),
+                )
+            } else {
+                (None, None)
+            };
             self.entries.insert(
                 name.clone(),
                 Entry {
@@ -503,7 +515,9 @@ impl Daemon {
             );
             self.log_next(&name, if reloaded { "reloaded" } else { "scheduled" });
         }
-        self.sync_file_watchers();
+        if self.config.schedule {
+            self.sync_file_watchers();
+        }
     }
 
     /// One watcher per file-triggered workflow, on its directory; rebuilt when the

@@ -402,8 +402,10 @@ impl Loop<'_> {
         let task = def.task.clone();
         let timeout = def.timeout;
         let run_cancel = self.ex.cancel.clone();
+        let run_id = self.ex.run.id.clone();
         async move {
             let started = std::time::Instant::now();
+            let _live = crate::task::LiveOutput::register(&run_id, &ctx.task_id, &output);
             // The attempt runs in its own tokio task so that a panicking plugin fails
             // the attempt instead of the engine.
             let inner = tokio::spawn({

@@ -167,6 +167,47 @@ impl OutputSink {
     }
 }
 
+/// The output of attempts in progress in this process, by run and task: what the web UI
+/// shows while a task runs (the store gets the tail when the attempt ends; writing every
+/// line durably would cost a disk sync per line).
+static LIVE: std::sync::OnceLock<Mutex<std::collections::HashMap<(String, String), OutputSink>>> =
+    std::sync::OnceLock::new();
+
+fn live() -> &'static Mutex<std::collections::HashMap<(String, String), OutputSink>> {
+    LIVE.get_or_init(Default::default)
+}
+
+/// The output so far of task `task_id`'s attempt in progress in run `run_id`, if one is
+/// running in this process.
+pub fn live_tail(run_id: &str, task_id: &str) -> Option<String> {
+    let map = live().lock().ok()?;
+    map.get(&(run_id.to_string(), task_id.to_string()))
+        .map(OutputSink::tail)
+}
+
+/// Registers an attempt's output for [`live_tail`] until dropped.
+pub struct LiveOutput {
+    key: (String, String),
+}
+
+impl LiveOutput {
+    pub fn register(run_id: &str, task_id: &str, sink: &OutputSink) -> LiveOutput {
+        let key = (run_id.to_string(), task_id.to_string());
+        if let Ok(mut map) = live().lock() {
+            map.insert(key.clone(), sink.clone());
+        }
+        LiveOutput { key }
+    }
+}
+
+impl Drop for LiveOutput {
+    fn drop(&mut self) {
+        if let Ok(mut map) = live().lock() {
+            map.remove(&self.key);
+        }
+    }
+}
+
 /// What a config's `build` can use.
 #[derive(Debug, Clone)]
 pub struct BuildContext {

@@ -20,6 +20,7 @@ pub async fn daemon(
     grace: Duration,
     max_runs: usize,
     ui: crate::ui::UiArgs,
+    schedule: bool,
 ) -> Result<u8, Fail> {
     // Before anything starts: a UI others could reach without --auth is refused.
     let auth = crate::ui::prepare(&ui)?;
@@ -78,6 +79,7 @@ pub async fn daemon(
         workflows_dir: workflows,
         grace,
         max_runs,
+        schedule,
     };
     let store = Arc::new(store);
     // Other processes read through this while the daemon holds the store.

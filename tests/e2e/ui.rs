@@ -407,3 +407,96 @@ fn a_secret_in_task_output_shows_masked_on_the_run_page() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn ui_without_a_daemon_fires_nothing_but_triggers_and_shows_runs() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path("wf")).unwrap();
+    // Due every second, and one with no schedule at all: `ui` knows both, fires neither.
+    sb.write(
+        "wf/often.yaml",
+        "name: often\nschedule: \"* * * * * *\"\ntasks:\n  t:\n    kind: shell\n    command: echo ran >> often.log\n",
+    );
+    sb.write(
+        "wf/manual.yaml",
+        "name: manual\ntasks:\n  t:\n    kind: shell\n    command: echo by hand\n",
+    );
+    let mut child = sb
+        .command(&["ui", "--workflows", "wf"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = ui_url(&sb);
+    let (code, body) = request(&url, "GET", "/api/workflows", None);
+    assert_eq!(code, 200, "{body}");
+    let json: Value = serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let names: Vec<&str> = json["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["manual", "often"]);
+    for w in json["workflows"].as_array().unwrap() {
+        assert_eq!(w["next"], serde_json::json!([]), "nothing fires: {w}");
+    }
+    let out = sb.run(&["trigger", "manual"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let run = wait_run_ends(&sb, &out.run_id());
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let runs = sb.run(&["runs", "--json"]);
+    let runs: Value = serde_json::from_str(&runs.stdout).unwrap();
+    assert_eq!(
+        runs.as_array().unwrap().len(),
+        1,
+        "only the triggered run: {runs}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_running_tasks_output_follows_live_on_its_page() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path("wf")).unwrap();
+    // Prints a line, then waits for the file `go` before printing the next.
+    sb.write(
+        "wf/slow.yaml",
+        "name: slow\nschedule: \"0 0 1 1 *\"\ntasks:\n  work:\n    kind: shell\n    command: echo step one; while [ ! -f go ]; do sleep 0.05; done; echo step two\n",
+    );
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    let url = ui_url(&sb);
+    let out = sb.run(&["trigger", "slow"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let id = out.run_id();
+    let b = Browser::start();
+    b.goto(&format!("{url}/runs/{id}"));
+    let tail = || {
+        b.execute(
+            r#"const p = document.querySelector('section[data-task="work"] pre.output'); return p ? p.textContent : '';"#,
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    };
+    wait_until("the first line while the task runs", || {
+        tail().contains("step one")
+    });
+    assert_eq!(show(&sb, &id)["status"], "running");
+    assert!(!tail().contains("step two"));
+    b.screenshot("run-live-output");
+    // Shell tasks run in their workflow file's directory.
+    sb.write("wf/go", "");
+    wait_until(
+        "the second line, and the run's end, without a reload",
+        || tail().contains("step two") && b.text(&b.find("#run-status")) == "succeeded",
+    );
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}

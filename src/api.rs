@@ -141,18 +141,28 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({"error": message}))).into_response()
 }
 
-fn fail(f: Fail) -> Response {
+/// A command's failure as an HTTP status and message: 404 for no such run, 400 for bad
+/// input, 500 otherwise.
+pub(crate) fn fail_status(f: &Fail) -> (u16, String) {
     let msg = f
         .message
         .strip_prefix("error: ")
         .unwrap_or(&f.message)
         .to_string();
     let status = match f.code {
-        2 if msg.starts_with("no run") => StatusCode::NOT_FOUND,
-        2 => StatusCode::BAD_REQUEST,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        2 if msg.starts_with("no run") => 404,
+        2 => 400,
+        _ => 500,
     };
-    error(status, &msg)
+    (status, msg)
+}
+
+fn fail(f: Fail) -> Response {
+    let (status, msg) = fail_status(&f);
+    error(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &msg,
+    )
 }
 
 fn authorized(state: &AppState, headers: &HeaderMap) -> bool {

@@ -32,16 +32,8 @@ pub struct StoreSource {
 }
 
 fn from_fail(f: Fail) -> Error {
-    let message = f
-        .message
-        .strip_prefix("error: ")
-        .unwrap_or(&f.message)
-        .to_string();
-    match f.code {
-        2 if message.starts_with("no run") => Error::not_found(message),
-        2 => Error::bad_request(message),
-        _ => Error::internal(message),
-    }
+    let (status, message) = crate::api::fail_status(&f);
+    Error { status, message }
 }
 
 fn internal(e: impl std::fmt::Display) -> Error {
@@ -145,13 +137,12 @@ impl orchestrator_web::Source for StoreSource {
             None => None,
         };
         let keep = |r: &orchestrator_engine::state::RunRecord| {
-            f.workflow.as_ref().is_none_or(|w| *w == r.workflow)
-                && status.is_none_or(|s| s == r.status)
+            status.is_none_or(|s| s == r.status)
                 && f.date.as_ref().is_none_or(|d| *d == r.logical_date)
         };
         let (runs, more) = self
             .store
-            .runs_page(keep, f.offset, f.limit)
+            .runs_page(f.workflow.as_deref(), keep, f.offset, f.limit)
             .map_err(internal)?;
         let list: Value = serde_json::from_str(&report::runs_json(&runs)).map_err(internal)?;
         Ok(json!({"runs": list, "more": more}))

@@ -514,7 +514,9 @@ impl Store {
             match w {
                 Write::Run(r) => {
                     batch.insert(run_key(&r.id), encode(r));
-                    batch.insert(index_key(&r.started_at, &r.id), &[][..]);
+                    // The index entry holds the workflow's name, so listing one
+                    // workflow's runs reads no other run's record.
+                    batch.insert(index_key(&r.started_at, &r.id), r.workflow.as_bytes());
                 }
                 Write::Task(t) => batch.insert(task_key(&t.run_id, &t.task_id), encode(t)),
                 Write::Attempt(a) => {
@@ -557,25 +559,8 @@ impl Store {
 
     /// Runs, newest first, optionally of one workflow, at most `limit`.
     pub fn runs(&self, workflow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
-        let mut out = Vec::new();
-        for item in self.db.scan_prefix(b"i\0").rev() {
-            if out.len() >= limit {
-                break;
-            }
-            let (key, _) = item.map_err(|e| self.db_err(e))?;
-            let id = key
-                .rsplit(|b| *b == 0)
-                .next()
-                .map(|id| String::from_utf8_lossy(id).into_owned())
-                .unwrap_or_default();
-            let Some(run) = self.run(&id)? else {
-                return Err(self.corrupt(&key, "index entry without a run record"));
-            };
-            if workflow.is_none_or(|w| w == run.workflow) {
-                out.push(run);
-            }
-        }
-        Ok(out)
+        self.runs_page(workflow, |_| true, 0, limit)
+            .map(|(runs, _)| runs)
     }
 
     /// One page of the runs `keep` accepts, newest first: `offset` of them skipped, at most
@@ -583,6 +568,7 @@ impl Store {
     /// page needs.
     pub fn runs_page(
         &self,
+        workflow: Option<&str>,
         keep: impl Fn(&RunRecord) -> bool,
         offset: usize,
         limit: usize,
@@ -590,7 +576,14 @@ impl Store {
         let mut out = Vec::new();
         let mut skipped = 0;
         for item in self.db.scan_prefix(b"i\0").rev() {
-            let (key, _) = item.map_err(|e| self.db_err(e))?;
+            let (key, named) = item.map_err(|e| self.db_err(e))?;
+            // Index entries name their run's workflow (those written before that do not:
+            // their run is read).
+            if let Some(w) = workflow {
+                if !named.is_empty() && named.as_ref() != w.as_bytes() {
+                    continue;
+                }
+            }
             let id = key
                 .rsplit(|b| *b == 0)
                 .next()
@@ -599,7 +592,7 @@ impl Store {
             let Some(run) = self.run(&id)? else {
                 return Err(self.corrupt(&key, "index entry without a run record"));
             };
-            if !keep(&run) {
+            if workflow.is_some_and(|w| w != run.workflow) || !keep(&run) {
                 continue;
             }
             if skipped < offset {

@@ -394,7 +394,7 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 /// A copy of the bundled responses, changed by `edit(symbol, json)`.
-fn sample_copy(sb: &Sandbox, name: &str, edit: impl Fn(&str, &mut Value)) -> String {
+pub(crate) fn sample_copy(sb: &Sandbox, name: &str, edit: impl Fn(&str, &mut Value)) -> String {
     let dir = sb.path(name);
     std::fs::create_dir_all(&dir).unwrap();
     for e in std::fs::read_dir(repo("data/sample/alpha_vantage")).unwrap() {

@@ -26,15 +26,7 @@ fn daily_setup(sb: &Sandbox, edit: impl Fn(&str, &mut Value)) {
         sb.path("dashboards/stocks.yaml"),
     )
     .unwrap();
-    let dir = sb.path("data/sample/alpha_vantage");
-    std::fs::create_dir_all(&dir).unwrap();
-    for e in std::fs::read_dir(repo("data/sample/alpha_vantage")).unwrap() {
-        let p = e.unwrap().path();
-        let symbol = p.file_stem().unwrap().to_string_lossy().into_owned();
-        let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-        edit(&symbol, &mut doc);
-        std::fs::write(dir.join(p.file_name().unwrap()), doc.to_string()).unwrap();
-    }
+    crate::daily::sample_copy(sb, "data/sample/alpha_vantage", edit);
 }
 
 /// The web UI's URL, from the daemon's `api.json`.

@@ -629,15 +629,17 @@ async fn dashboard_page(
         params.insert(k.clone(), v);
     }
     let days_override = q.get("days").and_then(|d| d.parse::<u32>().ok());
-    let mut panels = Vec::new();
-    for p in &d.panels {
+    // The panels' queries at once: each waits mostly on its own scan.
+    let params = &params;
+    let ui_ref = &ui;
+    let panels: Vec<Value> = futures_util::future::join_all(d.panels.iter().map(|p| async move {
         let days = days_override
             .or_else(|| p.time_range.as_deref().and_then(dashboards::days))
             .unwrap_or(36_500);
         let started = std::time::Instant::now();
-        let rendered = match dashboards::render_sql(&p.sql, &params, days) {
+        let rendered = match dashboards::render_sql(&p.sql, params, days) {
             Err(e) => Err(e),
-            Ok(sql) => match ui.source.query(&sql).await {
+            Ok(sql) => match ui_ref.source.query(&sql).await {
                 Err(e) => Err(e.message),
                 Ok(rows) => {
                     let rows = rows.as_array().cloned().unwrap_or_default();
@@ -661,16 +663,17 @@ async fn dashboard_page(
             },
         };
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let title = dashboards::render_sql(&p.title, &params, days).unwrap_or(p.title.clone());
-        panels.push(match rendered {
+        let title = dashboards::render_sql(&p.title, params, days).unwrap_or(p.title.clone());
+        match rendered {
             Ok((svg, table)) => json!({
                 "title": title, "kind": format!("{:?}", p.kind).to_lowercase(),
                 "svg": svg, "table": table, "ms": format!("{ms:.0}"),
                 "range": p.time_range,
             }),
             Err(e) => json!({"title": title, "error": e}),
-        });
-    }
+        }
+    }))
+    .await;
     ui.render(
         "dashboard.html",
         json!({

@@ -11,7 +11,7 @@
 //! |---------------------------------------|------------------|
 //! | `meta\0schema`                        | schema version   |
 //! | `r\0{run}`                            | [`RunRecord`]    |
-//! | `i\0{started_at, fixed width}\0{run}` | empty (newest-first index) |
+//! | `i\0{started_at, fixed width}\0{run}` | the run's workflow name (newest-first index; empty in entries written before) |
 //! | `t\0{run}\0{task}`                    | [`TaskRecord`]   |
 //! | `a\0{run}\0{task}\0{attempt:010}`     | [`AttemptRecord`] |
 //! | `c\0{table}`                          | [`TableRecord`] (the catalog) |

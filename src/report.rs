@@ -416,10 +416,53 @@ pub fn graph(wf: &Workflow, mermaid: bool) -> String {
 }
 
 /// Query results as a text table.
+/// Query results as a table for people: floats rounded to 6 significant digits (never
+/// below the units: 1234567.8 shows as 1234568), so `0.30000000000000004` reads `0.3`.
+/// `--json` keeps full precision.
 pub fn batches_table(batches: &[RecordBatch]) -> Result<String, String> {
-    orchestrator_tasks::data::datafusion::arrow::util::pretty::pretty_format_batches(batches)
+    let readable: Vec<RecordBatch> = batches
+        .iter()
+        .map(readable_floats)
+        .collect::<Result<_, _>>()?;
+    orchestrator_tasks::data::datafusion::arrow::util::pretty::pretty_format_batches(&readable)
         .map(|t| t.to_string())
         .map_err(|e| e.to_string())
+}
+
+/// `v` rounded to 6 significant digits, or to the units when it has more than 6 digits
+/// before the point.
+pub fn round_readable(v: f64) -> f64 {
+    if !v.is_finite() || v == 0.0 {
+        return v;
+    }
+    if v.abs() >= 1e6 {
+        return v.round();
+    }
+    // Through decimal text: exact at every magnitude, where scaling by 10^n is not.
+    format!("{v:.5e}").parse().unwrap_or(v)
+}
+
+fn readable_floats(batch: &RecordBatch) -> Result<RecordBatch, String> {
+    use orchestrator_tasks::data::datafusion::arrow::array::{
+        Array, ArrayRef, Float32Array, Float64Array,
+    };
+    use orchestrator_tasks::data::datafusion::arrow::datatypes::{Float32Type, Float64Type};
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|c| -> ArrayRef {
+            if let Some(a) = c.as_any().downcast_ref::<Float64Array>() {
+                std::sync::Arc::new(a.unary::<_, Float64Type>(round_readable))
+            } else if let Some(a) = c.as_any().downcast_ref::<Float32Array>() {
+                std::sync::Arc::new(
+                    a.unary::<_, Float32Type>(|v| round_readable(f64::from(v)) as f32),
+                )
+            } else {
+                c.clone()
+            }
+        })
+        .collect();
+    RecordBatch::try_new(batch.schema(), columns).map_err(|e| e.to_string())
 }
 
 /// Query results as a JSON array of objects keyed by column name: numbers as numbers,
@@ -467,4 +510,22 @@ pub fn tables_table(tables: &[TableRecord]) -> String {
         ],
         &rows,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_readable;
+
+    #[test]
+    fn floats_read_at_six_significant_digits_but_keep_their_units() {
+        assert_eq!(round_readable(0.1 + 0.2), 0.3);
+        assert_eq!(round_readable(214.0400000001), 214.04);
+        assert_eq!(round_readable(0.000123456789), 0.000123457);
+        assert_eq!(round_readable(-0.0123456789), -0.0123457);
+        assert_eq!(round_readable(1234567.891), 1234568.0);
+        assert_eq!(round_readable(0.0), 0.0);
+        assert!(round_readable(f64::NAN).is_nan());
+        assert_eq!(round_readable(f64::INFINITY), f64::INFINITY);
+        assert_eq!(round_readable(1e-300), 1e-300);
+    }
 }

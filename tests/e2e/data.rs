@@ -381,3 +381,28 @@ fn a_multi_statement_sql_task_is_not_atomic_as_documented() {
     let out = sb.run(&["rerun", &id]);
     assert_eq!(out.code, 0, "{out:?}");
 }
+
+#[test]
+fn query_tables_round_floats_for_reading_and_json_keeps_them_exact() {
+    let sb = Sandbox::new();
+    let sql = "SELECT 0.1 + 0.2 AS x, 1234567.891 AS big, 0.000123456789 AS small";
+    let out = sb.run(&["query", sql]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("1234568"))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    let cells: Vec<&str> = row
+        .split('|')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(cells, ["0.3", "1234568.0", "0.000123457"], "{out:?}");
+    let out = sb.run(&["query", sql, "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("0.30000000000000004") && out.stdout.contains("1234567.891"),
+        "{out:?}"
+    );
+}

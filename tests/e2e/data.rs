@@ -164,7 +164,32 @@ fn query_is_read_only() {
     );
     let out = sb.run(&["query", "SELECT nope FROM bars"]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("nope"), "{out:?}");
+    assert!(
+        out.stderr.contains("error: unknown column `nope`"),
+        "{out:?}"
+    );
+    // DataFusion's real messages, made actionable.
+    let out = sb.run(&["query", "SELECT clse FROM bars"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("unknown column `clse`; did you mean `close`?"),
+        "{out:?}"
+    );
+    let out = sb.run(&["query", "SELECT * FROM bras"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("unknown table `bras`; did you mean `bars`?"),
+        "{out:?}"
+    );
+    let out = sb.run(&["query", "SELECT count(* FROM bars"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("SQL syntax error: Expected: ), found: FROM (line 1, column 16)\n  SELECT count(* FROM bars\n                 ^"),
+        "{out:?}"
+    );
     let table = sb.run(&["query", "SELECT count(*) AS n FROM bars"]);
     assert!(table.stdout.contains("| n |"), "{table:?}");
 }

@@ -235,13 +235,105 @@ pub async fn query(catalog: Arc<dyn Catalog>, sql: String) -> Result<Vec<RecordB
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let df = ctx
-            .sql_with_options(&sql, options)
-            .await
-            .map_err(|e| query_error(&e.to_string()))?;
-        df.collect().await.map_err(|e| query_error(&e.to_string()))
+        let tables: Vec<String> = catalog
+            .tables()
+            .map(|t| t.into_iter().map(|t| t.name).collect())
+            .unwrap_or_default();
+        let explain = |e: datafusion::error::DataFusionError| {
+            explain_sql_error(&sql, &query_error(&e.to_string()), &tables)
+        };
+        let df = ctx.sql_with_options(&sql, options).await.map_err(explain)?;
+        df.collect().await.map_err(explain)
     })
     .await?
+}
+
+/// DataFusion's error made actionable: a syntax error shows the SQL line with a caret
+/// under the column; an unknown column or table names the closest real one.
+pub fn explain_sql_error(sql: &str, error: &str, tables: &[String]) -> String {
+    // `SQL error: ParserError("Expected: ), found: * at Line: 1, Column: 35")`
+    if let Some(start) = error.find("ParserError(\"") {
+        let inner = &error[start + "ParserError(\"".len()..];
+        let inner = inner.strip_suffix("\")").unwrap_or(inner);
+        let (what, at) = match inner.rsplit_once(" at Line: ") {
+            Some((what, at)) => (what, Some(at)),
+            None => (inner, None),
+        };
+        let mut out = format!("SQL syntax error: {what}");
+        if let Some((line, column)) = at.and_then(|at| {
+            let (l, c) = at.split_once(", Column: ")?;
+            Some((
+                l.trim().parse::<usize>().ok()?,
+                c.trim().parse::<usize>().ok()?,
+            ))
+        }) {
+            out.push_str(&format!(" (line {line}, column {column})"));
+            if let Some(text) = sql.lines().nth(line.saturating_sub(1)) {
+                let pad: String = text
+                    .chars()
+                    .take(column.saturating_sub(1))
+                    .map(|c| if c == '\t' { '\t' } else { ' ' })
+                    .collect();
+                out.push_str(&format!("\n  {text}\n  {pad}^"));
+            }
+        }
+        return out;
+    }
+    // `Schema error: No field named nope. Valid fields are bars.symbol, bars.date.`
+    if let Some(start) = error.find("No field named ") {
+        let rest = &error[start + "No field named ".len()..];
+        // DataFusion 55 may add "Did you mean 'bars.close'?" and puts a line break
+        // before "Valid fields are": the name is the first word.
+        let field = rest
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('.');
+        let valid = rest
+            .split_once("Valid fields are ")
+            .map(|(_, v)| v.trim().trim_end_matches('.'))
+            .unwrap_or("");
+        let field = field.trim_matches('"');
+        let columns: Vec<&str> = valid
+            .split(", ")
+            .filter(|c| !c.is_empty())
+            .map(|c| c.rsplit('.').next().unwrap_or(c).trim_matches('"'))
+            .collect();
+        let bare = field.rsplit('.').next().unwrap_or(field);
+        let mut out = format!("unknown column `{field}`");
+        if let Some(near) = orchestrator_engine::suggest::closest(bare, columns.iter().copied()) {
+            out.push_str(&format!("; did you mean `{near}`?"));
+        }
+        if !columns.is_empty() {
+            out.push_str(&format!(" (columns: {})", columns.join(", ")));
+        }
+        return out;
+    }
+    // `Error during planning: table 'datafusion.public.stock' not found`
+    if let Some(start) = error.find("table '") {
+        let rest = &error[start + "table '".len()..];
+        if let Some((name, tail)) = rest.split_once('\'') {
+            if tail.trim_start().starts_with("not found") {
+                let name = name.rsplit('.').next().unwrap_or(name);
+                let mut out = format!("unknown table `{name}`");
+                if let Some(near) =
+                    orchestrator_engine::suggest::closest(name, tables.iter().map(String::as_str))
+                {
+                    out.push_str(&format!("; did you mean `{near}`?"));
+                }
+                if tables.is_empty() {
+                    out.push_str(" (the catalog has no tables yet: a `crawl` or `create_table_as` task creates them)");
+                } else {
+                    out.push_str(&format!(
+                        " (tables: {}; `orchestrator tables` lists them)",
+                        tables.join(", ")
+                    ));
+                }
+                return out;
+            }
+        }
+    }
+    error.to_string()
 }
 
 fn query_error(e: &str) -> String {
@@ -316,5 +408,50 @@ impl PauseHook {
         while !self.dir.join("resume").exists() {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod explain_tests {
+    use super::explain_sql_error;
+
+    #[test]
+    fn a_syntax_error_points_at_its_column() {
+        let sql = "SELECT symbol,\n  count(* FROM bars";
+        let e = explain_sql_error(
+            sql,
+            r#"SQL error: ParserError("Expected: ), found: FROM at Line: 2, Column: 12")"#,
+            &[],
+        );
+        assert_eq!(
+            e,
+            "SQL syntax error: Expected: ), found: FROM (line 2, column 12)\n    count(* FROM bars\n             ^"
+        );
+    }
+
+    #[test]
+    fn unknown_names_get_the_closest_real_one() {
+        let e = explain_sql_error(
+            "SELECT clse FROM bars",
+            "Schema error: No field named clse. Did you mean 'bars.close'?.\nValid fields are bars.symbol, bars.date, bars.close.",
+            &[],
+        );
+        assert_eq!(
+            e,
+            "unknown column `clse`; did you mean `close`? (columns: symbol, date, close)"
+        );
+        let e = explain_sql_error(
+            "SELECT * FROM stock_dayly",
+            "Error during planning: table 'datafusion.public.stock_dayly' not found",
+            &["stock_daily".into(), "ticks".into()],
+        );
+        assert_eq!(
+            e,
+            "unknown table `stock_dayly`; did you mean `stock_daily`? (tables: stock_daily, ticks; `orchestrator tables` lists them)"
+        );
+        assert_eq!(
+            explain_sql_error("x", "something else", &[]),
+            "something else"
+        );
     }
 }

@@ -37,8 +37,9 @@ pub fn load_run_workflow(run: &RunRecord, state_dir: &Path) -> Result<Workflow, 
 }
 
 /// What loading a workflow to find its channels needs: today's environment (channel URLs
-/// and secrets come from it), no overrides.
-fn options<'r>(
+/// and secrets come from it), no overrides. The binary's one `LoadOptions` builder:
+/// `commands::load_on` sets its overrides and backend over it.
+pub(crate) fn options<'r>(
     registry: &'r orchestrator_engine::task::Registry,
     inherited: std::collections::BTreeMap<String, String>,
     run_id: &str,

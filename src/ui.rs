@@ -27,8 +27,8 @@ pub struct StoreSource {
     store: Arc<Store>,
     state_dir: PathBuf,
     commands: Option<orchestrator_daemon::Commands>,
-    /// Each run's task graph, by run id and definition (a rerun may reload the file).
-    upstream: Mutex<HashMap<String, (String, Value)>>,
+    /// Task graphs by workflow definition (runs of one version share it); bounded.
+    upstream: Mutex<HashMap<String, Value>>,
 }
 
 fn from_fail(f: Fail) -> Error {
@@ -56,12 +56,13 @@ impl StoreSource {
 
     /// `{task: [upstream tasks]}` from the run's stored definition.
     fn upstream_of(&self, run: &orchestrator_engine::state::RunRecord) -> Value {
-        if let Ok(cache) = self.upstream.lock() {
-            if let Some((def, v)) = cache.get(&run.id) {
-                if *def == run.definition {
-                    return v.clone();
-                }
-            }
+        if let Some(v) = self
+            .upstream
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&run.definition).cloned())
+        {
+            return v;
         }
         let graph = match crate::notify::load_run_workflow(run, &self.state_dir) {
             Ok(wf) => {
@@ -85,7 +86,11 @@ impl StoreSource {
             Err(_) => json!({}),
         };
         if let Ok(mut cache) = self.upstream.lock() {
-            cache.insert(run.id.clone(), (run.definition.clone(), graph.clone()));
+            // A few versions are in use at a time; a long-lived daemon must not grow.
+            if cache.len() >= 64 {
+                cache.clear();
+            }
+            cache.insert(run.definition.clone(), graph.clone());
         }
         graph
     }

@@ -176,17 +176,16 @@ pub fn load_on(
         .map_err(|e| Fail::input(format!("error: state dir {}: {e}", state_dir.display())))?;
     let registry = orchestrator_tasks::registry();
     let opts = LoadOptions {
-        registry: &registry,
         overrides,
-        inherited,
-        run_id: run_id.to_string(),
-        date: date.to_string(),
-        scheduled_at: None,
-        trigger_files: Vec::new(),
-        env: std::env::vars().collect(),
-        default_warehouse: state_dir.join("warehouse"),
         backend,
-        channels_file: channels_file(),
+        ..crate::notify::options(
+            &registry,
+            inherited,
+            run_id,
+            date,
+            &state_dir,
+            channels_file(),
+        )
     };
     let workflow = wf::load_file(file, &opts)?;
     if let Some(warnings) = workflow.warnings_text() {

@@ -438,6 +438,14 @@ fn table_of(rows: &Value) -> Value {
     json!({"columns": columns, "rows": cells, "count": rows.len()})
 }
 
+/// A query's rows as a table, or its error for the page.
+async fn query_table(ui: &Ui, sql: &str) -> (Value, Option<String>) {
+    match ui.source.query(sql).await {
+        Ok(rows) => (table_of(&rows), None),
+        Err(e) => (Value::Null, Some(e.message)),
+    }
+}
+
 async fn catalog_page(
     State(ui): State<Shared>,
     Query(q): Query<HashMap<String, String>>,
@@ -450,10 +458,7 @@ async fn catalog_page(
     let (result, error) = if sql.trim().is_empty() {
         (Value::Null, None)
     } else {
-        match ui.source.query(&sql).await {
-            Ok(rows) => (table_of(&rows), None),
-            Err(e) => (Value::Null, Some(e.message)),
-        }
+        query_table(&ui, &sql).await
     };
     ui.render(
         "catalog.html",
@@ -485,10 +490,7 @@ async fn table_page(State(ui): State<Shared>, UrlPath(name): UrlPath<String>) ->
         )));
     };
     let preview_sql = format!("SELECT * FROM \"{}\" LIMIT 50", name.replace('"', "\"\""));
-    let (preview, error) = match ui.source.query(&preview_sql).await {
-        Ok(rows) => (table_of(&rows), None),
-        Err(e) => (Value::Null, Some(e.message)),
-    };
+    let (preview, error) = query_table(&ui, &preview_sql).await;
     ui.render(
         "table.html",
         json!({

@@ -222,7 +222,7 @@ mod tests {
         fn build(
             self,
             _: &crate::task::BuildContext,
-        ) -> Result<std::sync::Arc<dyn crate::task::Task>, String> {
+        ) -> Result<std::sync::Arc<dyn crate::task::Task>, crate::task::Invalid> {
             Ok(std::sync::Arc::new(NoopTask))
         }
     }

@@ -223,6 +223,69 @@ pub struct BuildContext {
     pub aws: Option<crate::workflow::AwsBlock>,
     /// The workflow's `channels:`, by name.
     pub channels: std::collections::BTreeMap<String, crate::workflow::Channel>,
+    /// The workflow file, for [`BuildContext::location`].
+    pub file: PathBuf,
+    /// The line of each top-level config field's value in the file.
+    pub field_lines: BTreeMap<String, usize>,
+}
+
+impl BuildContext {
+    /// `FILE:LINE` of a config field's value, for errors the task finds when it runs
+    /// (e.g. an unknown column in `sql:`).
+    pub fn location(&self, field: &str) -> Option<String> {
+        let line = self.field_lines.get(field)?;
+        Some(format!("{}:{line}", self.file.display()))
+    }
+}
+
+/// Why a task's config is invalid. Plain messages are reported at the task's line; with
+/// [`Invalid::at`], at the exact line and column inside one field's text (a SQL syntax
+/// error points into the YAML block that holds the SQL).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    pub message: String,
+    pub help: Option<String>,
+    pub at: Option<At>,
+}
+
+/// A place inside a string field's value: 1-based line and character column of the
+/// value's text (after YAML's own indentation is removed).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct At {
+    pub field: &'static str,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Invalid {
+    pub fn at(message: impl Into<String>, at: At) -> Self {
+        Invalid {
+            message: message.into(),
+            help: None,
+            at: Some(at),
+        }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+impl From<String> for Invalid {
+    fn from(message: String) -> Self {
+        Invalid {
+            message,
+            help: None,
+            at: None,
+        }
+    }
+}
+
+impl From<&str> for Invalid {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
 }
 
 /// A task kind's typed config: the deserialized YAML is the factory.
@@ -230,8 +293,9 @@ pub trait TaskConfig: DeserializeOwned + Send + Sync + 'static {
     /// The `kind:` name.
     const KIND: &'static str;
 
-    /// Makes the task. An `Err` is a validation error reported at the task's line.
-    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String>;
+    /// Makes the task. An `Err` is a validation error reported at the task's line, or
+    /// inside a field's value when it says where.
+    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, Invalid>;
 }
 
 /// A registered kind, type-erased.
@@ -242,7 +306,7 @@ pub trait TaskKind: Send + Sync {
 #[derive(Debug)]
 pub enum BuildError {
     Config(DeError),
-    Invalid(String),
+    Invalid(Invalid),
 }
 
 struct ConfigKind<C>(std::marker::PhantomData<fn() -> C>);

@@ -228,6 +228,8 @@ pub fn load_str(path: &Path, source: String, opts: &LoadOptions) -> Result<Workf
         aws: None,
         channels: BTreeMap::new(),
         workflow: String::new(),
+        file: path,
+        source: &source,
     }
     .load(path, &source);
     match result {
@@ -311,6 +313,9 @@ struct Loader<'a, 'e> {
     channels: BTreeMap<String, Channel>,
     /// The workflow's `name:` (empty if missing or invalid), for its tasks' `BuildContext`.
     workflow: String,
+    /// The file and its text, to point config errors inside a field's value.
+    file: &'e Path,
+    source: &'e str,
 }
 
 /// Where a workflow's data tasks run (`backend:`, or `run --backend`).
@@ -1074,6 +1079,13 @@ impl Loader<'_, '_> {
             backend: self.backend,
             aws: self.aws.clone(),
             channels: self.channels.clone(),
+            file: self.file.to_path_buf(),
+            field_lines: config_node
+                .as_map()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|(k, _)| Some((k.as_str()?.to_string(), k.pos.line)))
+                .collect(),
         };
         let task = match kind.build(&config_node, &ctx) {
             Ok(t) => t,
@@ -1082,8 +1094,19 @@ impl Loader<'_, '_> {
                 self.de_err(e, &context, COMMON_TASK_FIELDS);
                 return pending;
             }
-            Err(BuildError::Invalid(msg)) => {
-                self.err(Some(node.pos), format!("task `{id}`: {msg}"));
+            Err(BuildError::Invalid(invalid)) => {
+                let pos = invalid
+                    .at
+                    .and_then(|at| {
+                        let (key, value) = config_node
+                            .as_map()?
+                            .iter()
+                            .find(|(k, _)| k.as_str() == Some(at.field))?;
+                        Some(pos_in_value(self.source, key, value, at))
+                    })
+                    .unwrap_or(node.pos);
+                self.err(Some(pos), format!("task `{id}`: {}", invalid.message))
+                    .help = invalid.help;
                 return pending;
             }
         };
@@ -1481,4 +1504,93 @@ fn is_valid_name(s: &str, allow_upper: bool) -> bool {
 
 fn default_parallelism() -> usize {
     std::thread::available_parallelism().map_or(4, |n| n.get())
+}
+
+/// Where line `at.line`, column `at.column` of a string value's text is in the YAML file.
+/// A block scalar (`sql: |`) keeps its lines: text line k is the k-th line after the
+/// key's line, shifted by the block's indentation. A one-line scalar starts at its own
+/// position (after the quote). Anything else (a folded multi-line plain scalar, a line
+/// a template changed) points at the value's start or the line's first character.
+fn pos_in_value(source: &str, key: &Node, value: &Node, at: crate::task::At) -> Pos {
+    let text = value.as_str().unwrap_or_default();
+    let Some(first) = source.lines().nth(value.pos.line.saturating_sub(1)) else {
+        return value.pos;
+    };
+    let indicator = first.chars().nth(value.pos.col.saturating_sub(1));
+    let wanted = text
+        .lines()
+        .nth(at.line.saturating_sub(1))
+        .unwrap_or_default();
+    let header = source
+        .lines()
+        .nth(key.pos.line.saturating_sub(1))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, rest)| rest.trim_start());
+    if value.pos.line > key.pos.line && header.is_some_and(|h| h.starts_with(['|', '>'])) {
+        let line = key.pos.line + at.line;
+        let Some(yaml) = source.lines().nth(line - 1) else {
+            return value.pos;
+        };
+        let (yaml_len, wanted_len) = (yaml.chars().count(), wanted.chars().count());
+        let col = if yaml.ends_with(wanted) && yaml_len >= wanted_len {
+            yaml_len - wanted_len + at.column
+        } else {
+            yaml.chars().take_while(|c| c.is_whitespace()).count() + 1
+        };
+        return Pos { line, col };
+    }
+    if at.line == 1 && !text.contains('\n') {
+        let quoted = matches!(indicator, Some('"' | '\''));
+        let rest: String = first
+            .chars()
+            .skip(value.pos.col - 1 + quoted as usize)
+            .collect();
+        if rest.starts_with(wanted) {
+            return Pos {
+                line: value.pos.line,
+                col: value.pos.col + quoted as usize + at.column - 1,
+            };
+        }
+    }
+    value.pos
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::At;
+
+    /// The position of `at` inside `config`'s `sql:` value.
+    fn sql_pos(config: &str, line: usize, column: usize) -> (usize, usize) {
+        let root = yaml::parse(config).unwrap().unwrap();
+        let (key, value) = root
+            .as_map()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("sql"))
+            .unwrap();
+        let at = At {
+            field: "sql",
+            line,
+            column,
+        };
+        let p = pos_in_value(config, key, value, at);
+        (p.line, p.col)
+    }
+
+    #[test]
+    fn positions_inside_sql_values() {
+        // Block scalars keep lines: text line 2 is the file's line 3, after the indent.
+        assert_eq!(
+            sql_pos("kind: x\nsql: |\n  SELECT 1,\n    count(*\n", 2, 9),
+            (4, 11)
+        );
+        assert_eq!(sql_pos("sql: >-\n  SELECT a\n", 1, 8), (2, 10));
+        // One-line scalars: after the quote, if any.
+        assert_eq!(sql_pos("sql: SELECT count(* FROM t\n", 1, 16), (1, 21));
+        assert_eq!(sql_pos("sql: \"SELECT count(* FROM t\"\n", 1, 16), (1, 22));
+        assert_eq!(sql_pos("sql: 'SELECT x'\n", 1, 8), (1, 14));
+        // A line the text does not match (a template changed it): its first character.
+        assert_eq!(sql_pos("sql: |\n  SELECT 1\n", 1, 9).0, 2);
+    }
 }

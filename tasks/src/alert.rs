@@ -39,7 +39,10 @@ pub struct AlertConfig {
 impl TaskConfig for AlertConfig {
     const KIND: &'static str = "alert";
 
-    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
+    fn build(
+        self,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Task>, orchestrator_engine::task::Invalid> {
         if self.to.is_empty() {
             return Err("`to` is empty; name at least one of the workflow's `channels:`".into());
         }
@@ -47,7 +50,7 @@ impl TaskConfig for AlertConfig {
         for name in &self.to {
             let Some(ch) = ctx.channels.get(name) else {
                 let known: Vec<&str> = ctx.channels.keys().map(String::as_str).collect();
-                return Err(format!(
+                return Err(invalid!(
                     "`to: {name}`: the workflow has no channel `{name}` ({}); define it under `channels:`",
                     if known.is_empty() {
                         "it defines none".to_string()

@@ -348,7 +348,10 @@ pub struct AthenaQueryConfig {
 impl TaskConfig for AthenaQueryConfig {
     const KIND: &'static str = "athena_query";
 
-    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
+    fn build(
+        self,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Task>, orchestrator_engine::task::Invalid> {
         let block = needs_aws(Self::KIND, ctx)?;
         Ok(Arc::new(AthenaQuery {
             block,
@@ -400,7 +403,10 @@ pub struct GlueJobConfig {
 impl TaskConfig for GlueJobConfig {
     const KIND: &'static str = "glue_job";
 
-    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
+    fn build(
+        self,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Task>, orchestrator_engine::task::Invalid> {
         let block = needs_aws(Self::KIND, ctx)?;
         if self.job_name.trim().is_empty() {
             return Err("`job_name` is empty".into());

@@ -1,6 +1,13 @@
 //! Task kinds. Each kind is a typed config (the YAML fields of that kind) whose
 //! `build` makes the runnable task; [`registry`] lists them all.
 
+/// `format!` as a config's [`orchestrator_engine::task::Invalid`], for `build`.
+macro_rules! invalid {
+    ($($arg:tt)*) => {
+        orchestrator_engine::task::Invalid::from(format!($($arg)*))
+    };
+}
+
 pub mod alert;
 pub mod alpha_vantage;
 pub mod aws;

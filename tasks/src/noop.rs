@@ -15,7 +15,7 @@ pub struct NoopConfig {}
 impl TaskConfig for NoopConfig {
     const KIND: &'static str = "noop";
 
-    fn build(self, _: &BuildContext) -> Result<Arc<dyn Task>, String> {
+    fn build(self, _: &BuildContext) -> Result<Arc<dyn Task>, orchestrator_engine::task::Invalid> {
         Ok(Arc::new(Noop))
     }
 }

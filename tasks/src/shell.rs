@@ -51,7 +51,10 @@ pub struct ShellConfig {
 impl TaskConfig for ShellConfig {
     const KIND: &'static str = "shell";
 
-    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
+    fn build(
+        self,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Task>, orchestrator_engine::task::Invalid> {
         if self.command.trim().is_empty() {
             return Err("`command` is empty; give the shell command to run".into());
         }

@@ -194,6 +194,54 @@ fn query_is_read_only() {
     assert!(table.stdout.contains("| n |"), "{table:?}");
 }
 
+/// A task's SQL errors in the loader's style: a syntax error at the YAML line and column
+/// inside the `sql: |` block, before anything runs; an unknown column when it runs, with
+/// the closest real one and where `sql:` is.
+#[test]
+fn task_sql_errors_point_into_the_yaml() {
+    let sb = Sandbox::new();
+    bars(
+        &sb,
+        "dt=2025-04-09",
+        "a.csv",
+        &["NVDA,2025-04-09,101.5,1000"],
+    );
+    let workflow = |select: &str| {
+        format!(
+            "name: sqlerr\ntasks:\n  crawl:\n    kind: crawl\n    path: raw\n    table: bars\n  temp:\n    kind: create_table_as\n    after: [crawl]\n    table: temp\n    sql: |\n      SELECT symbol,\n        {select}\n      FROM bars\n"
+        )
+    };
+    sb.write("wf.yaml", &workflow("count(* AS n"));
+    let out = sb.run(&["run", "wf.yaml"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    // Line 13 of the file is the SQL's line 2; `AS` is its column 11, the file's 17.
+    assert!(
+        out.stderr.contains(
+            "wf.yaml:13:17: task `temp`: SQL syntax error in `sql`: Expected: ), found: AS"
+        ),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr
+            .contains("13 |         count(* AS n\n   |                 ^\n"),
+        "{out:?}"
+    );
+
+    sb.write("wf.yaml", &workflow("clse AS c"));
+    let out = sb.run(&["run", "wf.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let error = task(&sb.show(&out.run_id()), "temp")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("unknown column `clse`; did you mean `close`?"),
+        "{error}"
+    );
+    assert!(error.contains("in `sql:` at "), "{error}");
+    assert!(error.ends_with("wf.yaml:11"), "{error}");
+}
+
 #[test]
 fn generated_bars_are_reproducible_and_crawlable() {
     let sb = Sandbox::new();

@@ -93,11 +93,14 @@ pub const USAGE_COUNTER: &str = "alpha_vantage";
 impl TaskConfig for AlphaVantageConfig {
     const KIND: &'static str = "alpha_vantage";
 
-    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
+    fn build(
+        self,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Task>, orchestrator_engine::task::Invalid> {
         let base_url = check_request(&self.symbols, self.base_url)?;
         let cpm = self.calls_per_minute.unwrap_or(5.0);
         if !(cpm > 0.0 && cpm.is_finite()) {
-            return Err(format!(
+            return Err(invalid!(
                 "`calls_per_minute` must be more than 0, found {cpm}"
             ));
         }
@@ -114,7 +117,7 @@ impl TaskConfig for AlphaVantageConfig {
                 Some(url) if url.starts_with("s3://") => match crate::aws::Target::of(ctx) {
                     crate::aws::Target::Aws(block) => Output::S3(url.to_string(), block),
                     crate::aws::Target::Local => {
-                        return Err(format!(
+                        return Err(invalid!(
                             "`output: {url}` is in S3: run the workflow with `backend: aws` (or --backend aws), or give a directory"
                         ))
                     }

@@ -55,7 +55,10 @@ pub struct QuoteConfig {
 impl TaskConfig for QuoteConfig {
     const KIND: &'static str = "alpha_vantage_quote";
 
-    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
+    fn build(
+        self,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Task>, orchestrator_engine::task::Invalid> {
         let symbols: Vec<String> = match self.symbols {
             Symbols::List(l) => l,
             Symbols::Text(t) => t

@@ -44,12 +44,15 @@ pub struct CrawlConfig {
 impl TaskConfig for CrawlConfig {
     const KIND: &'static str = "crawl";
 
-    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
+    fn build(
+        self,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Task>, orchestrator_engine::task::Invalid> {
         check_table_name(&self.table)?;
         if let crate::aws::Target::Aws(block) = crate::aws::Target::of(ctx) {
             let path = self.path.display().to_string();
             if !path.starts_with("s3://") {
-                return Err(format!(
+                return Err(invalid!(
                     "`path: {path}`: on the aws backend a crawler reads S3; give an s3:// URL (e.g. the ingest's `output:` in S3 plus /bars)"
                 ));
             }

@@ -25,18 +25,29 @@ pub struct CreateTableAsConfig {
 impl TaskConfig for CreateTableAsConfig {
     const KIND: &'static str = "create_table_as";
 
-    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
+    fn build(
+        self,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Task>, orchestrator_engine::task::Invalid> {
         super::crawl::check_table_name(&self.table)?;
         if let Some(f) = self.format.filter(|f| *f != Format::Parquet) {
-            return Err(format!(
+            return Err(invalid!(
                 "`format: {}`: created tables are written as parquet; remove `format:` or set it to parquet",
                 f.name()
             ));
         }
+        let target = crate::aws::Target::of(ctx);
+        // DataFusion's parser checks the local dialect; Athena checks its own.
+        if let crate::aws::Target::Local = target {
+            if super::check_syntax(&self.sql, "sql")?.len() != 1 {
+                return Err("`sql` must be exactly one SELECT (or WITH ... SELECT)".into());
+            }
+        }
         Ok(Arc::new(CreateTableAs {
             table: self.table,
             sql: self.sql,
-            target: crate::aws::Target::of(ctx),
+            target,
+            location: ctx.location("sql"),
         }))
     }
 }
@@ -46,6 +57,8 @@ struct CreateTableAs {
     table: String,
     sql: String,
     target: crate::aws::Target,
+    /// `FILE:LINE` of `sql:`, for errors.
+    location: Option<String>,
 }
 
 #[async_trait::async_trait]
@@ -65,14 +78,20 @@ impl Task for CreateTableAs {
         );
         let creator = format!("{}/{}", ctx.run_id, ctx.task_id);
         let pause = super::PauseHook::from_env("create_table_as");
+        let location = self.location.clone();
         let record = on_engine(async move {
             let lock = warehouse::table_lock(&table);
             let _guard = lock.lock().await;
             let session = session(catalog.as_ref()).await?;
-            let df = session
-                .sql(&sql)
-                .await
-                .map_err(|e| format!("in `sql`: {e}"))?;
+            let df = session.sql(&sql).await.map_err(|e| {
+                super::explain_task_sql_error(
+                    catalog.as_ref(),
+                    &sql,
+                    &e,
+                    "sql",
+                    location.as_deref(),
+                )
+            })?;
             warehouse::create_table(catalog.as_ref(), &wh, &table, df, &creator, pause.as_ref())
                 .await
         })

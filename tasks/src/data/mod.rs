@@ -31,6 +31,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
 use orchestrator_engine::catalog::Catalog;
 use orchestrator_engine::state::TableRecord;
+use orchestrator_engine::task::{At, Invalid};
 
 pub use datafusion;
 
@@ -248,25 +249,76 @@ pub async fn query(catalog: Arc<dyn Catalog>, sql: String) -> Result<Vec<RecordB
     .await?
 }
 
+/// A parser error's text and 1-based (line, column), from DataFusion's
+/// `SQL error: ParserError("Expected: ), found: * at Line: 1, Column: 35")`.
+fn syntax_error(error: &str) -> Option<(&str, Option<(usize, usize)>)> {
+    let start = error.find("ParserError(\"")?;
+    let inner = &error[start + "ParserError(\"".len()..];
+    let inner = inner.strip_suffix("\")").unwrap_or(inner);
+    let Some((what, at)) = inner.rsplit_once(" at Line: ") else {
+        return Some((inner, None));
+    };
+    let at = at.split_once(", Column: ").and_then(|(l, c)| {
+        Some((
+            l.trim().parse::<usize>().ok()?,
+            c.trim().parse::<usize>().ok()?,
+        ))
+    });
+    Some((what, at))
+}
+
+/// Parses a task's SQL when the workflow loads. A syntax error points at its line and
+/// column inside the YAML value of `field`; other errors are the task's.
+pub(crate) fn check_syntax(
+    sql: &str,
+    field: &'static str,
+) -> Result<Vec<datafusion::sql::parser::Statement>, Invalid> {
+    match datafusion::sql::parser::DFParser::parse_sql(sql) {
+        Ok(statements) => Ok(statements.into_iter().collect()),
+        Err(e) => {
+            let text = e.to_string();
+            match syntax_error(&text) {
+                Some((what, Some((line, column)))) => Err(Invalid::at(
+                    format!("SQL syntax error in `{field}`: {what}"),
+                    At {
+                        field,
+                        line,
+                        column,
+                    },
+                )),
+                Some((what, None)) => Err(format!("SQL syntax error in `{field}`: {what}").into()),
+                None => Err(format!("invalid SQL in `{field}`: {text}").into()),
+            }
+        }
+    }
+}
+
+/// A task's SQL error when it runs: explained as [`explain_sql_error`] does, against the
+/// catalog's tables, and followed by where the SQL is (`in `sql:` at FILE:LINE`).
+pub(crate) fn explain_task_sql_error(
+    catalog: &dyn Catalog,
+    sql: &str,
+    error: &datafusion::error::DataFusionError,
+    field: &str,
+    location: Option<&str>,
+) -> String {
+    let tables: Vec<String> = catalog
+        .tables()
+        .map(|t| t.into_iter().map(|t| t.name).collect())
+        .unwrap_or_default();
+    let mut out = explain_sql_error(sql, &error.to_string(), &tables);
+    if let Some(at) = location {
+        out.push_str(&format!("\n  in `{field}:` at {at}"));
+    }
+    out
+}
+
 /// DataFusion's error made actionable: a syntax error shows the SQL line with a caret
 /// under the column; an unknown column or table names the closest real one.
 pub fn explain_sql_error(sql: &str, error: &str, tables: &[String]) -> String {
-    // `SQL error: ParserError("Expected: ), found: * at Line: 1, Column: 35")`
-    if let Some(start) = error.find("ParserError(\"") {
-        let inner = &error[start + "ParserError(\"".len()..];
-        let inner = inner.strip_suffix("\")").unwrap_or(inner);
-        let (what, at) = match inner.rsplit_once(" at Line: ") {
-            Some((what, at)) => (what, Some(at)),
-            None => (inner, None),
-        };
+    if let Some((what, at)) = syntax_error(error) {
         let mut out = format!("SQL syntax error: {what}");
-        if let Some((line, column)) = at.and_then(|at| {
-            let (l, c) = at.split_once(", Column: ")?;
-            Some((
-                l.trim().parse::<usize>().ok()?,
-                c.trim().parse::<usize>().ok()?,
-            ))
-        }) {
+        if let Some((line, column)) = at {
             out.push_str(&format!(" (line {line}, column {column})"));
             if let Some(text) = sql.lines().nth(line.saturating_sub(1)) {
                 let pad: String = text

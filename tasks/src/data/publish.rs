@@ -34,7 +34,10 @@ pub struct PublishConfig {
 impl TaskConfig for PublishConfig {
     const KIND: &'static str = "publish";
 
-    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
+    fn build(
+        self,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Task>, orchestrator_engine::task::Invalid> {
         super::crawl::check_table_name(&self.from)?;
         super::crawl::check_table_name(&self.to)?;
         if self.key.is_empty() {

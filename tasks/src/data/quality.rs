@@ -95,7 +95,10 @@ fn literal(v: &str) -> String {
 impl TaskConfig for QualityCheckConfig {
     const KIND: &'static str = "quality_check";
 
-    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
+    fn build(
+        self,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Task>, orchestrator_engine::task::Invalid> {
         super::crawl::check_table_name(&self.table)?;
         if self.checks.is_empty() {
             return Err("`checks` is empty; list at least one rule".into());
@@ -186,7 +189,7 @@ impl TaskConfig for QualityCheckConfig {
             }
         }
         if !problems.is_empty() {
-            return Err(format!(
+            return Err(invalid!(
                 "{} bad rule{} in `checks`: {}",
                 problems.len(),
                 if problems.len() == 1 { "" } else { "s" },

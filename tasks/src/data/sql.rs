@@ -31,19 +31,21 @@ pub struct SqlConfig {
 impl TaskConfig for SqlConfig {
     const KIND: &'static str = "sql";
 
-    fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, String> {
+    fn build(
+        self,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Task>, orchestrator_engine::task::Invalid> {
         let target = crate::aws::Target::of(ctx);
         // DataFusion's parser checks the local dialect; Athena checks its own.
         if let crate::aws::Target::Local = target {
-            let statements =
-                DFParser::parse_sql(&self.sql).map_err(|e| format!("invalid SQL: {e}"))?;
-            if statements.is_empty() {
+            if super::check_syntax(&self.sql, "sql")?.is_empty() {
                 return Err("`sql` has no statements".into());
             }
         }
         Ok(Arc::new(SqlTask {
             sql: self.sql,
             target,
+            location: ctx.location("sql"),
         }))
     }
 }
@@ -52,6 +54,8 @@ impl TaskConfig for SqlConfig {
 struct SqlTask {
     sql: String,
     target: crate::aws::Target,
+    /// `FILE:LINE` of `sql:`, for errors.
+    location: Option<String>,
 }
 
 #[async_trait::async_trait]
@@ -76,10 +80,30 @@ impl Task for SqlTask {
             (self.sql.clone(), ctx.catalog.clone(), ctx.warehouse.clone());
         let output = ctx.output.clone();
         let creator = format!("{}/{}", ctx.run_id, ctx.task_id);
-        on_engine(async move { run_statements(&sql, catalog, warehouse, &creator, &output).await })
+        let location = self.location.clone();
+        on_engine(async move {
+            let explain = |e: datafusion::error::DataFusionError| {
+                super::explain_task_sql_error(
+                    catalog.as_ref(),
+                    &sql,
+                    &e,
+                    "sql",
+                    location.as_deref(),
+                )
+            };
+            run_statements(
+                &sql,
+                catalog.clone(),
+                warehouse,
+                &creator,
+                &output,
+                &explain,
+            )
             .await
-            .and_then(|r| r)
-            .map_err(TaskFailure::new)
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(TaskFailure::new)
     }
 }
 
@@ -89,6 +113,7 @@ async fn run_statements(
     warehouse: PathBuf,
     creator: &str,
     output: &orchestrator_engine::task::OutputSink,
+    explain: &(dyn Fn(datafusion::error::DataFusionError) -> String + Sync),
 ) -> Result<Outputs, String> {
     let statements = DFParser::parse_sql(sql).map_err(|e| format!("invalid SQL: {e}"))?;
     let (mut dropped, mut created, mut rows) = (Vec::new(), Vec::new(), Vec::new());
@@ -123,7 +148,7 @@ async fn run_statements(
                         warehouse::drop_table(catalog.as_ref(), &name, true)?;
                     }
                     let ctx = session(catalog.as_ref()).await?;
-                    let df = ctx.sql(&query).await.map_err(|e| e.to_string())?;
+                    let df = ctx.sql(&query).await.map_err(explain)?;
                     let t = warehouse::create_table(catalog.as_ref(), &warehouse, &name, df, creator, None).await?;
                     output.line(&format!("created table {name}: {} rows", t.row_count.unwrap_or(0)));
                     created.push(name);
@@ -134,8 +159,14 @@ async fn run_statements(
                     let df = ctx
                         .sql_with_options(&other.to_string(), options)
                         .await
-                        .map_err(|e| format!("{e}; in a `sql` task, tables change only through DROP TABLE and CREATE TABLE ... AS SELECT"))?;
-                    let batches = df.collect().await.map_err(|e| e.to_string())?;
+                        .map_err(|e| {
+                            if e.to_string().contains("not supported") {
+                                format!("{e}; in a `sql` task, tables change only through DROP TABLE and CREATE TABLE ... AS SELECT")
+                            } else {
+                                explain(e)
+                            }
+                        })?;
+                    let batches = df.collect().await.map_err(explain)?;
                     let n: usize = batches.iter().map(|b| b.num_rows()).sum();
                     output.line(&format!("{n} rows"));
                     rows.push(n);

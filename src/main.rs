@@ -258,6 +258,22 @@ enum Command {
     /// Check or repair the state store.
     #[command(subcommand)]
     State(StateCommand),
+    /// Delete runs older than --older-than that nothing needs any more, then compact the
+    /// state db. Keeps runs still running, runs a `rerun` may still resume (not succeeded
+    /// and not replaced by a later run of the same date), runs of unfinished backfills and
+    /// runs with notifications still being delivered. The catalog is never touched.
+    Gc {
+        /// Age of the runs to delete, e.g. 90d, 12w. Without it, each workflow's
+        /// `retention:` (workflows without one are left alone).
+        #[arg(long, value_parser = parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// Only this workflow's runs.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Send a test message to a channel, or deliver notifications still waiting.
     #[command(subcommand)]
     Notify(NotifyCommand),
@@ -336,7 +352,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    // The command runs on a worker thread, not on this one: the tasks it spawns (one per
+    // attempt) then start on the same worker without waking another thread, which
+    // halves the cost of a short task.
+    let command = runtime.spawn(dispatch(cli));
+    let result = runtime.block_on(command).unwrap_or_else(|e| {
+        Err(commands::Fail::failed(format!(
+            "error: the command stopped unexpectedly: {e}"
+        )))
+    });
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             out::errln!("{}", f.message);
@@ -471,6 +496,11 @@ async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
         }
         Command::Notify(NotifyCommand::Deliver) => notify_cmd::deliver(&dir).await,
         Command::State(StateCommand::Check) => state::check(&dir),
+        Command::Gc {
+            older_than,
+            workflow,
+            dry_run,
+        } => state::gc(&dir, older_than, workflow.as_deref(), dry_run),
         Command::State(StateCommand::Recover { warehouse, force }) => {
             state::recover(&dir, warehouse, force).await
         }

@@ -170,13 +170,14 @@ pub struct RunDetails {
 impl RunDetails {
     pub fn load(store: &Store, run: RunRecord) -> Result<RunDetails, StateError> {
         let mut records = store.tasks(&run.id)?;
-        let pos = |id: &str| {
-            run.task_order
-                .iter()
-                .position(|t| t == id)
-                .unwrap_or(usize::MAX)
-        };
-        records.sort_by_key(|t| (pos(&t.task_id), t.task_id.clone()));
+        let order: std::collections::HashMap<&str, usize> = run
+            .task_order
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), i))
+            .collect();
+        let pos = |id: &str| order.get(id).copied().unwrap_or(usize::MAX);
+        records.sort_by_cached_key(|t| (pos(&t.task_id), t.task_id.clone()));
         let mut tasks = Vec::with_capacity(records.len());
         for t in records {
             let attempts = store.attempts(&run.id, &t.task_id)?;

@@ -1354,6 +1354,7 @@ impl Daemon {
         {
             self.active.remove(workflow);
         }
+        self.apply_retention(workflow);
         if self.stop_runs.is_cancelled() {
             return;
         }
@@ -1362,6 +1363,46 @@ impl Daemon {
             let _ = self.start(workflow, due); // `start` logs failures
         } else {
             self.flush_files();
+        }
+    }
+
+    /// `retention:`: deletes the workflow's runs older than it that nothing needs any more
+    /// (see `orchestrator_engine::retention`). The db is not compacted here (sled reuses
+    /// the space); `orchestrator gc` does that.
+    fn apply_retention(&self, workflow: &str) {
+        let Some(keep) = self.entries.get(workflow).and_then(|e| e.wf.retention) else {
+            return;
+        };
+        let Ok(age) = chrono::Duration::from_std(keep) else {
+            return;
+        };
+        let plan = (|| -> Result<_, orchestrator_engine::state::StateError> {
+            let runs = self.store.runs(Some(workflow), usize::MAX)?;
+            let backfills = self.store.backfills()?;
+            let undelivered = self
+                .store
+                .outbox_pending()?
+                .into_iter()
+                .map(|o| o.run_id)
+                .collect();
+            let plan = orchestrator_engine::retention::plan(
+                &runs,
+                &backfills,
+                &undelivered,
+                Utc::now() - age,
+                Some(workflow),
+            );
+            self.store.delete_runs(&plan.runs, &plan.backfills)?;
+            Ok(plan)
+        })();
+        match plan {
+            Ok(p) if !p.runs.is_empty() => tracing::info!(
+                "daemon: workflow {workflow}: retention {}d: deleted {} old runs",
+                keep.as_secs() / 86_400,
+                p.runs.len()
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("daemon: workflow {workflow}: retention: {e}"),
         }
     }
 

@@ -9,6 +9,11 @@
 //! **Invariant:** a transition is durable before the engine acts on it: a task is
 //! recorded `running` before its attempt is spawned, and `succeeded` before any
 //! dependant is started (its dependants are started in a later turn, after the commit).
+//!
+//! **Cost:** each turn costs what changed in it, not the size of the run: upstream
+//! outcomes are tallied per task as they arrive ([`Tally`]), retries wait in a queue
+//! ordered by due time, and a task's full upstream list is read only when its trigger
+//! rule settles it. A 10,000-task fan-in decides its sink in O(1) per completion.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -92,7 +97,7 @@ enum State {
     Pending,
     Ready,
     Running { attempt: u32 },
-    Retrying { due: Instant },
+    Retrying,
     Done(Upstream),
 }
 
@@ -130,6 +135,59 @@ struct Loop<'a> {
     cut: Vec<Option<String>>,
     /// When this execution misses the workflow's `sla:` (cleared once notified).
     sla_due: Option<Instant>,
+    /// Per task: its upstreams' outcomes so far.
+    tally: Vec<Tally>,
+    /// Tasks waiting to retry, by due time.
+    retry_queue: BTreeSet<(Instant, usize)>,
+}
+
+/// A task's upstream outcomes, counted as they arrive, so that deciding does not re-read
+/// every upstream on every completion.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    /// Upstreams not finished yet.
+    waiting: usize,
+    /// Finished without succeeding (failed, skipped, cancelled).
+    not_succeeded: usize,
+    succeeded: usize,
+    /// Failed, or skipped because of a failure (what `any_failed` counts).
+    failures: usize,
+    /// An upstream that finished had its branch cut (short-circuit).
+    cut: bool,
+}
+
+impl Tally {
+    fn add(&mut self, outcome: Upstream, cut: bool) {
+        self.waiting = self.waiting.saturating_sub(1);
+        match outcome {
+            Upstream::Succeeded => self.succeeded += 1,
+            Upstream::Waiting => self.waiting += 1,
+            Upstream::Failed
+            | Upstream::Skipped {
+                after_failure: true,
+            } => {
+                self.not_succeeded += 1;
+                self.failures += 1;
+            }
+            Upstream::Skipped { .. } | Upstream::Cancelled => self.not_succeeded += 1,
+        }
+        self.cut |= cut;
+    }
+
+    /// Whether `rule` certainly waits with these outcomes; otherwise the full rule decides
+    /// (once: the task then runs or is skipped).
+    fn waits(&self, rule: crate::trigger::TriggerRule) -> bool {
+        use crate::trigger::TriggerRule::*;
+        if self.cut || self.waiting == 0 {
+            return false;
+        }
+        match rule {
+            AllSuccess => self.not_succeeded == 0,
+            AnySuccess => self.succeeded == 0,
+            AllDone => true,
+            AnyFailed => self.failures == 0,
+        }
+    }
 }
 
 /// Executes the run to completion (or cancellation) and returns its final record.
@@ -139,7 +197,7 @@ pub async fn execute(ex: Execution<'_>) -> Result<RunRecord, StateError> {
     for (r, &t) in ex.workflow.dag.order().iter().enumerate() {
         rank[t] = r;
     }
-    let states = ex
+    let states: Vec<State> = ex
         .initial
         .iter()
         .map(|i| match i {
@@ -148,7 +206,7 @@ pub async fn execute(ex: Execution<'_>) -> Result<RunRecord, StateError> {
         })
         .collect();
     // A kept task that short-circuited in an earlier execution still cuts its branch.
-    let cut = (0..n)
+    let cut: Vec<Option<String>> = (0..n)
         .map(|t| match ex.initial[t] {
             Initial::Keep if ex.workflow.tasks[t].short_circuit => {
                 cut_reason(&ex.workflow.tasks[t].id, &ex.records[t].outputs)
@@ -160,6 +218,15 @@ pub async fn execute(ex: Execution<'_>) -> Result<RunRecord, StateError> {
         .filter(|&t| ex.initial[t] != Initial::Keep)
         .map(|t| (rank[t], t))
         .collect();
+    let mut tally = vec![Tally::default(); n];
+    for (t, tally) in tally.iter_mut().enumerate() {
+        for &u in ex.workflow.dag.upstream(t) {
+            tally.waiting += 1;
+            if let State::Done(outcome) = states[u] {
+                tally.add(outcome, cut[u].is_some());
+            }
+        }
+    }
     let mut lp = Loop {
         ex,
         states,
@@ -173,6 +240,8 @@ pub async fn execute(ex: Execution<'_>) -> Result<RunRecord, StateError> {
         cancelling: false,
         cut,
         sla_due: None,
+        tally,
+        retry_queue: BTreeSet::new(),
     };
     lp.sla_due = lp.ex.workflow.sla.map(|d| Instant::now() + d);
     lp.run().await
@@ -197,14 +266,7 @@ impl Loop<'_> {
             for t in std::mem::take(&mut self.to_spawn) {
                 joins.spawn(self.attempt_future(t));
             }
-            let next_retry = self
-                .states
-                .iter()
-                .filter_map(|s| match s {
-                    State::Retrying { due, .. } => Some(*due),
-                    _ => None,
-                })
-                .min();
+            let next_retry = self.retry_queue.first().map(|&(due, _)| due);
             if self.running == 0 && next_retry.is_none() && self.ready.is_empty() {
                 break;
             }
@@ -266,6 +328,9 @@ impl Loop<'_> {
             if !matches!(self.states[t], State::Pending) {
                 continue;
             }
+            if self.tally[t].waits(self.ex.workflow.tasks[t].trigger) {
+                continue;
+            }
             let dag = &self.ex.workflow.dag;
             let cut = dag.upstream(t).iter().find_map(|&u| {
                 self.cut[u]
@@ -319,7 +384,9 @@ impl Loop<'_> {
 
     fn done(&mut self, t: usize, outcome: Upstream) {
         self.states[t] = State::Done(outcome);
+        let cut = self.cut[t].is_some();
         for &d in self.ex.workflow.dag.downstream(t) {
+            self.tally[d].add(outcome, cut);
             self.dirty.insert((self.rank[d], d));
         }
     }
@@ -503,9 +570,9 @@ impl Loop<'_> {
                 let rec = &mut self.ex.records[t];
                 rec.error = Some(error.clone());
                 if let Some(delay) = retry_in {
-                    self.states[t] = State::Retrying {
-                        due: Instant::now() + delay,
-                    };
+                    let due = Instant::now() + delay;
+                    self.states[t] = State::Retrying;
+                    self.retry_queue.insert((due, t));
                 } else {
                     rec.status = TaskStatus::Failed;
                     rec.ended_at = Some(now);
@@ -543,12 +610,14 @@ impl Loop<'_> {
 
     fn retries_due(&mut self) {
         let now = Instant::now();
-        for t in 0..self.states.len() {
-            if let State::Retrying { due, .. } = self.states[t] {
-                if due <= now {
-                    self.states[t] = State::Ready;
-                    self.ready.insert((self.rank[t], t));
-                }
+        while let Some(&(due, t)) = self.retry_queue.first() {
+            if due > now {
+                break;
+            }
+            self.retry_queue.pop_first();
+            if let State::Retrying = self.states[t] {
+                self.states[t] = State::Ready;
+                self.ready.insert((self.rank[t], t));
             }
         }
     }
@@ -559,11 +628,12 @@ impl Loop<'_> {
         self.cancelling = true;
         self.ready.clear();
         self.dirty.clear();
+        self.retry_queue.clear();
         let now = Utc::now();
         for t in 0..self.states.len() {
             if matches!(
                 self.states[t],
-                State::Pending | State::Ready | State::Retrying { .. }
+                State::Pending | State::Ready | State::Retrying
             ) {
                 let rec = &mut self.ex.records[t];
                 rec.status = TaskStatus::Cancelled;

@@ -42,6 +42,7 @@ const TOP_FIELDS: &[&str] = &[
     "channels",
     "notify",
     "sla",
+    "retention",
     "deadline",
     "warehouse",
     "defaults",
@@ -87,8 +88,13 @@ pub struct Workflow {
     pub notify: Vec<crate::notify::Subscription>,
     /// `sla:`: a run still going after this long notifies `sla_miss` (once per execution).
     pub sla: Option<Duration>,
+    /// `retention:`: runs older than this are deleted (by the daemon after each run, and
+    /// by `orchestrator gc` without `--older-than`), as [`crate::retention`] allows.
+    pub retention: Option<Duration>,
     /// In file order.
     pub tasks: Vec<TaskDef>,
+    /// Task id to index in `tasks` (see [`Workflow::index_of`]).
+    ids: std::collections::HashMap<String, usize>,
     pub dag: Dag,
     /// When the workflow starts by itself (`schedule:`, `timezone:`, `dst:`).
     pub schedule: Option<Schedule>,
@@ -117,7 +123,7 @@ impl Workflow {
     }
 
     pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.tasks.iter().position(|t| t.id == id)
+        self.ids.get(id).copied()
     }
 
     pub fn task_ids(&self) -> Vec<&str> {
@@ -479,6 +485,7 @@ impl Loader<'_, '_> {
         let mut tasks_node = None;
         let mut channels_node = None;
         let mut sla = None;
+        let mut retention = None;
         let mut notify_node = None;
         let mut exprs: Option<Vec<Expr>> = None;
         let mut timezone: Option<(Tz, Pos)> = None;
@@ -517,6 +524,16 @@ impl Loader<'_, '_> {
                 "sla" => match v.parse::<crate::task::Timeout>() {
                     Ok(t) => sla = Some(t.0),
                     Err(e) => self.de_err(e, "in `sla` (e.g. sla: 45m)", &[]),
+                },
+                "retention" => match v.parse::<crate::task::Timeout>() {
+                    Ok(t) if t.0 < Duration::from_secs(86_400) => {
+                        self.err(
+                            Some(v.pos),
+                            "`retention` must be at least 1d: it is how long runs are kept",
+                        );
+                    }
+                    Ok(t) => retention = Some(t.0),
+                    Err(e) => self.de_err(e, "in `retention` (e.g. retention: 90d)", &[]),
                 },
                 "max_active_runs" => match v.parse::<usize>() {
                     Ok(0) => {
@@ -917,8 +934,13 @@ impl Loader<'_, '_> {
         if !self.errs.is_empty() {
             return None;
         }
-        let tasks: Option<Vec<TaskDef>> = pending.into_iter().map(|t| t.def).collect();
+        let tasks: Vec<TaskDef> = pending.into_iter().map(|t| t.def).collect::<Option<_>>()?;
         Some(Workflow {
+            ids: tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.id.clone(), i))
+                .collect(),
             name: name?,
             description,
             path: path.to_path_buf(),
@@ -937,7 +959,8 @@ impl Loader<'_, '_> {
             channels_file: self.opts.channels_file.clone(),
             notify,
             sla,
-            tasks: tasks?,
+            retention,
+            tasks,
             dag,
             schedule,
             policy,

@@ -8,7 +8,7 @@ use orchestrator_engine::state::{recovery, Store, Write};
 use orchestrator_tasks::data::warehouse;
 
 use super::{owner, Fail};
-use crate::out::outln;
+use crate::out::{errln, outln};
 
 /// Warehouses a state dir writes to, as far as its catalog and the caller know.
 fn warehouses(dir: &Path, store: Option<&Store>, extra: &[PathBuf]) -> BTreeSet<PathBuf> {
@@ -161,4 +161,148 @@ pub async fn recover(dir: &Path, extra: Vec<PathBuf>, force: bool) -> Result<u8,
     }
     outln!("state store {} rebuilt", dir.display());
     Ok(0)
+}
+
+/// `gc`: deletes runs older than `older_than` that nothing needs any more (see
+/// `orchestrator_engine::retention`), then compacts the db so the space comes back.
+pub fn gc(
+    dir: &Path,
+    older_than: Option<std::time::Duration>,
+    workflow: Option<&str>,
+    dry_run: bool,
+) -> Result<u8, Fail> {
+    let (store, recovered) = match Store::open(dir, &owner()) {
+        Ok(opened) => opened,
+        Err(e @ orchestrator_engine::state::StateError::Locked { .. }) => {
+            return Err(Fail::input(format!(
+                "{e}\n  gc needs the state dir to itself (it compacts the db): stop the daemon, run gc, start it again; or give the workflow `retention:` and the daemon deletes old runs by itself"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for id in &recovered {
+        errln!("{}", orchestrator_engine::state::interrupted_note(id));
+    }
+    let runs = store.runs(None, usize::MAX)?;
+    let backfills = store.backfills()?;
+    let undelivered: BTreeSet<String> = store
+        .outbox_pending()?
+        .into_iter()
+        .map(|o| o.run_id)
+        .collect();
+    // One age for all (--older-than), or each workflow's `retention:` as its newest run
+    // recorded it.
+    let mut ages: Vec<(Option<String>, std::time::Duration)> = Vec::new();
+    match older_than {
+        Some(age) => ages.push((workflow.map(str::to_string), age)),
+        None => {
+            let mut seen = BTreeSet::new();
+            for r in &runs {
+                if workflow.is_some_and(|w| w != r.workflow) || !seen.insert(r.workflow.clone()) {
+                    continue;
+                }
+                if let Some(age) = recorded_retention(&r.definition) {
+                    ages.push((Some(r.workflow.clone()), age));
+                }
+            }
+            if ages.is_empty() {
+                return Err(Fail::input(
+                    "error: no --older-than given, and no workflow in the store has `retention:`; give --older-than (e.g. 90d) or set `retention:` in the workflow",
+                ));
+            }
+        }
+    }
+    let mut plan = orchestrator_engine::retention::Plan::default();
+    let mut cutoffs = Vec::new();
+    for (name, age) in &ages {
+        let age = chrono::Duration::from_std(*age)
+            .map_err(|_| Fail::input(format!("error: a retention of {age:?} is too long")))?;
+        let cutoff = chrono::Utc::now() - age;
+        let p = orchestrator_engine::retention::plan(
+            &runs,
+            &backfills,
+            &undelivered,
+            cutoff,
+            name.as_deref(),
+        );
+        cutoffs.push(match name {
+            Some(n) if older_than.is_none() => {
+                format!("{n}: {}", cutoff.format("%Y-%m-%d %H:%M UTC"))
+            }
+            _ => cutoff.format("%Y-%m-%d %H:%M UTC").to_string(),
+        });
+        plan.runs.extend(p.runs);
+        plan.backfills.extend(p.backfills);
+        plan.kept_running += p.kept_running;
+        plan.kept_for_rerun += p.kept_for_rerun;
+        plan.kept_for_backfill += p.kept_for_backfill;
+        plan.kept_for_notifications += p.kept_for_notifications;
+    }
+    let cutoff_text = cutoffs.join("; ");
+    let before = store.size_on_disk();
+    let kept = [
+        (
+            plan.kept_for_rerun,
+            "not succeeded and not replaced: `rerun` may still resume them",
+        ),
+        (
+            plan.kept_for_backfill,
+            "in a backfill that has not succeeded",
+        ),
+        (
+            plan.kept_for_notifications,
+            "with notifications still being delivered",
+        ),
+        (plan.kept_running, "still running"),
+    ];
+    if dry_run {
+        outln!(
+            "would delete {} of {} runs started before {cutoff_text}, and {} succeeded backfills",
+            plan.runs.len(),
+            runs.len(),
+            plan.backfills.len()
+        );
+        for id in &plan.runs {
+            outln!("  {id}");
+        }
+    } else {
+        let removed = store.delete_runs(&plan.runs, &plan.backfills)?;
+        let store = store.compact(&owner())?;
+        let after = store.size_on_disk();
+        outln!(
+            "deleted {} of {} runs started before {cutoff_text} ({removed} records, {} succeeded backfills)",
+            plan.runs.len(),
+            runs.len(),
+            plan.backfills.len()
+        );
+        outln!(
+            "state db: {} before, {} after",
+            human_bytes(before),
+            human_bytes(after)
+        );
+    }
+    for (n, why) in kept.iter().filter(|(n, _)| *n > 0) {
+        outln!("kept {n} older runs {why}");
+    }
+    outln!("the catalog, its tables and the schedule and file-trigger records are untouched");
+    Ok(0)
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KB", n as f64 / (1u64 << 10) as f64),
+        n => format!("{n} B"),
+    }
+}
+
+/// The `retention:` of a workflow definition as a run recorded it, if it has a valid one.
+fn recorded_retention(definition: &str) -> Option<std::time::Duration> {
+    let root = orchestrator_engine::yaml::parse(definition).ok()??;
+    let value = root.get("retention")?;
+    value
+        .parse::<orchestrator_engine::task::Timeout>()
+        .ok()
+        .map(|t| t.0)
 }

@@ -357,6 +357,15 @@ impl Store {
     /// the old db aside to `db.damaged-{time}` (nothing is deleted), creates an empty db
     /// and commits the writes. Returns the store and where the old db went.
     pub fn rebuild(dir: &Path, owner: &str, writes: &[Write]) -> Result<(Store, Option<PathBuf>)> {
+        Store::rebuild_as(dir, owner, writes, "db.damaged")
+    }
+
+    fn rebuild_as(
+        dir: &Path,
+        owner: &str,
+        writes: &[Write],
+        aside: &str,
+    ) -> Result<(Store, Option<PathBuf>)> {
         prepare_dir(dir, true)?;
         let lock = take_lock(dir, owner, true)?;
         let db_dir = dir.join("db");
@@ -365,7 +374,7 @@ impl Store {
             source,
         };
         let moved = if db_dir.exists() {
-            let aside = dir.join(format!("db.damaged-{}", Utc::now().format("%Y%m%dT%H%M%S")));
+            let aside = dir.join(format!("{aside}-{}", Utc::now().format("%Y%m%dT%H%M%S")));
             std::fs::rename(&db_dir, &aside).map_err(io)?;
             Some(aside)
         } else {
@@ -379,6 +388,88 @@ impl Store {
             .map_err(|e| store.db_err(e))?;
         store.commit(writes)?;
         Ok((store, moved))
+    }
+
+    /// Deletes runs with everything recorded under them (tasks, attempts, notifications,
+    /// the index entry) and the given backfills, durably, in batches of 500 runs. Returns
+    /// how many records were removed. Unknown ids are ignored.
+    pub fn delete_runs(&self, runs: &[String], backfills: &[String]) -> Result<u64> {
+        if let Some(why) = &self.read_only {
+            return Err(StateError::ReadOnly {
+                dir: self.dir.clone(),
+                why: why.clone(),
+            });
+        }
+        let mut removed = 0u64;
+        for chunk in runs.chunks(500) {
+            let mut batch = sled::Batch::default();
+            for id in chunk {
+                let key = run_key(id);
+                let Some(value) = self.db.get(&key).map_err(|e| self.db_err(e))? else {
+                    continue;
+                };
+                let run: RunRecord = self.decode(&key, &value)?;
+                batch.remove(index_key(&run.started_at, id));
+                batch.remove(key);
+                removed += 1;
+                for kind in ["t", "a", "o", "p"] {
+                    for item in self.db.scan_prefix(prefix(&[kind, id])) {
+                        let (k, _) = item.map_err(|e| self.db_err(e))?;
+                        batch.remove(k);
+                        removed += 1;
+                    }
+                }
+            }
+            self.db.apply_batch(batch).map_err(|e| self.db_err(e))?;
+        }
+        let mut batch = sled::Batch::default();
+        for id in backfills {
+            batch.remove(backfill_key(id));
+            removed += 1;
+        }
+        self.db.apply_batch(batch).map_err(|e| self.db_err(e))?;
+        self.flush()?;
+        Ok(removed)
+    }
+
+    /// Rewrites the db with only its live records, so deleted records give their space
+    /// back (sled reuses freed space but does not shrink its files). A recovery point of
+    /// every record is written first; the old db is moved to `db.pre-compact-{time}` and
+    /// deleted once the new one is complete, so a crash midway leaves either db, and
+    /// `state recover` rebuilds from the recovery point. Needs the store's exclusive lock.
+    pub fn compact(self, owner: &str) -> Result<Store> {
+        if let Some(why) = &self.read_only {
+            return Err(StateError::ReadOnly {
+                dir: self.dir.clone(),
+                why: why.clone(),
+            });
+        }
+        let point = self.write_recovery_point()?;
+        let dir = self.dir.clone();
+        let export = recovery::read(&point).map_err(|why| StateError::Damaged {
+            dir: dir.clone(),
+            detail: format!("the recovery point just written cannot be read back: {why}"),
+        })?;
+        drop(self);
+        let (store, aside) = Store::rebuild_as(&dir, owner, &export.writes(), "db.pre-compact")?;
+        if let Some(old) = aside {
+            let _ = std::fs::remove_dir_all(old);
+        }
+        Ok(store)
+    }
+
+    /// Bytes the db takes on disk (its directory, recursively).
+    pub fn size_on_disk(&self) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            match std::fs::symlink_metadata(p) {
+                Ok(m) if m.is_dir() => std::fs::read_dir(p)
+                    .map(|rd| rd.filter_map(|e| e.ok()).map(|e| walk(&e.path())).sum())
+                    .unwrap_or(0),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            }
+        }
+        walk(&self.dir.join("db"))
     }
 
     fn writable(dir: &Path, db: sled::Db, lock: Option<File>) -> Store {

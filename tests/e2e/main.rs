@@ -13,6 +13,7 @@ mod crash;
 mod daemon;
 mod daily;
 mod data;
+mod gc;
 mod hostile;
 mod ingest;
 mod intraday;

@@ -19,7 +19,7 @@ fn daily() -> String {
 /// One bar from the source CSVs (Date,Close,High,Low,Open,Volume).
 #[derive(Debug, Clone)]
 pub(crate) struct Bar {
-    date: String,
+    pub(crate) date: String,
     open: f64,
     high: f64,
     low: f64,

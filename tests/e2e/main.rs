@@ -10,6 +10,7 @@ mod backfill;
 mod browser;
 mod cli;
 mod crash;
+mod crashloop;
 mod daemon;
 mod daily;
 mod data;

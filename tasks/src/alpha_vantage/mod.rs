@@ -796,6 +796,10 @@ async fn land(
             None => {
                 landing.write(&path, csv.as_bytes()).await?;
                 report.new_bars += 1;
+                // Tests stop here to kill an ingest with some bars landed and some not.
+                if let Some(p) = crate::data::PauseHook::from_env("alpha_vantage") {
+                    p.reached("mid-write").await;
+                }
             }
         }
         if bar.date == date {

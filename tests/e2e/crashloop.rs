@@ -1,0 +1,188 @@
+//! The crash loop: `orchestrator run workflows/daily.yaml` killed with SIGKILL at every
+//! named pause point (ingest mid-write, create before its rename into the catalog,
+//! publish before its rename) and at 30 random moments, each run then resumed with
+//! `rerun` to completion. After each, on one growing production table:
+//! - no (symbol, date) appears twice in `stock_daily`;
+//! - its row count is what the processed dates should give;
+//! - no run is left `running`, and every run of the loop succeeded in the end;
+//! - `state check` finds nothing, so no staging file is left where a query could see it.
+//!
+//! Seeded: `ORCHESTRATOR_CRASH_SEED=N` replays a sequence; a failure prints its seed.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::Sandbox;
+use crate::daily::source_bars;
+
+/// xorshift64*: enough randomness for kill times, reproducible from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// Prints the seed if the test fails, however it fails.
+struct SeedOnFailure(u64);
+
+impl Drop for SeedOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "crash loop failed with seed {0}; replay it with ORCHESTRATOR_CRASH_SEED={0}",
+                self.0
+            );
+        }
+    }
+}
+
+fn daily() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("workflows/daily.yaml")
+        .display()
+        .to_string()
+}
+
+fn json(sb: &Sandbox, args: &[&str]) -> Value {
+    let out = sb.run(args);
+    assert_eq!(out.code, 0, "{args:?}: {out:?}");
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+fn count(sb: &Sandbox, sql: &str) -> u64 {
+    json(sb, &["query", "--json", sql])[0]["n"]
+        .as_u64()
+        .unwrap()
+}
+
+enum Kill {
+    /// At a pause point: `KIND:POINT`.
+    At(&'static str),
+    /// After this long.
+    After(Duration),
+    /// Not at all (measures how long a run takes).
+    Never,
+}
+
+#[test]
+fn runs_killed_anywhere_resume_to_exactly_the_right_table() {
+    let seed = std::env::var("ORCHESTRATOR_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64 | 1)
+        });
+    let _guard = SeedOnFailure(seed);
+    let mut rng = Rng(seed);
+
+    // The last 34 trading dates of the bundled year, oldest first.
+    let bars = source_bars();
+    let mut dates: Vec<String> = bars["NVDA"].iter().map(|b| b.date.clone()).collect();
+    dates = dates.split_off(dates.len() - 34);
+    let per_date = |d: &str| {
+        bars.values()
+            .filter(|b| b.iter().any(|b| b.date == d))
+            .count() as u64
+    };
+
+    let sb = Sandbox::new();
+    let landing = format!("landing={}", sb.path("landing").display());
+    let hook = sb.path("hook");
+    let mut plan = [
+        Kill::At("alpha_vantage:mid-write"),
+        Kill::At("create_table_as:before-rename"),
+        Kill::At("publish:before-rename"),
+        Kill::Never,
+    ];
+    let mut expected = 0;
+    let mut typical = Duration::ZERO;
+    for (i, date) in dates.iter().enumerate() {
+        let kill = if i < plan.len() {
+            std::mem::replace(&mut plan[i], Kill::Never)
+        } else {
+            // Anywhere from process start to a little after a typical run's end.
+            let span = (typical.as_micros() as u64 * 11 / 10).max(1);
+            Kill::After(Duration::from_micros(rng.next() % span))
+        };
+        let _ = std::fs::remove_dir_all(&hook);
+        std::fs::create_dir_all(&hook).unwrap();
+        let mut cmd = sb.command(&["run", &daily(), "--param", &landing, "--date", date]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        if let Kill::At(point) = &kill {
+            cmd.env(
+                "ORCHESTRATOR_TEST_PAUSE",
+                format!("{point}:{}", hook.display()),
+            );
+        }
+        let started = Instant::now();
+        let mut child = cmd.spawn().unwrap();
+        let what = match kill {
+            Kill::At(point) => {
+                sb.wait_for_file("hook/paused");
+                child.kill().unwrap();
+                format!("killed at {point}")
+            }
+            Kill::After(d) => {
+                std::thread::sleep(d);
+                child.kill().unwrap();
+                format!("killed after {d:?}")
+            }
+            Kill::Never => String::new(),
+        };
+        let status = child.wait().unwrap();
+        if what.is_empty() {
+            assert!(status.success(), "the uninterrupted run of {date} failed");
+            typical = started.elapsed();
+        }
+        let context = format!("iteration {i}, date {date}, {what}, seed {seed}");
+
+        // Resume whatever the kill left; start the run if it never got recorded.
+        let runs = json(&sb, &["runs", "--json", "--limit", "1"]);
+        let newest = runs
+            .as_array()
+            .and_then(|r| r.first())
+            .filter(|r| r["logical_date"] == date.as_str());
+        match newest {
+            Some(run) if run["status"] == "succeeded" => {}
+            Some(run) => {
+                let id = run["id"].as_str().unwrap();
+                let out = sb.run(&["rerun", id]);
+                assert_eq!(out.code, 0, "{context}: rerun {id}: {out:?}");
+            }
+            None => {
+                let out = sb.run(&["run", &daily(), "--param", &landing, "--date", date]);
+                assert_eq!(out.code, 0, "{context}: a fresh run: {out:?}");
+            }
+        }
+
+        expected += per_date(date);
+        assert_eq!(
+            count(&sb, "SELECT count(*) AS n FROM stock_daily"),
+            expected,
+            "{context}: rows in stock_daily"
+        );
+        assert_eq!(
+            count(
+                &sb,
+                "SELECT count(*) AS n FROM (SELECT symbol, date FROM stock_daily GROUP BY symbol, date HAVING count(*) > 1) AS d"
+            ),
+            0,
+            "{context}: duplicate keys in stock_daily"
+        );
+        let all = json(&sb, &["runs", "--json", "--limit", "1000"]);
+        for run in all.as_array().unwrap() {
+            assert_eq!(run["status"], "succeeded", "{context}: {run}");
+        }
+        let check = sb.run(&["state", "check"]);
+        assert_eq!(check.code, 0, "{context}: state check: {check:?}");
+    }
+}

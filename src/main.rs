@@ -344,6 +344,8 @@ fn main() -> ExitCode {
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Commands run on a worker (below); give them the main thread's 8 MiB of stack.
+        .thread_stack_size(8 << 20)
         .build()
     {
         Ok(rt) => rt,

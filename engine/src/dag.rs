@@ -92,7 +92,9 @@ fn find_cycles(upstream: &[Vec<usize>]) -> Vec<Vec<usize>> {
         }
     }
     let mut cycles = Vec::new();
-    for scc in petgraph::algo::tarjan_scc(&g) {
+    // Kosaraju, not Tarjan: petgraph's Tarjan recurses once per node of a path, and a
+    // 100,000-task chain overflows a thread's stack.
+    for scc in petgraph::algo::kosaraju_scc(&g) {
         let members: BTreeSet<usize> = scc.iter().map(|n| g[*n]).collect();
         let Some(&start) = members.first() else {
             continue;

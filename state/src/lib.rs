@@ -925,7 +925,11 @@ fn open_sled(dir: &Path, db_dir: &Path) -> Result<sled::Db> {
         .path(db_dir)
         // Every commit flushes explicitly (group commit), so sled's periodic flusher
         // thread adds nothing — and it would keep the db open briefly after drop.
-        .flush_every_ms(None);
+        .flush_every_ms(None)
+        // sled keeps up to this much of the db in memory (1 GiB by default). The hot set is
+        // the run being written and the newest runs' index; a 100,000-task run should not
+        // hold its whole history in RAM.
+        .cache_capacity(64 << 20);
     let key = std::path::absolute(db_dir).unwrap_or_else(|_| db_dir.to_path_buf());
     let ours = opened_here()
         .lock()

@@ -18,6 +18,9 @@ use orchestrator_engine::task::{
 use serde::Deserialize;
 use serde_json::json;
 
+use datafusion::common::{Column, ScalarValue};
+use datafusion::prelude::{lit, Expr};
+
 use super::{on_engine, rows_json, scalar_u64, session, warehouse, PauseHook};
 
 #[derive(Debug, Deserialize)]
@@ -167,11 +170,38 @@ async fn publish(
         .map(|k| format!("{} IS NULL", ident(k)))
         .collect::<Vec<_>>()
         .join(" OR ");
-    let n = scalar_u64(
-        &session,
-        &format!("SELECT count(*) FROM {from} WHERE {null_keys}"),
-    )
-    .await?;
+    // One pass over the source: its size, its null keys, and each key column's range,
+    // which bounds the part of `to` that can hold a matching key.
+    let ranges = key
+        .iter()
+        .map(|k| format!("min({k}), max({k})", k = ident(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let summary = session
+        .sql(&format!(
+            "SELECT count(*), sum(CASE WHEN {null_keys} THEN 1 ELSE 0 END), {ranges} FROM {from}"
+        ))
+        .await
+        .map_err(|e| e.to_string())?
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let cell = |i: usize| -> Result<ScalarValue, String> {
+        let batch = summary
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .ok_or("the source summary is empty")?;
+        ScalarValue::try_from_array(batch.column(i), 0).map_err(|e| e.to_string())
+    };
+    let as_u64 = |v: ScalarValue| -> u64 {
+        match v {
+            ScalarValue::Int64(Some(n)) => n.max(0) as u64,
+            ScalarValue::UInt64(Some(n)) => n,
+            _ => 0,
+        }
+    };
+    let source_rows = as_u64(cell(0)?);
+    let n = as_u64(cell(1)?);
     if n > 0 {
         return Err(format!(
             "{n} rows of `{from}` have a null key ({}); add a `not_null` check before publish",
@@ -197,7 +227,9 @@ async fn publish(
             sample.join(", ")
         ));
     }
-    let source_rows = scalar_u64(&session, &format!("SELECT count(*) FROM {from}")).await?;
+    let bounds: Vec<(ScalarValue, ScalarValue)> = (0..key.len())
+        .map(|i| Ok((cell(2 + 2 * i)?, cell(3 + 2 * i)?)))
+        .collect::<Result<_, String>>()?;
 
     let Some(target) = target else {
         let df = session
@@ -220,9 +252,25 @@ async fn publish(
         .map(|k| format!("t.{k} = f.{k}", k = ident(k)))
         .collect::<Vec<_>>()
         .join(" AND ");
+    // Only the part of `to` inside the source's key ranges can match: with the ranges as
+    // literals, the scan skips every file and row group whose statistics lie outside, so
+    // publishing a day reads that day's files, not the whole table.
+    let mut existing = session.table(to).await.map_err(|e| e.to_string())?;
+    for (k, (lo, hi)) in key.iter().zip(bounds) {
+        if lo.is_null() || hi.is_null() {
+            continue;
+        }
+        let column = Expr::Column(Column::new_unqualified(k.as_str()));
+        existing = existing
+            .filter(column.between(lit(lo), lit(hi)))
+            .map_err(|e| e.to_string())?;
+    }
+    session
+        .register_table("__publish_existing", existing.into_view())
+        .map_err(|e| e.to_string())?;
     let new_rows = session
         .sql(&format!(
-            "SELECT {columns} FROM {from} AS f WHERE NOT EXISTS (SELECT 1 FROM {to} AS t WHERE {matches})"
+            "SELECT {columns} FROM {from} AS f WHERE NOT EXISTS (SELECT 1 FROM __publish_existing AS t WHERE {matches})"
         ))
         .await
         .map_err(|e| e.to_string())?;

@@ -37,7 +37,10 @@ def wap_workflow(work, bars):
                      .replace(keep_day, ""))
     crawl = doc["tasks"]["crawl"]
     crawl.pop("after", None)
+    crawl.pop("role", None)  # the aws backend's crawler role
     crawl["path"] = str(bars)
+    # The data alerts after publish are not part of write-audit-publish.
+    doc["tasks"].pop("signal_alerts", None)
     doc["name"] = "wap_bench"
     doc["params"] = {}
     path = work / "wap.yaml"
@@ -50,13 +53,14 @@ def run_orchestrator(binary, work, wf_path, date):
     results = []
     for _ in range(2):
         t0 = time.perf_counter()
-        out = subprocess.run(
+        proc = subprocess.Popen(
             [binary, "--state-dir", state, "run", wf_path, "--date", date, "-q"],
-            capture_output=True, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout, stderr = proc.communicate()
         wall = time.perf_counter() - t0
-        if out.returncode != 0:
-            raise SystemExit(f"orchestrator run failed:\n{out.stdout}\n{out.stderr}")
-        run_id = out.stdout.split()[1]
+        if proc.returncode != 0:
+            raise SystemExit(f"orchestrator run failed:\n{stdout}\n{stderr}")
+        run_id = stdout.split()[1]
         show = json.loads(subprocess.run(
             [binary, "--state-dir", state, "show", run_id, "--json"],
             capture_output=True, text=True, check=True).stdout)
@@ -68,7 +72,35 @@ def run_orchestrator(binary, work, wf_path, date):
             stages[t["id"]] = (e - s).total_seconds()
         stages["(whole run, process included)"] = wall
         results.append(stages)
-    return results
+    # Peak RSS of the two runs (the largest child this process has waited for).
+    import resource
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return results, rss
+
+
+def in_child(fn, *args):
+    """Runs fn(*args) in a forked process; returns (its result, its peak RSS in MB)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            data = json.dumps(fn(*args)).encode()
+            code = 0
+        except BaseException as e:  # reported by the parent
+            data = json.dumps({"error": repr(e)}).encode()
+            code = 1
+        with os.fdopen(w, "wb") as f:
+            f.write(data)
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status, usage = os.wait4(pid, 0)
+    result = json.loads(data)
+    if status != 0:
+        raise SystemExit(f"{fn.__name__} failed: {result}")
+    return result, usage.ru_maxrss / 1024
 
 
 def checks_sql(doc, table_expr):
@@ -241,11 +273,14 @@ def main():
     doc, wf = wap_workflow(args.work, args.bars)
     import duckdb
     import pandas
-    engines = {
+    # Orchestrator runs first, as a child process: its peak RSS is the largest child's so
+    # far. DuckDB and pandas each run in a forked child of their own, measured by wait4.
+    measured = {
         "orchestrator": run_orchestrator(args.bin, args.work, wf, args.date),
-        f"duckdb {duckdb.__version__}": run_duckdb(doc, args.work, args.bars, args.date),
-        f"pandas {pandas.__version__}": run_pandas(args.work, args.bars, args.date),
+        f"duckdb {duckdb.__version__}": in_child(run_duckdb, doc, args.work, args.bars, args.date),
+        f"pandas {pandas.__version__}": in_child(run_pandas, args.work, args.bars, args.date),
     }
+    engines = {name: results for name, (results, _) in measured.items()}
     for run in range(2):
         label = "run 1: publish into an empty table" if run == 0 else "run 2: the same day again (idempotent publish, 0 inserted)"
         print(f"\n{label}")
@@ -256,6 +291,7 @@ def main():
         print("| **WAP total** | " + " | ".join(f"**{sum(r[run][s] for s in STAGES):.2f} s**" for r in engines.values()) + " |")
         wall = engines["orchestrator"][run]["(whole run, process included)"]
         print(f"(orchestrator whole `run`, process start and state included: {wall:.2f} s)")
+    print("\n| peak RSS (both runs) | " + " | ".join(f"{rss:.0f} MB" for _, rss in measured.values()) + " |")
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ pub fn action(runs: &[&RunRecord], reprocess: Reprocess) -> Action {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::task::Registry;
     use crate::workflow::{load_str, LoadOptions};
@@ -201,8 +201,9 @@ mod tests {
         .unwrap()
     }
 
+    /// A `noop` kind for the engine's own tests (the real one is in orchestrator-tasks).
     #[derive(Debug, serde::Deserialize)]
-    struct Noop {}
+    pub(crate) struct Noop {}
 
     #[derive(Debug)]
     struct NoopTask;

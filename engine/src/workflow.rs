@@ -1601,6 +1601,42 @@ mod tests {
         (p.line, p.col)
     }
 
+    fn load(text: &str) -> Result<Workflow, Diagnostics> {
+        let mut registry = crate::task::Registry::default();
+        registry.register::<crate::backfill::tests::Noop>();
+        let opts = LoadOptions {
+            registry: &registry,
+            overrides: Default::default(),
+            inherited: Default::default(),
+            run_id: "r".into(),
+            date: "2026-01-01".into(),
+            scheduled_at: None,
+            trigger_files: Vec::new(),
+            env: Default::default(),
+            default_warehouse: "/tmp/wh".into(),
+            backend: None,
+            channels_file: None,
+        };
+        load_str(Path::new("/tmp/w.yaml"), text.to_string(), &opts)
+    }
+
+    #[test]
+    fn retention_is_a_duration_of_at_least_a_day() {
+        let wf = load("name: w\nretention: 90d\ntasks:\n  a:\n    kind: noop\n").unwrap();
+        assert_eq!(wf.retention, Some(Duration::from_secs(90 * 86_400)));
+        let e = load("name: w\nretention: 1h\ntasks:\n  a:\n    kind: noop\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("w.yaml:2:12: `retention` must be at least 1d"),
+            "{e}"
+        );
+        let e = load("name: w\nretention: soon\ntasks:\n  a:\n    kind: noop\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("retention"), "{e}");
+    }
+
     #[test]
     fn positions_inside_sql_values() {
         // Block scalars keep lines: text line 2 is the file's line 3, after the indent.

@@ -382,13 +382,18 @@ fn a_secret_in_task_output_shows_masked_on_the_run_page() {
     b.screenshot("run-masked-secret");
     // The Alerts page lists the run's notification and its delivery.
     b.goto(&format!("{url}/alerts"));
+    // The daemon delivers within about a second; until the row reads `delivered`
+    // (it may first show `pending`), load the page again.
     wait_until("the success notification on the Alerts page", || {
         let rows = b.find_all(&format!(r#"tr[data-notification="{id}/success/1/log"]"#));
-        if rows.is_empty() {
-            b.goto(&format!("{url}/alerts"));
-            return false;
+        if rows
+            .first()
+            .is_some_and(|r| b.text(r).contains("delivered"))
+        {
+            return true;
         }
-        b.text(&rows[0]).contains("delivered")
+        b.goto(&format!("{url}/alerts"));
+        false
     });
     b.screenshot("alerts");
     nix::sys::signal::kill(

@@ -225,8 +225,21 @@ fn an_unfinished_snapshot_left_by_a_full_disk_does_not_make_the_store_unreadable
     // sorts after every finished snapshot.
     let partial = dir.path().join("db/snap.FFFFFFFFFFFFFFFF.generating");
     std::fs::write(&partial, b"partial").unwrap();
-    // sled alone reads it as the newest snapshot and reports corruption, for ever.
-    match sled::Config::new().path(dir.path().join("db")).open() {
+    // sled alone reads it as the newest snapshot and reports corruption, for ever. (sled
+    // may hold its file lock a moment after the store is dropped: wait for that.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let opened = loop {
+        match sled::Config::new().path(dir.path().join("db")).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::yield_now();
+            }
+            other => break other,
+        }
+    };
+    match opened {
         Err(sled::Error::Corruption { .. }) => {}
         other => panic!("sled's behaviour changed: {:?}", other.map(|_| "opened")),
     }

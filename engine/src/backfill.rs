@@ -174,31 +174,10 @@ pub fn action(runs: &[&RunRecord], reprocess: Reprocess) -> Action {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::task::Registry;
-    use crate::workflow::{load_str, LoadOptions};
 
     fn wf(extra: &str) -> Workflow {
-        let mut registry = Registry::default();
-        registry.register::<Noop>();
-        let opts = LoadOptions {
-            registry: &registry,
-            overrides: Default::default(),
-            inherited: Default::default(),
-            run_id: "r".into(),
-            date: "2026-01-01".into(),
-            scheduled_at: None,
-            trigger_files: Vec::new(),
-            env: Default::default(),
-            default_warehouse: "/tmp/wh".into(),
-            backend: None,
-            channels_file: None,
-        };
-        load_str(
-            std::path::Path::new("/tmp/w.yaml"),
-            format!("name: w\n{extra}tasks:\n  a:\n    kind: noop\n"),
-            &opts,
-        )
-        .unwrap()
+        crate::workflow::tests::load(&format!("name: w\n{extra}tasks:\n  a:\n    kind: noop\n"))
+            .unwrap()
     }
 
     /// A `noop` kind for the engine's own tests (the real one is in orchestrator-tasks).

@@ -1579,7 +1579,7 @@ fn pos_in_value(source: &str, key: &Node, value: &Node, at: crate::task::At) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::task::At;
 
@@ -1601,7 +1601,8 @@ mod tests {
         (p.line, p.col)
     }
 
-    fn load(text: &str) -> Result<Workflow, Diagnostics> {
+    /// Loads `text` with the test `noop` kind, as the other engine tests do.
+    pub(crate) fn load(text: &str) -> Result<Workflow, Diagnostics> {
         let mut registry = crate::task::Registry::default();
         registry.register::<crate::backfill::tests::Noop>();
         let opts = LoadOptions {

@@ -19,6 +19,7 @@ pub mod s3;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
+use aws_smithy_http_client::tls;
 use aws_config::{BehaviorVersion, Region};
 use tokio_util::sync::CancellationToken;
 
@@ -79,7 +80,13 @@ impl std::fmt::Debug for Aws {
 impl Aws {
     pub async fn connect(settings: Settings) -> Aws {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(5));
+            .retry_config(RetryConfig::standard().with_max_attempts(5))
+            // Every client and credential provider made from this config uses it.
+            .http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+                    .build_https(),
+            );
         if let Some(region) = &settings.region {
             loader = loader.region(Region::new(region.clone()));
         }

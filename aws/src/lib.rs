@@ -19,8 +19,8 @@ pub mod s3;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
-use aws_smithy_http_client::tls;
 use aws_config::{BehaviorVersion, Region};
+use aws_smithy_http_client::tls;
 use tokio_util::sync::CancellationToken;
 
 pub use athena::{QueryOutcome, QueryResults};
@@ -84,7 +84,9 @@ impl Aws {
             // Every client and credential provider made from this config uses it.
             .http_client(
                 aws_smithy_http_client::Builder::new()
-                    .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+                    .tls_provider(tls::Provider::Rustls(
+                        tls::rustls_provider::CryptoMode::Ring,
+                    ))
                     .build_https(),
             );
         if let Some(region) = &settings.region {

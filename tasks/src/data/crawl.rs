@@ -8,12 +8,16 @@
 //! The row count is kept incrementally: while no file of the previous crawl has gone,
 //! only the new files are read to count theirs (a landing zone of thousands of one-day
 //! partitions is not re-read every day); when files have gone, everything is counted.
+//!
+//! CSV files are read once each, on every core, for both their schema and their rows
+//! ([`super::csv_scan`]); JSON and Parquet go through DataFusion's inference and a count.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Utc;
+use datafusion::arrow::datatypes::Schema;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::prelude::SessionContext;
 use orchestrator_engine::catalog::Catalog;
@@ -24,6 +28,7 @@ use orchestrator_engine::task::{
 use serde::Deserialize;
 use serde_json::json;
 
+use super::csv_scan::{scan_all, ToScan};
 use super::{dir_url, on_engine, register, Format};
 
 #[derive(Debug, Deserialize)]
@@ -312,17 +317,68 @@ async fn crawl(
     let ctx = SessionContext::new();
     let state = ctx.state();
     let options = format.listing_options(&[]);
-    let mut new_files = 0;
-    for f in files.iter().filter(|f| !known.contains(f.rel.as_str())) {
-        new_files += 1;
-        if format == Format::Csv {
+
+    // The row count carries over while no file of the previous crawl has gone: only new
+    // files are counted then.
+    let gone = known.len()
+        > files
+            .iter()
+            .filter(|f| known.contains(f.rel.as_str()))
+            .count();
+    let previous = existing
+        .as_ref()
+        .and_then(|t| t.row_count)
+        .filter(|_| !gone);
+    let is_new = |f: &&Found| !known.contains(f.rel.as_str());
+    // CSV: one parallel pass over each file gives its schema and its rows (csv_scan).
+    let mut csv: Option<(std::collections::HashMap<String, Schema>, u64)> = None;
+    if format == Format::Csv {
+        for f in files.iter().filter(is_new) {
             check_csv_header(&f.abs, &f.rel)?;
         }
-        let url = ListingTableUrl::parse(f.abs.display().to_string()).map_err(|e| e.to_string())?;
-        let schema = options
-            .infer_schema(&state, &url)
-            .await
-            .map_err(|e| format!("cannot read {}: {e}", f.rel))?;
+        let to_scan: Vec<ToScan> = files
+            .iter()
+            .filter(|f| previous.is_none() || is_new(f))
+            .map(|f| ToScan {
+                abs: f.abs.clone(),
+                rel: f.rel.clone(),
+                infer: is_new(&f),
+            })
+            .collect();
+        let scanned = tokio::task::spawn_blocking(move || {
+            let scanned = scan_all(&to_scan)?;
+            Ok::<_, String>(to_scan.into_iter().zip(scanned).collect::<Vec<_>>())
+        })
+        .await
+        .map_err(|e| {
+            format!("the crawl's file scan crashed ({e}); this is a bug, please report it")
+        })??;
+        let mut schemas = std::collections::HashMap::new();
+        let mut rows = previous.unwrap_or(0);
+        for (f, s) in scanned {
+            rows += s.rows;
+            if let Some(schema) = s.schema {
+                schemas.insert(f.rel, schema);
+            }
+        }
+        csv = Some((schemas, rows));
+    }
+
+    let mut new_files = 0;
+    for f in files.iter().filter(is_new) {
+        new_files += 1;
+        let schema = match csv.as_mut().and_then(|(schemas, _)| schemas.remove(&f.rel)) {
+            Some(schema) => schema,
+            None => {
+                let url = ListingTableUrl::parse(f.abs.display().to_string())
+                    .map_err(|e| e.to_string())?;
+                let schema = options
+                    .infer_schema(&state, &url)
+                    .await
+                    .map_err(|e| format!("cannot read {}: {e}", f.rel))?;
+                Schema::clone(&schema)
+            }
+        };
         for field in schema.fields() {
             let data_type = field.data_type().to_string();
             match columns.iter_mut().find(|c| c.name == *field.name()) {
@@ -390,24 +446,13 @@ async fn crawl(
         updated_at: now,
         last_crawled_at: Some(now),
     };
-    let gone = known.len()
-        > files
-            .iter()
-            .filter(|f| known.contains(f.rel.as_str()))
-            .count();
-    let previous = existing
-        .as_ref()
-        .and_then(|t| t.row_count)
-        .filter(|_| !gone);
-    record.row_count = Some(match previous {
-        Some(before) => {
-            let new: Vec<&Found> = files
-                .iter()
-                .filter(|f| !known.contains(f.rel.as_str()))
-                .collect();
+    record.row_count = Some(match (csv, previous) {
+        (Some((_, rows)), _) => rows,
+        (None, Some(before)) => {
+            let new: Vec<&Found> = files.iter().filter(is_new).collect();
             before + count_new_rows(&ctx, &record, format, &new).await?
         }
-        None => count_rows(&ctx, &record).await?,
+        (None, None) => count_rows(&ctx, &record).await?,
     });
     let outputs = json!({
         "table": table,

@@ -10,6 +10,7 @@
 
 pub mod crawl;
 pub mod create_table_as;
+mod csv_scan;
 pub mod publish;
 pub mod quality;
 pub mod sql;

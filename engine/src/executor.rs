@@ -3,8 +3,11 @@
 //! Each turn of the loop (1) decides, for tasks whose upstreams changed, whether they can
 //! run, must wait, or can never run (trigger rules); (2) starts ready tasks up to
 //! `max_parallel`; (3) writes every transition of the turn to the store in one durable
-//! group commit; (4) only then spawns the started attempts; (5) waits for the next
-//! completion, retry timer or cancellation, draining all completions already available.
+//! group commit; (4) only then starts the attempts: each is polled once on the loop's
+//! thread, and one that is not finished by then continues as its own tokio task; (5) waits
+//! for the next completion, retry timer or cancellation, draining all completions already
+//! available. An attempt that finished in its first poll is handled in the next turn,
+//! without waiting.
 //!
 //! **Invariant:** a transition is durable before the engine acts on it: a task is
 //! recorded `running` before its attempt is spawned, and `succeeded` before any
@@ -16,6 +19,7 @@
 //! rule settles it. A 10,000-task fan-in decides its sink in O(1) per completion.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -263,8 +267,28 @@ impl Loop<'_> {
                 self.ex.store.commit(&self.writes)?;
                 self.writes.clear();
             }
+            // Each attempt is polled once here, on the loop's own thread: one that is done
+            // at once (a noop, a skip decided by the task itself) costs no thread
+            // hand-off; the rest continue as their own tokio tasks.
+            let mut done_inline = false;
             for t in std::mem::take(&mut self.to_spawn) {
-                joins.spawn(self.attempt_future(t));
+                let mut attempt = Box::pin(self.attempt_future(t));
+                let waker = std::task::Waker::noop();
+                let mut cx = std::task::Context::from_waker(waker);
+                match attempt.as_mut().poll(&mut cx) {
+                    std::task::Poll::Ready(f) => {
+                        self.finished(Ok(f));
+                        done_inline = true;
+                    }
+                    // Polled again by the runtime as soon as it is spawned, which
+                    // re-registers whatever it waits on with a real waker.
+                    std::task::Poll::Pending => {
+                        joins.spawn(attempt);
+                    }
+                }
+            }
+            if done_inline {
+                continue;
             }
             let next_retry = self.retry_queue.first().map(|&(due, _)| due);
             if self.running == 0 && next_retry.is_none() && self.ready.is_empty() {
@@ -443,10 +467,7 @@ impl Loop<'_> {
         }
     }
 
-    fn attempt_future(
-        &self,
-        t: usize,
-    ) -> impl std::future::Future<Output = Finished> + Send + 'static {
+    fn attempt_future(&self, t: usize) -> impl Future<Output = Finished> + Send + 'static {
         let def = &self.ex.workflow.tasks[t];
         let attempt = match self.states[t] {
             State::Running { attempt } => attempt,
@@ -473,12 +494,8 @@ impl Loop<'_> {
         async move {
             let started = std::time::Instant::now();
             let _live = crate::task::LiveOutput::register(&run_id, &ctx.task_id, &output);
-            // The attempt runs in its own tokio task so that a panicking plugin fails
-            // the attempt instead of the engine.
-            let inner = tokio::spawn({
-                let ctx = ctx.clone();
-                async move { task.run(&ctx).await }
-            });
+            // A panicking plugin fails its attempt instead of the engine.
+            let inner = CatchUnwind(task.run(&ctx));
             let outcome = run_attempt(inner, &cancel, timeout).await;
             let outcome = match outcome {
                 Outcome::Failed(_) | Outcome::TimedOut(_) if run_cancel.is_cancelled() => {
@@ -498,8 +515,8 @@ impl Loop<'_> {
 
     fn finished(&mut self, joined: Result<Finished, tokio::task::JoinError>) {
         let Ok(f) = joined else {
-            // attempt_future catches task panics itself; a JoinError here means the
-            // runtime is shutting down, and the run's record is left to recovery.
+            // attempt_future catches task panics itself (CatchUnwind); a JoinError here
+            // means the runtime is shutting down, and the run's record is left to recovery.
             return;
         };
         let t = f.task;
@@ -691,17 +708,51 @@ async fn sleep_until(due: Option<Instant>) {
     }
 }
 
-async fn run_attempt(
-    mut inner: tokio::task::JoinHandle<Result<Outputs, TaskFailure>>,
+/// Polls a task's future, turning a panic inside it into an error. The engine keeps
+/// going; the attempt fails with the panic's message.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::pin::Pin::new(inner).poll(cx)
+        })) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                std::task::Poll::Ready(Err(message))
+            }
+        }
+    }
+}
+
+async fn run_attempt<F>(
+    mut inner: CatchUnwind<F>,
     cancel: &CancellationToken,
     timeout: Option<Duration>,
-) -> Outcome {
-    let joined = |r: Result<Result<Outputs, TaskFailure>, tokio::task::JoinError>| match r {
+) -> Outcome
+where
+    F: Future<Output = Result<Outputs, TaskFailure>> + Unpin,
+{
+    let joined = |r: Result<Result<Outputs, TaskFailure>, String>| {
+        match r {
         Ok(Ok(outputs)) => Outcome::Succeeded(outputs),
         Ok(Err(e)) => Outcome::Failed(e),
-        Err(e) => Outcome::Failed(TaskFailure::new(format!(
-            "the task crashed ({e}); this is a bug in the task kind, please report it"
+        Err(panic) => Outcome::Failed(TaskFailure::new(format!(
+            "the task crashed (it panicked: {panic}); this is a bug in the task kind, please report it"
         ))),
+    }
     };
     let timer = async {
         match timeout {
@@ -713,15 +764,95 @@ async fn run_attempt(
         r = &mut inner => joined(r),
         _ = timer => {
             cancel.cancel();
+            // Past the grace period the task's future is dropped, which stops it.
             let _ = tokio::time::timeout(CANCEL_GRACE, &mut inner).await;
-            inner.abort();
             Outcome::TimedOut(timeout.unwrap_or_default())
         }
         _ = cancel.cancelled() => {
-            if tokio::time::timeout(CANCEL_GRACE, &mut inner).await.is_err() {
-                inner.abort();
-            }
+            let _ = tokio::time::timeout(CANCEL_GRACE, &mut inner).await;
             Outcome::Cancelled
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use orchestrator_state::{RunStatus, Store, TaskStatus};
+
+    use crate::task::{BuildContext, Invalid, Outputs, Task, TaskConfig, TaskContext, TaskFailure};
+
+    /// Panics in its first poll, or (`later: true`) after it has waited once.
+    #[derive(Debug, serde::Deserialize)]
+    struct Panics {
+        later: bool,
+    }
+
+    #[derive(Debug)]
+    struct PanicsTask {
+        later: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl Task for PanicsTask {
+        async fn run(&self, _: &TaskContext) -> Result<Outputs, TaskFailure> {
+            if self.later {
+                tokio::task::yield_now().await;
+                panic!("boom after a wait");
+            }
+            panic!("boom at once");
+        }
+    }
+
+    impl TaskConfig for Panics {
+        const KIND: &'static str = "panics";
+        fn build(self, _: &BuildContext) -> Result<Arc<dyn Task>, Invalid> {
+            Ok(Arc::new(PanicsTask { later: self.later }))
+        }
+    }
+
+    struct Quiet;
+    impl super::Observer for Quiet {
+        fn event(&self, _: &super::Event<'_>) {}
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_fails_its_attempt_and_the_run_goes_on() {
+        let mut registry = crate::task::Registry::default();
+        registry.register::<crate::backfill::tests::Noop>();
+        registry.register::<Panics>();
+        let text = "name: w\ntasks:\n  now:\n    kind: panics\n    later: false\n  \
+                    later:\n    kind: panics\n    later: true\n  fine:\n    kind: noop\n  \
+                    after_now:\n    kind: noop\n    after: [now]\n";
+        let workflow = crate::workflow::tests::load_with(text, &registry).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), "test").unwrap();
+        let store = Arc::new(store);
+        let env = crate::runner::Env {
+            store: &store,
+            catalog: store.clone(),
+            cancel: Default::default(),
+            redactor: Default::default(),
+            observer: &Quiet,
+        };
+        let run = crate::runner::start(env, &workflow, "r", "2026-01-01")
+            .await
+            .unwrap();
+        assert_eq!(run.status, RunStatus::Failed);
+        let tasks = store.tasks("r").unwrap();
+        let get = |id: &str| tasks.iter().find(|t| t.task_id == id).unwrap();
+        assert_eq!(get("fine").status, TaskStatus::Succeeded);
+        assert_eq!(get("now").status, TaskStatus::Failed);
+        assert_eq!(get("later").status, TaskStatus::Failed);
+        assert_eq!(get("after_now").status, TaskStatus::Skipped);
+        for (id, message) in [("now", "boom at once"), ("later", "boom after a wait")] {
+            let attempts = store.attempts("r", id).unwrap();
+            let error = attempts[0].error.clone().unwrap_or_default();
+            assert!(
+                error.contains(&format!("the task crashed (it panicked: {message})")),
+                "{id}: {error}"
+            );
         }
     }
 }

@@ -1605,8 +1605,16 @@ pub(crate) mod tests {
     pub(crate) fn load(text: &str) -> Result<Workflow, Diagnostics> {
         let mut registry = crate::task::Registry::default();
         registry.register::<crate::backfill::tests::Noop>();
+        load_with(text, &registry)
+    }
+
+    /// Loads `text` with the kinds of `registry`.
+    pub(crate) fn load_with(
+        text: &str,
+        registry: &crate::task::Registry,
+    ) -> Result<Workflow, Diagnostics> {
         let opts = LoadOptions {
-            registry: &registry,
+            registry,
             overrides: Default::default(),
             inherited: Default::default(),
             run_id: "r".into(),

@@ -81,6 +81,17 @@ impl Daemon {
     }
 }
 
+/// A test that fails part-way must not leave its daemon running (a failed UI test once
+/// left one behind for a quarter of an hour).
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn workflow(sb: &Sandbox, name: &str, yaml: &str) {
     std::fs::create_dir_all(sb.path("wf")).unwrap();
     sb.write(&format!("wf/{name}.yaml"), yaml);

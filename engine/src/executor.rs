@@ -10,7 +10,7 @@
 //! without waiting.
 //!
 //! **Invariant:** a transition is durable before the engine acts on it: a task is
-//! recorded `running` before its attempt is spawned, and `succeeded` before any
+//! recorded `running` before its attempt is first polled, and `succeeded` before any
 //! dependant is started (its dependants are started in a later turn, after the commit).
 //!
 //! **Cost:** each turn costs what changed in it, not the size of the run: upstream
@@ -708,6 +708,17 @@ async fn sleep_until(due: Option<Instant>) {
     }
 }
 
+/// What a task's finished future (with a panic caught) means for its attempt.
+fn outcome_of(r: Result<Result<Outputs, TaskFailure>, String>) -> Outcome {
+    match r {
+        Ok(Ok(outputs)) => Outcome::Succeeded(outputs),
+        Ok(Err(e)) => Outcome::Failed(e),
+        Err(panic) => Outcome::Failed(TaskFailure::new(format!(
+            "the task crashed (it panicked: {panic}); this is a bug in the task kind, please report it"
+        ))),
+    }
+}
+
 /// Polls a task's future, turning a panic inside it into an error. The engine keeps
 /// going; the attempt fails with the panic's message.
 struct CatchUnwind<F>(F);
@@ -745,15 +756,6 @@ async fn run_attempt<F>(
 where
     F: Future<Output = Result<Outputs, TaskFailure>> + Unpin,
 {
-    let joined = |r: Result<Result<Outputs, TaskFailure>, String>| {
-        match r {
-        Ok(Ok(outputs)) => Outcome::Succeeded(outputs),
-        Ok(Err(e)) => Outcome::Failed(e),
-        Err(panic) => Outcome::Failed(TaskFailure::new(format!(
-            "the task crashed (it panicked: {panic}); this is a bug in the task kind, please report it"
-        ))),
-    }
-    };
     let timer = async {
         match timeout {
             Some(t) => tokio::time::sleep(t).await,
@@ -761,7 +763,7 @@ where
         }
     };
     tokio::select! {
-        r = &mut inner => joined(r),
+        r = &mut inner => outcome_of(r),
         _ = timer => {
             cancel.cancel();
             // Past the grace period the task's future is dropped, which stops it.

@@ -428,6 +428,24 @@ fn publish_day_one(sb: &Sandbox) -> (u64, PathBuf, Vec<(String, Vec<u8>)>) {
     let published = count(sb, "SELECT count(*) AS n FROM stock_daily");
     let prod = sb.state_dir().join("warehouse/stock_daily");
     let before = files(&prod);
+    // The first publish shares the audited table's files (hard links) instead of
+    // rewriting them; the next run's drop of the temp table must leave them readable.
+    let temp = sb.state_dir().join("warehouse/stock_daily_tmp");
+    let inodes = |dir: &Path| -> Vec<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let mut v: Vec<u64> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().ino())
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(!before.is_empty());
+    assert_eq!(
+        inodes(&prod),
+        inodes(&temp),
+        "the first publish shares files"
+    );
     (published, prod, before)
 }
 

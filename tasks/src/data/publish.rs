@@ -1,7 +1,9 @@
 //! `kind: publish` — moves audited rows into the production table, incrementally and
 //! idempotently.
 //!
-//! If `to` does not exist it is created from `from`. Otherwise only rows of `from` whose
+//! If `to` does not exist it is created from `from`: when `from` is a managed table, by
+//! sharing its Parquet files (hard links), so the first publish of a large backfill costs
+//! its audit queries, not a rewrite of every row. Otherwise only rows of `from` whose
 //! key is not yet in `to` are inserted, so publishing the same day twice never duplicates
 //! it. The new rows are written as one Parquet file under the warehouse's staging
 //! directory and renamed into `to`'s directory: one rename, so a crash at any point leaves
@@ -232,6 +234,21 @@ async fn publish(
         .collect::<Result<_, String>>()?;
 
     let Some(target) = target else {
+        // A first publish shares the audited files instead of rewriting every row.
+        if let Some(t) = warehouse::create_table_sharing(
+            catalog.as_ref(),
+            wh,
+            to,
+            &source,
+            source_rows,
+            creator,
+            pause,
+        )
+        .await?
+        {
+            let rows = t.row_count.unwrap_or(0);
+            return Ok((rows, 0, rows));
+        }
         let df = session
             .sql(&format!("SELECT * FROM {from}"))
             .await

@@ -15,6 +15,7 @@ pub mod publish;
 pub mod quality;
 pub mod sql;
 pub mod warehouse;
+mod window;
 
 use std::future::Future;
 use std::path::Path;
@@ -143,7 +144,22 @@ pub fn schema_of(table: &TableRecord) -> Result<SchemaRef, String> {
 
 /// A session with every catalog table registered under its name.
 pub async fn session(catalog: &dyn Catalog) -> Result<SessionContext, String> {
-    register_all(SessionContext::new(), catalog).await
+    register_all(
+        new_session(datafusion::prelude::SessionConfig::new()),
+        catalog,
+    )
+    .await
+}
+
+/// A DataFusion session with this crate's physical optimizations
+/// ([`window::MovingWindows`]).
+fn new_session(config: datafusion::prelude::SessionConfig) -> SessionContext {
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rules(window::MovingWindows::with_default_rules())
+        .build();
+    SessionContext::new_with_state(state)
 }
 
 async fn register_all(
@@ -232,7 +248,7 @@ pub async fn query(catalog: Arc<dyn Catalog>, sql: String) -> Result<Vec<RecordB
     on_engine(async move {
         // The information schema makes `SHOW TABLES` and `SHOW COLUMNS FROM t` work.
         let config = datafusion::prelude::SessionConfig::new().with_information_schema(true);
-        let ctx = register_all(SessionContext::new_with_config(config), catalog.as_ref()).await?;
+        let ctx = register_all(new_session(config), catalog.as_ref()).await?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)

@@ -192,14 +192,15 @@ fn rewrite(window: &BoundedWindowAggExec) -> Result<Option<Arc<dyn ExecutionPlan
         .next()
         .flatten();
     let required_distribution = window.input_distribution_requirements();
-    let moving_exec: Arc<dyn ExecutionPlan> = Arc::new(MovingWindowExec::try_new(
-        Arc::clone(input),
-        first.partition_by().to_vec(),
-        fast,
-        fast_fields,
+    let spec = Spec {
+        partition_by: first.partition_by().to_vec(),
+        exprs: fast,
+        fields: fast_fields,
         required_ordering,
         required_distribution,
-    )?);
+    };
+    let moving_exec: Arc<dyn ExecutionPlan> =
+        Arc::new(MovingWindowExec::try_new(Arc::clone(input), spec)?);
     let n_input = input_schema.fields().len();
     let n_fast = moving_exec.schema().fields().len() - n_input;
     let mut plan = moving_exec;
@@ -244,32 +245,32 @@ fn rewrite(window: &BoundedWindowAggExec) -> Result<Option<Arc<dyn ExecutionPlan
 #[derive(Debug)]
 pub struct MovingWindowExec {
     input: Arc<dyn ExecutionPlan>,
-    partition_by: Vec<Arc<dyn PhysicalExpr>>,
-    exprs: Vec<Moving>,
-    fields: Vec<datafusion::arrow::datatypes::FieldRef>,
-    required_ordering: Option<OrderingRequirements>,
-    required_distribution: InputDistributionRequirements,
+    spec: Spec,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     /// Output rows and compute time, for `EXPLAIN ANALYZE`.
     metrics: ExecutionPlanMetricsSet,
 }
 
+/// What a [`MovingWindowExec`] computes and what it asks of its input (the ordering and
+/// distribution the window node it replaces asked for).
+#[derive(Debug, Clone)]
+struct Spec {
+    partition_by: Vec<Arc<dyn PhysicalExpr>>,
+    exprs: Vec<Moving>,
+    fields: Vec<datafusion::arrow::datatypes::FieldRef>,
+    required_ordering: Option<OrderingRequirements>,
+    required_distribution: InputDistributionRequirements,
+}
+
 impl MovingWindowExec {
-    fn try_new(
-        input: Arc<dyn ExecutionPlan>,
-        partition_by: Vec<Arc<dyn PhysicalExpr>>,
-        exprs: Vec<Moving>,
-        fields: Vec<datafusion::arrow::datatypes::FieldRef>,
-        required_ordering: Option<OrderingRequirements>,
-        required_distribution: InputDistributionRequirements,
-    ) -> Result<Self> {
+    fn try_new(input: Arc<dyn ExecutionPlan>, spec: Spec) -> Result<Self> {
         let input_schema = input.schema();
         let all: Vec<_> = input_schema
             .fields()
             .iter()
             .cloned()
-            .chain(fields.iter().cloned())
+            .chain(spec.fields.iter().cloned())
             .collect();
         let schema = Arc::new(Schema::new_with_metadata(
             all,
@@ -285,11 +286,7 @@ impl MovingWindowExec {
         ));
         Ok(Self {
             input,
-            partition_by,
-            exprs,
-            fields,
-            required_ordering,
-            required_distribution,
+            spec,
             schema,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -299,7 +296,7 @@ impl MovingWindowExec {
 
 impl DisplayAs for MovingWindowExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let names: Vec<&str> = self.fields.iter().map(|f| f.name().as_str()).collect();
+        let names: Vec<&str> = self.spec.fields.iter().map(|f| f.name().as_str()).collect();
         write!(f, "MovingWindowExec: [{}]", names.join(", "))
     }
 }
@@ -318,11 +315,11 @@ impl ExecutionPlan for MovingWindowExec {
     }
 
     fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
-        vec![self.required_ordering.clone()]
+        vec![self.spec.required_ordering.clone()]
     }
 
     fn input_distribution_requirements(&self) -> InputDistributionRequirements {
-        self.required_distribution.clone()
+        self.spec.required_distribution.clone()
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
@@ -333,7 +330,13 @@ impl ExecutionPlan for MovingWindowExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        for e in self.exprs.iter().map(|m| &m.arg).chain(&self.partition_by) {
+        for e in self
+            .spec
+            .exprs
+            .iter()
+            .map(|m| &m.arg)
+            .chain(&self.spec.partition_by)
+        {
             if f(e)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
             }
@@ -351,11 +354,7 @@ impl ExecutionPlan for MovingWindowExec {
         }
         Ok(Arc::new(MovingWindowExec::try_new(
             children.swap_remove(0),
-            self.partition_by.clone(),
-            self.exprs.clone(),
-            self.fields.clone(),
-            self.required_ordering.clone(),
-            self.required_distribution.clone(),
+            self.spec.clone(),
         )?))
     }
 
@@ -381,10 +380,10 @@ impl ExecutionPlan for MovingWindowExec {
         let input = self.input.execute(partition, context)?;
         let mut state = Streaming {
             schema: Arc::clone(&self.schema),
-            partition_by: self.partition_by.clone(),
-            exprs: self.exprs.clone(),
+            partition_by: self.spec.partition_by.clone(),
+            exprs: self.spec.exprs.clone(),
             last_key: None,
-            carried: self.exprs.iter().map(|_| Carried::default()).collect(),
+            carried: self.spec.exprs.iter().map(|_| Carried::default()).collect(),
         };
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let out = input.map(move |batch| {

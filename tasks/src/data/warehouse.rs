@@ -154,7 +154,13 @@ pub async fn create_table(
         p.reached("before-rename").await;
     }
     let dir = install(warehouse, name, &staging)?;
-    let record = managed_record(name, &dir, &schema, rows, Some(creator.to_string()));
+    let record = managed_record(
+        name,
+        &dir,
+        columns_of(&schema),
+        rows,
+        Some(creator.to_string()),
+    );
     catalog
         .put_table(record.clone())
         .map_err(|e| e.to_string())?;
@@ -199,22 +205,13 @@ pub async fn create_table_sharing(
         p.reached("before-rename").await;
     }
     let dir = install(warehouse, name, &staging)?;
-    let now = Utc::now();
-    let record = TableRecord {
-        name: name.to_string(),
-        location: dir.display().to_string(),
-        format: Format::Parquet.name().into(),
-        columns: source.columns.clone(),
-        partition_columns: Vec::new(),
-        partitions: Vec::new(),
-        files: Vec::new(),
-        row_count: Some(rows),
-        managed: true,
-        created_by: Some(creator.to_string()),
-        created_at: now,
-        updated_at: now,
-        last_crawled_at: None,
-    };
+    let record = managed_record(
+        name,
+        &dir,
+        source.columns.clone(),
+        rows,
+        Some(creator.to_string()),
+    );
     catalog
         .put_table(record.clone())
         .map_err(|e| e.to_string())?;
@@ -292,7 +289,7 @@ fn install(warehouse: &Path, name: &str, staging: &Path) -> Result<PathBuf, Stri
 fn managed_record(
     name: &str,
     dir: &Path,
-    schema: &Schema,
+    columns: Vec<ColumnRecord>,
     rows: u64,
     creator: Option<String>,
 ) -> TableRecord {
@@ -301,7 +298,7 @@ fn managed_record(
         name: name.to_string(),
         location: dir.display().to_string(),
         format: Format::Parquet.name().into(),
-        columns: columns_of(schema),
+        columns,
         partition_columns: Vec::new(),
         partitions: Vec::new(),
         files: Vec::new(),
@@ -486,7 +483,7 @@ pub async fn rediscover(
             Ok::<_, String>((schema, rows as u64))
         })
         .await??;
-        found.push(managed_record(&name, &dir, &schema, rows, None));
+        found.push(managed_record(&name, &dir, columns_of(&schema), rows, None));
     }
     Ok(found)
 }

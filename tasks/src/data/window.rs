@@ -17,9 +17,12 @@
 //!   `CURRENT ROW`, with `m <= n <= MAX_PRECEDING`: never a following row, so each output
 //!   row is known when its input row arrives and memory stays bounded (the last `n` rows
 //!   of the current partition are carried to the next batch);
-//! - `avg` and `sum` of a `Float64`, `count` of one argument, without DISTINCT or FILTER.
+//! - `avg` and `sum` of a `Float64`, `count` of one argument, without DISTINCT or FILTER;
+//! - `LAG(x [, n [, NULL]])` of any type, without IGNORE NULLS (the row `n` rows back in
+//!   the partition, or NULL): DataFusion's evaluator for it costs about as much per row
+//!   as a sliding aggregate did, this one is an Arrow `take` per batch.
 //!
-//! Other window expressions of the same node (e.g. `LAG`) stay in DataFusion's operator,
+//! Other window expressions of the same node (`LEAD`, ranks, a `LAG` default) stay in DataFusion's operator,
 //! stacked on this one; a projection restores the node's column order. Each frame is
 //! summed afresh, so a value can differ from DataFusion's running sum in the last bits
 //! (it is the more exact of the two); `same_results_as_datafusion` pins the rest.
@@ -28,25 +31,27 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    make_comparator, Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch,
+    make_comparator, Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, UInt32Array,
 };
-use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::compute::{concat, take, SortOptions};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
-use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::expressions::{Column, Literal};
 use datafusion::physical_expr::projection::ProjectionExpr;
-use datafusion::physical_expr::window::{SlidingAggregateWindowExpr, WindowExpr};
+use datafusion::physical_expr::window::{
+    SlidingAggregateWindowExpr, StandardWindowExpr, WindowExpr,
+};
 use datafusion::physical_expr::{EquivalenceProperties, OrderingRequirements, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::execution_plan::ReplaceChildrenOptions;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::windows::BoundedWindowAggExec;
+use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowUDFExpr};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
     InputDistributionRequirements, InputOrderMode, PlanProperties, SendableRecordBatchStream,
@@ -102,6 +107,13 @@ impl PhysicalOptimizerRule for MovingWindows {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Function {
+    Aggregate(Aggregate),
+    /// The frame's one row (`preceding == until`), of any type.
+    Lag,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Aggregate {
     Avg,
     Sum,
     Count,
@@ -119,6 +131,9 @@ struct Moving {
 
 /// What of `expr` this module computes, if it can.
 fn moving(expr: &Arc<dyn WindowExpr>, input: &Schema) -> Option<Moving> {
+    if let Some(standard) = expr.as_any().downcast_ref::<StandardWindowExpr>() {
+        return lag(expr, standard, input);
+    }
     let sliding = expr.as_any().downcast_ref::<SlidingAggregateWindowExpr>()?;
     // The FILTER clause is private to DataFusion's expression; its Debug shows it.
     if !format!("{sliding:?}").contains("filter: None") {
@@ -132,9 +147,9 @@ fn moving(expr: &Arc<dyn WindowExpr>, input: &Schema) -> Option<Moving> {
     let arg_type = arg.data_type(input).ok()?;
     let out_type = expr.field().ok()?.data_type().clone();
     let function = match (aggregate.fun().name(), &arg_type, &out_type) {
-        ("avg", DataType::Float64, DataType::Float64) => Function::Avg,
-        ("sum", DataType::Float64, DataType::Float64) => Function::Sum,
-        ("count", _, DataType::Int64) => Function::Count,
+        ("avg", DataType::Float64, DataType::Float64) => Aggregate::Avg,
+        ("sum", DataType::Float64, DataType::Float64) => Aggregate::Sum,
+        ("count", _, DataType::Int64) => Aggregate::Count,
         _ => return None,
     };
     let frame = expr.get_window_frame();
@@ -148,11 +163,55 @@ fn moving(expr: &Arc<dyn WindowExpr>, input: &Schema) -> Option<Moving> {
     };
     let (preceding, until) = (offset(&frame.start_bound)?, offset(&frame.end_bound)?);
     (until <= preceding && preceding <= MAX_PRECEDING).then_some(Moving {
-        function,
+        function: Function::Aggregate(function),
         arg,
         preceding,
         until,
     })
+}
+
+/// `LAG(x)`, `LAG(x, n)` or `LAG(x, n, NULL)`, as [`Function::Lag`].
+fn lag(
+    expr: &Arc<dyn WindowExpr>,
+    standard: &StandardWindowExpr,
+    input: &Schema,
+) -> Option<Moving> {
+    let udf = standard
+        .get_standard_func_expr()
+        .as_any()
+        .downcast_ref::<WindowUDFExpr>()?;
+    if udf.fun().name() != "lag" {
+        return None;
+    }
+    // IGNORE NULLS and a reversed evaluation (a LEAD turned around) are private to the
+    // expression; its Debug shows them.
+    let debug = format!("{udf:?}");
+    if !debug.contains("is_reversed: false") || !debug.contains("ignore_nulls: false") {
+        return None;
+    }
+    let literal =
+        |e: &Arc<dyn PhysicalExpr>| e.downcast_ref::<Literal>().map(|l| l.value().clone());
+    let (arg, rest) = udf.args().split_first()?;
+    let offset = match rest.first() {
+        None => 1,
+        Some(e) => match literal(e)?.cast_to(&DataType::Int64).ok()? {
+            ScalarValue::Int64(Some(n)) => usize::try_from(n).ok()?,
+            _ => return None,
+        },
+    };
+    match rest.get(1) {
+        None => {}
+        Some(e) if literal(e)?.is_null() => {}
+        Some(_) => return None,
+    }
+    let arg_type = arg.data_type(input).ok()?;
+    (rest.len() <= 2 && offset <= MAX_PRECEDING && expr.field().ok()?.data_type() == &arg_type)
+        .then(|| Moving {
+            function: Function::Lag,
+            arg: Arc::clone(arg),
+            preceding: offset,
+            until: offset,
+        })
 }
 
 /// The plan replacing `window`, if any of its expressions is one this module computes.
@@ -406,6 +465,8 @@ impl ExecutionPlan for MovingWindowExec {
 struct Carried {
     values: Vec<f64>,
     valid: Vec<bool>,
+    /// For [`Function::Lag`]: the rows themselves, of the argument's type.
+    rows: Option<ArrayRef>,
 }
 
 struct Streaming {
@@ -442,7 +503,10 @@ impl Streaming {
         let mut columns = batch.columns().to_vec();
         for (m, carried) in self.exprs.iter().zip(self.carried.iter_mut()) {
             let arg = m.arg.evaluate(&batch)?.into_array(rows)?;
-            columns.push(compute(m, carried, &arg, &runs, continues));
+            columns.push(match m.function {
+                Function::Lag => shift(m.preceding, carried, &arg, &runs, continues)?,
+                Function::Aggregate(a) => aggregate(a, m, carried, &arg, &runs, continues),
+            });
         }
         self.last_key = Some(keys.iter().map(|k| k.slice(rows - 1, 1)).collect());
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
@@ -460,8 +524,58 @@ fn same_key(last: &[ArrayRef], keys: &[ArrayRef]) -> Result<bool> {
     Ok(true)
 }
 
-/// One expression's output for a batch, and the rows to carry to the next.
-fn compute(
+/// The first row of each run's partition, as an index into the carried rows (`c` of
+/// them) followed by the batch's.
+fn partition_starts(
+    runs: &[std::ops::Range<usize>],
+    c: usize,
+    continues: bool,
+) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> + '_ {
+    runs.iter().enumerate().map(move |(r, run)| {
+        // Before this batch if the first run continues a partition.
+        let start = if r == 0 && continues {
+            0
+        } else {
+            c + run.start
+        };
+        (start, (c + run.start)..(c + run.end))
+    })
+}
+
+/// `LAG(arg, offset)` for a batch: each row's value `offset` rows back in its partition,
+/// NULL where that is before the partition's start.
+fn shift(
+    offset: usize,
+    carried: &mut Carried,
+    arg: &ArrayRef,
+    runs: &[std::ops::Range<usize>],
+    continues: bool,
+) -> Result<ArrayRef> {
+    let before = carried.rows.take().filter(|_| continues);
+    let all = match &before {
+        Some(b) => concat(&[b.as_ref(), arg.as_ref()])?,
+        None => Arc::clone(arg),
+    };
+    let c = before.map_or(0, |b| b.len());
+    let mut indices: Vec<Option<u32>> = Vec::with_capacity(arg.len());
+    let mut last_start = 0;
+    for (start, rows) in partition_starts(runs, c, continues) {
+        last_start = start;
+        indices.extend(rows.map(|i| {
+            (i >= start + offset)
+                .then(|| u32::try_from(i - offset).ok())
+                .flatten()
+        }));
+    }
+    let out = take(all.as_ref(), &UInt32Array::from(indices), None)?;
+    let keep_from = last_start.max(all.len().saturating_sub(offset));
+    carried.rows = Some(all.slice(keep_from, all.len() - keep_from));
+    Ok(out)
+}
+
+/// A moving aggregate's output for a batch, and the rows to carry to the next.
+fn aggregate(
+    function: Aggregate,
     m: &Moving,
     carried: &mut Carried,
     arg: &ArrayRef,
@@ -488,15 +602,9 @@ fn compute(
     let mut sums: Vec<Option<f64>> = Vec::with_capacity(arg.len());
     let mut counts: Vec<i64> = Vec::with_capacity(arg.len());
     let mut last_start = 0;
-    for (r, run) in runs.iter().enumerate() {
-        // The partition's first row: before this batch if the first run continues one.
-        let start = if r == 0 && continues {
-            0
-        } else {
-            c + run.start
-        };
+    for (start, rows) in partition_starts(runs, c, continues) {
         last_start = start;
-        for i in (c + run.start)..(c + run.end) {
+        for i in rows {
             let lo = i.saturating_sub(m.preceding).max(start);
             let end = (i + 1).saturating_sub(m.until);
             let (mut sum, mut count) = (0.0, 0i64);
@@ -515,10 +623,10 @@ fn compute(
     let keep_from = last_start.max(values.len().saturating_sub(m.preceding));
     carried.values = values.split_off(keep_from);
     carried.valid = valid.split_off(keep_from);
-    match m.function {
-        Function::Count => Arc::new(Int64Array::from(counts)),
-        Function::Sum => Arc::new(Float64Array::from(sums)),
-        Function::Avg => Arc::new(
+    match function {
+        Aggregate::Count => Arc::new(Int64Array::from(counts)),
+        Aggregate::Sum => Arc::new(Float64Array::from(sums)),
+        Aggregate::Avg => Arc::new(
             sums.iter()
                 .zip(&counts)
                 .map(|(s, &n)| s.map(|s| s / n as f64))
@@ -590,6 +698,13 @@ mod tests {
 
     const QUERY: &str = "SELECT s, d, x,
         LAG(x) OVER (PARTITION BY s ORDER BY d) AS prev,
+        LAG(x, 3) OVER (PARTITION BY s ORDER BY d) AS prev3,
+        LAG(s, 2, NULL) OVER (PARTITION BY s ORDER BY d) AS prev_s,
+        LAG(v, 0) OVER (PARTITION BY s ORDER BY d) AS same_v,
+        LAG(x, 1, -1.0) OVER (PARTITION BY s ORDER BY d) AS prev_or_default,
+        LEAD(x) OVER (PARTITION BY s ORDER BY d) AS next,
+        LAG(x) IGNORE NULLS OVER (PARTITION BY s ORDER BY d) AS prev_known,
+        LAG(d) OVER (ORDER BY d, s) AS prev_whole,
         AVG(x) OVER (PARTITION BY s ORDER BY d ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) AS a5,
         COUNT(x) OVER (PARTITION BY s ORDER BY d ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) AS n5,
         AVG(x) OVER (PARTITION BY s ORDER BY d ROWS BETWEEN 19 PRECEDING AND CURRENT ROW) AS a20,
@@ -627,7 +742,23 @@ mod tests {
             }
             let plan = rows(&ours, &format!("EXPLAIN {QUERY}")).await;
             let plan = serde_json::to_string(&plan).unwrap();
-            assert!(plan.contains("MovingWindowExec"), "{plan}");
+            // Each line of the plan is one operator: which one computes what.
+            let line = |op: &str, expr: &str| {
+                plan.split("\\n")
+                    .any(|l| l.contains(op) && l.contains(expr))
+            };
+            for ours in [
+                "lag(t.x)",
+                "lag(t.x,Int64(3))",
+                "lag(t.s,Int64(2),NULL)",
+                "lag(t.d)",
+            ] {
+                assert!(line("MovingWindowExec", ours), "{ours} in {plan}");
+            }
+            for theirs in ["lag(t.x,Int64(1),Float64(-1))", "lead(t.x)", "IGNORE NULLS"] {
+                assert!(line("BoundedWindowAggExec", theirs), "{theirs} in {plan}");
+                assert!(!line("MovingWindowExec", theirs), "{theirs} in {plan}");
+            }
             let (a, b) = (rows(&ours, QUERY).await, rows(&theirs, QUERY).await);
             assert_eq!(a.len(), b.len());
             assert!(a.len() > 300, "{}", a.len());

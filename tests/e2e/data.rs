@@ -479,3 +479,96 @@ fn query_tables_round_floats_for_reading_and_json_keeps_them_exact() {
         "{out:?}"
     );
 }
+
+#[test]
+fn publish_inserts_only_new_keys_and_refuses_repeated_ones_before_writing() {
+    let sb = Sandbox::new();
+    let workflow = |to: &str| {
+        format!(
+            r#"
+name: pub
+tasks:
+  crawl:
+    kind: crawl
+    path: raw
+    table: bars
+  stage:
+    kind: sql
+    after: [crawl]
+    sql: DROP TABLE IF EXISTS staged; CREATE TABLE staged AS SELECT symbol, date, close FROM bars
+  publish:
+    kind: publish
+    after: [stage]
+    from: staged
+    to: {to}
+    key: [symbol, date]
+"#
+        )
+    };
+    sb.write("wf.yaml", &workflow("prod"));
+    let publish = |expect: i32| {
+        let out = sb.run(&["run", "wf.yaml"]);
+        assert_eq!(out.code, expect, "{out:?}");
+        task(&sb.show(&out.run_id()), "publish").clone()
+    };
+    let prod = sb.state_dir().join("warehouse/prod");
+    let listing = || {
+        let mut names: Vec<_> = std::fs::read_dir(&prod)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let rows = |sb: &Sandbox| query(sb, "SELECT count(*) AS n FROM prod")[0]["n"].clone();
+
+    bars(
+        &sb,
+        "dt=2025-04-09",
+        "a.csv",
+        &["NVDA,2025-04-09,101.5,1000", "AMD,2025-04-09,90.25,2000"],
+    );
+    assert_eq!(publish(0)["outputs"]["inserted"], 2);
+    bars(
+        &sb,
+        "dt=2025-04-10",
+        "b.csv",
+        &["NVDA,2025-04-10,102.5,1000", "AMD,2025-04-10,91.25,2000"],
+    );
+    let second = publish(0);
+    assert_eq!(second["outputs"]["inserted"], 2, "{second}");
+    assert_eq!(second["outputs"]["already_present"], 2, "{second}");
+    assert_eq!(second["outputs"]["rows"], 4, "{second}");
+
+    // Nothing new: nothing is written, not even an empty file.
+    let files = listing();
+    let third = publish(0);
+    assert_eq!(third["outputs"]["inserted"], 0, "{third}");
+    assert_eq!(third["outputs"]["already_present"], 4, "{third}");
+    assert_eq!(third["outputs"]["rows"], 4, "{third}");
+    assert_eq!(listing(), files);
+
+    // A key twice in the source (one copy already published, one not): refused, and
+    // production is left as it was.
+    bars(&sb, "dt=2025-04-10", "c.csv", &["AMD,2025-04-10,91.5,2100"]);
+    let refused = publish(1);
+    let error = refused["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(
+            "1 keys (symbol, date) occur more than once in `staged`, e.g. {\"symbol\":\"AMD\",\"date\":\"2025-04-10\",\"copies\":2}; add a `unique` check before publish"
+        ),
+        "{error}"
+    );
+    assert_eq!(listing(), files);
+    assert_eq!(rows(&sb), 4);
+
+    // The same into a table that does not exist yet: refused, and not created.
+    sb.write("wf.yaml", &workflow("fresh"));
+    let error = publish(1)["error"].as_str().unwrap().to_string();
+    assert!(
+        error.starts_with("1 keys (symbol, date) occur more than once in `staged`"),
+        "{error}"
+    );
+    assert!(!sb.state_dir().join("warehouse/fresh").exists());
+    assert!(!sb.run(&["tables"]).stdout.contains("fresh"));
+}

@@ -210,30 +210,21 @@ async fn publish(
             key.join(", ")
         ));
     }
-    let dups = format!(
-        "SELECT {keys}, count(*) AS copies FROM {from} GROUP BY {keys} HAVING count(*) > 1"
-    );
-    let n = scalar_u64(&session, &format!("SELECT count(*) FROM ({dups}) AS d")).await?;
-    if n > 0 {
-        let sample = session
-            .sql(&format!("{dups} LIMIT 5"))
-            .await
-            .map_err(|e| e.to_string())?
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        let sample: Vec<String> = rows_json(&sample)?.iter().map(|v| v.to_string()).collect();
-        return Err(format!(
-            "{n} keys ({}) occur more than once in `{from}`, e.g. {}; add a `unique` check before publish",
-            key.join(", "),
-            sample.join(", ")
-        ));
-    }
     let bounds: Vec<(ScalarValue, ScalarValue)> = (0..key.len())
         .map(|i| Ok((cell(2 + 2 * i)?, cell(3 + 2 * i)?)))
         .collect::<Result<_, String>>()?;
 
     let Some(target) = target else {
+        let n = scalar_u64(
+            &session,
+            &format!(
+                "SELECT count(*) FROM (SELECT {keys} FROM {from} GROUP BY {keys} HAVING count(*) > 1) AS d"
+            ),
+        )
+        .await?;
+        if n > 0 {
+            return Err(duplicates(&session, from, key, n).await);
+        }
         // A first publish shares the audited files instead of rewriting every row.
         if let Some(t) = warehouse::create_table_sharing(
             catalog.as_ref(),
@@ -285,6 +276,40 @@ async fn publish(
     session
         .register_table("__publish_existing", existing.into_view())
         .map_err(|e| e.to_string())?;
+    // One aggregation over the source's keys and the production keys in range answers
+    // both questions before anything is written: is a key repeated in the source, and
+    // how many source keys `to` does not hold yet. Publishing a day again (nothing new)
+    // stops here; one pass instead of a GROUP BY and an anti-join.
+    let counts = session
+        .sql(&format!(
+            "SELECT count(*) FILTER (WHERE copies > 1), count(*) FILTER (WHERE copies > 0 AND copies = n) \
+             FROM (SELECT sum(src) AS copies, count(*) AS n FROM \
+               (SELECT {keys}, 1 AS src FROM {from} UNION ALL SELECT {keys}, 0 AS src FROM __publish_existing) AS k \
+             GROUP BY {keys}) AS g"
+        ))
+        .await
+        .map_err(|e| e.to_string())?
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let count_at = |i: usize| -> Result<u64, String> {
+        let batch = counts
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .ok_or("the key count is empty")?;
+        ScalarValue::try_from_array(batch.column(i), 0)
+            .map(as_u64)
+            .map_err(|e| e.to_string())
+    };
+    let (repeated, new_keys) = (count_at(0)?, count_at(1)?);
+    if repeated > 0 {
+        return Err(duplicates(&session, from, key, repeated).await);
+    }
+    if new_keys == 0 {
+        warehouse::remove_leftovers(wh, to);
+        let total = scalar_u64(&session, &format!("SELECT count(*) FROM {to}")).await?;
+        return Ok((0, source_rows, total));
+    }
     let new_rows = session
         .sql(&format!(
             "SELECT {columns} FROM {from} AS f WHERE NOT EXISTS (SELECT 1 FROM __publish_existing AS t WHERE {matches})"
@@ -333,4 +358,34 @@ async fn publish(
     }
     catalog.put_table(updated).map_err(|e| e.to_string())?;
     Ok((inserted, source_rows - inserted, total))
+}
+
+/// The error for `n` keys repeated in `from`, with a sample of them.
+async fn duplicates(
+    session: &datafusion::prelude::SessionContext,
+    from: &str,
+    key: &[String],
+    n: u64,
+) -> String {
+    let keys = key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
+    let sample = match session
+        .sql(&format!(
+            "SELECT {keys}, count(*) AS copies FROM {from} GROUP BY {keys} HAVING count(*) > 1 LIMIT 5"
+        ))
+        .await
+    {
+        Ok(df) => df.collect().await.ok(),
+        Err(_) => None,
+    };
+    let sample: Vec<String> = sample
+        .and_then(|b| rows_json(&b).ok())
+        .unwrap_or_default()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    format!(
+        "{n} keys ({}) occur more than once in `{from}`, e.g. {}; add a `unique` check before publish",
+        key.join(", "),
+        sample.join(", ")
+    )
 }

@@ -8,7 +8,9 @@
 //! it. The new rows are written as one Parquet file under the warehouse's staging
 //! directory and renamed into `to`'s directory: one rename, so a crash at any point leaves
 //! `to` either unchanged or fully updated, and publishing again afterwards inserts exactly
-//! what is missing.
+//! what is missing. Before anything is written, one aggregation over both tables' keys
+//! tells whether `from` repeats a key (refused) and how many of its keys are new (none:
+//! nothing is written).
 
 use std::path::PathBuf;
 use std::sync::Arc;

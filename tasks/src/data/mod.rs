@@ -24,6 +24,7 @@ use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -417,6 +418,15 @@ fn query_error(e: &str) -> String {
 
 /// Runs a query whose first column of the first row is an integer (a count) and returns it.
 pub async fn scalar_u64(ctx: &SessionContext, sql: &str) -> Result<u64, String> {
+    Ok(match one_row(ctx, sql).await?.first() {
+        Some(ScalarValue::Int64(Some(n))) => (*n).max(0) as u64,
+        Some(ScalarValue::UInt64(Some(n))) => *n,
+        _ => 0,
+    })
+}
+
+/// The cells of the first row `sql` answers (an aggregate's one row).
+pub async fn one_row(ctx: &SessionContext, sql: &str) -> Result<Vec<ScalarValue>, String> {
     let batches = ctx
         .sql(sql)
         .await
@@ -424,13 +434,15 @@ pub async fn scalar_u64(ctx: &SessionContext, sql: &str) -> Result<u64, String> 
         .collect()
         .await
         .map_err(|e| e.to_string())?;
-    let value = batches.first().and_then(|b| {
-        b.column(0)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>()
-            .map(|a| a.value(0))
-    });
-    Ok(value.unwrap_or(0).max(0) as u64)
+    let batch = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| format!("no row from {sql}"))?;
+    batch
+        .columns()
+        .iter()
+        .map(|c| ScalarValue::try_from_array(c, 0).map_err(|e| e.to_string()))
+        .collect()
 }
 
 /// Rows as JSON objects keyed by column name, in column order: numbers as numbers, dates

@@ -25,7 +25,7 @@ use serde_json::json;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::prelude::{lit, Expr};
 
-use super::{on_engine, rows_json, scalar_u64, session, warehouse, PauseHook};
+use super::{on_engine, one_row, rows_json, scalar_u64, session, warehouse, PauseHook};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,21 +181,18 @@ async fn publish(
         .map(|k| format!("min({k}), max({k})", k = ident(k)))
         .collect::<Vec<_>>()
         .join(", ");
-    let summary = session
-        .sql(&format!(
+    let summary = one_row(
+        &session,
+        &format!(
             "SELECT count(*), sum(CASE WHEN {null_keys} THEN 1 ELSE 0 END), {ranges} FROM {from}"
-        ))
-        .await
-        .map_err(|e| e.to_string())?
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
+        ),
+    )
+    .await?;
     let cell = |i: usize| -> Result<ScalarValue, String> {
-        let batch = summary
-            .iter()
-            .find(|b| b.num_rows() > 0)
-            .ok_or("the source summary is empty")?;
-        ScalarValue::try_from_array(batch.column(i), 0).map_err(|e| e.to_string())
+        summary
+            .get(i)
+            .cloned()
+            .ok_or_else(|| format!("the source summary has no column {i}"))
     };
     let as_u64 = |v: ScalarValue| -> u64 {
         match v {
@@ -282,28 +279,20 @@ async fn publish(
     // both questions before anything is written: is a key repeated in the source, and
     // how many source keys `to` does not hold yet. Publishing a day again (nothing new)
     // stops here; one pass instead of a GROUP BY and an anti-join.
-    let counts = session
-        .sql(&format!(
+    let counts = one_row(
+        &session,
+        &format!(
             "SELECT count(*) FILTER (WHERE copies > 1), count(*) FILTER (WHERE copies > 0 AND copies = n) \
              FROM (SELECT sum(src) AS copies, count(*) AS n FROM \
                (SELECT {keys}, 1 AS src FROM {from} UNION ALL SELECT {keys}, 0 AS src FROM __publish_existing) AS k \
              GROUP BY {keys}) AS g"
-        ))
-        .await
-        .map_err(|e| e.to_string())?
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
-    let count_at = |i: usize| -> Result<u64, String> {
-        let batch = counts
-            .iter()
-            .find(|b| b.num_rows() > 0)
-            .ok_or("the key count is empty")?;
-        ScalarValue::try_from_array(batch.column(i), 0)
-            .map(as_u64)
-            .map_err(|e| e.to_string())
+        ),
+    )
+    .await?;
+    let (repeated, new_keys) = match counts.as_slice() {
+        [a, b] => (as_u64(a.clone()), as_u64(b.clone())),
+        _ => return Err("the key count query answered no row".into()),
     };
-    let (repeated, new_keys) = (count_at(0)?, count_at(1)?);
     if repeated > 0 {
         return Err(duplicates(&session, from, key, repeated).await);
     }

@@ -150,21 +150,14 @@ pub async fn create_table(
     let schema = df.schema().as_arrow().clone();
     let staging = staging_path(warehouse, name)?;
     let rows = write_parquet(df, &staging, false).await?;
-    if let Some(p) = pause {
-        p.reached("before-rename").await;
-    }
-    let dir = install(warehouse, name, &staging)?;
     let record = managed_record(
         name,
-        &dir,
+        &table_dir(warehouse, name),
         columns_of(&schema),
         rows,
         Some(creator.to_string()),
     );
-    catalog
-        .put_table(record.clone())
-        .map_err(|e| e.to_string())?;
-    Ok(record)
+    install(catalog, warehouse, &staging, record, pause).await
 }
 
 /// Creates managed table `name` holding exactly the rows of managed table `source` by
@@ -201,21 +194,16 @@ pub async fn create_table_sharing(
                 .map_err(|e| format!("cannot copy {} to {} ({e})", file.display(), to.display()))?;
         }
     }
-    if let Some(p) = pause {
-        p.reached("before-rename").await;
-    }
-    let dir = install(warehouse, name, &staging)?;
     let record = managed_record(
         name,
-        &dir,
+        &table_dir(warehouse, name),
         source.columns.clone(),
         rows,
         Some(creator.to_string()),
     );
-    catalog
-        .put_table(record.clone())
-        .map_err(|e| e.to_string())?;
-    Ok(Some(record))
+    install(catalog, warehouse, &staging, record, pause)
+        .await
+        .map(Some)
 }
 
 /// The Parquet files of managed table `source`, if its directory holds nothing else a
@@ -259,9 +247,19 @@ fn make_room(catalog: &dyn Catalog, name: &str, creator: &str) -> Result<(), Str
     Ok(())
 }
 
-/// Renames the complete directory `staging` to table `name`'s directory (one rename:
-/// the table's files appear all at once) and returns that directory.
-fn install(warehouse: &Path, name: &str, staging: &Path) -> Result<PathBuf, String> {
+/// Renames the complete directory `staging` to the table's directory (one rename: the
+/// table's files appear all at once), then writes `record`, the table's catalog entry.
+async fn install(
+    catalog: &dyn Catalog,
+    warehouse: &Path,
+    staging: &Path,
+    record: TableRecord,
+    pause: Option<&super::PauseHook>,
+) -> Result<TableRecord, String> {
+    if let Some(p) = pause {
+        p.reached("before-rename").await;
+    }
+    let name = record.name.as_str();
     let dir = table_dir(warehouse, name);
     if dir.exists() {
         // An orphan from a crash after rename and before the catalog write: no table
@@ -282,7 +280,10 @@ fn install(warehouse: &Path, name: &str, staging: &Path) -> Result<PathBuf, Stri
         )
     })?;
     remove_leftovers(warehouse, name);
-    Ok(dir)
+    catalog
+        .put_table(record.clone())
+        .map_err(|e| e.to_string())?;
+    Ok(record)
 }
 
 /// The catalog record of managed table `name`, whose Parquet files are in `dir`.

@@ -418,11 +418,16 @@ fn query_error(e: &str) -> String {
 
 /// Runs a query whose first column of the first row is an integer (a count) and returns it.
 pub async fn scalar_u64(ctx: &SessionContext, sql: &str) -> Result<u64, String> {
-    Ok(match one_row(ctx, sql).await?.first() {
-        Some(ScalarValue::Int64(Some(n))) => (*n).max(0) as u64,
-        Some(ScalarValue::UInt64(Some(n))) => *n,
+    Ok(one_row(ctx, sql).await?.first().map_or(0, count))
+}
+
+/// A count or sum cell as a number: a null (the `sum` of no rows) or a negative is 0.
+pub fn count(v: &ScalarValue) -> u64 {
+    match v {
+        ScalarValue::Int64(Some(n)) => (*n).max(0) as u64,
+        ScalarValue::UInt64(Some(n)) => *n,
         _ => 0,
-    })
+    }
 }
 
 /// The cells of the first row `sql` answers (an aggregate's one row).

@@ -25,7 +25,7 @@ use serde_json::json;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::prelude::{lit, Expr};
 
-use super::{on_engine, one_row, rows_json, scalar_u64, session, warehouse, PauseHook};
+use super::{count, on_engine, one_row, rows_json, scalar_u64, session, warehouse, PauseHook};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -194,15 +194,8 @@ async fn publish(
             .cloned()
             .ok_or_else(|| format!("the source summary has no column {i}"))
     };
-    let as_u64 = |v: ScalarValue| -> u64 {
-        match v {
-            ScalarValue::Int64(Some(n)) => n.max(0) as u64,
-            ScalarValue::UInt64(Some(n)) => n,
-            _ => 0,
-        }
-    };
-    let source_rows = as_u64(cell(0)?);
-    let n = as_u64(cell(1)?);
+    let source_rows = count(&cell(0)?);
+    let n = count(&cell(1)?);
     if n > 0 {
         return Err(format!(
             "{n} rows of `{from}` have a null key ({}); add a `not_null` check before publish",
@@ -290,7 +283,7 @@ async fn publish(
     )
     .await?;
     let (repeated, new_keys) = match counts.as_slice() {
-        [a, b] => (as_u64(a.clone()), as_u64(b.clone())),
+        [a, b] => (count(a), count(b)),
         _ => return Err("the key count query answered no row".into()),
     };
     if repeated > 0 {

@@ -84,12 +84,11 @@ impl Store {
         let mut indexed = BTreeSet::new();
         let mut owners: Vec<(String, String)> = Vec::new(); // (record, run id)
         let (mut n_tasks, mut n_attempts, mut tables) = (0usize, 0usize, Vec::new());
-        for item in self.db.iter() {
+        for item in self.scan_raw(b"") {
             let (key, value) = match item {
                 Ok(kv) => kv,
                 Err(e) => {
-                    r.problems
-                        .push(format!("reading the store failed: {}", self.db_err(e)));
+                    r.problems.push(format!("reading the store failed: {e}"));
                     return r;
                 }
             };
@@ -161,7 +160,7 @@ impl Store {
                 },
                 // The pending-notification index: its value is the record's key.
                 Some(b"p") => {
-                    if !matches!(self.db.get(&value), Ok(Some(_))) {
+                    if !matches!(self.get(&value), Ok(Some(_))) {
                         r.problems.push(format!(
                             "record {shown}: indexes a notification that does not exist"
                         ));
@@ -169,6 +168,14 @@ impl Store {
                 }
                 _ => r.problems.push(format!("record {shown}: unknown key")),
             }
+        }
+        // Opening a store replays and removes the journal entry; one still here was not.
+        if let Ok(Some(entry)) = self.journal.get(crate::journal::KEY) {
+            r.problems.push(format!(
+                "the journal of an interrupted commit ({} bytes) was not replayed; opening the \
+                 state dir for writing (e.g. `orchestrator runs` where it is writable) replays it",
+                entry.len()
+            ));
         }
         for id in runs.difference(&indexed) {
             r.problems.push(format!(

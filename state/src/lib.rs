@@ -3,9 +3,10 @@
 //! **API boundary:** this is the only crate that knows sled. Everything above it sees
 //! [`Store`], the record types in [`records`] and [`StateError`].
 //!
-//! Layout: one sled tree, keys prefixed by record type so that every group of
-//! transitions the engine makes can be written as one atomic [`sled::Batch`] and made
-//! durable with one flush (group commit):
+//! Layout: one sled tree of records, keys prefixed by record type (and a `journal` tree
+//! holding at most the commit in progress). Every group of transitions the
+//! engine makes is one [`Store::commit`]: atomic through a journal entry of our own (see
+//! [`journal`]) and made durable with one flush (group commit), one disk write:
 //!
 //! | key                                   | value            |
 //! |---------------------------------------|------------------|
@@ -31,6 +32,7 @@
 
 pub mod check;
 pub mod disk;
+pub mod journal;
 pub mod records;
 pub mod recovery;
 
@@ -38,12 +40,14 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard};
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use journal::Op;
 pub use records::{
     AttemptRecord, BackfillDate, BackfillRecord, BackfillStatus, ColumnRecord, DeliveryStatus,
     FileRecord, OutboxRecord, RunRecord, RunStatus, ScheduleRecord, SentRecord, TableRecord,
@@ -57,9 +61,6 @@ pub use records::{
 /// is read as it is and marked v2 when opened for writing, so an older binary then
 /// refuses it instead of misreading it.
 pub const SCHEMA_VERSION: u32 = 2;
-
-/// Most records [`Store::commit`] applies in one atomic batch.
-pub const COMMIT_CHUNK: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -135,12 +136,19 @@ pub enum Write {
 pub struct Store {
     dir: PathBuf,
     db: sled::Db,
+    /// The journal entry of the commit in progress, in a tree of its own (see [`journal`]).
+    journal: sled::Tree,
     /// Why this store cannot be written to, if it cannot (see [`Store::open_read_only`]).
     read_only: Option<String>,
     // Held for the lifetime of the store; the OS releases the lock if the process dies.
     _lock: Option<File>,
     // The temporary copy of the db a read-only store reads, deleted on drop.
     _copy: Option<tempfile::TempDir>,
+    /// Serializes commits (write) against each other and against each single read (read),
+    /// so the journal's pieces are atomic to readers too (see [`journal`]).
+    turn: RwLock<()>,
+    /// A journal piece failed midway; the next commit completes it first.
+    torn: AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -263,7 +271,8 @@ impl Store {
             refuse_if_it_held_runs(dir)?;
         }
         let db = open_sled(dir, &dir.join("db"))?;
-        let store = Store::writable(dir, db, lock);
+        let store = Store::writable(dir, db, lock)?;
+        store.replay_journal()?;
         store.check_schema()?;
         let recovered = store.recover_interrupted()?;
         Ok((store, recovered))
@@ -291,14 +300,8 @@ impl Store {
                 .temporary(true)
                 .open()
                 .map_err(|e| sled_err(dir, e))?;
-            let store = Store {
-                dir: dir.to_path_buf(),
-                db,
-                read_only: Some("no store exists yet".into()),
-                _lock: None,
-                _copy: None,
-            };
-            return Ok((store, None));
+            let read_only = Some("no store exists yet".into());
+            return Ok((Store::assemble(dir, db, read_only, None, None)?, None));
         }
         let why = if !disk::writable(dir) || !disk::writable(&db_dir) {
             Some("the state dir is not writable".to_string())
@@ -340,13 +343,10 @@ impl Store {
             }
         })?;
         let db = open_sled(dir, &copy.path().join("db"))?;
-        let store = Store {
-            dir: dir.to_path_buf(),
-            db,
-            read_only: Some(why.clone()),
-            _lock: lock,
-            _copy: Some(copy),
-        };
+        let store = Store::assemble(dir, db, Some(why.clone()), lock, Some(copy))?;
+        // The copy is ours to write: complete an interrupted commit in it, so what is
+        // read is what a writable open would see.
+        store.replay_journal()?;
         store.check_schema()?;
         Ok((
             store,
@@ -384,7 +384,7 @@ impl Store {
             None
         };
         let db = open_sled(dir, &db_dir)?;
-        let store = Store::writable(dir, db, lock);
+        let store = Store::writable(dir, db, lock)?;
         store
             .db
             .insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
@@ -394,45 +394,47 @@ impl Store {
     }
 
     /// Deletes runs with everything recorded under them (tasks, attempts, notifications,
-    /// the index entry) and the given backfills, durably, in batches of 500 runs. Returns
-    /// how many records were removed. Unknown ids are ignored.
+    /// the index entry) and the given backfills, durably, each run atomically. Returns how
+    /// many records were removed. Unknown ids are ignored.
     pub fn delete_runs(&self, runs: &[String], backfills: &[String]) -> Result<u64> {
-        if let Some(why) = &self.read_only {
-            return Err(StateError::ReadOnly {
-                dir: self.dir.clone(),
-                why: why.clone(),
-            });
-        }
+        self.refuse_if_read_only()?;
         let mut removed = 0u64;
-        for chunk in runs.chunks(500) {
-            let mut batch = sled::Batch::default();
-            for id in chunk {
-                let key = run_key(id);
-                let Some(value) = self.db.get(&key).map_err(|e| self.db_err(e))? else {
-                    continue;
-                };
-                let run: RunRecord = self.decode(&key, &value)?;
-                batch.remove(index_key(&run.started_at, id));
-                batch.remove(key);
-                removed += 1;
-                for kind in ["t", "a", "o", "p"] {
-                    for item in self.db.scan_prefix(prefix(&[kind, id])) {
-                        let (k, _) = item.map_err(|e| self.db_err(e))?;
-                        batch.remove(k);
-                        removed += 1;
-                    }
+        let _turn = self.turn.write().unwrap_or_else(PoisonError::into_inner);
+        for id in runs {
+            let key = run_key(id);
+            let Some(value) = self.db.get(&key).map_err(|e| self.db_err(e))? else {
+                continue;
+            };
+            let run: RunRecord = self.decode(&key, &value)?;
+            let mut ops = vec![Op::Del(index_key(&run.started_at, id)), Op::Del(key)];
+            for kind in ["t", "a", "o", "p"] {
+                for item in self.db.scan_prefix(prefix(&[kind, id])) {
+                    let (k, _) = item.map_err(|e| self.db_err(e))?;
+                    ops.push(Op::Del(k.to_vec()));
                 }
             }
-            self.db.apply_batch(batch).map_err(|e| self.db_err(e))?;
+            removed += ops.len() as u64 - 1;
+            // One piece per run, whatever its size: a crash never leaves half a run.
+            self.write_pieces(std::iter::once(&ops[..]))?;
         }
-        let mut batch = sled::Batch::default();
-        for id in backfills {
-            batch.remove(backfill_key(id));
-            removed += 1;
-        }
-        self.db.apply_batch(batch).map_err(|e| self.db_err(e))?;
+        let ops: Vec<Op> = backfills
+            .iter()
+            .map(|id| Op::Del(backfill_key(id)))
+            .collect();
+        removed += ops.len() as u64;
+        self.write_pieces(journal::pieces(&ops))?;
         self.flush()?;
         Ok(removed)
+    }
+
+    fn refuse_if_read_only(&self) -> Result<()> {
+        match &self.read_only {
+            Some(why) => Err(StateError::ReadOnly {
+                dir: self.dir.clone(),
+                why: why.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Rewrites the db with only its live records, so deleted records give their space
@@ -441,12 +443,7 @@ impl Store {
     /// deleted once the new one is complete, so a crash midway leaves either db, and
     /// `state recover` rebuilds from the recovery point. Needs the store's exclusive lock.
     pub fn compact(self, owner: &str) -> Result<Store> {
-        if let Some(why) = &self.read_only {
-            return Err(StateError::ReadOnly {
-                dir: self.dir.clone(),
-                why: why.clone(),
-            });
-        }
+        self.refuse_if_read_only()?;
         let point = self.write_recovery_point()?;
         let dir = self.dir.clone();
         let export = recovery::read(&point).map_err(|why| StateError::Damaged {
@@ -475,14 +472,28 @@ impl Store {
         walk(&self.dir.join("db"))
     }
 
-    fn writable(dir: &Path, db: sled::Db, lock: Option<File>) -> Store {
-        Store {
+    fn writable(dir: &Path, db: sled::Db, lock: Option<File>) -> Result<Store> {
+        Store::assemble(dir, db, None, lock, None)
+    }
+
+    fn assemble(
+        dir: &Path,
+        db: sled::Db,
+        read_only: Option<String>,
+        lock: Option<File>,
+        copy: Option<tempfile::TempDir>,
+    ) -> Result<Store> {
+        let journal = db.open_tree(journal::TREE).map_err(|e| sled_err(dir, e))?;
+        Ok(Store {
             dir: dir.to_path_buf(),
             db,
-            read_only: None,
+            journal,
+            read_only,
             _lock: lock,
-            _copy: None,
-        }
+            _copy: copy,
+            turn: RwLock::new(()),
+            torn: AtomicBool::new(false),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -596,59 +607,36 @@ impl Store {
     }
 
     /// Writes every record and makes them durable before returning (one flush: a group
-    /// commit). Up to [`COMMIT_CHUNK`] records are applied atomically; a larger commit
-    /// (the first records of a 100,000-task run) is applied in pieces, in order, so that
-    /// sled can free each piece's garbage (it keeps every intermediate node of a batch
-    /// until the batch ends: 100,000 records in one batch peaked at 800 MB). A crash midway
-    /// through one leaves a prefix; writers put the record that makes the others
-    /// meaningful first (a run before its tasks).
+    /// commit, one disk write). Records of up to [`journal::PIECE_BYTES`] in all are
+    /// written atomically; a larger commit (the first records of a 100,000-task run) is
+    /// written in pieces, in order, each atomic. A crash midway through one leaves a
+    /// prefix of its pieces; writers put the record that makes the others meaningful first
+    /// (a run before its tasks).
     pub fn commit(&self, writes: &[Write]) -> Result<()> {
-        if let Some(why) = &self.read_only {
-            return Err(StateError::ReadOnly {
-                dir: self.dir.clone(),
-                why: why.clone(),
-            });
-        }
-        for chunk in writes.chunks(COMMIT_CHUNK) {
-            self.apply(chunk)?;
-        }
+        self.refuse_if_read_only()?;
+        let ops = ops_of(writes);
+        let _turn = self.turn.write().unwrap_or_else(PoisonError::into_inner);
+        self.write_pieces(journal::pieces(&ops))?;
         self.flush()
     }
 
-    fn apply(&self, writes: &[Write]) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for w in writes {
-            match w {
-                Write::Run(r) => {
-                    batch.insert(run_key(&r.id), encode(r));
-                    // The index entry holds the workflow's name, so listing one
-                    // workflow's runs reads no other run's record.
-                    batch.insert(index_key(&r.started_at, &r.id), r.workflow.as_bytes());
-                }
-                Write::Task(t) => batch.insert(task_key(&t.run_id, &t.task_id), encode(t)),
-                Write::Attempt(a) => {
-                    batch.insert(attempt_key(&a.run_id, &a.task_id, a.attempt), encode(a))
-                }
-                Write::Table(t) => batch.insert(table_key(&t.name), encode(t)),
-                Write::DropTable(name) => batch.remove(table_key(name)),
-                Write::Schedule(r) => batch.insert(schedule_key(&r.workflow), encode(r)),
-                Write::File(r) => batch.insert(file_key(&r.workflow, &r.path), encode(r)),
-                Write::Usage(r) => batch.insert(prefix(&["u", &r.counter, &r.day]), encode(r)),
-                Write::Backfill(r) => batch.insert(backfill_key(&r.id), encode(r)),
-                Write::Sent(r) => batch.insert(prefix(&["s", &r.key]), encode(r)),
-                Write::Outbox(r) => {
-                    let key = outbox_key(&r.run_id, &r.id);
-                    let pending = pending_key(&r.run_id, &r.id);
-                    if matches!(r.status, DeliveryStatus::Pending | DeliveryStatus::Failed) {
-                        batch.insert(pending, key.clone());
-                    } else {
-                        batch.remove(pending);
-                    }
-                    batch.insert(key, encode(r));
-                }
-            }
+    /// Holds off commits for the length of one read, so it sees none half done.
+    fn read_turn(&self) -> RwLockReadGuard<'_, ()> {
+        self.turn.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        let _turn = self.read_turn();
+        self.db.get(key).map_err(|e| self.db_err(e))
+    }
+
+    /// The records under `prefix`, in key order; each step is one read (see
+    /// [`Store::read_turn`]), as in sled, where a scan is not a snapshot either.
+    fn scan_raw(&self, prefix: impl AsRef<[u8]>) -> Scan<'_> {
+        Scan {
+            store: self,
+            iter: self.db.scan_prefix(prefix),
         }
-        self.db.apply_batch(batch).map_err(|e| self.db_err(e))
     }
 
     fn flush(&self) -> Result<()> {
@@ -657,7 +645,7 @@ impl Store {
 
     pub fn run(&self, id: &str) -> Result<Option<RunRecord>> {
         let key = run_key(id);
-        match self.db.get(&key).map_err(|e| self.db_err(e))? {
+        match self.get(&key)? {
             Some(v) => Ok(Some(self.decode(&key, &v)?)),
             None => Ok(None),
         }
@@ -681,8 +669,8 @@ impl Store {
     ) -> Result<(Vec<RunRecord>, bool)> {
         let mut out = Vec::new();
         let mut skipped = 0;
-        for item in self.db.scan_prefix(b"i\0").rev() {
-            let (key, named) = item.map_err(|e| self.db_err(e))?;
+        for item in self.scan_raw(b"i\0").rev() {
+            let (key, named) = item?;
             // Index entries name their run's workflow (those written before that do not:
             // their run is read).
             if let Some(w) = workflow {
@@ -730,7 +718,7 @@ impl Store {
     /// A catalog table by name.
     pub fn table(&self, name: &str) -> Result<Option<TableRecord>> {
         let key = table_key(name);
-        match self.db.get(&key).map_err(|e| self.db_err(e))? {
+        match self.get(&key)? {
             Some(v) => Ok(Some(self.decode(&key, &v)?)),
             None => Ok(None),
         }
@@ -739,7 +727,7 @@ impl Store {
     /// The daemon's record of a scheduled workflow.
     pub fn schedule_record(&self, workflow: &str) -> Result<Option<ScheduleRecord>> {
         let key = schedule_key(workflow);
-        match self.db.get(&key).map_err(|e| self.db_err(e))? {
+        match self.get(&key)? {
             Some(v) => Ok(Some(self.decode(&key, &v)?)),
             None => Ok(None),
         }
@@ -748,7 +736,7 @@ impl Store {
     /// The record of a file that started a run of `workflow`.
     pub fn file_record(&self, workflow: &str, path: &str) -> Result<Option<FileRecord>> {
         let key = file_key(workflow, path);
-        match self.db.get(&key).map_err(|e| self.db_err(e))? {
+        match self.get(&key)? {
             Some(v) => Ok(Some(self.decode(&key, &v)?)),
             None => Ok(None),
         }
@@ -757,7 +745,7 @@ impl Store {
     /// Calls counted against `counter` on `day` (UTC, `YYYY-MM-DD`).
     pub fn usage(&self, counter: &str, day: &str) -> Result<u64> {
         let key = prefix(&["u", counter, day]);
-        match self.db.get(&key).map_err(|e| self.db_err(e))? {
+        match self.get(&key)? {
             Some(v) => Ok(self.decode::<UsageRecord>(&key, &v)?.calls),
             None => Ok(0),
         }
@@ -765,14 +753,11 @@ impl Store {
 
     /// Adds `calls` to `counter` on `day`, atomically and durably; returns the new total.
     pub fn add_usage(&self, counter: &str, day: &str, calls: u64) -> Result<u64> {
-        if let Some(why) = &self.read_only {
-            return Err(StateError::ReadOnly {
-                dir: self.dir.clone(),
-                why: why.clone(),
-            });
-        }
+        self.refuse_if_read_only()?;
         let key = prefix(&["u", counter, day]);
         let mut total = 0;
+        // A commit's journal may hold this counter too; its replay must not undo this.
+        let _turn = self.turn.write().unwrap_or_else(PoisonError::into_inner);
         self.db
             .update_and_fetch(&key, |old| {
                 let before = old
@@ -793,7 +778,7 @@ impl Store {
     /// The run that already sent the message `key`, if one did.
     pub fn sent(&self, key: &str) -> Result<Option<SentRecord>> {
         let k = prefix(&["s", key]);
-        match self.db.get(&k).map_err(|e| self.db_err(e))? {
+        match self.get(&k)? {
             Some(v) => Ok(Some(self.decode(&k, &v)?)),
             None => Ok(None),
         }
@@ -825,9 +810,9 @@ impl Store {
     /// Every notification not delivered yet (an index: delivered ones cost nothing).
     pub fn outbox_pending(&self) -> Result<Vec<OutboxRecord>> {
         let mut out = Vec::new();
-        for item in self.db.scan_prefix(prefix(&["p"])) {
-            let (_, key) = item.map_err(|e| self.db_err(e))?;
-            if let Some(v) = self.db.get(&key).map_err(|e| self.db_err(e))? {
+        for item in self.scan_raw(prefix(&["p"])) {
+            let (_, key) = item?;
+            if let Some(v) = self.get(&key)? {
                 out.push(self.decode::<OutboxRecord>(&key, &v)?);
             }
         }
@@ -836,7 +821,7 @@ impl Store {
 
     pub fn backfill(&self, id: &str) -> Result<Option<BackfillRecord>> {
         let key = backfill_key(id);
-        match self.db.get(&key).map_err(|e| self.db_err(e))? {
+        match self.get(&key)? {
             Some(v) => Ok(Some(self.decode(&key, &v)?)),
             None => Ok(None),
         }
@@ -853,10 +838,9 @@ impl Store {
     }
 
     fn scan<T: DeserializeOwned>(&self, prefix: Vec<u8>) -> Result<Vec<T>> {
-        self.db
-            .scan_prefix(prefix)
+        self.scan_raw(prefix)
             .map(|item| {
-                let (k, v) = item.map_err(|e| self.db_err(e))?;
+                let (k, v) = item?;
                 self.decode(&k, &v)
             })
             .collect()
@@ -972,6 +956,69 @@ fn open_sled(dir: &Path, db_dir: &Path) -> Result<sled::Db> {
                 return Ok(db);
             }
         }
+    }
+}
+
+/// The key-level changes `writes` make, in order.
+fn ops_of(writes: &[Write]) -> Vec<Op> {
+    let mut ops = Vec::with_capacity(writes.len() + 1);
+    for w in writes {
+        match w {
+            Write::Run(r) => {
+                ops.push(Op::Put(run_key(&r.id), encode(r)));
+                // The index entry holds the workflow's name, so listing one workflow's
+                // runs reads no other run's record.
+                let name = r.workflow.as_bytes().to_vec();
+                ops.push(Op::Put(index_key(&r.started_at, &r.id), name));
+            }
+            Write::Task(t) => ops.push(Op::Put(task_key(&t.run_id, &t.task_id), encode(t))),
+            Write::Attempt(a) => ops.push(Op::Put(
+                attempt_key(&a.run_id, &a.task_id, a.attempt),
+                encode(a),
+            )),
+            Write::Table(t) => ops.push(Op::Put(table_key(&t.name), encode(t))),
+            Write::DropTable(name) => ops.push(Op::Del(table_key(name))),
+            Write::Schedule(r) => ops.push(Op::Put(schedule_key(&r.workflow), encode(r))),
+            Write::File(r) => ops.push(Op::Put(file_key(&r.workflow, &r.path), encode(r))),
+            Write::Usage(r) => ops.push(Op::Put(prefix(&["u", &r.counter, &r.day]), encode(r))),
+            Write::Backfill(r) => ops.push(Op::Put(backfill_key(&r.id), encode(r))),
+            Write::Sent(r) => ops.push(Op::Put(prefix(&["s", &r.key]), encode(r))),
+            Write::Outbox(r) => {
+                let key = outbox_key(&r.run_id, &r.id);
+                let pending = pending_key(&r.run_id, &r.id);
+                if matches!(r.status, DeliveryStatus::Pending | DeliveryStatus::Failed) {
+                    ops.push(Op::Put(pending, key.clone()));
+                } else {
+                    ops.push(Op::Del(pending));
+                }
+                ops.push(Op::Put(key, encode(r)));
+            }
+        }
+    }
+    ops
+}
+
+/// A prefix scan whose every step is one read under [`Store::read_turn`].
+struct Scan<'a> {
+    store: &'a Store,
+    iter: sled::Iter,
+}
+
+impl Iterator for Scan<'_> {
+    type Item = Result<(sled::IVec, sled::IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let _turn = self.store.read_turn();
+        let item = self.iter.next()?;
+        Some(item.map_err(|e| self.store.db_err(e)))
+    }
+}
+
+impl DoubleEndedIterator for Scan<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        let _turn = self.store.read_turn();
+        let item = self.iter.next_back()?;
+        Some(item.map_err(|e| self.store.db_err(e)))
     }
 }
 

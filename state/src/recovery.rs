@@ -270,8 +270,8 @@ impl Store {
         .unwrap_or_default();
         writeln!(out, "{header}").map_err(io_err)?;
         let mut records = 0u64;
-        for item in self.db.iter() {
-            let (key, value) = item.map_err(|e| self.db_err(e))?;
+        for item in self.scan_raw(b"") {
+            let (key, value) = item?;
             let kind = match key.first() {
                 Some(b'r') if key.starts_with(b"r\0") => "run",
                 Some(b't') if key.starts_with(b"t\0") => "task",

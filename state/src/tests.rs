@@ -378,3 +378,160 @@ fn check_finds_records_that_disagree() {
         "{all}"
     );
 }
+
+/// What a crash between a journal entry and the end of its piece leaves on disk (sled
+/// recovers a prefix of its log): the entry and the piece's first ops.
+fn crash_midway(store: Store, writes: &[Write], applied: usize) {
+    let ops = ops_of(writes);
+    store
+        .journal
+        .insert(journal::KEY, journal::encode(&ops))
+        .unwrap();
+    for op in &ops[..applied] {
+        match op {
+            Op::Put(k, v) => store.db.insert(k, v.as_slice()).map(|_| ()).unwrap(),
+            Op::Del(k) => store.db.remove(k).map(|_| ()).unwrap(),
+        }
+    }
+    store.flush().unwrap();
+}
+
+#[test]
+fn a_commit_cut_short_by_a_crash_is_completed_when_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    store
+        .commit(&[
+            Write::Run(run("r", RunStatus::Running, 0)),
+            Write::Task(task("r", "a", TaskStatus::Running)),
+            Write::Attempt(attempt("r", "a", 1, TaskStatus::Running)),
+        ])
+        .unwrap();
+    // The turn that finishes task `a`: its attempt reached the disk, its task did not.
+    crash_midway(
+        store,
+        &[
+            Write::Attempt(attempt("r", "a", 1, TaskStatus::Succeeded)),
+            Write::Task(task("r", "a", TaskStatus::Succeeded)),
+        ],
+        1,
+    );
+
+    // A read-only copy reads the completed turn, and leaves the state dir as it was.
+    let (copy, _) = Store::open_copy(dir.path(), "test", "checking".into()).unwrap();
+    assert_eq!(copy.tasks("r").unwrap()[0].status, TaskStatus::Succeeded);
+    assert!(copy.check().problems.is_empty(), "{:?}", copy.check());
+    drop(copy);
+
+    // Opening for writing replays the turn before it recovers interrupted runs, so task
+    // `a` is not failed as "interrupted" beside an attempt that succeeded.
+    let (store, recovered) = Store::open(dir.path(), "test").unwrap();
+    assert_eq!(recovered, ["r"]);
+    let t = &store.tasks("r").unwrap()[0];
+    assert_eq!(
+        (t.status, t.error.as_deref()),
+        (TaskStatus::Succeeded, None)
+    );
+    assert_eq!(
+        store.attempts("r", "a").unwrap()[0].status,
+        TaskStatus::Succeeded
+    );
+    assert_eq!(store.journal.get(journal::KEY).unwrap(), None);
+    assert!(store.check().problems.is_empty(), "{:?}", store.check());
+}
+
+#[test]
+fn a_commit_larger_than_a_piece_is_written_whole_and_leaves_no_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    let mut writes = vec![Write::Run(run("big", RunStatus::Running, 0))];
+    for i in 0..1000 {
+        let mut t = task("big", &format!("t{i:04}"), TaskStatus::Pending);
+        t.error = Some("x".repeat(300));
+        writes.push(Write::Task(t));
+    }
+    let ops = ops_of(&writes);
+    assert!(journal::pieces(&ops).count() > 4, "the commit spans pieces");
+    store.commit(&writes).unwrap();
+    assert_eq!(store.tasks("big").unwrap().len(), 1000);
+    assert_eq!(store.journal.get(journal::KEY).unwrap(), None);
+    assert_eq!(store.delete_runs(&["big".into()], &[]).unwrap(), 1001);
+    assert!(store.tasks("big").unwrap().is_empty());
+    assert!(store.runs(None, 10).unwrap().is_empty());
+}
+
+#[test]
+fn an_unreadable_journal_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = Store::open(dir.path(), "test").unwrap();
+        store
+            .journal
+            .insert(journal::KEY, &[1, 1, 9, 0][..])
+            .unwrap();
+        // `check` names a journal entry that was left in place.
+        let report = store.check();
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p
+                    .contains("the journal of an interrupted commit (4 bytes) was not replayed")),
+            "{report:?}"
+        );
+        store.flush().unwrap();
+    }
+    for err in [
+        Store::open(dir.path(), "test").unwrap_err(),
+        Store::open_copy(dir.path(), "test", "checking".into()).unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert!(matches!(err, StateError::Damaged { .. }), "{text}");
+        assert!(
+            text.contains(
+                "the journal of an interrupted commit (4 bytes) is unreadable: cut short at byte 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("orchestrator state recover"), "{text}");
+    }
+}
+
+#[test]
+fn readers_never_see_half_a_commit() {
+    // Each commit sets both runs' task `x` to the same count, `r1` first. A reader that
+    // reads `r1` and then `r2` must never find `r2` behind.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    let store = std::sync::Arc::new(store);
+    let turn = |n: u32| {
+        ["r1", "r2"].map(|r| {
+            let mut t = task(r, "x", TaskStatus::Running);
+            t.attempts = n;
+            Write::Task(t)
+        })
+    };
+    store.commit(&turn(0)).unwrap();
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for n in 1..=300 {
+                store.commit(&turn(n)).unwrap();
+            }
+        })
+    };
+    let mut reads = 0u32;
+    loop {
+        let done = writer.is_finished();
+        let a = store.tasks("r1").unwrap()[0].attempts;
+        let b = store.tasks("r2").unwrap()[0].attempts;
+        assert!(b >= a, "read r1 at {a}, then r2 still at {b}");
+        reads += 1;
+        if done {
+            break;
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(store.tasks("r2").unwrap()[0].attempts, 300);
+    assert!(reads > 1);
+}

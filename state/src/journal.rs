@@ -48,7 +48,9 @@ pub(crate) const KEY: &[u8] = b"commit";
 /// Most bytes of keys and values one journal entry holds (see the module docs).
 pub const PIECE_BYTES: usize = 64 << 10;
 
-/// Format version, the entry's first byte.
+/// Format version, the entry's first byte. A new format needs a new
+/// [`crate::SCHEMA_VERSION`] too, so that an older binary refuses the store (`TooNew`)
+/// before it reads the journal.
 const VERSION: u8 = 1;
 const PUT: u8 = 1;
 const DEL: u8 = 2;

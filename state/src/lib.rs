@@ -272,8 +272,9 @@ impl Store {
         }
         let db = open_sled(dir, &dir.join("db"))?;
         let store = Store::writable(dir, db, lock)?;
-        store.replay_journal()?;
+        // A store from a newer binary is refused before its journal is read.
         store.check_schema()?;
+        store.replay_journal()?;
         let recovered = store.recover_interrupted()?;
         Ok((store, recovered))
     }
@@ -344,10 +345,10 @@ impl Store {
         })?;
         let db = open_sled(dir, &copy.path().join("db"))?;
         let store = Store::assemble(dir, db, Some(why.clone()), lock, Some(copy))?;
+        store.check_schema()?;
         // The copy is ours to write: complete an interrupted commit in it, so what is
         // read is what a writable open would see.
         store.replay_journal()?;
-        store.check_schema()?;
         Ok((
             store,
             Some(format!(

@@ -21,14 +21,14 @@
 //! torn or missing message (sled's own batches rely on exactly this). Commits are
 //! serialized (the store's `turn` lock), so the log holds each piece's messages in the
 //! order above, and a crash leaves one of: nothing of the piece; the journal entry and
-//! some of its ops; all of it. When a store is opened, a journal entry still present is
+//! some or all of its ops; all of it, entry removed. When a store is opened, a journal entry still present is
 //! replayed (its ops are whole values, so applying them again is harmless) and removed.
 //! Readers take the same lock, around each read, so no reader sees half a piece.
 //!
-//! The entry lives in a tree of its own: sled rewrites a whole leaf node every few changes
-//! to it, and in the records' tree the entry's insert and removal per commit made the leaf
-//! beside it (run records, which hold their workflow's text) be rewritten often enough to
-//! grow the log by 45 % over three runs of `daily.yaml`; in its own tree, 3 %.
+//! The entry lives in a tree of its own. In the records' tree, its insert and removal per
+//! commit grew sled's log by 45 % over three runs of `daily.yaml` (sled rewrites a whole
+//! leaf every few changes to it, and the entry shared a leaf with other records; run
+//! records hold their workflow's text); in its own tree, by 3 %.
 //!
 //! Pieces stay under sled's blob threshold (a message over a quarter of its 512 KiB
 //! segment goes to a separate file, which sled does not fsync), so a journal entry is

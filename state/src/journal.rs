@@ -192,7 +192,7 @@ impl Store {
         Ok(())
     }
 
-    fn apply_op(&self, op: &Op) -> Result<()> {
+    pub(crate) fn apply_op(&self, op: &Op) -> Result<()> {
         match op {
             Op::Put(k, v) => self.db.insert(k, v.as_slice()).map(|_| ()),
             Op::Del(k) => self.db.remove(k).map(|_| ()),

@@ -41,7 +41,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -400,7 +400,7 @@ impl Store {
     pub fn delete_runs(&self, runs: &[String], backfills: &[String]) -> Result<u64> {
         self.refuse_if_read_only()?;
         let mut removed = 0u64;
-        let _turn = self.turn.write().unwrap_or_else(PoisonError::into_inner);
+        let _turn = self.write_turn();
         for id in runs {
             let key = run_key(id);
             let Some(value) = self.db.get(&key).map_err(|e| self.db_err(e))? else {
@@ -616,7 +616,7 @@ impl Store {
     pub fn commit(&self, writes: &[Write]) -> Result<()> {
         self.refuse_if_read_only()?;
         let ops = ops_of(writes);
-        let _turn = self.turn.write().unwrap_or_else(PoisonError::into_inner);
+        let _turn = self.write_turn();
         self.write_pieces(journal::pieces(&ops))?;
         self.flush()
     }
@@ -624,6 +624,11 @@ impl Store {
     /// Holds off commits for the length of one read, so it sees none half done.
     fn read_turn(&self) -> RwLockReadGuard<'_, ()> {
         self.turn.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Holds off every other commit and read while a commit writes its pieces.
+    fn write_turn(&self) -> RwLockWriteGuard<'_, ()> {
+        self.turn.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
@@ -758,7 +763,7 @@ impl Store {
         let key = prefix(&["u", counter, day]);
         let mut total = 0;
         // A commit's journal may hold this counter too; its replay must not undo this.
-        let _turn = self.turn.write().unwrap_or_else(PoisonError::into_inner);
+        let _turn = self.write_turn();
         self.db
             .update_and_fetch(&key, |old| {
                 let before = old

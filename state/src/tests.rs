@@ -388,10 +388,7 @@ fn crash_midway(store: Store, writes: &[Write], applied: usize) {
         .insert(journal::KEY, journal::encode(&ops))
         .unwrap();
     for op in &ops[..applied] {
-        match op {
-            Op::Put(k, v) => store.db.insert(k, v.as_slice()).map(|_| ()).unwrap(),
-            Op::Del(k) => store.db.remove(k).map(|_| ()).unwrap(),
-        }
+        store.apply_op(op).unwrap();
     }
     store.flush().unwrap();
 }

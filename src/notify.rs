@@ -172,9 +172,13 @@ pub async fn deliver(store: &Arc<Store>, state_dir: &Path) {
     .await;
 }
 
-/// Delivers a finished run's notifications: up to 3 attempts over about 3 s (a webhook
-/// that answers 500 once or twice still gets it now), then says what could not be
-/// delivered; the outbox keeps it for the daemon, the next start or `notify deliver`.
+/// How long `run` and `rerun` wait for a finished run's notifications, in all.
+pub const RUN_DELIVERY_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Delivers a finished run's notifications: up to 3 attempts within about 3 s in all (a
+/// webhook that answers 500 once still gets it now; one that never answers holds the
+/// command no longer), then says what could not be delivered; the outbox keeps it for
+/// the daemon, the next start or `notify deliver`.
 pub async fn deliver_run(store: &Arc<Store>, state_dir: &Path, run_id: &str) {
     // Lets a test kill the process after a run's end is recorded, before delivery.
     if let Some(hook) = orchestrator_tasks::data::PauseHook::from_env("notify") {
@@ -182,9 +186,12 @@ pub async fn deliver_run(store: &Arc<Store>, state_dir: &Path, run_id: &str) {
     }
     // One resolver for every try: the run's workflow is loaded once.
     let resolver = Resolver::new(store.clone(), state_dir);
-    for wait in [1, 2, 0] {
-        let last = wait == 0;
-        let left = deliver_some(store, &resolver, &|r| r.run_id == run_id, last).await;
+    let deadline = tokio::time::Instant::now() + RUN_DELIVERY_BUDGET;
+    for wait in [1, 1, 0] {
+        let left_time = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let last = wait == 0 || left_time <= std::time::Duration::from_secs(wait);
+        let select = |r: &OutboxRecord| r.run_id == run_id;
+        let left = deliver_within(store, &resolver, &select, last, Some(left_time)).await;
         if left == 0 || last {
             return;
         }
@@ -235,8 +242,19 @@ pub async fn deliver_some(
     select: &orchestrator_notify::Select<'_>,
     report: bool,
 ) -> usize {
+    deliver_within(store, resolver, select, report, None).await
+}
+
+/// [`deliver_some`] within `budget`.
+async fn deliver_within(
+    store: &Arc<Store>,
+    resolver: &Resolver,
+    select: &orchestrator_notify::Select<'_>,
+    report: bool,
+    budget: Option<std::time::Duration>,
+) -> usize {
     let resolve = |r: &OutboxRecord| resolver.resolve(r);
-    match orchestrator_notify::deliver_due(store, &resolve, select).await {
+    match orchestrator_notify::deliver_due_within(store, &resolve, select, budget).await {
         Ok(outcome) => {
             let left = outcome.failed.len();
             for rec in outcome.failed.into_iter().filter(|_| report) {

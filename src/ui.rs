@@ -346,6 +346,7 @@ pub async fn serve(
             auth,
             dashboards_dir: dashboards,
             shutdown: stop.clone(),
+            listen: bound,
         },
     );
     tokio::spawn(async move {

@@ -160,7 +160,7 @@ struct Due {
     at: DateTime<Utc>,
     trigger: String,
     /// For a file-triggered run: the files, with their size and modification time.
-    files: Vec<(PathBuf, u64, i128)>,
+    files: Vec<(PathBuf, u64, i64)>,
     /// For a triggered run: `--param` overrides and the logical date, if given.
     overrides: BTreeMap<String, String>,
     date: Option<String>,
@@ -168,7 +168,7 @@ struct Due {
 
 /// Files that arrived for a workflow and have not started a run yet.
 struct Pending {
-    files: BTreeMap<PathBuf, (u64, i128)>,
+    files: BTreeMap<PathBuf, (u64, i64)>,
     /// Start the run when this passes (the directory has been quiet for `debounce`).
     deadline: tokio::time::Instant,
 }
@@ -606,7 +606,7 @@ impl Daemon {
             .modified()
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos() as i128);
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         let key = path.display().to_string();
         match self.store.file_record(name, &key) {
             Ok(Some(r)) if r.size == meta.len() && r.modified_ns == modified => return,
@@ -650,7 +650,7 @@ impl Daemon {
                 .get(&name)
                 .and_then(|e| e.wf.on_files.as_ref())
                 .map_or(usize::MAX, |f| f.max_batch);
-            let mut files: Vec<(PathBuf, u64, i128)> =
+            let mut files: Vec<(PathBuf, u64, i64)> =
                 p.files.into_iter().map(|(f, (s, m))| (f, s, m)).collect();
             if files.len() > max {
                 // The rest go in the next run.
@@ -1082,7 +1082,7 @@ impl Daemon {
             date: run.logical_date.clone(),
             scheduled_at: None,
             inherited: run.params.clone(),
-            trigger_files: Vec::new(),
+            trigger_files: run.trigger_files.clone(),
             overrides: BTreeMap::new(),
         };
         let wf = (self.loader)(&path, source, &params).map_err(|d| d.to_string())?;
@@ -1310,7 +1310,7 @@ impl Daemon {
                 date: run.logical_date.clone(),
                 scheduled_at: None,
                 inherited: run.params.clone(),
-                trigger_files: Vec::new(),
+                trigger_files: run.trigger_files.clone(),
                 overrides: BTreeMap::new(),
             };
             let wf = match (self.loader)(&path, source, &params) {

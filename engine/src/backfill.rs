@@ -276,6 +276,7 @@ pub(crate) mod tests {
             note: None,
             backend: None,
             channels_file: None,
+            trigger_files: Vec::new(),
         }
     }
 

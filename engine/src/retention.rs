@@ -114,6 +114,7 @@ mod tests {
             note: None,
             backend: None,
             channels_file: None,
+            trigger_files: Vec::new(),
         }
     }
 

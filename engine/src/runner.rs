@@ -144,6 +144,7 @@ fn new_record(
             .channels_file
             .as_ref()
             .map(|p| p.display().to_string()),
+        trigger_files: workflow.trigger_files.clone(),
     }
 }
 

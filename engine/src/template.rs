@@ -61,9 +61,11 @@ pub struct Renderer<'a> {
 /// takes tens; loops over lists of hundreds of items take thousands.
 pub const FUEL: u64 = 1_000_000;
 
-/// Params interpolated into `text` without a quoting filter as the expression's last
-/// step: `{{ params.x }}` is reported, `{{ params.x | shell_quote }}` is not.
-pub fn unquoted_params(text: &str) -> Vec<String> {
+/// Untrusted values interpolated into `text` without a quoting filter as the expression's
+/// last step: `params.NAME` (`--param` values are user input) and `trigger.files` (file
+/// names are chosen by whoever writes into the watched directory). `{{ params.x }}` is
+/// reported, `{{ params.x | shell_quote }}` is not.
+pub fn unquoted_inputs(text: &str) -> Vec<String> {
     let mut found = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
@@ -83,15 +85,42 @@ pub fn unquoted_params(text: &str) -> Vec<String> {
                     .chars()
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
                     .collect();
-                if !name.is_empty() && !found.contains(&name) {
-                    found.push(name.clone());
+                let input = format!("params.{name}");
+                if !name.is_empty() && !found.contains(&input) {
+                    found.push(input);
                 }
                 s = &s[i + 7 + name.len()..];
+            }
+            if expr.contains("trigger") && !found.iter().any(|f| f == "trigger.files") {
+                found.push("trigger.files".to_string());
             }
         }
         rest = &after[end + 2..];
     }
     found
+}
+
+/// A value as a word for the shell: a string in single quotes; a list (`trigger.files`)
+/// as one quoted word per item, separated by spaces.
+fn shell_quote_value(value: minijinja::Value) -> String {
+    match value.try_iter() {
+        Ok(items) if value.as_str().is_none() => items
+            .map(|v| shell_quote(&v.to_string()))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => shell_quote(&value.to_string()),
+    }
+}
+
+/// A value as SQL: a string literal; a list as literals separated by commas (for `IN`).
+fn sql_string_value(value: minijinja::Value) -> String {
+    match value.try_iter() {
+        Ok(items) if value.as_str().is_none() => items
+            .map(|v| sql_string(&v.to_string()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => sql_string(&value.to_string()),
+    }
 }
 
 /// `value` as one POSIX shell word: in single quotes, each `'` written `'\''`.
@@ -124,8 +153,8 @@ impl<'a> Renderer<'a> {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
         env.set_fuel(Some(FUEL));
-        env.add_filter("shell_quote", |v: String| shell_quote(&v));
-        env.add_filter("sql_string", |v: String| sql_string(&v));
+        env.add_filter("shell_quote", shell_quote_value);
+        env.add_filter("sql_string", sql_string_value);
         env.add_filter("add_days", add_days);
         let ctx = minijinja::context! {
             params => vars.params.clone(),
@@ -282,6 +311,15 @@ impl Redactor {
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
         Redactor { secrets }
+    }
+
+    /// This redactor, also masking `extra` (a channel's URL and secret, say).
+    pub fn with(mut self, extra: impl IntoIterator<Item = String>) -> Self {
+        self.secrets
+            .extend(extra.into_iter().filter(|s| s.len() >= Self::MIN_LEN));
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        self.secrets.dedup();
+        self
     }
 
     pub fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
@@ -443,12 +481,33 @@ mod tests {
     #[test]
     fn finds_params_interpolated_without_quoting() {
         assert_eq!(
-            unquoted_params("echo {{ params.a }} {{ params.b | shell_quote }} {{params.c|upper}}"),
-            ["a", "c"]
+            unquoted_inputs("echo {{ params.a }} {{ params.b | shell_quote }} {{params.c|upper}}"),
+            ["params.a", "params.c"]
         );
         assert!(
-            unquoted_params("WHERE d = {{ params.d | sql_string }} AND {{ run.date }}").is_empty()
+            unquoted_inputs("WHERE d = {{ params.d | sql_string }} AND {{ run.date }}").is_empty()
         );
+        assert_eq!(
+            unquoted_inputs("wc -l {{ trigger.files | join(' ') }}"),
+            ["trigger.files"]
+        );
+        assert!(unquoted_inputs("wc -l {{ trigger.files | shell_quote }}").is_empty());
+    }
+
+    #[test]
+    fn quoting_filters_quote_each_file_of_a_list() {
+        let mut vars = TemplateVars::for_run(BTreeMap::new(), "r", "2026-01-02");
+        vars.trigger_files = vec!["/in/x;touch PWNED;.csv".into(), "/in/it's.csv".into()];
+        let r = Renderer::new(&vars);
+        assert_eq!(
+            r.render("wc -l {{ trigger.files | shell_quote }}").unwrap(),
+            r"wc -l '/in/x;touch PWNED;.csv' '/in/it'\''s.csv'"
+        );
+        assert_eq!(
+            r.render("IN ({{ trigger.files | sql_string }})").unwrap(),
+            "IN ('/in/x;touch PWNED;.csv', '/in/it''s.csv')"
+        );
+        assert_eq!(r.render("{{ 'a b' | shell_quote }}").unwrap(), "'a b'");
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub struct Workflow {
     pub channels: BTreeMap<String, Channel>,
     /// `--channels FILE`, when given (see [`LoadOptions::channels_file`]).
     pub channels_file: Option<PathBuf>,
+    /// `{{ trigger.files }}` it was loaded with (recorded with the run, so that a rerun
+    /// or a resumed run sees the same files).
+    pub trigger_files: Vec<String>,
     /// `notify:`: which run events go to which channels.
     pub notify: Vec<crate::notify::Subscription>,
     /// `sla:`: a run still going after this long notifies `sla_miss` (once per execution).
@@ -957,6 +960,7 @@ impl Loader<'_, '_> {
             },
             channels: self.channels.clone(),
             channels_file: self.opts.channels_file.clone(),
+            trigger_files: self.opts.trigger_files.clone(),
             notify,
             sla,
             retention,
@@ -1442,16 +1446,26 @@ impl Loader<'_, '_> {
             "command" => ("shell command", "shell_quote"),
             _ => ("SQL", "sql_string"),
         };
-        for name in crate::template::unquoted_params(text) {
-            self.warns.push(
-                Diagnostic::new(
+        for input in crate::template::unquoted_inputs(text) {
+            let warning = match input.strip_prefix("params.") {
+                Some(name) => Diagnostic::new(
                     Some(pos),
                     format!(
                         "param `{name}` is put into the {what} of {whose} unquoted: a value with spaces, quotes or `;` would change the {what}"
                     ),
                 )
                 .maybe_help(Some(format!("quote it: {{{{ params.{name} | {filter} }}}}"))),
-            );
+                None => Diagnostic::new(
+                    Some(pos),
+                    format!(
+                        "`trigger.files` is put into the {what} of {whose} unquoted: whoever names a file in the watched directory (`x;rm -rf ~;.csv`) would change the {what}"
+                    ),
+                )
+                .maybe_help(Some(format!(
+                    "quote each file: {{{{ trigger.files | {filter} }}}}"
+                ))),
+            };
+            self.warns.push(warning);
         }
     }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use hmac::{KeyInit, Mac};
 use orchestrator_engine::state::{DeliveryStatus, OutboxRecord, StateError, Store, Write};
+use orchestrator_engine::template::Redactor;
 use orchestrator_engine::workflow::Channel;
 use serde_json::{json, Value};
 
@@ -291,19 +292,72 @@ pub fn due(rec: &OutboxRecord, now: DateTime<Utc>) -> bool {
 }
 
 /// Delivers every pending notification `select` picks, recording each outcome durably.
+/// Each channel is delivered on its own (in order within it), so a webhook that hangs
+/// holds only its own messages. With `budget`, the whole pass ends within it: an attempt
+/// still going then counts as failed and is tried again later.
 pub async fn deliver_due(
     store: &Store,
     resolve: &Resolve<'_>,
     select: &Select<'_>,
 ) -> Result<Report, StateError> {
-    let mut report = Report::default();
-    for mut rec in store.outbox_pending()? {
-        if !select(&rec) {
-            continue;
+    deliver_due_within(store, resolve, select, None).await
+}
+
+/// [`deliver_due`], bounded in total time.
+pub async fn deliver_due_within(
+    store: &Store,
+    resolve: &Resolve<'_>,
+    select: &Select<'_>,
+    budget: Option<Duration>,
+) -> Result<Report, StateError> {
+    let deadline = budget.map(|b| tokio::time::Instant::now() + b);
+    let mut queues: std::collections::BTreeMap<(String, String), Vec<OutboxRecord>> =
+        Default::default();
+    for rec in store.outbox_pending()? {
+        if select(&rec) {
+            let key = (
+                rec.workflow_path
+                    .clone()
+                    .unwrap_or_else(|| rec.workflow.clone()),
+                rec.channel.clone(),
+            );
+            queues.entry(key).or_default().push(rec);
         }
-        let result = match resolve(&rec) {
-            Ok(channel) => deliver(&channel, &rec.channel, &rec.payload).await,
-            Err(e) => Err(e),
+    }
+    let passes = queues
+        .into_values()
+        .map(|queue| deliver_queue(store, resolve, queue, deadline));
+    let mut report = Report::default();
+    for outcome in futures_util::future::join_all(passes).await {
+        let (delivered, failed) = outcome?;
+        report.delivered += delivered;
+        report.failed.extend(failed);
+    }
+    Ok(report)
+}
+
+/// One channel's notifications, oldest first.
+async fn deliver_queue(
+    store: &Store,
+    resolve: &Resolve<'_>,
+    queue: Vec<OutboxRecord>,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<(usize, Vec<OutboxRecord>), StateError> {
+    let (mut delivered, mut failed) = (0, Vec::new());
+    for mut rec in queue {
+        let attempt = async {
+            match resolve(&rec) {
+                Ok(channel) => deliver(&channel, &rec.channel, &rec.payload)
+                    .await
+                    .map_err(|e| redact_for(&channel, &e)),
+                Err(e) => Err(Redactor::from_env().redact(&e).into_owned()),
+            }
+        };
+        let result = match deadline {
+            Some(d) => tokio::time::timeout_at(d, attempt).await.unwrap_or_else(|_| {
+                Err("no answer within the time this command waits for deliveries; the outbox keeps it".to_string())
+            }),
+            None => attempt.await,
         };
         rec.attempts += 1;
         let at = Utc::now();
@@ -312,7 +366,7 @@ pub async fn deliver_due(
                 rec.status = DeliveryStatus::Delivered;
                 rec.delivered_at = Some(at);
                 rec.last_error = None;
-                report.delivered += 1;
+                delivered += 1;
             }
             Err(e) => {
                 tracing::warn!(
@@ -333,10 +387,49 @@ pub async fn deliver_due(
         }
         store.commit(&[Write::Outbox(rec.clone())])?;
         if rec.status != DeliveryStatus::Delivered {
-            report.failed.push(rec);
+            failed.push(rec);
         }
     }
-    Ok(report)
+    Ok((delivered, failed))
+}
+
+/// A delivery error as it may be logged and stored: the process's secrets (environment
+/// variables named like secrets) and the channel's own (its URL, the URL's password and
+/// query values, long path segments such as a Slack hook's, the signing secret) masked.
+/// A receiver's error page or a command's stderr may echo any of them.
+pub fn redact_for(channel: &Channel, error: &str) -> String {
+    let mut secrets: Vec<String> = Vec::new();
+    let mut url_parts = |url: &str| {
+        secrets.push(url.to_string());
+        if let Ok(u) = reqwest::Url::parse(url) {
+            if let Some(p) = u.password() {
+                secrets.push(p.to_string());
+            }
+            for (_, v) in u.query_pairs() {
+                secrets.push(v.into_owned());
+            }
+            if let Some(q) = u.query() {
+                secrets.push(q.to_string());
+            }
+            for seg in u.path_segments().into_iter().flatten() {
+                if seg.len() >= 16 {
+                    secrets.push(seg.to_string());
+                }
+            }
+        }
+    };
+    match channel {
+        Channel::Webhook { url, secret, .. } => {
+            url_parts(url);
+            secrets.extend(secret.iter().cloned());
+        }
+        Channel::Email { smtp, .. } => url_parts(smtp),
+        Channel::File { .. } | Channel::Command { .. } | Channel::Sns { .. } => {}
+    }
+    Redactor::from_env()
+        .with(secrets)
+        .redact(error)
+        .into_owned()
 }
 
 /// Delivers due notifications that `select` picks until `stop` is cancelled, looking

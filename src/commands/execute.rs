@@ -9,7 +9,7 @@ use orchestrator_engine::template::Redactor;
 use orchestrator_engine::workflow::Workflow;
 use orchestrator_engine::CancellationToken;
 
-use super::{find_run, load_on, open_store_or_daemon, today, Fail, Writer};
+use super::{find_run, load_for_rerun, load_on, open_store_or_daemon, today, Fail, Writer};
 use crate::out::{errln, out, outln};
 use crate::report;
 
@@ -94,20 +94,8 @@ pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) ->
     let _api = serve_readers(&store, dir).await;
     let run = find_run(&store, run_id)?;
     super::use_recorded_channels(&run);
-    // Where the run ran, whatever the file says now.
-    let backend = run
-        .backend
-        .as_deref()
-        .and_then(|b| orchestrator_engine::workflow::Backend::parse(b).ok());
-    let wf = load_on(
-        Path::new(&run.workflow_path),
-        Default::default(),
-        run.params.clone(),
-        &run.id,
-        &run.logical_date,
-        dir,
-        backend,
-    )?;
+    // Where the run ran and what triggered it, whatever the file says now.
+    let wf = load_for_rerun(&run, dir)?;
     if wf.name != run.workflow {
         return Err(Fail::input(format!(
             "error: run {} belongs to workflow `{}`, but {} now defines workflow `{}`; start a new run with `orchestrator run`",

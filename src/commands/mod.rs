@@ -194,6 +194,35 @@ pub fn load_on(
     Ok(workflow)
 }
 
+/// Loads the current file of a recorded run to resume it: its params, date, backend and
+/// the files that triggered it, whatever the file says now.
+pub fn load_for_rerun(run: &RunRecord, state_dir: &Path) -> Result<Workflow, Fail> {
+    let backend = run
+        .backend
+        .as_deref()
+        .and_then(|b| wf::Backend::parse(b).ok());
+    let state_dir = std::path::absolute(state_dir)
+        .map_err(|e| Fail::input(format!("error: state dir {}: {e}", state_dir.display())))?;
+    let registry = orchestrator_tasks::registry();
+    let opts = LoadOptions {
+        backend,
+        trigger_files: run.trigger_files.clone(),
+        ..crate::notify::options(
+            &registry,
+            run.params.clone(),
+            &run.id,
+            &run.logical_date,
+            &state_dir,
+            channels_file(),
+        )
+    };
+    let workflow = wf::load_file(Path::new(&run.workflow_path), &opts)?;
+    if let Some(warnings) = workflow.warnings_text() {
+        errln!("{}", warnings.trim_end());
+    }
+    Ok(workflow)
+}
+
 pub fn owner() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }

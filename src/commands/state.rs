@@ -80,20 +80,41 @@ pub fn check(dir: &Path) -> Result<u8, Fail> {
 }
 
 pub async fn recover(dir: &Path, extra: Vec<PathBuf>, force: bool) -> Result<u8, Fail> {
-    if !force && dir.join("db").exists() {
+    // How many runs the current store can still show: a rebuild must not silently
+    // replace them with a shorter history.
+    let mut readable_runs: Option<usize> = None;
+    if dir.join("db").exists() {
         if let Ok((store, _)) = Store::open_copy(dir, &owner(), "checking".into()) {
-            if store.check().problems.is_empty() {
+            if !force && store.check().problems.is_empty() {
                 outln!(
                     "state store {} opens and reads cleanly; nothing to recover (--force rebuilds it anyway)",
                     dir.display()
                 );
                 return Ok(0);
             }
+            readable_runs = store.runs(None, usize::MAX).ok().map(|r| r.len());
         }
     }
     let (export, skipped) = recovery::latest_good(dir);
     for s in &skipped {
         outln!("skipped recovery point: {s}");
+    }
+    let recovered_runs = export.as_ref().map_or(0, |e| e.runs.len());
+    if let Some(now) = readable_runs.filter(|&n| n > recovered_runs) {
+        let lost = now - recovered_runs;
+        let source = export.as_ref().map_or_else(
+            || "no usable recovery point".to_string(),
+            |e| format!("recovery point {}", e.path.display()),
+        );
+        if !force {
+            return Err(Fail::failed(format!(
+                "error: state store {} still reads {now} runs, but {source} holds {recovered_runs}: rebuilding would lose {lost} runs; nothing was changed\n  read what you can with `orchestrator runs` and `orchestrator state check`; `orchestrator state recover --force` rebuilds anyway",
+                dir.display()
+            )));
+        }
+        errln!(
+            "warning: --force: the store read {now} runs and {source} holds {recovered_runs}: {lost} runs are lost from the history (the old db is kept aside)"
+        );
     }
     let writes: Vec<Write> = export.as_ref().map(|e| e.writes()).unwrap_or_default();
     let (store, moved) = Store::rebuild(dir, &owner(), &writes)?;

@@ -378,7 +378,16 @@ impl Store {
             source,
         };
         let moved = if db_dir.exists() {
-            let aside = dir.join(format!("{aside}-{}", Utc::now().format("%Y%m%dT%H%M%S")));
+            // Two rebuilds in the same second must not collide (rename would refuse
+            // a non-empty target): a counter follows the time.
+            let stamp = Utc::now().format("%Y%m%dT%H%M%S").to_string();
+            let mut aside_dir = dir.join(format!("{aside}-{stamp}"));
+            let mut n = 1;
+            while aside_dir.exists() {
+                n += 1;
+                aside_dir = dir.join(format!("{aside}-{stamp}-{n}"));
+            }
+            let aside = aside_dir;
             std::fs::rename(&db_dir, &aside).map_err(io)?;
             Some(aside)
         } else {
@@ -1101,3 +1110,6 @@ fn attempt_key(run_id: &str, task_id: &str, attempt: u32) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod codec_props;

@@ -107,6 +107,10 @@ pub struct RunRecord {
     /// reruns and restarts resolve channels from that file too.
     #[serde(default)]
     pub channels_file: Option<String>,
+    /// `{{ trigger.files }}` of a file-triggered run: a rerun or a resumed run sees the
+    /// same files (they are already marked handled, so nothing else would start them).
+    #[serde(default)]
+    pub trigger_files: Vec<String>,
 }
 
 /// The daemon's memory of one scheduled workflow.
@@ -215,8 +219,9 @@ pub struct FileRecord {
     pub workflow: String,
     pub path: String,
     pub size: u64,
-    /// Modification time, nanoseconds since the Unix epoch.
-    pub modified_ns: i128,
+    /// Modification time, nanoseconds since the Unix epoch (i64 covers 1678 to 2262).
+    /// Not i128: the record codec (serde's flatten, which buffers) cannot read one back.
+    pub modified_ns: i64,
     pub run_id: String,
 }
 

@@ -178,7 +178,9 @@ pub fn read(path: &Path) -> std::result::Result<Export, String> {
     Ok(out)
 }
 
-fn decode_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> serde_json::Result<T> {
+pub(crate) fn decode_value<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> serde_json::Result<T> {
     #[derive(Deserialize)]
     struct Env<T> {
         #[allow(dead_code)]

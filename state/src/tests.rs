@@ -18,6 +18,7 @@ fn run(id: &str, status: RunStatus, secs: i64) -> RunRecord {
         note: None,
         backend: None,
         channels_file: None,
+        trigger_files: Vec::new(),
     }
 }
 

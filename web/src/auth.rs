@@ -124,15 +124,29 @@ impl Auth {
             return Err(": lists no `tokens:` or `users:`; nobody could sign in".into());
         }
         for t in &file.tokens {
-            if t.token.len() < MIN_SECRET {
+            if t.name.trim().is_empty() {
+                return Err(
+                    ": a token has an empty `name`; name each token (it is shown in logs)".into(),
+                );
+            }
+            // Spaces and control characters are no secret: count what a guesser must find.
+            if t.token.chars().filter(|c| c.is_ascii_graphic()).count() < MIN_SECRET
+                || t.token.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
                 return Err(format!(
-                    ": token `{}` is shorter than {MIN_SECRET} characters; use a long random one (e.g. `openssl rand -hex 16`)",
+                    ": token `{}` is shorter than {MIN_SECRET} characters or holds spaces; use a long random one (e.g. `openssl rand -hex 16`)",
                     t.name
                 ));
             }
         }
         for u in &file.users {
-            if u.password.len() < MIN_SECRET {
+            if u.name.trim().is_empty() {
+                return Err(
+                    ": a user has an empty `name`; give each user the name they sign in with"
+                        .into(),
+                );
+            }
+            if u.password.trim().chars().count() < MIN_SECRET {
                 return Err(format!(
                     ": the password of user `{}` is shorter than {MIN_SECRET} characters",
                     u.name
@@ -147,7 +161,10 @@ impl Auth {
 
     fn caller(&self, headers: &HeaderMap) -> Option<Caller> {
         let value = headers.get("authorization")?.to_str().ok()?;
-        if let Some(token) = value.strip_prefix("Bearer ") {
+        // The scheme is case-insensitive (RFC 7235).
+        let (scheme, rest) = value.split_once(' ')?;
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let token = rest;
             return self
                 .file
                 .tokens
@@ -159,7 +176,10 @@ impl Auth {
                     bearer: true,
                 });
         }
-        let encoded = value.strip_prefix("Basic ")?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let encoded = rest;
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
             .ok()?;
@@ -186,6 +206,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 pub fn authorize(
     auth: Option<&Auth>,
     method: &Method,
+    path: &str,
     headers: &HeaderMap,
 ) -> Result<Caller, Refusal> {
     let caller = match auth {
@@ -204,7 +225,10 @@ pub fn authorize(
     if method == Method::GET || method == Method::HEAD {
         return Ok(caller);
     }
-    if caller.role != Role::Operator {
+    // The SQL box's POST only reads (the query is refused unless it is a SELECT), as the
+    // catalog page's GET does: a viewer may use both.
+    let reads = path == "/api/query";
+    if caller.role != Role::Operator && !reads {
         return Err(Refusal {
             status: 403,
             message: format!(
@@ -230,6 +254,78 @@ pub fn authorize(
         return Err(csrf());
     }
     Ok(caller)
+}
+
+/// Without `--auth` the UI trusts whoever reaches loopback, so it must know the request
+/// really came to loopback: a DNS-rebinding page (evil.example resolving to 127.0.0.1) is
+/// same-origin to itself and sends its own name as `Host`. Only the names of this
+/// listener are served; any port (a local proxy may forward).
+pub fn check_host(
+    auth: Option<&Auth>,
+    listen: std::net::SocketAddr,
+    headers: &HeaderMap,
+) -> Result<(), Refusal> {
+    if auth.is_some() {
+        // Every request is authenticated: a rebinding page has no credentials, and a
+        // deployment behind a proxy has names of its own.
+        return Ok(());
+    }
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    let ip = listen.ip().to_string();
+    let ok = name.eq_ignore_ascii_case("localhost")
+        || name == "127.0.0.1"
+        || name == "::1"
+        || name == ip;
+    if ok {
+        return Ok(());
+    }
+    Err(Refusal {
+        status: 421,
+        message: format!(
+            "refused: Host `{}` is not this listener ({listen}); without --auth the UI answers only to localhost, 127.0.0.1 and [::1]. Open it at http://{listen}/, or serve it with --auth to use another name",
+            host.escape_default()
+        ),
+        challenge: false,
+    })
+}
+
+/// Requests that run a query or hold a stream open are refused unless they come from the
+/// UI's own pages: an `<img>` or `<script>` tag on any other site (cross-site or
+/// same-site, e.g. another port of localhost) would otherwise make the browser send them.
+pub fn check_fetch_site(
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(), Refusal> {
+    let site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    if site == "same-origin" || site == "none" {
+        return Ok(());
+    }
+    let runs_query = (path == "/catalog"
+        && query.is_some_and(|q| q.split('&').any(|kv| kv.starts_with("sql="))))
+        || path == "/catalog/sql.csv"
+        || path == "/api/query";
+    let streams = path.starts_with("/events/");
+    if runs_query || streams || path.starts_with("/api/") {
+        return Err(Refusal {
+            status: 403,
+            message: format!(
+                "refused: a {site} request to {path}; queries, live streams and the API answer only the UI's own pages (or a script with a bearer token)"
+            ),
+            challenge: false,
+        });
+    }
+    Ok(())
 }
 
 fn csrf() -> Refusal {
@@ -259,21 +355,21 @@ mod tests {
         let auth = Auth::parse(FILE).unwrap();
         let viewer = headers(&[("authorization", "Bearer viewer-token-123456")]);
         assert_eq!(
-            authorize(Some(&auth), &Method::GET, &viewer)
+            authorize(Some(&auth), &Method::GET, "/api/trigger", &viewer)
                 .ok()
                 .map(|c| c.role),
             Some(Role::Viewer)
         );
-        let refused = authorize(Some(&auth), &Method::POST, &viewer)
+        let refused = authorize(Some(&auth), &Method::POST, "/api/trigger", &viewer)
             .err()
             .unwrap();
         assert_eq!(refused.status, 403);
         assert!(refused.message.contains("`grafana` is a viewer"));
         let op = headers(&[("authorization", "Bearer operator-token-123456")]);
-        assert!(authorize(Some(&auth), &Method::POST, &op).is_ok());
+        assert!(authorize(Some(&auth), &Method::POST, "/api/trigger", &op).is_ok());
         let nobody = headers(&[("authorization", "Bearer wrong-token-1234567")]);
         assert_eq!(
-            authorize(Some(&auth), &Method::GET, &nobody)
+            authorize(Some(&auth), &Method::GET, "/api/trigger", &nobody)
                 .err()
                 .unwrap()
                 .status,
@@ -289,22 +385,22 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode("alice:correct-horse-battery")
         );
         let plain = headers(&[("authorization", &basic)]);
-        assert!(authorize(Some(&auth), &Method::GET, &plain).is_ok());
+        assert!(authorize(Some(&auth), &Method::GET, "/api/trigger", &plain).is_ok());
         assert_eq!(
-            authorize(Some(&auth), &Method::POST, &plain)
+            authorize(Some(&auth), &Method::POST, "/api/trigger", &plain)
                 .err()
                 .unwrap()
                 .status,
             403
         );
         let with = headers(&[("authorization", &basic), ("x-orchestrator-csrf", "1")]);
-        assert!(authorize(Some(&auth), &Method::POST, &with).is_ok());
+        assert!(authorize(Some(&auth), &Method::POST, "/api/trigger", &with).is_ok());
         let cross = headers(&[
             ("authorization", &basic),
             ("x-orchestrator-csrf", "1"),
             ("sec-fetch-site", "cross-site"),
         ]);
-        assert!(authorize(Some(&auth), &Method::POST, &cross).is_err());
+        assert!(authorize(Some(&auth), &Method::POST, "/api/trigger", &cross).is_err());
         let wrong = headers(&[(
             "authorization",
             &format!(
@@ -312,7 +408,86 @@ mod tests {
                 base64::engine::general_purpose::STANDARD.encode("alice:guess")
             ),
         )]);
-        assert!(authorize(Some(&auth), &Method::GET, &wrong).is_err());
+        assert!(authorize(Some(&auth), &Method::GET, "/api/trigger", &wrong).is_err());
+    }
+
+    #[test]
+    fn without_auth_only_this_listeners_names_are_served() {
+        let listen: std::net::SocketAddr = "127.0.0.1:18090".parse().unwrap();
+        for ok in [
+            "127.0.0.1:18090",
+            "localhost:18090",
+            "LOCALHOST",
+            "[::1]:18090",
+            "127.0.0.1",
+        ] {
+            assert!(
+                check_host(None, listen, &headers(&[("host", ok)])).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "evil.example:18090",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "",
+            "[::2]:1",
+        ] {
+            let r = check_host(None, listen, &headers(&[("host", bad)])).err();
+            assert_eq!(r.map(|r| r.status), Some(421), "{bad}");
+        }
+        assert_eq!(
+            check_host(None, listen, &HeaderMap::new())
+                .err()
+                .map(|r| r.status),
+            Some(421)
+        );
+        // With --auth every request carries credentials: names are the deployment's.
+        let auth = Auth::parse(FILE).unwrap();
+        assert!(check_host(Some(&auth), listen, &headers(&[("host", "ui.corp")])).is_ok());
+    }
+
+    #[test]
+    fn other_sites_cannot_run_queries_or_open_streams() {
+        for site in ["cross-site", "same-site"] {
+            let h = headers(&[("sec-fetch-site", site)]);
+            assert!(check_fetch_site("/catalog", Some("sql=SELECT%201"), &h).is_err());
+            assert!(check_fetch_site("/catalog/sql.csv", Some("sql=x"), &h).is_err());
+            assert!(check_fetch_site("/events/runs", None, &h).is_err());
+            assert!(check_fetch_site("/api/runs", None, &h).is_err());
+            // A link from elsewhere to a page that runs nothing still opens.
+            assert!(check_fetch_site("/runs", None, &h).is_ok());
+            assert!(check_fetch_site("/catalog", None, &h).is_ok());
+        }
+        let own = headers(&[("sec-fetch-site", "same-origin")]);
+        assert!(check_fetch_site("/catalog", Some("sql=SELECT%201"), &own).is_ok());
+        assert!(check_fetch_site("/events/runs", None, &HeaderMap::new()).is_ok());
+    }
+
+    #[test]
+    fn schemes_are_case_insensitive_and_viewers_may_query() {
+        let auth = Auth::parse(FILE).unwrap();
+        let lower = headers(&[("authorization", "bearer viewer-token-123456")]);
+        assert!(authorize(Some(&auth), &Method::GET, "/runs", &lower).is_ok());
+        assert!(authorize(Some(&auth), &Method::POST, "/api/query", &lower).is_ok());
+        assert!(authorize(Some(&auth), &Method::POST, "/api/trigger", &lower).is_err());
+    }
+
+    #[test]
+    fn blank_secrets_and_names_are_refused() {
+        let e = Auth::parse("tokens:\n  - { name: x, role: viewer, token: \"            \" }\n")
+            .err()
+            .unwrap();
+        assert!(e.contains("shorter than 12"), "{e}");
+        let e = Auth::parse("tokens:\n  - { name: \"\", role: viewer, token: abcdefghijklmnop }\n")
+            .err()
+            .unwrap();
+        assert!(e.contains("empty `name`"), "{e}");
+        let e =
+            Auth::parse("users:\n  - { name: \"\", role: viewer, password: abcdefghijklmnop }\n")
+                .err()
+                .unwrap();
+        assert!(e.contains("empty `name`"), "{e}");
     }
 
     #[test]

@@ -108,6 +108,10 @@ pub struct Options {
     /// Ends the live (server-sent event) streams, so that a graceful shutdown does not
     /// wait for open pages.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The address the listener is bound to. Without `--auth`, only requests whose `Host`
+    /// names it (or `localhost`, `127.0.0.1`, `[::1]`) are served: a DNS-rebinding page
+    /// arrives with its own host name.
+    pub listen: SocketAddr,
 }
 
 /// Refuses to serve on an address others can reach without `--auth`.

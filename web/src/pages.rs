@@ -27,6 +27,7 @@ struct Ui {
     templates: Environment<'static>,
     redactor: Redactor,
     shutdown: tokio_util::sync::CancellationToken,
+    listen: std::net::SocketAddr,
 }
 
 type Shared = Arc<Ui>;
@@ -61,6 +62,7 @@ pub fn router(source: Arc<dyn Source>, options: Options) -> Router {
         templates,
         redactor: Redactor::from_env(),
         shutdown: options.shutdown,
+        listen: options.listen,
     });
     Router::new()
         .route("/", get(|| async { Redirect::to("/runs") }))
@@ -92,11 +94,39 @@ pub fn router(source: Arc<dyn Source>, options: Options) -> Router {
 
 /// Authentication, roles and CSRF for every route (see [`auth::authorize`]).
 async fn gate(State(ui): State<Shared>, request: Request, next: Next) -> Response {
-    match auth::authorize(ui.auth.as_ref(), request.method(), request.headers()) {
+    let headers = request.headers();
+    let decided = auth::check_host(ui.auth.as_ref(), ui.listen, headers)
+        .and_then(|()| {
+            // A bearer token is never attached by a browser on its own.
+            let bearer = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer "));
+            if bearer {
+                return Ok(());
+            }
+            auth::check_fetch_site(request.uri().path(), request.uri().query(), headers)
+        })
+        .and_then(|()| {
+            auth::authorize(
+                ui.auth.as_ref(),
+                request.method(),
+                request.uri().path(),
+                headers,
+            )
+        });
+    match decided {
         Ok(_) => {
             let mut response = next.run(request).await;
             let h = response.headers_mut();
-            // Never framed by another site (clickjacking a rerun button).
+            // Scripts, styles and data only from here; inline style attributes are the
+            // charts' colours. Never framed by another site (clickjacking a rerun button).
+            h.insert(
+                "content-security-policy",
+                HeaderValue::from_static(
+                    "default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+                ),
+            );
             h.insert("x-frame-options", HeaderValue::from_static("DENY"));
             h.insert(
                 "x-content-type-options",

@@ -262,7 +262,7 @@ async fn query(
     }
     let text = wants_text(&q);
     rendered(
-        inspect::query_output(s.store.clone(), body.sql, !text).await,
+        inspect::query_output(s.store.clone(), body.sql, !text, true).await,
         text,
     )
 }

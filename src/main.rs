@@ -196,6 +196,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Runs one query for a daemon in a child process (see
+    /// `orchestrator_tasks::data::isolated`); not for people.
+    #[command(name = "query-worker", hide = true)]
+    QueryWorker,
     /// Run as a daemon: start every workflow in the workflows directory that has a
     /// `schedule:` on time, catch up after downtime, apply `concurrency:`, pick up edited
     /// files, resume interrupted runs. Stops on SIGTERM/SIGINT.
@@ -441,6 +445,7 @@ async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
         } => inspect::runs(&dir, workflow.as_deref(), limit, json).await,
         Command::Show { run_id, json } => inspect::show(&dir, &run_id, json).await,
         Command::Query { sql, json } => inspect::query(&dir, sql, json).await,
+        Command::QueryWorker => Ok(orchestrator_tasks::data::isolated::worker_main().await),
         Command::Tables { json } => inspect::tables(&dir, json).await,
         Command::Daemon {
             workflows,

@@ -263,9 +263,15 @@ impl orchestrator_web::Source for StoreSource {
     }
 
     async fn query(&self, sql: &str) -> Result<Value, Error> {
-        let batches = orchestrator_tasks::data::query(self.store.clone(), sql.to_string())
-            .await
-            .map_err(Error::bad_request)?;
+        use orchestrator_tasks::data::isolated;
+        // In a child process: the worst query cannot take the daemon down.
+        let batches = isolated::query(
+            self.store.as_ref(),
+            sql.to_string(),
+            &isolated::Limits::from_env(),
+        )
+        .await
+        .map_err(Error::bad_request)?;
         orchestrator_tasks::data::rows_json(&batches)
             .map(Value::Array)
             .map_err(internal)

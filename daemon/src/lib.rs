@@ -228,6 +228,18 @@ struct Daemon {
     invalid: BTreeMap<PathBuf, String>,
 }
 
+/// Why the daemon stopped other than by `shutdown`.
+#[derive(Debug, thiserror::Error)]
+pub enum Stopped {
+    /// It could not start (e.g. the workflows directory cannot be watched).
+    #[error("{0}")]
+    Setup(String),
+    /// The state store failed to record (a full disk, an I/O error): runs were cancelled
+    /// and the daemon stopped, for its supervisor to restart it.
+    #[error("the state store could not record ({0}); the daemon stopped")]
+    Store(String),
+}
+
 /// Runs the daemon until `shutdown` is cancelled; then stops starting runs, lets running
 /// tasks finish for `grace`, cancels what is left, and returns once every run is recorded.
 /// `interrupted` are the runs the store found interrupted when it was opened.
@@ -239,9 +251,9 @@ pub async fn run(
     interrupted: Vec<String>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     shutdown: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), Stopped> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let _watcher = watch(&config.workflows_dir, tx.clone())?;
+    let _watcher = watch(&config.workflows_dir, tx.clone()).map_err(Stopped::Setup)?;
     let mut d = Daemon {
         slots: Arc::new(Semaphore::new(config.max_runs.max(1))),
         config,
@@ -320,6 +332,18 @@ pub async fn run(
                 }
                 None => break,
             },
+        }
+        // A store that cannot record (a full disk, an I/O error) cannot be trusted with
+        // the next run: its fire times, files and transitions would be lost. Stop, and
+        // exit non-zero so that a supervisor restarts the daemon; opening the store again
+        // waits for room and resumes what was cut short.
+        if let Some(why) = d.store.write_failure() {
+            tracing::error!(
+                "daemon: the state store cannot record: {why}; cancelling runs and exiting (status 1) so that a supervisor restarts the daemon once the cause is fixed"
+            );
+            d.stop_runs.cancel();
+            d.shut_down(&mut rx).await;
+            return Err(Stopped::Store(why));
         }
     }
     d.shut_down(&mut rx).await;

@@ -140,6 +140,9 @@ pub async fn daemon(
     api_stop.cancel();
     deliverer_stop.cancel();
     let _ = deliverer.await;
-    result.map_err(|e| Fail::input(format!("error: {e}")))?;
+    result.map_err(|e| match e {
+        orchestrator_daemon::Stopped::Setup(_) => Fail::input(format!("error: {e}")),
+        orchestrator_daemon::Stopped::Store(_) => Fail::failed(format!("error: {e}")),
+    })?;
     Ok(0)
 }

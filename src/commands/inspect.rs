@@ -62,10 +62,21 @@ pub fn tables_output(store: &Store, json: bool) -> Result<String, StateError> {
 }
 
 /// What `query` prints.
-pub async fn query_output(store: Arc<Store>, sql: String, json: bool) -> Result<String, Fail> {
-    let batches = orchestrator_tasks::data::query(store, sql)
-        .await
-        .map_err(|e| Fail::input(format!("error: {e}")))?;
+/// A query's output as text or JSON. `isolated`: in a child process within
+/// `isolated::Limits` (a daemon answering another process), not in this one.
+pub async fn query_output(
+    store: Arc<Store>,
+    sql: String,
+    json: bool,
+    isolated: bool,
+) -> Result<String, Fail> {
+    use orchestrator_tasks::data::isolated;
+    let batches = if isolated {
+        isolated::query(store.as_ref(), sql, &isolated::Limits::from_env()).await
+    } else {
+        orchestrator_tasks::data::query(store, sql).await
+    }
+    .map_err(|e| Fail::input(format!("error: {e}")))?;
     let text = if json {
         report::batches_json(&batches)
     } else {
@@ -103,7 +114,7 @@ pub async fn show(dir: &Path, run_id: &str, json: bool) -> Result<u8, Fail> {
 
 pub async fn query(dir: &Path, sql: String, json: bool) -> Result<u8, Fail> {
     match open_reader_or_api(dir)? {
-        Reader::Local(store) => print(query_output(store, sql, json).await?),
+        Reader::Local(store) => print(query_output(store, sql, json, false).await?),
         Reader::Api(api) => print(api.query(&sql, json).await?),
     }
 }

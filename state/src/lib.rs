@@ -73,9 +73,7 @@ pub enum StateError {
         "--state-dir {dir} is a file, not a directory; pass a directory (it is created if missing)"
     )]
     NotADirectory { dir: PathBuf },
-    #[error(
-        "state dir {dir} has {free_mb} MB free; orchestrator needs at least {need_mb} MB to write safely; free space and retry (commands that only read, such as `runs` and `show`, still work; ORCHESTRATOR_MIN_FREE_MB sets the margin)"
-    )]
+    #[error("{}", disk_full(dir, *free_mb, *need_mb))]
     DiskFull {
         dir: PathBuf,
         free_mb: u64,
@@ -89,6 +87,12 @@ pub enum StateError {
     ReadOnly { dir: PathBuf, why: String },
     #[error("cannot open state directory {dir}: {source}; check that it is writable or pass a different --state-dir")]
     Open {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state store {dir}: cannot write or read its files: {source}; check the disk and the directory's permissions, then retry")]
+    Io {
         dir: PathBuf,
         #[source]
         source: std::io::Error,
@@ -114,6 +118,19 @@ pub enum StateError {
 }
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
+
+fn disk_full(dir: &Path, free_mb: u64, need_mb: u64) -> String {
+    let why = if free_mb < need_mb {
+        format!("has {free_mb} MB free; orchestrator needs at least {need_mb} MB to write safely")
+    } else {
+        // ORCHESTRATOR_MIN_FREE_MB=0, or space came back since: the file system said no.
+        "is on a full file system (a write failed with \"no space left on device\")".to_string()
+    };
+    format!(
+        "state dir {} {why}; free space and retry (commands that only read, such as `runs` and `show`, still work; ORCHESTRATOR_MIN_FREE_MB sets the margin)",
+        dir.display()
+    )
+}
 
 /// One write in a group commit.
 #[derive(Debug, Clone)]
@@ -149,6 +166,8 @@ pub struct Store {
     turn: RwLock<()>,
     /// A journal piece failed midway; the next commit completes it first.
     torn: AtomicBool,
+    /// Why the last commit failed, until one succeeds (see [`Store::write_failure`]).
+    failure: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -242,6 +261,11 @@ fn sled_err(dir: &Path, source: sled::Error) -> StateError {
                 need_mb: disk::min_free_mb(),
             }
         }
+        // sled shows an I/O error with Rust's debug text (`Os { code: 28, ... }`).
+        sled::Error::Io(source) => StateError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        },
         source => StateError::Db {
             dir: dir.to_path_buf(),
             source,
@@ -503,6 +527,7 @@ impl Store {
             _copy: copy,
             turn: RwLock::new(()),
             torn: AtomicBool::new(false),
+            failure: Mutex::new(None),
         })
     }
 
@@ -624,10 +649,40 @@ impl Store {
     /// (a run before its tasks).
     pub fn commit(&self, writes: &[Write]) -> Result<()> {
         self.refuse_if_read_only()?;
+        let result = self.commit_inner(writes);
+        let mut failure = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+        match &result {
+            Ok(()) => *failure = None,
+            Err(e) => *failure = Some(e.to_string()),
+        }
+        result
+    }
+
+    fn commit_inner(&self, writes: &[Write]) -> Result<()> {
+        // The margin is checked before every commit, not only at open: a disk that fills
+        // while a daemon runs is refused here, before sled meets ENOSPC (after which sled
+        // fails every write until the process restarts).
+        if let Err((free_mb, need_mb)) = disk::check_free_space(&self.dir) {
+            return Err(StateError::DiskFull {
+                dir: self.dir.clone(),
+                free_mb,
+                need_mb,
+            });
+        }
         let ops = ops_of(writes);
         let _turn = self.write_turn();
         self.write_pieces(journal::pieces(&ops))?;
         self.flush()
+    }
+
+    /// Why the last commit failed, or `None` if it succeeded. A long-running process
+    /// (the daemon) asks after its runs end: a store that cannot record them is a reason
+    /// to stop rather than go on as if it could.
+    pub fn write_failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Holds off commits for the length of one read, so it sees none half done.

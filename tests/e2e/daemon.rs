@@ -21,8 +21,12 @@ impl Daemon {
     pub(crate) fn start(sb: &Sandbox, extra: &[&str]) -> Daemon {
         let mut args = vec!["daemon", "--workflows", "wf"];
         args.extend_from_slice(extra);
-        let mut child = sb
-            .command(&args)
+        Daemon::spawn(sb.command(&args))
+    }
+
+    /// Starts `command` (an `orchestrator ... daemon ...` command line), collecting its log.
+    pub(crate) fn spawn(mut command: std::process::Command) -> Daemon {
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -41,6 +45,10 @@ impl Daemon {
             }
         });
         Daemon { child, log }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub(crate) fn log(&self) -> String {
@@ -75,7 +83,24 @@ impl Daemon {
         (code.unwrap_or(-1), self.log())
     }
 
-    fn kill9(mut self) {
+    /// Waits for the daemon to exit by itself; its status and log.
+    pub(crate) fn wait_exit(mut self) -> (i32, String) {
+        let mut code = None;
+        wait_until("the daemon to exit by itself", || {
+            code = self
+                .child
+                .try_wait()
+                .unwrap()
+                .map(|s| s.code().unwrap_or(-1));
+            code.is_some()
+        });
+        wait_until("the daemon's log to close", || {
+            self.log().contains("daemon: stopping")
+        });
+        (code.unwrap_or(-1), self.log())
+    }
+
+    pub(crate) fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }

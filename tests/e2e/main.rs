@@ -21,6 +21,7 @@ mod intraday;
 mod notify;
 mod rerun;
 mod retries;
+mod safe;
 mod state;
 mod triggers;
 mod ui;

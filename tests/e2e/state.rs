@@ -415,3 +415,71 @@ fn query_show_tables_works_as_documented() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("answers"), "{out:?}");
 }
+
+#[test]
+fn a_daemon_whose_disk_fills_exits_non_zero_and_a_restart_records_runs_once_there_is_room() {
+    use crate::daemon::Daemon;
+    let sb = Sandbox::new();
+    let t = sb.path("T");
+    let _mount = Mount::tmpfs(&t, "8m");
+    let state = t.join("state");
+    let state = state.to_str().unwrap();
+    std::fs::create_dir_all(sb.path("wf")).unwrap();
+    sb.write(
+        "wf/tick.yaml",
+        "name: tick\nschedule: \"rate(1 second)\"\ncatchup: none\ntasks:\n  a:\n    kind: shell\n    command: \"echo tick >> ../ticks\"\n",
+    );
+    let daemon = || {
+        let mut c = sb.command(&[
+            "--state-dir",
+            state,
+            "daemon",
+            "--workflows",
+            "wf",
+            "--no-ui",
+        ]);
+        c.env("ORCHESTRATOR_MIN_FREE_MB", "1");
+        Daemon::spawn(c)
+    };
+    let d = daemon();
+    d.wait_log("succeeded", 2);
+    fill(&t.join("fill"));
+    // The next commit is refused: the daemon cancels its runs and exits for its
+    // supervisor, instead of going on unable to record anything.
+    let (code, log) = d.wait_exit();
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("the state store cannot record") && log.contains("free space and retry"),
+        "{log}"
+    );
+    assert!(!log.contains("Os {"), "{log}");
+    std::fs::remove_file(t.join("fill")).unwrap();
+
+    // Room again: a restarted daemon records scheduled runs, and no run stays `running`.
+    let d = daemon();
+    let before = sb.count("ticks");
+    d.wait_log("daemon ready", 1);
+    crate::common::wait_until("a scheduled run after space came back", || {
+        sb.count("ticks") > before
+    });
+    d.wait_log("succeeded", 1);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    let out = sb.run(&["--state-dir", state, "runs", "--json", "--limit", "1000"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let runs: Value = serde_json::from_str(&out.stdout).unwrap();
+    let running: Vec<&Value> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "running")
+        .collect();
+    assert!(running.is_empty(), "{running:?}");
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["status"] == "succeeded"),
+        "{runs}"
+    );
+}

@@ -11,6 +11,7 @@
 pub mod crawl;
 pub mod create_table_as;
 mod csv_scan;
+pub mod isolated;
 pub mod publish;
 pub mod quality;
 pub mod sql;
@@ -246,6 +247,16 @@ impl SqlEngine for LocalSql {
 
 /// Runs read-only SQL (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE) against the catalog.
 pub async fn query(catalog: Arc<dyn Catalog>, sql: String) -> Result<Vec<RecordBatch>, String> {
+    let tables = catalog.tables().map_err(|e| e.to_string())?;
+    query_tables(tables, sql).await
+}
+
+/// [`query`] over the given catalog tables (what an isolated query's child gets).
+pub async fn query_tables(
+    tables: Vec<orchestrator_engine::state::TableRecord>,
+    sql: String,
+) -> Result<Vec<RecordBatch>, String> {
+    let catalog: Arc<dyn Catalog> = Arc::new(isolated::Tables(tables));
     on_engine(async move {
         // The information schema makes `SHOW TABLES` and `SHOW COLUMNS FROM t` work.
         let config = datafusion::prelude::SessionConfig::new().with_information_schema(true);

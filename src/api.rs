@@ -247,6 +247,7 @@ async fn tables(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct QueryBody {
     sql: String,
 }
@@ -268,6 +269,7 @@ async fn query(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TriggerBody {
     workflow: String,
     #[serde(default)]
@@ -334,6 +336,7 @@ async fn trigger(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RunBody {
     path: PathBuf,
     #[serde(default)]
@@ -357,6 +360,7 @@ async fn run_file(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RerunBody {
     #[serde(default)]
     from: Option<String>,
@@ -416,6 +420,7 @@ async fn backfill_state(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct BackfillBody {
     #[serde(default)]
     request: Option<crate::backfill::Request>,

@@ -104,6 +104,9 @@ enum Command {
         resume: Option<String>,
         #[arg(long = "param", value_name = "KEY=VALUE", value_parser = commands::parse_param)]
         params: Vec<(String, String)>,
+        /// Print the header and the summary, not a line per date.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Check that a backend can be used: for `aws`, cheap read-only calls (STS
     /// GetCallerIdentity, Glue GetDatabase, Athena GetWorkGroup) that say exactly what is
@@ -405,6 +408,7 @@ async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
             dry_run,
             resume,
             params,
+            quiet,
         } => {
             let args = backfill_cmd::Args {
                 file,
@@ -417,6 +421,7 @@ async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
                 dry_run,
                 resume,
                 params,
+                quiet,
             };
             backfill_cmd::backfill(&dir, args).await
         }

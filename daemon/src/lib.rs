@@ -991,6 +991,12 @@ impl Daemon {
                     )));
                     return;
                 }
+                // The API's callers are not the CLI: the date is checked here, once,
+                // before it reaches a template (`../../x` would become a path).
+                if let Some(Err(why)) = date.as_deref().map(runner::parse_logical_date) {
+                    let _ = reply.send(Err(format!("date {why}")));
+                    return;
+                }
                 let due = Due {
                     at: Utc::now(),
                     trigger: "manual (trigger)".into(),
@@ -1011,6 +1017,10 @@ impl Daemon {
                 trigger,
                 reply,
             } => {
+                if let Err(why) = runner::parse_logical_date(&date) {
+                    let _ = reply.send(Err(format!("date {why}")));
+                    return;
+                }
                 let trigger = trigger.unwrap_or_else(|| "manual".into());
                 let _ = reply.send(self.run_file(&path, params, date, trigger));
             }
@@ -1413,7 +1423,9 @@ impl Daemon {
                 &runs,
                 &backfills,
                 &undelivered,
-                Utc::now() - age,
+                Utc::now()
+                    .checked_sub_signed(age)
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC),
                 Some(workflow),
             );
             self.store.delete_runs(&plan.runs, &plan.backfills)?;

@@ -12,6 +12,7 @@ pub mod dag;
 pub mod diag;
 pub mod executor;
 pub mod notify;
+pub mod orphans;
 pub mod retention;
 pub mod runner;
 pub mod schedule;

@@ -33,6 +33,29 @@ pub fn new_run_id() -> String {
     )
 }
 
+/// A logical date: exactly `YYYY-MM-DD`, a real day, year 1900–2999. chrono alone
+/// accepts `26-01-01` (year 26), `2026-1-1`, `+2026-01-01` and `0000-01-01`.
+pub fn parse_logical_date(s: &str) -> Result<String, String> {
+    let shape_ok = s.len() == 10
+        && s.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    let date = shape_ok
+        .then(|| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+        .flatten();
+    match date {
+        Some(d) if (1900..=2999).contains(&chrono::Datelike::year(&d)) => Ok(s.to_string()),
+        Some(_) => Err(format!("`{s}`: the year must be between 1900 and 2999")),
+        None => Err(format!(
+            "`{s}` is not a date written YYYY-MM-DD, like 2026-01-31"
+        )),
+    }
+}
+
 /// Common inputs of [`start`] and [`resume`].
 pub struct Env<'a> {
     pub store: &'a Store,
@@ -88,6 +111,21 @@ pub async fn resume(
         .map(|t| (t.task_id.clone(), t))
         .collect();
     let initial = plan_rerun(workflow, &run, &previous, from)?;
+    // A task still running from an execution whose orchestrator died would run twice.
+    let stopped = tokio::task::spawn_blocking({
+        let id = run.id.clone();
+        move || crate::orphans::stop(&id)
+    })
+    .await
+    .unwrap_or_default();
+    for o in &stopped {
+        tracing::warn!(
+            "run {}: killed process {} left running by task `{}` of an earlier execution, before resuming it",
+            run.id,
+            o.pid,
+            o.task
+        );
+    }
     let records = workflow
         .tasks
         .iter()

@@ -38,6 +38,22 @@ pub trait Task: Send + Sync + fmt::Debug {
     /// stopped everything it started (child processes, queries); the engine records why
     /// it was cancelled. Write progress and diagnostics with `ctx.output`.
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure>;
+
+    /// The logical date a manual run should take when none is given, if this task knows
+    /// better than today (e.g. an ingest that reads a bundled sample offline: the
+    /// sample's newest day). Asked after loading, without running anything.
+    fn default_date(&self) -> Option<DefaultDate> {
+        None
+    }
+}
+
+/// A task's answer to [`Task::default_date`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefaultDate {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// Why, for the first line the run prints.
+    pub why: String,
 }
 
 /// Why an attempt failed, in words a user can act on.

@@ -23,6 +23,8 @@ pub struct Args {
     pub dry_run: bool,
     pub resume: Option<String>,
     pub params: Vec<(String, String)>,
+    /// `-q`: the header and the summary, not a line per date.
+    pub quiet: bool,
 }
 
 fn request(args: &Args) -> Result<Option<Request>, Fail> {
@@ -121,7 +123,7 @@ pub async fn backfill(dir: &Path, args: Args) -> Result<u8, Fail> {
     outln!("{}", bf::header(&b, parallel));
     for v in bf::view(&store, &b)?
         .iter()
-        .filter(|v| v.status == "skipped")
+        .filter(|v| v.status == "skipped" && !args.quiet)
     {
         outln!("{}", bf::date_line(v));
     }
@@ -130,7 +132,12 @@ pub async fn backfill(dir: &Path, args: Args) -> Result<u8, Fail> {
         state_dir: dir.to_path_buf(),
     };
     let cancel = super::execute::cancel_on_signal();
-    let print = |v: &DateView| outln!("{}", bf::date_line(v));
+    let quiet = args.quiet;
+    let print = |v: &DateView| {
+        if !quiet {
+            outln!("{}", bf::date_line(v));
+        }
+    };
     let b = bf::drive(exec, b, parallel, cancel, &print).await?;
     finish(&store, &b)
 }
@@ -218,7 +225,7 @@ async fn in_daemon(
             .collect();
         for v in &views {
             let done = !matches!(v.status.as_str(), "pending" | "running");
-            if done && printed.insert(v.date.clone()) {
+            if done && printed.insert(v.date.clone()) && !args.quiet {
                 outln!("{}", bf::date_line(v));
             }
         }

@@ -24,11 +24,12 @@ pub async fn run(
     quiet: bool,
     backend: Option<orchestrator_engine::workflow::Backend>,
 ) -> Result<u8, Fail> {
-    let date = date.unwrap_or_else(today);
+    let given = date.is_some();
+    let mut date = date.unwrap_or_else(today);
     let run_id = runner::new_run_id();
     let overrides: std::collections::BTreeMap<String, String> = params.into_iter().collect();
     // Validate before touching the state store: invalid input changes nothing.
-    let wf = load_on(
+    let mut wf = load_on(
         file,
         overrides.clone(),
         Default::default(),
@@ -37,6 +38,28 @@ pub async fn run(
         dir,
         backend,
     )?;
+    // No --date: a task may know a better day than today (offline, the sample's newest).
+    // Templates render at load time, so the file is loaded again with that date.
+    if !given {
+        let better = wf.tasks.iter().find_map(|t| t.task.default_date());
+        if let Some(d) = better.filter(|d| d.date != date) {
+            outln!(
+                "logical date {}: {}; pass --date to choose another",
+                d.date,
+                d.why
+            );
+            date = d.date;
+            wf = load_on(
+                file,
+                overrides.clone(),
+                Default::default(),
+                &run_id,
+                &date,
+                dir,
+                backend,
+            )?;
+        }
+    }
     let store = match open_store_or_daemon(dir)? {
         Writer::Local(store) => store,
         // A daemon owns the state dir: it runs the file, and we follow the run.

@@ -83,27 +83,9 @@ pub fn parse_param(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// A logical date: exactly `YYYY-MM-DD`, a real day, year 1900–2999. chrono alone
-/// accepts `26-01-01` (year 26), `2026-1-1`, `+2026-01-01` and `0000-01-01`.
+/// A logical date: exactly `YYYY-MM-DD` (see [`orchestrator_engine::runner::parse_logical_date`]).
 pub fn parse_date(s: &str) -> Result<String, String> {
-    let shape_ok = s.len() == 10
-        && s.bytes().enumerate().all(|(i, b)| {
-            if i == 4 || i == 7 {
-                b == b'-'
-            } else {
-                b.is_ascii_digit()
-            }
-        });
-    let date = shape_ok
-        .then(|| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
-        .flatten();
-    match date {
-        Some(d) if (1900..=2999).contains(&chrono::Datelike::year(&d)) => Ok(s.to_string()),
-        Some(_) => Err(format!("`{s}`: the year must be between 1900 and 2999")),
-        None => Err(format!(
-            "`{s}` is not a date written YYYY-MM-DD, like 2026-01-31"
-        )),
-    }
+    orchestrator_engine::runner::parse_logical_date(s)
 }
 
 pub fn parse_backend(s: &str) -> Result<wf::Backend, String> {

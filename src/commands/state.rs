@@ -238,7 +238,10 @@ pub fn gc(
     for (name, age) in &ages {
         let age = chrono::Duration::from_std(*age)
             .map_err(|_| Fail::input(format!("error: a retention of {age:?} is too long")))?;
-        let cutoff = chrono::Utc::now() - age;
+        // Older than the calendar can say: nothing is that old.
+        let cutoff = chrono::Utc::now()
+            .checked_sub_signed(age)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
         let p = orchestrator_engine::retention::plan(
             &runs,
             &backfills,

@@ -348,3 +348,22 @@ fn max_active_runs_runs_dates_at_once_within_the_workflows_limit() {
         "{out:?}"
     );
 }
+
+#[test]
+fn quiet_prints_the_header_and_the_summary_only() {
+    let sb = Sandbox::new();
+    sb.write("dates.yaml", DATES);
+    let out = sb.run(&[
+        "backfill",
+        "dates.yaml",
+        "--from",
+        "2025-07-07",
+        "--to",
+        "2025-07-09",
+        "-q",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(date_lines(&out.stdout).is_empty(), "{out:?}");
+    assert!(out.stdout.contains("succeeded: 3 succeeded"), "{out:?}");
+    assert_eq!(runs(&sb).len(), 3);
+}

@@ -18,7 +18,7 @@ pub struct Out {
 }
 
 impl Out {
-    fn from(o: Output) -> Out {
+    pub fn from(o: Output) -> Out {
         Out {
             code: o.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -28,9 +28,12 @@ impl Out {
 
     /// The run id from the first line, `run ID started: ...`.
     pub fn run_id(&self) -> String {
-        let first = self.stdout.lines().next().unwrap_or_default();
-        let id = first
-            .strip_prefix("run ")
+        // The first line, or the line after a note on the logical date chosen.
+        let id = self
+            .stdout
+            .lines()
+            .take(2)
+            .find_map(|l| l.strip_prefix("run "))
             .and_then(|r| r.split_whitespace().next());
         match id {
             Some(id) => id.to_string(),

@@ -340,8 +340,12 @@ fn a_market_holiday_ends_succeeded_with_everything_after_ingest_skipped() {
         .as_str()
         .unwrap()
         .to_string();
+    // Offline, the message names the sample and its last day (live, it says the day's
+    // bar is not published yet).
     assert!(
-        error.starts_with("no bars for 2026-05-12 yet: the newest bar is 2026-05-11."),
+        error.starts_with("no bars for 2026-05-12: offline")
+            && error.contains("end at 2026-05-11")
+            && !error.contains("market closed"),
         "{error}"
     );
 }
@@ -748,4 +752,36 @@ fn signal_alerts_sends_each_crossover_and_anomaly_of_the_day_once_and_a_rerun_se
     assert_eq!(outputs["sent"], 0, "{outputs}");
     assert_eq!(outputs["already_sent"], want.len(), "{outputs}");
     assert_eq!(read_alerts().len(), want.len());
+}
+
+#[test]
+fn without_a_key_or_a_date_the_offline_run_takes_the_samples_newest_day_and_says_so() {
+    let sb = Sandbox::new();
+    let mut c = sb.command(&["run", &daily(), "--param", &landing(&sb)]);
+    c.env_remove("ALPHAVANTAGE_API_KEY");
+    let out = crate::common::Out::from(c.output().unwrap());
+    assert_eq!(out.code, 0, "{out:?}");
+    let first = out.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("logical date 2026-05-11: offline") && first.contains("--date"),
+        "{out:?}"
+    );
+    assert_eq!(sb.show(&out.run_id())["logical_date"], "2026-05-11");
+    // A date past the sample says where the sample ends, not that the market is late.
+    let mut c = sb.command(&[
+        "run",
+        &daily(),
+        "--param",
+        &landing(&sb),
+        "--date",
+        "2026-06-01",
+    ]);
+    c.env_remove("ALPHAVANTAGE_API_KEY");
+    let out = crate::common::Out::from(c.output().unwrap());
+    assert_eq!(out.code, 1, "{out:?}");
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains("sample responses in") && said.contains("end at 2026-05-11"),
+        "{out:?}"
+    );
 }

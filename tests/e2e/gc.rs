@@ -130,3 +130,20 @@ fn gc_refuses_a_state_dir_another_process_owns() {
         "{out:?}"
     );
 }
+
+#[test]
+fn an_age_older_than_the_calendar_deletes_nothing_and_does_not_panic() {
+    let sb = Sandbox::new();
+    sb.write("w.yaml", "name: w\ntasks:\n  a:\n    kind: noop\n");
+    let out = sb.run(&["run", "w.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for args in [
+        &["gc", "--older-than", "99999999999d", "--dry-run"][..],
+        &["gc", "--older-than", "99999999999d"][..],
+    ] {
+        let out = sb.run(args);
+        assert_eq!(out.code, 0, "{args:?}: {out:?}");
+        assert!(!out.stderr.contains("panicked"), "{out:?}");
+    }
+    assert_eq!(runs(&sb).len(), 1);
+}

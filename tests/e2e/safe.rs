@@ -398,3 +398,68 @@ fn a_query_over_its_time_is_stopped() {
     let (code, log) = d.terminate();
     assert_eq!(code, 0, "{log}");
 }
+
+#[test]
+fn the_api_refuses_bad_dates_and_unknown_fields_like_the_cli() {
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "w",
+        "name: w\non:\n  files:\n    path: ../in\n    pattern: \"*.csv\"\ntasks:\n  a:\n    kind: shell\n    command: \"mkdir -p out/dt={{ run.date | shell_quote }}\"\n",
+    );
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    let addr = ui_addr(&sb);
+    let post = |body: &str| {
+        raw(
+            &addr,
+            &format!(
+                "POST /api/trigger HTTP/1.1\r\nHost: {addr}\r\nX-Orchestrator-CSRF: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    for date in ["2026-13-45", "../../x", "2026-01-01; touch X"] {
+        let (code, answer) = post(&serde_json::json!({"workflow": "w", "date": date}).to_string());
+        assert!((400..500).contains(&code), "{date}: {answer}");
+        assert!(
+            answer.contains("is not a date written YYYY-MM-DD"),
+            "{date}: {answer}"
+        );
+    }
+    let (code, answer) = post(r#"{"workflow": "w", "parmas": {"a": "b"}}"#);
+    assert!((400..500).contains(&code), "{answer}");
+    assert!(answer.contains("parmas"), "{answer}");
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        !log.contains("started ("),
+        "a refused request started a run: {log}"
+    );
+    assert!(!sb.path("x").exists() && !sb.path("X").exists());
+}
+
+#[test]
+fn a_task_left_running_by_a_killed_daemon_is_stopped_before_its_run_resumes() {
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "slow",
+        "name: slow\nschedule: \"cron(0 0 1 1 ? 2199)\"\ntasks:\n  a:\n    kind: shell\n    command: \"touch ../started; sleep 5; echo x >> ../side_effect\"\n",
+    );
+    let d = Daemon::start(&sb, &["--no-ui"]);
+    d.wait_log("daemon ready", 1);
+    let out = sb.run(&["trigger", "slow"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    sb.wait_for_file("started");
+    d.kill9();
+    std::fs::remove_file(sb.path("started")).unwrap();
+    let d = Daemon::start(&sb, &["--no-ui"]);
+    d.wait_log("a: succeeded", 1);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("killed process"), "{log}");
+    // The orphan started before the resumed attempt: had it lived, its line would be
+    // there by now.
+    assert_eq!(sb.read("side_effect"), "x\n", "{log}");
+}

@@ -814,6 +814,7 @@ async fn api_run(State(ui): State<Shared>, UrlPath(id): UrlPath<String>) -> Resp
 }
 
 #[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RerunBody {
     #[serde(default)]
     from: Option<String>,
@@ -833,6 +834,7 @@ async fn api_cancel(State(ui): State<Shared>, UrlPath(id): UrlPath<String>) -> R
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TriggerBody {
     workflow: String,
     #[serde(default)]
@@ -855,6 +857,7 @@ async fn api_tables(State(ui): State<Shared>) -> Response {
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct QueryBody {
     sql: String,
 }

@@ -317,6 +317,18 @@ struct Report {
 
 #[async_trait::async_trait]
 impl Task for AlphaVantage {
+    fn default_date(&self) -> Option<orchestrator_engine::task::DefaultDate> {
+        let (newest, dir) = self.sample_newest()?;
+        Some(orchestrator_engine::task::DefaultDate {
+            why: format!(
+                "offline (no API key in ${}): the newest trading day of the sample responses in {}",
+                self.api_key_env,
+                dir.display()
+            ),
+            date: newest,
+        })
+    }
+
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
         let date = NaiveDate::parse_from_str(&ctx.logical_date, "%Y-%m-%d").map_err(|_| {
             TaskFailure::new(format!(
@@ -440,6 +452,17 @@ impl Task for AlphaVantage {
 }
 
 impl AlphaVantage {
+    /// Offline (no key, a sample): the newest bar date of the first symbol's sample.
+    fn sample_newest(&self) -> Option<(String, PathBuf)> {
+        if api_key(&self.api_key, &self.api_key_env).is_some() {
+            return None;
+        }
+        let dir = self.sample_dir.as_ref()?;
+        let (_, bars) = read_sample(dir, self.symbols.first()?).ok()?;
+        let newest = bars.iter().map(|b| b.date.clone()).max()?;
+        Some((newest, dir.clone()))
+    }
+
     fn source(&self, ctx: &TaskContext) -> Result<Source, TaskFailure> {
         match (api_key(&self.api_key, &self.api_key_env), &self.sample_dir) {
             (Some(key), _) => {
@@ -728,6 +751,18 @@ impl AlphaVantage {
                 })
             }
             (_, Some(newest)) if day > *newest && closed.is_none() => {
+                if let Some((_, dir)) = self.sample_newest() {
+                    return Err(TaskFailure {
+                        message: format!(
+                            "no bars for {day}: offline (no API key in ${}), and the sample responses in {} end at {newest}; run a date the sample covers (`--date {newest}`), or set ${} to fetch live",
+                            self.api_key_env,
+                            dir.display(),
+                            self.api_key_env
+                        ),
+                        exit_code: None,
+                        outputs,
+                    });
+                }
                 return Err(TaskFailure {
                     message: format!(
                         "no bars for {day} yet: the newest bar is {newest}. Alpha Vantage publishes a day's bar after the 16:00 US/Eastern close; `orchestrator rerun {}` later",

@@ -226,6 +226,10 @@ struct Daemon {
     replaced: BTreeMap<String, String>,
     /// Files whose latest text does not validate, with the diagnostics.
     invalid: BTreeMap<PathBuf, String>,
+    /// The latest fire time handled per workflow (started, skipped, queued), and what the
+    /// schedule record says (see [`Daemon::record_point`]).
+    handled: BTreeMap<String, DateTime<Utc>>,
+    recorded: BTreeMap<String, DateTime<Utc>>,
 }
 
 /// Why the daemon stopped other than by `shutdown`.
@@ -269,6 +273,8 @@ pub async fn run(
         pending: BTreeMap::new(),
         replaced: BTreeMap::new(),
         invalid: BTreeMap::new(),
+        handled: BTreeMap::new(),
+        recorded: BTreeMap::new(),
     };
     d.rescan();
     if d.config.schedule {
@@ -735,14 +741,91 @@ impl Daemon {
         }
     }
 
-    fn remember(&self, name: &str, at: DateTime<Utc>) {
+    /// A fire time is handled (about to start, skipped, or queued).
+    fn remember(&mut self, name: &str, at: DateTime<Utc>) {
+        let h = self.handled.entry(name.to_string()).or_insert(at);
+        *h = (*h).max(at);
+        self.record_point(name);
+    }
+
+    /// Writes the workflow's schedule record: the point catch-up resumes from after a
+    /// crash. It is the latest fire time handled, but stops short of the oldest one still
+    /// queued (`concurrency: queue`, `catchup: all`): a queued run lost with the process
+    /// is a missed fire time at the next start, handled per `catchup:`, not lost.
+    fn record_point(&mut self, name: &str) {
+        let Some(&handled) = self.handled.get(name) else {
+            return;
+        };
+        let point = match self
+            .queued
+            .get(name)
+            .and_then(|q| q.iter().map(|d| d.at).min())
+        {
+            Some(oldest) => handled.min(oldest - chrono::Duration::nanoseconds(1)),
+            None => handled,
+        };
+        if self.recorded.get(name) == Some(&point) {
+            return;
+        }
         let record = ScheduleRecord {
             workflow: name.to_string(),
-            last_fire: at,
+            last_fire: point,
         };
-        if let Err(e) = self.store.commit(&[Write::Schedule(record)]) {
-            tracing::warn!("daemon: workflow {name}: cannot record fire time {at}: {e}");
+        match self.store.commit(&[Write::Schedule(record)]) {
+            Ok(()) => {
+                self.recorded.insert(name.to_string(), point);
+            }
+            Err(e) => {
+                tracing::warn!("daemon: workflow {name}: cannot record fire time {point}: {e}")
+            }
         }
+    }
+
+    /// On a graceful stop, queued runs are not started: each is recorded as a `skipped`
+    /// run saying so (and logged), never dropped silently.
+    fn drop_queued(&mut self) {
+        let queued = std::mem::take(&mut self.queued);
+        for (name, dues) in queued {
+            let Some(entry) = self.entries.get(&name) else {
+                continue;
+            };
+            for due in dues {
+                let why = format!(
+                    "due at {}, queued, and the daemon stopped before it could start",
+                    due.at.format("%Y-%m-%dT%H:%M:%SZ")
+                );
+                let run_id = runner::new_run_id();
+                let date = due
+                    .date
+                    .clone()
+                    .unwrap_or_else(|| self.logical_date(&name, due.at));
+                match runner::record_skipped(
+                    &self.store,
+                    &entry.wf,
+                    &run_id,
+                    &date,
+                    &due.trigger,
+                    &why,
+                ) {
+                    Ok(_) => tracing::info!("daemon: workflow {name}: run {run_id} skipped: {why}"),
+                    Err(e) => tracing::warn!(
+                        "daemon: workflow {name}: {why}, and it cannot be recorded: {e}"
+                    ),
+                }
+            }
+            self.record_point(&name);
+        }
+    }
+
+    /// Starts the next queued run of `name`, recording that its fire time is handled
+    /// first (durable before it exists).
+    fn start_queued(&mut self, name: &str) -> bool {
+        let Some(due) = self.queued.get_mut(name).and_then(|q| q.pop_front()) else {
+            return false;
+        };
+        self.record_point(name);
+        let _ = self.start(name, due); // `start` logs failures
+        true
     }
 
     /// Fire times missed while the daemon was down, handled per `catchup:`.
@@ -761,38 +844,38 @@ impl Daemon {
         let since = policy
             .start
             .map_or(since, |s| since.max(s - chrono::Duration::nanoseconds(1)));
-        let mut missed: VecDeque<DateTime<Utc>> = VecDeque::new();
-        let mut t = since;
-        let mut count = 0usize;
-        while let Some(n) = schedule.next_after(t) {
-            if n > now {
-                break;
-            }
-            count += 1;
-            missed.push_back(n);
-            if missed.len() > policy.max_catchup {
-                missed.pop_front();
-            }
-            t = n;
-            if count >= 1_000_000 {
-                break; // A per-second schedule after months away: enough counting.
-            }
-        }
-        let Some(&latest) = missed.back() else { return };
+        let keep = match policy.catchup {
+            Catchup::All => policy.max_catchup,
+            Catchup::None | Catchup::Latest => 1,
+        };
+        let missed = schedule.missed(since, now, keep);
+        let Some(&latest) = missed.recent.last() else {
+            return;
+        };
         let starts: Vec<DateTime<Utc>> = match policy.catchup {
             Catchup::None => Vec::new(),
             Catchup::Latest => vec![latest],
-            Catchup::All => missed.iter().copied().collect(),
+            Catchup::All => missed.recent.clone(),
+        };
+        let count = if missed.exact {
+            missed.count.to_string()
+        } else {
+            format!("more than {}", missed.count)
         };
         tracing::info!(
             "daemon: workflow {name}: {count} fire time{} missed since {}; catchup: {:?} starts {}",
-            if count == 1 { "" } else { "s" },
+            if missed.count == 1 && missed.exact {
+                ""
+            } else {
+                "s"
+            },
             since.format("%Y-%m-%dT%H:%M:%SZ"),
             policy.catchup,
             starts.len()
         );
-        self.remember(name, latest);
-        // Catch-up runs go one after another, whatever `concurrency:` says.
+        // Catch-up runs go one after another, whatever `concurrency:` says: all are
+        // queued (the schedule record stops short of them), and the first starts now
+        // unless a run is going.
         for at in starts {
             let due = Due {
                 at,
@@ -801,14 +884,14 @@ impl Daemon {
                 overrides: BTreeMap::new(),
                 date: None,
             };
-            if self.active.contains_key(name) {
-                self.queued
-                    .entry(name.to_string())
-                    .or_default()
-                    .push_back(due);
-            } else {
-                let _ = self.start(name, due); // `start` logs failures
-            }
+            self.queued
+                .entry(name.to_string())
+                .or_default()
+                .push_back(due);
+        }
+        self.remember(name, latest);
+        if !self.active.contains_key(name) {
+            self.start_queued(name);
         }
         if let Some(e) = self.entries.get_mut(name) {
             e.next = schedule.next_after(latest.max(now));
@@ -942,6 +1025,7 @@ impl Daemon {
                     .entry(name.to_string())
                     .or_default()
                     .push_back(due);
+                self.record_point(name);
             }
             Concurrency::Replace => {
                 tracing::info!(
@@ -960,6 +1044,7 @@ impl Daemon {
                 let q = self.queued.entry(name.to_string()).or_default();
                 q.clear();
                 q.push_back(due);
+                self.record_point(name);
             }
         }
     }
@@ -1392,10 +1477,7 @@ impl Daemon {
         if self.stop_runs.is_cancelled() {
             return;
         }
-        let next = self.queued.get_mut(workflow).and_then(|q| q.pop_front());
-        if let Some(due) = next {
-            let _ = self.start(workflow, due); // `start` logs failures
-        } else {
+        if !self.start_queued(workflow) {
             self.flush_files();
         }
     }
@@ -1445,7 +1527,7 @@ impl Daemon {
     /// Stops starting runs; lets running ones go on for the grace period, then cancels
     /// them, and waits until each has recorded its end.
     async fn shut_down(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>) {
-        self.queued.clear();
+        self.drop_queued();
         if self.active.is_empty() {
             tracing::info!("daemon: stopping; no run in progress");
             return;

@@ -19,6 +19,10 @@ pub struct FileTrigger {
 }
 
 impl FileTrigger {
+    /// The shortest `poll:` accepted.
+    pub const MIN_POLL: Duration = Duration::from_millis(100);
+    /// The shortest `debounce:` accepted.
+    pub const MIN_DEBOUNCE: Duration = Duration::from_millis(100);
     pub const DEFAULT_DEBOUNCE: Duration = Duration::from_secs(5);
     pub const DEFAULT_MAX_BATCH: usize = 100;
 

@@ -142,6 +142,23 @@ impl Default for DaemonPolicy {
     }
 }
 
+/// The first point of the grid `start + k * every` (k >= 0) strictly after `after`:
+/// computed, not counted, so it is exact after any downtime.
+fn rate_on_grid(
+    start: DateTime<Utc>,
+    every: Duration,
+    after: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if after < start {
+        return Some(start);
+    }
+    let step = i128::try_from(every.as_nanos()).ok().filter(|s| *s > 0)?;
+    let since = i128::from((after - start).num_nanoseconds()?);
+    let k = since / step + 1;
+    let offset = i64::try_from(k.checked_mul(step)?).ok()?;
+    start.checked_add_signed(chrono::Duration::nanoseconds(offset))
+}
+
 /// `start_date:`: an RFC 3339 instant, or a date (its midnight UTC).
 pub fn parse_start(s: &str) -> Result<DateTime<Utc>, String> {
     let s = s.trim();
@@ -157,12 +174,25 @@ pub fn parse_start(s: &str) -> Result<DateTime<Utc>, String> {
         })
 }
 
+/// What [`Schedule::missed`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Missed {
+    /// The latest fire times, oldest first.
+    pub recent: Vec<DateTime<Utc>>,
+    /// Fire times counted; all of them when `exact`, else at least this many.
+    pub count: u64,
+    pub exact: bool,
+}
+
 /// A workflow's schedule: expressions, a time zone and a DST policy.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     pub exprs: Vec<Expr>,
     pub tz: Tz,
     pub dst: Dst,
+    /// `start_date:`: no fire time before it, for the live schedule, catch-up and `next`
+    /// alike; a `rate()` is a grid anchored at it (the first fire is the start itself).
+    pub start: Option<DateTime<Utc>>,
 }
 
 /// One schedule expression, as written and parsed.
@@ -271,8 +301,52 @@ impl Schedule {
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.exprs
             .iter()
-            .filter_map(|e| e.next_after(after, self.tz, self.dst))
+            .filter_map(|e| match (self.start, &e.kind) {
+                (None, _) => e.next_after(after, self.tz, self.dst),
+                (Some(start), ExprKind::Rate(d)) => rate_on_grid(start, *d, after),
+                (Some(start), _) => {
+                    let from = after.max(start - chrono::Duration::nanoseconds(1));
+                    e.next_after(from, self.tz, self.dst)
+                }
+            })
             .min()
+    }
+
+    /// The fire times in `(since, now]`: the last `keep` of them, oldest first, and how
+    /// many there were. Found from `now` backwards in growing windows, so a per-second
+    /// schedule after a year away costs a few windows, not 31 million steps; the count is
+    /// exact only when the window reached `since` (`Missed::exact`).
+    pub fn missed(&self, since: DateTime<Utc>, now: DateTime<Utc>, keep: usize) -> Missed {
+        let keep = keep.max(1);
+        let mut window = chrono::Duration::minutes(1);
+        loop {
+            let from = now
+                .checked_sub_signed(window)
+                .map_or(since, |f| f.max(since));
+            let mut recent: std::collections::VecDeque<DateTime<Utc>> = Default::default();
+            let mut count = 0u64;
+            let mut t = from;
+            while let Some(n) = self.next_after(t) {
+                if n > now {
+                    break;
+                }
+                count += 1;
+                recent.push_back(n);
+                if recent.len() > keep {
+                    recent.pop_front();
+                }
+                t = n;
+            }
+            let exact = from == since;
+            if exact || recent.len() >= keep {
+                return Missed {
+                    recent: recent.into_iter().collect(),
+                    count,
+                    exact,
+                };
+            }
+            window = window.checked_mul(4).unwrap_or(chrono::Duration::MAX);
+        }
     }
 
     /// The next `n` fire times after `after` (exclusive).

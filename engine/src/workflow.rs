@@ -524,11 +524,17 @@ impl Loader<'_, '_> {
                     Ok(n) => max_parallel = Some(n),
                     Err(e) => self.de_err(e, "in `max_parallel`", &[]),
                 },
-                "sla" => match v.parse::<crate::task::Timeout>() {
+                "sla" => match v.parse::<crate::task::Dur>() {
+                    Ok(t) if t.0.is_zero() => {
+                        self.err(
+                            Some(v.pos),
+                            "`sla` must be longer than 0s: it is how long a run may take before `sla_miss` is notified; leave it out for none",
+                        );
+                    }
                     Ok(t) => sla = Some(t.0),
                     Err(e) => self.de_err(e, "in `sla` (e.g. sla: 45m)", &[]),
                 },
-                "retention" => match v.parse::<crate::task::Timeout>() {
+                "retention" => match v.parse::<crate::task::Dur>() {
                     Ok(t) if t.0 < Duration::from_secs(86_400) => {
                         self.err(
                             Some(v.pos),
@@ -684,10 +690,44 @@ impl Loader<'_, '_> {
                         let base = path.parent().unwrap_or(Path::new("."));
                         let dir = base.join(&f.path);
                         let max_batch = f.max_batch.unwrap_or(FileTrigger::DEFAULT_MAX_BATCH);
+                        let files_at = v.get("files").map(|n| n.pos);
+                        let at = |key: &str| {
+                            v.get("files")
+                                .and_then(|f| f.get(key))
+                                .map(|n| n.pos)
+                                .or(files_at)
+                        };
                         if max_batch == 0 {
+                            self.err(at("max_batch"), "`max_batch` must be at least 1");
+                        }
+                        if f.poll.is_some_and(|p| p.0 < FileTrigger::MIN_POLL) {
                             self.err(
-                                v.get("files").map(|n| n.pos),
-                                "`max_batch` must be at least 1",
+                                at("poll"),
+                                "`poll` must be at least 100ms: polling more often keeps a core busy while nothing arrives",
+                            );
+                        }
+                        if f.debounce.is_some_and(|d| d.0 < FileTrigger::MIN_DEBOUNCE) {
+                            self.err(
+                                at("debounce"),
+                                "`debounce` must be at least 100ms: with none, a file still being written starts a run half-written",
+                            );
+                        }
+                        if let Some(p) = f.pattern.as_deref() {
+                            if p.is_empty() || p.contains(['[', ']', '{', '}', '/', '\\']) {
+                                self.err(
+                                    at("pattern"),
+                                    format!("`pattern` `{p}` is not a file-name pattern: write a name with `*` (any characters) and `?` (one), e.g. \"*.csv\"; `[...]`, `{{...}}` and `/` are not supported"),
+                                );
+                            }
+                        }
+                        if std::path::absolute(&dir)
+                            .unwrap_or_else(|_| dir.clone())
+                            .parent()
+                            .is_none()
+                        {
+                            self.err(
+                                at("path"),
+                                format!("`path` `{}` is the root of the file system: watching all of it is never meant; give the landing directory", f.path),
                             );
                         }
                         on_files = Some(FileTrigger {
@@ -915,6 +955,7 @@ impl Loader<'_, '_> {
                 exprs,
                 tz: timezone.map_or(chrono_tz::Tz::UTC, |(tz, _)| tz),
                 dst: dst.map(|(d, _)| d).unwrap_or_default(),
+                start: policy.start,
             }),
             None => {
                 for (field, at) in [
@@ -1420,6 +1461,18 @@ impl Loader<'_, '_> {
         for item in items {
             match item.as_str() {
                 Some(text) => match Expr::parse(text) {
+                    // A schedule that can never fire again (`0 0 30 2 *`, a past year,
+                    // an interval past the calendar) would be accepted and do nothing.
+                    Ok(e)
+                        if e.next_after(chrono::Utc::now(), chrono_tz::Tz::UTC, Dst::default())
+                            .is_none() =>
+                    {
+                        self.err(
+                            Some(item.pos),
+                            format!("schedule `{text}` never fires again: it has no fire time after now"),
+                        )
+                        .help = Some("check the day of month, the month and the year (`0 0 30 2 *` asks for February 30th); `orchestrator next FILE` lists the fire times".into());
+                    }
                     Ok(e) => exprs.push(e),
                     Err(e) => {
                         self.err(Some(item.pos), format!("invalid schedule: {e}"));

@@ -470,3 +470,108 @@ fn a_deadline_needs_a_time_of_day_and_a_schedule() {
         "`deadline` `25:00` is not a time of day; write e.g. \"23:30\" (in the workflow's `timezone:`)",
     );
 }
+
+#[test]
+fn start_date_bounds_next_and_the_grid_of_a_rate() {
+    let sb = Sandbox::new();
+    sb.write(
+        "later.yaml",
+        "name: later\nschedule: \"* * * * * *\"\nstart_date: 2027-06-01\ntasks:\n  a:\n    kind: noop\n",
+    );
+    let out = sb.run(&[
+        "next",
+        "later.yaml",
+        "--count",
+        "2",
+        "--json",
+        "--after",
+        "2026-12-04T16:00:00Z",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let next: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(next[0]["utc"], "2027-06-01T00:00:00Z", "{out:?}");
+    assert_eq!(next[1]["utc"], "2027-06-01T00:00:01Z", "{out:?}");
+    sb.write(
+        "rate.yaml",
+        "name: rate\nschedule: \"rate(1 hours)\"\nstart_date: 2026-01-01T15:00:00Z\ntasks:\n  a:\n    kind: noop\n",
+    );
+    // From any instant, the same grid.
+    for after in ["2026-12-04T16:17:01Z", "2026-12-04T16:59:59Z"] {
+        let out = sb.run(&[
+            "next",
+            "rate.yaml",
+            "--count",
+            "1",
+            "--json",
+            "--after",
+            after,
+        ]);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(
+            out.stdout.contains("2026-12-04T17:00:00Z"),
+            "{after}: {out:?}"
+        );
+    }
+}
+
+#[test]
+fn schedules_that_never_fire_and_absurd_file_triggers_are_refused() {
+    let sb = Sandbox::new();
+    for (schedule, why) in [
+        ("0 0 30 2 *", "never fires again"),
+        ("cron(0 0 1 1 ? 2020)", "never fires again"),
+        ("rate(18446744073709551615 seconds)", ""),
+    ] {
+        sb.write(
+            "s.yaml",
+            &format!("name: s\nschedule: \"{schedule}\"\ntasks:\n  a:\n    kind: noop\n"),
+        );
+        let out = sb.run(&["validate", "s.yaml"]);
+        assert_eq!(out.code, 2, "{schedule}: {out:?}");
+        assert!(
+            out.stderr.contains("s.yaml:2:") && out.stderr.contains(why),
+            "{schedule}: {out:?}"
+        );
+    }
+    for (files, needle) in [
+        ("poll: 0s", "`poll` must be at least 100ms"),
+        ("debounce: 0s", "`debounce` must be at least 100ms"),
+        ("pattern: \"[\"", "is not a file-name pattern"),
+        ("pattern: \"[ab].csv\"", "is not a file-name pattern"),
+    ] {
+        sb.write(
+            "f.yaml",
+            &format!(
+                "name: f\non:\n  files:\n    path: in\n    {files}\ntasks:\n  a:\n    kind: noop\n"
+            ),
+        );
+        let out = sb.run(&["validate", "f.yaml"]);
+        assert_eq!(out.code, 2, "{files}: {out:?}");
+        assert!(
+            out.stderr.contains("f.yaml:5:") && out.stderr.contains(needle),
+            "{files}: {out:?}"
+        );
+    }
+    sb.write(
+        "root.yaml",
+        "name: r\non:\n  files:\n    path: /\ntasks:\n  a:\n    kind: noop\n",
+    );
+    let out = sb.run(&["validate", "root.yaml"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("root of the file system"), "{out:?}");
+    for (field, needle) in [
+        ("retention: 0d", "`retention` must be at least 1d"),
+        ("sla: 0s", "`sla` must be longer than 0s"),
+    ] {
+        sb.write(
+            "z.yaml",
+            &format!("name: z\n{field}\ntasks:\n  a:\n    kind: noop\n"),
+        );
+        let out = sb.run(&["validate", "z.yaml"]);
+        assert_eq!(out.code, 2, "{field}: {out:?}");
+        assert!(
+            out.stderr.contains(needle) && !out.stderr.contains("timeout"),
+            "{field}: {out:?}"
+        );
+    }
+}

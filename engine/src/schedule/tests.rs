@@ -14,6 +14,7 @@ fn fires(expr: &str, tz: &str, after: &str, n: usize) -> Vec<String> {
         exprs: vec![Expr::parse(expr).unwrap_or_else(|e| panic!("{expr}: {e}"))],
         tz: parse_timezone(tz).unwrap(),
         dst: Dst::default(),
+        start: None,
     };
     schedule
         .upcoming(utc(after), n)
@@ -312,6 +313,7 @@ fn several_expressions_merge_in_order() {
         ],
         tz: Tz::UTC,
         dst: Dst::default(),
+        start: None,
     };
     let got: Vec<String> = schedule
         .upcoming(utc("2026-01-01T00:00:00Z"), 3)
@@ -337,6 +339,7 @@ fn a_dst_override_wins() {
             gap: Some(Gap::Skip),
             overlap: None,
         },
+        start: None,
     };
     let got = schedule.upcoming(utc("2026-03-07T12:00:00Z"), 1);
     assert_eq!(got[0].to_rfc3339(), "2026-03-09T06:30:00+00:00");
@@ -347,6 +350,7 @@ fn a_dst_override_wins() {
             gap: None,
             overlap: Some(Overlap::Every),
         },
+        start: None,
     };
     let got: Vec<String> = schedule
         .upcoming(utc("2026-10-31T12:00:00Z"), 2)
@@ -386,4 +390,69 @@ fn bad_expressions_say_what_to_write() {
     }
     let err = parse_timezone("America/New_Yrok").unwrap_err();
     assert!(err.contains("did you mean `America/New_York`?"), "{err}");
+}
+
+#[test]
+fn start_date_bounds_every_fire_time_and_anchors_a_rate() {
+    let mut schedule = Schedule {
+        exprs: vec![Expr::parse("*/10 * * * * *").unwrap()],
+        tz: Tz::UTC,
+        dst: Dst::default(),
+        start: Some(utc("2027-06-01T00:00:00Z")),
+    };
+    // Today, a per-ten-seconds schedule that starts next June fires first next June.
+    assert_eq!(
+        schedule.next_after(utc("2026-12-04T16:00:00Z")),
+        Some(utc("2027-06-01T00:00:00Z"))
+    );
+    assert_eq!(
+        schedule.next_after(utc("2027-06-01T00:00:00Z")),
+        Some(utc("2027-06-01T00:00:10Z"))
+    );
+    // A rate is a grid anchored at the start, whatever instant it is asked from: two
+    // daemons (or one restarted) agree on it.
+    schedule.exprs = vec![Expr::parse("rate(2 hours)").unwrap()];
+    schedule.start = Some(utc("2026-01-01T15:00:00Z"));
+    assert_eq!(
+        schedule.next_after(utc("2026-12-04T16:17:01Z")),
+        Some(utc("2026-12-04T17:00:00Z"))
+    );
+    assert_eq!(
+        schedule.next_after(utc("2026-12-04T17:00:00Z")),
+        Some(utc("2026-12-04T19:00:00Z"))
+    );
+    assert_eq!(
+        schedule.next_after(utc("2025-12-31T00:00:00Z")),
+        Some(utc("2026-01-01T15:00:00Z"))
+    );
+}
+
+#[test]
+fn the_latest_missed_fire_is_computed_however_long_the_downtime() {
+    let schedule = Schedule {
+        exprs: vec![Expr::parse("* * * * * *").unwrap()],
+        tz: Tz::UTC,
+        dst: Dst::default(),
+        start: None,
+    };
+    // Eleven months of a per-second schedule: about 29 million fire times missed.
+    let since = utc("2026-01-12T00:00:00Z");
+    let now = utc("2026-12-04T16:00:00.5Z");
+    let latest = schedule.missed(since, now, 1);
+    assert_eq!(latest.recent, [utc("2026-12-04T16:00:00Z")]);
+    assert!(!latest.exact);
+    let all = schedule.missed(since, now, 3);
+    assert_eq!(
+        all.recent,
+        [
+            utc("2026-12-04T15:59:58Z"),
+            utc("2026-12-04T16:00:00Z") - chrono::Duration::seconds(1),
+            utc("2026-12-04T16:00:00Z")
+        ]
+    );
+    // A short downtime is counted exactly.
+    let short = schedule.missed(utc("2026-12-04T15:59:50Z"), now, 1);
+    assert_eq!((short.count, short.exact), (10, true));
+    // Nothing missed.
+    assert!(schedule.missed(now, now, 1).recent.is_empty());
 }

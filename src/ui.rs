@@ -262,6 +262,14 @@ impl orchestrator_web::Source for StoreSource {
         serde_json::to_value(tables).map_err(internal)
     }
 
+    fn version(&self) -> Option<u64> {
+        Some(
+            self.store
+                .commit_count()
+                .wrapping_add(orchestrator_engine::task::output_lines()),
+        )
+    }
+
     async fn query(&self, sql: &str) -> Result<Value, Error> {
         use orchestrator_tasks::data::isolated;
         // In a child process: the worst query cannot take the daemon down.

@@ -148,6 +148,7 @@ impl OutputSink {
     }
 
     pub fn line(&self, line: &str) {
+        OUTPUT_LINES.fetch_add(1, std::sync::atomic::Ordering::Release);
         let line = self.redactor.redact(line);
         tracing::info!(target: "task", "{} | {}", self.task_id, line);
         let Ok(mut tail) = self.tail.lock() else {
@@ -181,6 +182,14 @@ impl OutputSink {
             text.clone()
         }
     }
+}
+
+static OUTPUT_LINES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Lines of task output written in this process so far: live pages re-read a running
+/// task's output only when it grows.
+pub fn output_lines() -> u64 {
+    OUTPUT_LINES.load(std::sync::atomic::Ordering::Acquire)
 }
 
 /// The output of attempts in progress in this process, by run and task: what the web UI

@@ -168,6 +168,8 @@ pub struct Store {
     torn: AtomicBool,
     /// Why the last commit failed, until one succeeds (see [`Store::write_failure`]).
     failure: Mutex<Option<String>>,
+    /// Commits made through this handle (see [`Store::commit_count`]).
+    commits: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -528,6 +530,7 @@ impl Store {
             turn: RwLock::new(()),
             torn: AtomicBool::new(false),
             failure: Mutex::new(None),
+            commits: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -655,7 +658,15 @@ impl Store {
             Ok(()) => *failure = None,
             Err(e) => *failure = Some(e.to_string()),
         }
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         result
+    }
+
+    /// How many commits this store has made: a change means something may have changed.
+    /// Live pages watch it instead of reading their view every 500 ms each.
+    pub fn commit_count(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn commit_inner(&self, writes: &[Write]) -> Result<()> {

@@ -463,3 +463,50 @@ fn a_task_left_running_by_a_killed_daemon_is_stopped_before_its_run_resumes() {
     assert_eq!(sb.read("side_effect"), "x\n", "{log}");
     assert!(log.contains("killed process"), "{log}");
 }
+
+/// Opens a live stream and reads its status line; the connection stays open.
+fn open_stream(addr: &str) -> (u16, std::net::TcpStream) {
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(conn, "GET /events/runs HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    let code = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, conn)
+}
+
+#[test]
+fn live_streams_are_capped_and_a_closed_one_frees_its_place() {
+    let sb = Sandbox::new();
+    workflow(&sb, "w", "name: w\ntasks:\n  a:\n    kind: noop\n");
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    let addr = ui_addr(&sb);
+    let mut open = Vec::new();
+    for _ in 0..256 {
+        let (code, conn) = open_stream(&addr);
+        assert_eq!(code, 200);
+        open.push(conn);
+    }
+    let (code, _) = open_stream(&addr);
+    assert_eq!(code, 503, "the 257th stream");
+    // Closing streams gives their places back (the server notices at its next write:
+    // a change, or the 15 s keep-alive; a commit makes one now).
+    for conn in open.drain(..10) {
+        conn.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+    let out = sb.run(&["run", "wf/w.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut code = 0;
+    wait_until("a place for a new stream", || {
+        code = open_stream(&addr).0;
+        code == 200
+    });
+    drop(open);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}

@@ -91,6 +91,11 @@ pub trait Source: Send + Sync + 'static {
     /// Resumes a run (`rerun [--from]`): `{"run_id": ...}`.
     async fn rerun(&self, id: &str, from: Option<&str>) -> Result<Value, Error>;
     async fn cancel(&self, id: &str) -> Result<Value, Error>;
+    /// A number that changes whenever any answer above may have (a commit, a line of
+    /// task output); `None` if the source cannot tell. Live pages share one watcher of it.
+    fn version(&self) -> Option<u64> {
+        None
+    }
     /// Starts a run of a workflow the daemon knows: `{"run_id": ...}`.
     async fn trigger(
         &self,

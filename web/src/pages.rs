@@ -28,7 +28,15 @@ struct Ui {
     redactor: Redactor,
     shutdown: tokio_util::sync::CancellationToken,
     listen: std::net::SocketAddr,
+    /// Live streams open at once are capped: each holds a socket, and the process has
+    /// a limited number of descriptors that runs need too.
+    streams: Arc<tokio::sync::Semaphore>,
+    /// The source's version, read by one ticker every 500 ms for every live page.
+    version: Option<tokio::sync::watch::Receiver<u64>>,
 }
+
+/// Live (server-sent event) streams open at once; the next gets 503.
+pub const MAX_STREAMS: usize = 256;
 
 type Shared = Arc<Ui>;
 
@@ -55,6 +63,7 @@ pub fn router(source: Arc<dyn Source>, options: Options) -> Router {
     }
     templates.add_filter("when", when);
     templates.add_function("took", took);
+    let version = watch_version(source.clone(), options.shutdown.clone());
     let ui = Arc::new(Ui {
         source,
         auth: options.auth,
@@ -63,6 +72,8 @@ pub fn router(source: Arc<dyn Source>, options: Options) -> Router {
         redactor: Redactor::from_env(),
         shutdown: options.shutdown,
         listen: options.listen,
+        streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
+        version,
     });
     Router::new()
         .route("/", get(|| async { Redirect::to("/runs") }))
@@ -720,15 +731,52 @@ async fn dashboard_page(
     )
 }
 
-/// Server-sent events: `change` whenever what `probe` returns changes (checked every
-/// 500 ms on the server, where a store read costs microseconds); the page then fetches
-/// its new content. A comment every 15 s keeps proxies from closing the stream.
-fn changes<F, Fut>(stop: tokio_util::sync::CancellationToken, probe: F) -> Response
+/// One ticker for every live page: reads the source's version every 500 ms and
+/// publishes it when it changes. `None` when the source has no version (each stream then
+/// probes on its own) or there is no runtime to tick in.
+fn watch_version(
+    source: Arc<dyn Source>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Option<tokio::sync::watch::Receiver<u64>> {
+    let first = source.version()?;
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let (tx, rx) = tokio::sync::watch::channel(first);
+    runtime.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.cancelled() => return,
+                _ = tx.closed() => return,
+            }
+            if let Some(v) = source.version() {
+                tx.send_if_modified(|old| std::mem::replace(old, v) != v);
+            }
+        }
+    });
+    Some(rx)
+}
+
+/// Server-sent events: `change` whenever what `probe` returns changes; the page then
+/// fetches its new content. `probe` runs when the shared version changes (or every
+/// 500 ms without one). A comment every 15 s keeps proxies from closing the stream. At
+/// most [`MAX_STREAMS`] at once: the next gets 503.
+fn changes<F, Fut>(ui: &Shared, probe: F) -> Response
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = String> + Send + 'static,
 {
-    let stream = futures_util::stream::unfold((probe, None::<String>), move |(probe, last)| {
+    let Ok(permit) = ui.streams.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "30")],
+            format!("{MAX_STREAMS} live pages are open already; close some, or reload this one later"),
+        )
+            .into_response();
+    };
+    let stop = ui.shutdown.clone();
+    let version = ui.version.clone();
+    let state = (probe, None::<String>, version, permit);
+    let stream = futures_util::stream::unfold(state, move |(probe, last, mut version, permit)| {
         let stop = stop.clone();
         async move {
             loop {
@@ -741,11 +789,22 @@ where
                     let event = Event::default()
                         .event(if first { "hello" } else { "change" })
                         .data("{}");
-                    return Some((Ok::<_, std::convert::Infallible>(event), (probe, Some(now))));
+                    let next = (probe, Some(now), version, permit);
+                    return Some((Ok::<_, std::convert::Infallible>(event), next));
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = stop.cancelled() => return None,
+                match version.as_mut() {
+                    Some(v) => tokio::select! {
+                        changed = v.changed() => {
+                            if changed.is_err() {
+                                return None;
+                            }
+                        }
+                        _ = stop.cancelled() => return None,
+                    },
+                    None => tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = stop.cancelled() => return None,
+                    },
                 }
             }
         }
@@ -756,7 +815,8 @@ where
 }
 
 async fn run_events(State(ui): State<Shared>, UrlPath(id): UrlPath<String>) -> Response {
-    changes(ui.shutdown.clone(), move || {
+    let shared = ui.clone();
+    changes(&shared, move || {
         let ui = ui.clone();
         let id = id.clone();
         async move {
@@ -773,7 +833,8 @@ async fn runs_events(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let filter = filter_of(&q);
-    changes(ui.shutdown.clone(), move || {
+    let shared = ui.clone();
+    changes(&shared, move || {
         let ui = ui.clone();
         let filter = filter.clone();
         async move {

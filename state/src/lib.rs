@@ -170,6 +170,9 @@ pub struct Store {
     failure: Mutex<Option<String>>,
     /// Commits made through this handle (see [`Store::commit_count`]).
     commits: std::sync::atomic::AtomicU64,
+    /// sled's blob files already made durable, and the blob directory's modification
+    /// time when last looked at (see [`Store::sync_blobs`]).
+    blobs: Mutex<(Option<std::time::SystemTime>, HashSet<std::ffi::OsString>)>,
 }
 
 impl std::fmt::Debug for Store {
@@ -531,6 +534,7 @@ impl Store {
             torn: AtomicBool::new(false),
             failure: Mutex::new(None),
             commits: std::sync::atomic::AtomicU64::new(0),
+            blobs: Mutex::new((None, HashSet::new())),
         })
     }
 
@@ -683,7 +687,45 @@ impl Store {
         let ops = ops_of(writes);
         let _turn = self.write_turn();
         self.write_pieces(journal::pieces(&ops))?;
+        self.sync_blobs()?;
         self.flush()
+    }
+
+    /// Makes sled's new blob files durable before the flush that makes the log entries
+    /// pointing at them durable. sled 0.34 writes anything logged in one piece over 128
+    /// KiB (a large record, a large leaf of small ones) to `db/blobs/LSN` and never syncs
+    /// it: a power loss could keep the log's pointer and lose the blob. One `stat` per
+    /// commit tells whether the directory changed; only then are new files synced.
+    fn sync_blobs(&self) -> Result<()> {
+        let dir = self.dir.join("db").join("blobs");
+        let Ok(modified) = std::fs::metadata(&dir).and_then(|m| m.modified()) else {
+            return Ok(()); // No blob directory yet.
+        };
+        let mut blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
+        if blobs.0 == Some(modified) {
+            return Ok(());
+        }
+        let io = |source| StateError::Io {
+            dir: self.dir.clone(),
+            source,
+        };
+        let mut present = HashSet::new();
+        for entry in std::fs::read_dir(&dir).map_err(io)? {
+            let name = entry.map_err(io)?.file_name();
+            if !blobs.1.contains(&name) {
+                match File::open(dir.join(&name)) {
+                    Ok(f) => f.sync_all().map_err(io)?,
+                    // sled removed it meanwhile (a blob it no longer needs).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io(e)),
+                }
+            }
+            present.insert(name);
+        }
+        // The new names themselves.
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(io)?;
+        *blobs = (Some(modified), present);
+        Ok(())
     }
 
     /// Why the last commit failed, or `None` if it succeeded. A long-running process

@@ -533,3 +533,21 @@ fn readers_never_see_half_a_commit() {
     assert_eq!(store.tasks("r2").unwrap()[0].attempts, 300);
     assert!(reads > 1);
 }
+
+#[test]
+fn a_record_stored_as_a_sled_blob_is_synced_before_the_commit_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    // Over sled's 128 KiB threshold: written to db/blobs/, which sled never syncs.
+    let mut big = run("big", RunStatus::Running, 0);
+    big.definition = "x".repeat(300 * 1024);
+    store.commit(&[Write::Run(big.clone())]).unwrap();
+    let blobs: HashSet<std::ffi::OsString> = std::fs::read_dir(dir.path().join("db/blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(!blobs.is_empty(), "the record did not go to a blob");
+    let synced = store.blobs.lock().unwrap().1.clone();
+    assert!(blobs.is_subset(&synced), "{blobs:?} not all in {synced:?}");
+    assert_eq!(store.run("big").unwrap(), Some(big));
+}

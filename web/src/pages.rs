@@ -769,7 +769,9 @@ where
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "30")],
-            format!("{MAX_STREAMS} live pages are open already; close some, or reload this one later"),
+            format!(
+                "{MAX_STREAMS} live pages are open already; close some, or reload this one later"
+            ),
         )
             .into_response();
     };

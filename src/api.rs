@@ -507,6 +507,25 @@ impl Client {
         })
     }
 
+    /// Whether something listens at the API's address (an owner that is stopping has
+    /// closed it before it releases the state dir).
+    pub fn answers(&self) -> bool {
+        use std::net::ToSocketAddrs as _;
+        let host = self
+            .url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        host.to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .is_some_and(|addr| {
+                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500))
+                    .is_ok()
+            })
+    }
+
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<String, Fail> {
         let resp = req.bearer_auth(&self.token).send().await.map_err(|e| {
             Fail::failed(format!(

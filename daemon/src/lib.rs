@@ -140,6 +140,9 @@ pub struct Config {
     /// ui`: every workflow of the directory is known, and runs start only when asked
     /// (trigger, rerun, run).
     pub schedule: bool,
+    /// Cancelled to end the grace period early (a second SIGTERM or SIGINT): running
+    /// tasks are cancelled at once.
+    pub hurry: CancellationToken,
 }
 
 /// One scheduled workflow file.
@@ -475,8 +478,29 @@ impl Daemon {
         }
         self.invalid.retain(|p, _| files.contains(p));
         for path in files {
-            let Ok(source) = std::fs::read_to_string(&path) else {
-                continue;
+            let source = match std::fs::read_to_string(&path) {
+                Ok(s) => s,
+                // Deleted between the listing and now: the next rescan unschedules it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    // Not UTF-8, unreadable: said, and listed as invalid like a bad edit.
+                    let current = self.entries.values().any(|e| e.path == path);
+                    let kept = if current {
+                        "the previous version stays scheduled"
+                    } else {
+                        "not scheduled"
+                    };
+                    let why = if e.kind() == std::io::ErrorKind::InvalidData {
+                        "it is not UTF-8 text; save it as UTF-8".to_string()
+                    } else {
+                        format!("it cannot be read: {e}")
+                    };
+                    if self.invalid.get(&path) != Some(&why) {
+                        tracing::warn!("daemon: {} is invalid; {kept}: {why}", path.display());
+                        self.invalid.insert(path.clone(), why);
+                    }
+                    continue;
+                }
             };
             let current = self.entries.values().find(|e| e.path == path);
             if current.is_some_and(|e| e.source == source) {
@@ -623,6 +647,8 @@ impl Daemon {
         let Some(trigger) = self.entries.get(name).and_then(|e| e.wf.on_files.clone()) else {
             return;
         };
+        // One spelling per file (`wf/../in/x.csv` is `in/x.csv`).
+        let path = orchestrator_engine::arrival::normalize(&path);
         if !trigger.matches(&path) {
             return;
         }
@@ -680,8 +706,21 @@ impl Daemon {
                 .get(&name)
                 .and_then(|e| e.wf.on_files.as_ref())
                 .map_or(usize::MAX, |f| f.max_batch);
+            // A file deleted (or renamed away) before its run starts is not handed to
+            // the run: it would list a path that does not exist.
+            let (present, gone): (Vec<_>, Vec<_>) =
+                p.files.into_iter().partition(|(f, _)| f.is_file());
+            for (f, _) in &gone {
+                tracing::info!(
+                    "daemon: workflow {name}: {} is gone before its run started; not passed to the run",
+                    f.display()
+                );
+            }
+            if present.is_empty() {
+                continue;
+            }
             let mut files: Vec<(PathBuf, u64, i64)> =
-                p.files.into_iter().map(|(f, (s, m))| (f, s, m)).collect();
+                present.into_iter().map(|(f, (s, m))| (f, s, m)).collect();
             if files.len() > max {
                 // The rest go in the next run.
                 let rest = files.split_off(max);
@@ -1539,9 +1578,14 @@ impl Daemon {
         );
         let deadline = tokio::time::Instant::now() + self.config.grace;
         while !self.active.is_empty() {
+            let hurry = self.config.hurry.clone();
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline), if !self.stop_runs.is_cancelled() => {
                     tracing::info!("daemon: grace period over; cancelling {} run(s)", self.active.len());
+                    self.stop_runs.cancel();
+                }
+                _ = hurry.cancelled(), if !self.stop_runs.is_cancelled() => {
+                    tracing::info!("daemon: asked again to stop; cancelling {} run(s) now", self.active.len());
                     self.stop_runs.cancel();
                 }
                 msg = rx.recv() => match msg {

@@ -78,3 +78,38 @@ mod tests {
         }
     }
 }
+
+/// `path` made absolute and without `.` and `..` (lexically: symbolic links are not
+/// followed, and the directory need not exist yet). Watched paths and file records use
+/// it, so that `wf/../inbox/x.csv` and `inbox/x.csv` are one file.
+pub fn normalize(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = std::path::PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod normalize_tests {
+    use super::normalize;
+    use std::path::Path;
+
+    #[test]
+    fn dots_go_lexically() {
+        assert_eq!(
+            normalize(Path::new("/a/wf/../inbox/./x.csv")),
+            Path::new("/a/inbox/x.csv")
+        );
+        assert_eq!(normalize(Path::new("/../x")), Path::new("/x"));
+        assert!(normalize(Path::new("rel/../y")).is_absolute());
+    }
+}

@@ -731,7 +731,7 @@ impl Loader<'_, '_> {
                             );
                         }
                         on_files = Some(FileTrigger {
-                            path: std::path::absolute(&dir).unwrap_or(dir),
+                            path: crate::arrival::normalize(&dir),
                             pattern: f.pattern.unwrap_or_else(|| "*".into()),
                             debounce: f.debounce.map_or(FileTrigger::DEFAULT_DEBOUNCE, |d| d.0),
                             max_batch: max_batch.max(1),
@@ -1461,19 +1461,35 @@ impl Loader<'_, '_> {
         for item in items {
             match item.as_str() {
                 Some(text) => match Expr::parse(text) {
-                    // A schedule that can never fire again (`0 0 30 2 *`, a past year,
-                    // an interval past the calendar) would be accepted and do nothing.
+                    // A schedule that can never fire (`0 0 30 2 *`, an interval past the
+                    // calendar) would be accepted and do nothing.
                     Ok(e)
-                        if e.next_after(chrono::Utc::now(), chrono_tz::Tz::UTC, Dst::default())
-                            .is_none() =>
+                        if e.next_after(
+                            chrono::DateTime::UNIX_EPOCH,
+                            chrono_tz::Tz::UTC,
+                            Dst::default(),
+                        )
+                        .is_none() =>
                     {
                         self.err(
                             Some(item.pos),
-                            format!("schedule `{text}` never fires again: it has no fire time after now"),
+                            format!("schedule `{text}` never fires: it has no fire time at all"),
                         )
-                        .help = Some("check the day of month, the month and the year (`0 0 30 2 *` asks for February 30th); `orchestrator next FILE` lists the fire times".into());
+                        .help = Some("check the day of month and the month (`0 0 30 2 *` asks for February 30th); `orchestrator next FILE` lists the fire times".into());
                     }
-                    Ok(e) => exprs.push(e),
+                    Ok(e) => {
+                        // Only past fire times (`cron(0 0 1 1 ? 2020)`): catch-up may still
+                        // want them, but nothing will fire live; say so.
+                        if e.next_after(chrono::Utc::now(), chrono_tz::Tz::UTC, Dst::default())
+                            .is_none()
+                        {
+                            self.warns.push(Diagnostic::new(
+                                Some(item.pos),
+                                format!("schedule `{text}` has no fire time after now: the daemon will only catch up past ones (per `catchup:`), never fire it live"),
+                            ));
+                        }
+                        exprs.push(e)
+                    }
                     Err(e) => {
                         self.err(Some(item.pos), format!("invalid schedule: {e}"));
                     }

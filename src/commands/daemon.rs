@@ -59,6 +59,8 @@ pub async fn daemon(
     let prepare: Prepare = Arc::new(move |w| super::execute::claim_warehouse(w, &claim_dir));
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
+    let hurry = CancellationToken::new();
+    let hurry_on_signal = hurry.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut int), Ok(mut term)) = (
@@ -72,14 +74,21 @@ pub async fn daemon(
             _ = int.recv() => "SIGINT",
             _ = term.recv() => "SIGTERM",
         };
-        errln!("{name} received: the daemon stops starting runs and shuts down");
+        errln!("{name} received: the daemon stops starting runs and shuts down (send it again to cancel running tasks now)");
         stop.cancel();
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        errln!("{name} received again: running tasks are cancelled now");
+        hurry_on_signal.cancel();
     });
     let config = Config {
         workflows_dir: workflows,
         grace,
         max_runs,
         schedule,
+        hurry,
     };
     let store = Arc::new(store);
     // Other processes read through this while the daemon holds the store.

@@ -245,18 +245,27 @@ pub enum Reader {
 /// Opens the store for a command that only reads (works on a read-only or full disk), or,
 /// when another process owns the state dir and serves its local API, that API.
 pub fn open_reader_or_api(dir: &Path) -> Result<Reader, Fail> {
-    match Store::open_read_only(dir, &owner()) {
-        Ok((store, note)) => {
-            if let Some(note) = note {
-                errln!("{note}");
+    // An owner that is shutting down holds the lock a moment after its API has stopped
+    // answering: wait for one or the other rather than fail.
+    let patience = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match Store::open_read_only(dir, &owner()) {
+            Ok((store, note)) => {
+                if let Some(note) = note {
+                    errln!("{note}");
+                }
+                return Ok(Reader::Local(Arc::new(store)));
             }
-            Ok(Reader::Local(Arc::new(store)))
+            Err(e @ StateError::Locked { .. }) => match crate::api::Client::discover(dir) {
+                Some(client) if client.answers() => return Ok(Reader::Api(client)),
+                _ if std::time::Instant::now() < patience => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Some(client) => return Ok(Reader::Api(client)),
+                None => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
         }
-        Err(e @ StateError::Locked { .. }) => match crate::api::Client::discover(dir) {
-            Some(client) => Ok(Reader::Api(client)),
-            None => Err(e.into()),
-        },
-        Err(e) => Err(e.into()),
     }
 }
 

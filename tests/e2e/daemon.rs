@@ -867,3 +867,72 @@ fn queued_runs_are_recorded_at_a_stop_and_caught_up_after_a_crash() {
         "since {since}, queued {first_queued}\n{log}"
     );
 }
+
+#[test]
+fn a_non_utf8_edit_is_logged_and_listed_as_invalid() {
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "w",
+        "name: w\nschedule: \"cron(0 0 1 1 ? 2199)\"\ntasks:\n  a:\n    kind: noop\n",
+    );
+    let d = Daemon::start(&sb, &["--no-ui"]);
+    d.wait_log("workflow w scheduled", 1);
+    std::fs::write(sb.path("wf/w.yaml"), b"name: w\n\xff\xfe\n").unwrap();
+    d.wait_log(
+        "is invalid; the previous version stays scheduled: it is not UTF-8 text",
+        1,
+    );
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}
+
+#[test]
+fn a_second_sigterm_cancels_running_tasks_at_once() {
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "long",
+        "name: long\nschedule: \"cron(0 0 1 1 ? 2199)\"\ntasks:\n  a:\n    kind: shell\n    command: \"touch ../started; sleep 120\"\n",
+    );
+    let d = Daemon::start(&sb, &["--no-ui", "--grace", "300s"]);
+    d.wait_log("daemon ready", 1);
+    let out = sb.run(&["trigger", "long"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    sb.wait_for_file("started");
+    let pid = nix::unistd::Pid::from_raw(d.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    d.wait_log("get 300s to finish", 1);
+    // Reads keep working while it stops.
+    let out = sb.run(&["runs", "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let (code, log) = d.wait_exit();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("cancelling 1 run(s) now"), "{log}");
+    assert_eq!(runs(&sb)[0]["status"], "cancelled");
+}
+
+#[test]
+fn a_file_deleted_before_its_run_starts_is_not_passed_and_paths_are_normalised() {
+    let sb = Sandbox::new();
+    file_workflow(&sb);
+    let d = Daemon::start(&sb, &["--no-ui"]);
+    d.wait_log("daemon ready", 1);
+    // Created and deleted within the debounce: no run lists it.
+    sb.write("landing/brief.csv", "x\n");
+    std::fs::remove_file(sb.path("landing/brief.csv")).unwrap();
+    sb.write("landing/kept.csv", "x\n");
+    d.wait_log("succeeded", 1);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    let batches = sb.read("batches");
+    assert_eq!(batches.lines().count(), 1, "{batches}\n{log}");
+    assert!(
+        batches.starts_with("1 ") && batches.contains("kept.csv"),
+        "{batches}"
+    );
+    assert!(!batches.contains("brief.csv"), "{batches}");
+    // The workflow says `../landing`: the path the run sees has no `..`.
+    assert!(!batches.contains("/../"), "{batches}");
+}

@@ -90,6 +90,13 @@ fn a_failed_audit_shows_its_rule_and_samples_and_a_rerun_click_completes_it_live
     // The DAG colours them too.
     let node = b.find(r#"svg.dag g[data-task="publish"]"#);
     assert_eq!(b.attr(&node, "data-status").as_deref(), Some("skipped"));
+    // The whole graph is in view at this window's width (1,300 px): the last stage is
+    // not cut off at the right edge.
+    let fits = b.execute(
+        r#"const n = document.querySelector('svg.dag g[data-task="signal_alerts"]').getBoundingClientRect();
+           return n.right <= document.documentElement.clientWidth && n.width > 0;"#,
+    );
+    assert_eq!(fits, Value::Bool(true), "signal_alerts is cut off");
     // The failing rule, with its sample row.
     let rule = b.find(r#"section[data-task="quality_check"] table.checks tr.failed"#);
     let text = b.text(&rule);

@@ -82,8 +82,11 @@ pub fn svg(run: &Value) -> String {
         .collect();
     let width = 20.0 + (rows_in.len().max(1) as f64 - 1.0) * COL + W;
     let height = 20.0 + (*rows_in.values().max().unwrap_or(&1) as f64 - 1.0) * ROW + H;
+    // A graph up to this wide shrinks to fit the page (the reference pipeline's seven
+    // stages are ~1,500 px); a wider one keeps its size and scrolls in its box.
+    let fit = if width <= 2400.0 { " fit" } else { "" };
     let mut out = format!(
-        r#"<svg class="dag" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="task graph">"#
+        r#"<svg class="dag{fit}" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="task graph">"#
     );
     for (t, ups) in upstream.iter().enumerate() {
         for &u in ups {

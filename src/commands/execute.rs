@@ -41,7 +41,11 @@ pub async fn run(
     // No --date: a task may know a better day than today (offline, the sample's newest).
     // Templates render at load time, so the file is loaded again with that date.
     if !given {
-        let better = wf.tasks.iter().find_map(|t| t.task.default_date());
+        let better = wf
+            .tasks
+            .iter()
+            .find_map(|t| t.task.default_date())
+            .or_else(|| latest_fire_date(&wf));
         if let Some(d) = better.filter(|d| d.date != date) {
             outln!(
                 "logical date {}: {}; pass --date to choose another",
@@ -91,6 +95,26 @@ pub async fn run(
     .await?;
     crate::notify::deliver_run(&store, dir, &run.id).await;
     finish(&store, &run)
+}
+
+/// For a scheduled workflow, the logical date of its most recent fire time (as Airflow
+/// gives a manual run the data interval that ended last): a weekday pipeline run by hand
+/// on Saturday, or on Friday before its 22:00 fire, processes the day that is complete.
+fn latest_fire_date(wf: &Workflow) -> Option<orchestrator_engine::task::DefaultDate> {
+    let schedule = wf.schedule.as_ref()?;
+    let now = chrono::Utc::now();
+    let since = now - chrono::Duration::days(400);
+    let at = *schedule.missed(since, now, 1).recent.last()?;
+    Some(orchestrator_engine::task::DefaultDate {
+        date: at
+            .with_timezone(&schedule.tz)
+            .format("%Y-%m-%d")
+            .to_string(),
+        why: format!(
+            "the schedule's most recent fire time ({})",
+            at.format("%Y-%m-%dT%H:%M:%SZ")
+        ),
+    })
 }
 
 pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) -> Result<u8, Fail> {

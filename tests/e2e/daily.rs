@@ -785,3 +785,27 @@ fn without_a_key_or_a_date_the_offline_run_takes_the_samples_newest_day_and_says
         "{out:?}"
     );
 }
+
+#[test]
+fn a_scheduled_workflow_run_by_hand_takes_the_date_of_its_most_recent_fire() {
+    let sb = Sandbox::new();
+    sb.write(
+        "yearly.yaml",
+        "name: yearly\nschedule: \"cron(0 0 1 1 ? *)\"\ntasks:\n  a:\n    kind: shell\n    command: \"echo {{ run.date }} > ran\"\n",
+    );
+    let out = sb.run(&["run", "yearly.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let jan1 = format!("{}-01-01", chrono::Utc::now().format("%Y"));
+    let first = out.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!(
+            "logical date {jan1}: the schedule's most recent fire time"
+        )),
+        "{out:?}"
+    );
+    assert_eq!(sb.read("ran").trim(), jan1);
+    // --date still wins.
+    let out = sb.run(&["run", "yearly.yaml", "--date", "2026-03-04"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(sb.read("ran").trim(), "2026-03-04");
+}

@@ -551,3 +551,26 @@ fn a_record_stored_as_a_sled_blob_is_synced_before_the_commit_returns() {
     assert!(blobs.is_subset(&synced), "{blobs:?} not all in {synced:?}");
     assert_eq!(store.run("big").unwrap(), Some(big));
 }
+
+#[test]
+fn a_full_disk_message_does_not_contradict_itself_at_margin_zero() {
+    let dir = Path::new("/tmp/s");
+    let at_zero = StateError::DiskFull {
+        dir: dir.to_path_buf(),
+        free_mb: 0,
+        need_mb: 0,
+    }
+    .to_string();
+    assert!(at_zero.contains("is on a full file system"), "{at_zero}");
+    assert!(!at_zero.contains("needs at least 0 MB"), "{at_zero}");
+    let below = StateError::DiskFull {
+        dir: dir.to_path_buf(),
+        free_mb: 3,
+        need_mb: 32,
+    }
+    .to_string();
+    assert!(
+        below.contains("has 3 MB free; orchestrator needs at least 32 MB"),
+        "{below}"
+    );
+}

@@ -461,3 +461,66 @@ fn channels_flag_names_a_shared_file_that_deliveries_and_reruns_remember() {
         "{out:?}"
     );
 }
+
+/// A webhook receiver that accepts connections and never answers; the accepted sockets
+/// are kept open until the test ends.
+fn silent_hook() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    url
+}
+
+#[test]
+fn a_webhook_that_never_answers_holds_neither_other_channels_nor_the_run() {
+    let sb = Sandbox::new();
+    let url = silent_hook();
+    // The hanging channel sorts first: delivered one after another, it would hold the
+    // file channel past the run's delivery budget.
+    sb.write(
+        "wf.yaml",
+        r#"name: hung
+channels:
+  a_hook: { kind: webhook, url: "{{ env.HUNG_URL }}" }
+  b_file: { kind: file, path: delivered.jsonl }
+notify:
+  - on: [failure]
+    to: [a_hook, b_file]
+tasks:
+  a:
+    kind: shell
+    command: "exit 3"
+"#,
+    );
+    let out = sb.run_with_env(&["run", "wf.yaml"], &[("HUNG_URL", url.as_str())]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let delivered =
+        std::fs::read_to_string(sb.state_dir().join("delivered.jsonl")).unwrap_or_default();
+    assert_eq!(
+        delivered.lines().count(),
+        1,
+        "the file channel waited for the webhook: {out:?}"
+    );
+    // The webhook's attempt was cut at the run's budget, said so, and stays in the outbox.
+    assert!(
+        out.stderr.contains("a_hook")
+            && out
+                .stderr
+                .contains("no answer within the time this command waits"),
+        "{out:?}"
+    );
+    let show = sb.show(&out.run_id());
+    let hook = show["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["channel"] == "a_hook")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(hook["status"], "failed", "{show:#}");
+}

@@ -483,3 +483,40 @@ fn a_daemon_whose_disk_fills_exits_non_zero_and_a_restart_records_runs_once_ther
         "{runs}"
     );
 }
+
+#[test]
+fn recover_never_shortens_a_readable_history_without_force_and_a_warning() {
+    let sb = Sandbox::new();
+    sb.write("w.yaml", "name: w\ntasks:\n  a:\n    kind: noop\n");
+    // The first run writes a recovery point; the next two are newer than it.
+    let env = [("ORCHESTRATOR_RECOVERY_INTERVAL", "3600")];
+    for _ in 0..3 {
+        let out = sb.run_with_env(&["run", "w.yaml"], &env);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    // A healthy store is left alone.
+    let out = sb.run(&["state", "recover"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("nothing to recover"), "{out:?}");
+    // --force rebuilds from the older point, and says how many runs that loses.
+    let out = sb.run(&["state", "recover", "--force"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("the store read 3 runs") && out.stderr.contains("2 runs are lost"),
+        "{out:?}"
+    );
+    // Twice in the same second: the second rebuild's old db gets a name of its own.
+    let out = sb.run(&["state", "recover", "--force"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let aside = std::fs::read_dir(sb.state_dir())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("db.damaged-")
+        })
+        .count();
+    assert_eq!(aside, 2);
+}

@@ -510,3 +510,50 @@ fn live_streams_are_capped_and_a_closed_one_frees_its_place() {
     let (code, log) = d.terminate();
     assert_eq!(code, 0, "{log}");
 }
+
+/// The query workers `parent` has running.
+fn query_workers(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) && contains(&cmdline, "query-worker") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_query_whose_client_goes_away_is_stopped() {
+    let sb = Sandbox::new();
+    workflow(&sb, "w", "name: w\ntasks:\n  a:\n    kind: noop\n");
+    // A timeout far past the wait below: only the client going away can stop it.
+    let mut c = sb.command(&["daemon", "--workflows", "wf"]);
+    c.env("ORCHESTRATOR_QUERY_TIMEOUT", "600");
+    let d = Daemon::spawn(c);
+    d.wait_log("daemon ready", 1);
+    let addr = ui_addr(&sb);
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        conn,
+        "GET /catalog?sql=WITH%20RECURSIVE%20r(n)%20AS%20(SELECT%201%20UNION%20ALL%20SELECT%20n%20%2B%201%20FROM%20r)%20SELECT%20count(*)%20FROM%20r HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+    )
+    .unwrap();
+    wait_until("the query's worker to start", || {
+        !query_workers(d.pid()).is_empty()
+    });
+    drop(conn);
+    wait_until("the worker to be stopped with its request", || {
+        query_workers(d.pid()).is_empty()
+    });
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}

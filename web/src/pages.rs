@@ -653,7 +653,7 @@ async fn dashboard_page(
         let choices: Vec<String> = match &p.choices {
             Some(sql) => ui
                 .source
-                .query(sql)
+                .query_trusted(sql)
                 .await
                 .ok()
                 .and_then(|rows| {
@@ -682,7 +682,7 @@ async fn dashboard_page(
         let started = std::time::Instant::now();
         let rendered = match dashboards::render_sql(&p.sql, params, days) {
             Err(e) => Err(e),
-            Ok(sql) => match ui_ref.source.query(&sql).await {
+            Ok(sql) => match ui_ref.source.query_trusted(&sql).await {
                 Err(e) => Err(e.message),
                 Ok(rows) => {
                     let rows = rows.as_array().cloned().unwrap_or_default();

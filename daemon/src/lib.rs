@@ -833,26 +833,24 @@ impl Daemon {
                     "due at {}, queued, and the daemon stopped before it could start",
                     due.at.format("%Y-%m-%dT%H:%M:%SZ")
                 );
-                let run_id = runner::new_run_id();
-                let date = due
-                    .date
-                    .clone()
-                    .unwrap_or_else(|| self.logical_date(&name, due.at));
-                match runner::record_skipped(
-                    &self.store,
-                    &entry.wf,
-                    &run_id,
-                    &date,
-                    &due.trigger,
-                    &why,
-                ) {
-                    Ok(_) => tracing::info!("daemon: workflow {name}: run {run_id} skipped: {why}"),
-                    Err(e) => tracing::warn!(
-                        "daemon: workflow {name}: {why}, and it cannot be recorded: {e}"
-                    ),
-                }
+                self.record_skipped(&name, &entry.wf, &due, &why);
             }
             self.record_point(&name);
+        }
+    }
+
+    /// Records `due` as a run that was not started, saying `why`, and logs it.
+    fn record_skipped(&self, name: &str, wf: &Workflow, due: &Due, why: &str) {
+        let run_id = runner::new_run_id();
+        let date = due
+            .date
+            .clone()
+            .unwrap_or_else(|| self.logical_date(name, due.at));
+        match runner::record_skipped(&self.store, wf, &run_id, &date, &due.trigger, why) {
+            Ok(_) => tracing::info!("daemon: workflow {name}: run {run_id} skipped: {why}"),
+            Err(e) => {
+                tracing::warn!("daemon: workflow {name}: {why}, and it cannot be recorded: {e}")
+            }
         }
     }
 
@@ -1035,21 +1033,7 @@ impl Daemon {
                     "due at {}, but run {prev} was still running (concurrency: forbid)",
                     due.at.format("%Y-%m-%dT%H:%M:%SZ")
                 );
-                let run_id = runner::new_run_id();
-                let date = self.logical_date(name, due.at);
-                match runner::record_skipped(
-                    &self.store,
-                    &entry.wf,
-                    &run_id,
-                    &date,
-                    &due.trigger,
-                    &why,
-                ) {
-                    Ok(_) => tracing::info!("daemon: workflow {name}: run {run_id} skipped: {why}"),
-                    Err(e) => {
-                        tracing::warn!("daemon: workflow {name}: cannot record a skipped run: {e}")
-                    }
-                }
+                self.record_skipped(name, &entry.wf, &due, &why);
             }
             Concurrency::Queue => {
                 tracing::info!(

@@ -103,23 +103,22 @@ pub fn unquoted_inputs(text: &str) -> Vec<String> {
 /// A value as a word for the shell: a string in single quotes; a list (`trigger.files`)
 /// as one quoted word per item, separated by spaces.
 fn shell_quote_value(value: minijinja::Value) -> String {
-    match value.try_iter() {
-        Ok(items) if value.as_str().is_none() => items
-            .map(|v| shell_quote(&v.to_string()))
-            .collect::<Vec<_>>()
-            .join(" "),
-        _ => shell_quote(&value.to_string()),
-    }
+    quote_each(value, shell_quote, " ")
 }
 
 /// A value as SQL: a string literal; a list as literals separated by commas (for `IN`).
 fn sql_string_value(value: minijinja::Value) -> String {
+    quote_each(value, sql_string, ", ")
+}
+
+/// `quote` applied to a string, or to each item of a list, joined by `sep`.
+fn quote_each(value: minijinja::Value, quote: fn(&str) -> String, sep: &str) -> String {
     match value.try_iter() {
         Ok(items) if value.as_str().is_none() => items
-            .map(|v| sql_string(&v.to_string()))
+            .map(|v| quote(&v.to_string()))
             .collect::<Vec<_>>()
-            .join(", "),
-        _ => sql_string(&value.to_string()),
+            .join(sep),
+        _ => quote(&value.to_string()),
     }
 }
 

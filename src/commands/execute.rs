@@ -29,15 +29,18 @@ pub async fn run(
     let run_id = runner::new_run_id();
     let overrides: std::collections::BTreeMap<String, String> = params.into_iter().collect();
     // Validate before touching the state store: invalid input changes nothing.
-    let mut wf = load_on(
-        file,
-        overrides.clone(),
-        Default::default(),
-        &run_id,
-        &date,
-        dir,
-        backend,
-    )?;
+    let load = |date: &str| {
+        load_on(
+            file,
+            overrides.clone(),
+            Default::default(),
+            &run_id,
+            date,
+            dir,
+            backend,
+        )
+    };
+    let mut wf = load(&date)?;
     // No --date: a task may know a better day than today (offline, the sample's newest).
     // Templates render at load time, so the file is loaded again with that date.
     if !given {
@@ -53,15 +56,7 @@ pub async fn run(
                 d.why
             );
             date = d.date;
-            wf = load_on(
-                file,
-                overrides.clone(),
-                Default::default(),
-                &run_id,
-                &date,
-                dir,
-                backend,
-            )?;
+            wf = load(&date)?;
         }
     }
     let store = match open_store_or_daemon(dir)? {

@@ -64,9 +64,14 @@ impl Daemon {
     }
 
     /// SIGTERM, then the exit status.
-    pub(crate) fn terminate(mut self) -> (i32, String) {
+    pub(crate) fn terminate(self) -> (i32, String) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        self.wait_exit()
+    }
+
+    /// Waits for the daemon to exit; its status and log.
+    pub(crate) fn wait_exit(mut self) -> (i32, String) {
         let mut code = None;
         wait_until("the daemon to exit", || {
             code = self
@@ -77,23 +82,6 @@ impl Daemon {
             code.is_some()
         });
         // The reader thread ends with the pipe; give the log its last lines.
-        wait_until("the daemon's log to close", || {
-            self.log().contains("daemon: stopping")
-        });
-        (code.unwrap_or(-1), self.log())
-    }
-
-    /// Waits for the daemon to exit by itself; its status and log.
-    pub(crate) fn wait_exit(mut self) -> (i32, String) {
-        let mut code = None;
-        wait_until("the daemon to exit by itself", || {
-            code = self
-                .child
-                .try_wait()
-                .unwrap()
-                .map(|s| s.code().unwrap_or(-1));
-            code.is_some()
-        });
         wait_until("the daemon's log to close", || {
             self.log().contains("daemon: stopping")
         });

@@ -148,21 +148,9 @@ fn raw(addr: &str, request: &str) -> (u16, String) {
 }
 
 fn ui_addr(sb: &Sandbox) -> String {
-    let mut addr = String::new();
-    wait_until("the daemon's api.json with the UI's address", || {
-        let Ok(text) = std::fs::read_to_string(sb.state_dir().join("api.json")) else {
-            return false;
-        };
-        let info: Value = serde_json::from_str(&text).unwrap_or_default();
-        match info["ui"].as_str() {
-            Some(u) => {
-                addr = u.trim_start_matches("http://").to_string();
-                true
-            }
-            None => false,
-        }
-    });
-    addr
+    crate::ui::ui_url(sb)
+        .trim_start_matches("http://")
+        .to_string()
 }
 
 #[test]

@@ -30,7 +30,7 @@ fn daily_setup(sb: &Sandbox, edit: impl Fn(&str, &mut Value)) {
 }
 
 /// The web UI's URL, from the daemon's `api.json`.
-fn ui_url(sb: &Sandbox) -> String {
+pub(crate) fn ui_url(sb: &Sandbox) -> String {
     let mut url = String::new();
     wait_until("the daemon's api.json with the UI's address", || {
         let Ok(text) = std::fs::read_to_string(sb.state_dir().join("api.json")) else {

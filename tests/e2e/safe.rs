@@ -338,7 +338,7 @@ fn a_query_that_would_exhaust_memory_fails_in_its_worker_and_the_daemon_goes_on(
         &format!("GET /catalog?sql=SELECT%20length(repeat('x',%201500000000))%20AS%20n HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
     );
     assert!(
-        answer.contains("needed more than the 2048 MiB a query may use"),
+        answer.contains("needed more than the 1024 MiB a query may use"),
         "{code}: {answer}"
     );
     // The same through the local API that `orchestrator query` uses beside a daemon.

@@ -5,7 +5,7 @@
 //! **Why a process.** DataFusion's memory pool does not see every allocation: a scalar
 //! function such as `repeat('x', 400000000)` allocates outside it, and a recursive CTE
 //! keeps the cores busy for as long as it likes. A child can be bounded by the kernel:
-//! - its address space (`RLIMIT_AS`, [`Limits::memory_mb`], default 2048 MiB): an
+//! - its address space (`RLIMIT_AS`, [`Limits::memory_mb`], default 1024 MiB): an
 //!   allocation past it fails in the child, which dies; the daemon reports it;
 //! - its time ([`Limits::timeout`], default 30 s): then it is killed;
 //! - its answer ([`Limits::max_output`], default 64 MiB of Arrow IPC): the parent stops
@@ -58,7 +58,7 @@ impl Limits {
                 .unwrap_or(default)
         };
         Limits {
-            memory_mb: num("ORCHESTRATOR_QUERY_MEMORY_MB", 2048),
+            memory_mb: num("ORCHESTRATOR_QUERY_MEMORY_MB", 1024),
             timeout: Duration::from_secs(num("ORCHESTRATOR_QUERY_TIMEOUT", 30)),
             max_output: 64 << 20,
             concurrent: usize::try_from(num("ORCHESTRATOR_QUERY_CONCURRENCY", 2)).unwrap_or(2),

@@ -112,7 +112,10 @@ async fn gate(State(ui): State<Shared>, request: Request, next: Next) -> Respons
             let bearer = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("bearer ")));
+                .is_some_and(|v| {
+                    v.get(..7)
+                        .is_some_and(|p| p.eq_ignore_ascii_case("bearer "))
+                });
             if bearer {
                 return Ok(());
             }

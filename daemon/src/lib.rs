@@ -281,7 +281,20 @@ pub async fn run(
     };
     d.rescan();
     if d.config.schedule {
-        d.resume_interrupted(interrupted);
+        // Runs this open found interrupted, and those another command found first
+        // (`runs` typed after a crash): both wait for a resume.
+        let mut pending = interrupted;
+        match d.store.runs_awaiting_resume() {
+            Ok(runs) => {
+                for r in runs {
+                    if !pending.contains(&r.id) {
+                        pending.push(r.id);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("daemon: cannot list interrupted runs: {e}"),
+        }
+        d.resume_interrupted(pending);
         d.files_at_start();
         let now = Utc::now();
         let names: Vec<String> = d.entries.keys().cloned().collect();

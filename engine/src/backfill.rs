@@ -277,6 +277,7 @@ pub(crate) mod tests {
             backend: None,
             channels_file: None,
             trigger_files: Vec::new(),
+            resume_pending: false,
         }
     }
 

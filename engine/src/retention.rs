@@ -115,6 +115,7 @@ mod tests {
             backend: None,
             channels_file: None,
             trigger_files: Vec::new(),
+            resume_pending: false,
         }
     }
 

@@ -137,6 +137,7 @@ pub async fn resume(
         .collect();
     run.status = RunStatus::Running;
     run.ended_at = None;
+    run.resume_pending = false;
     run.pid = std::process::id();
     run.reruns += 1;
     run.definition = workflow.source.clone();
@@ -183,6 +184,7 @@ fn new_record(
             .as_ref()
             .map(|p| p.display().to_string()),
         trigger_files: workflow.trigger_files.clone(),
+        resume_pending: false,
     }
 }
 

@@ -97,13 +97,14 @@ fn run_record() -> impl Strategy<Value = RunRecord> {
             proptest::option::of(text()),
             proptest::option::of(text()),
             strings(),
+            any::<bool>(),
         ),
     )
         .prop_map(
             |(
                 (id, workflow, workflow_path, definition, params, logical_date, status),
                 (started_at, ended_at, pid, reruns, task_order),
-                (trigger, note, backend, channels_file, trigger_files),
+                (trigger, note, backend, channels_file, trigger_files, resume_pending),
             )| RunRecord {
                 id,
                 workflow,
@@ -122,6 +123,7 @@ fn run_record() -> impl Strategy<Value = RunRecord> {
                 backend,
                 channels_file,
                 trigger_files,
+                resume_pending,
             },
         )
 }

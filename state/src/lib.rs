@@ -631,6 +631,7 @@ impl Store {
             let mut run = run;
             run.status = RunStatus::Interrupted;
             run.ended_at = Some(now);
+            run.resume_pending = true;
             recovered.push(run.id.clone());
             writes.push(Write::Run(run));
         }
@@ -822,6 +823,17 @@ impl Store {
             out.push(run);
         }
         Ok((out, false))
+    }
+
+    /// Runs a crash left `interrupted` that nothing has resumed yet, oldest first.
+    pub fn runs_awaiting_resume(&self) -> Result<Vec<RunRecord>> {
+        let mut runs: Vec<RunRecord> = self
+            .all_runs()?
+            .into_iter()
+            .filter(|r| r.status == RunStatus::Interrupted && r.resume_pending)
+            .collect();
+        runs.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+        Ok(runs)
     }
 
     fn all_runs(&self) -> Result<Vec<RunRecord>> {

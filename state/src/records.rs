@@ -111,6 +111,11 @@ pub struct RunRecord {
     /// same files (they are already marked handled, so nothing else would start them).
     #[serde(default)]
     pub trigger_files: Vec<String>,
+    /// Set when a crash left the run `interrupted` (by whichever process opened the store
+    /// first), cleared when it is resumed: the daemon resumes such runs at its start even
+    /// if another command saw the crash first.
+    #[serde(default)]
+    pub resume_pending: bool,
 }
 
 /// The daemon's memory of one scheduled workflow.

@@ -19,6 +19,7 @@ fn run(id: &str, status: RunStatus, secs: i64) -> RunRecord {
         backend: None,
         channels_file: None,
         trigger_files: Vec::new(),
+        resume_pending: false,
     }
 }
 

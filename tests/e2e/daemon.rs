@@ -924,3 +924,34 @@ fn a_file_deleted_before_its_run_starts_is_not_passed_and_paths_are_normalised()
     // The workflow says `../landing`: the path the run sees has no `..`.
     assert!(!batches.contains("/../"), "{batches}");
 }
+
+#[test]
+fn a_crashed_run_is_resumed_even_if_a_command_opened_the_store_first() {
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "slowish",
+        "name: slowish\nschedule: \"cron(0 0 1 1 ? 2199)\"\ntasks:\n  a:\n    kind: shell\n    command: \"touch ../started; sleep 2; echo done >> ../done\"\n",
+    );
+    let d = Daemon::start(&sb, &["--no-ui"]);
+    d.wait_log("daemon ready", 1);
+    let out = sb.run(&["trigger", "slowish"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let id = out.run_id();
+    sb.wait_for_file("started");
+    d.kill9();
+    // The natural thing after a crash: look. This open marks the run interrupted.
+    assert_eq!(sb.show(&id)["status"], "interrupted");
+    let d = Daemon::start(&sb, &["--no-ui"]);
+    d.wait_log(&format!("run {id} was interrupted; resuming it"), 1);
+    d.wait_log("a: succeeded", 1);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(sb.show(&id)["status"], "succeeded");
+    // Resumed once: the next start leaves it alone.
+    let d = Daemon::start(&sb, &["--no-ui"]);
+    d.wait_log("daemon ready", 1);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("resuming it"), "{log}");
+}

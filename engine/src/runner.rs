@@ -253,7 +253,9 @@ pub fn plan_rerun(
         };
         roots.insert(i);
     }
-    if roots.is_empty() {
+    // A run that succeeded has nothing to resume, even if some of its tasks were
+    // skipped (an `any_failed` handler when nothing failed, a short-circuited branch).
+    if roots.is_empty() || (run.status == RunStatus::Succeeded && from.is_none()) {
         return Err(RunError::Refused(format!(
             "run {} already succeeded; nothing to rerun. Use --from TASK to re-execute a task and everything downstream of it",
             run.id

@@ -144,6 +144,13 @@ pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) ->
             run.id, run.workflow, run.workflow_path, wf.name
         )));
     }
+    // Refusals (already succeeded, an unknown --from) before saying it resumed.
+    let previous = store
+        .tasks(&run.id)?
+        .into_iter()
+        .map(|t| (t.task_id.clone(), t))
+        .collect();
+    runner::plan_rerun(&wf, &run, &previous, from)?;
     claim_warehouse(&wf, dir).map_err(|e| Fail::input(format!("error: {e}")))?;
     outln!(
         "run {} resumed: workflow {}, logical date {}, file {}",

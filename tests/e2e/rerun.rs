@@ -161,3 +161,30 @@ tasks:
         [line.as_str(), line.as_str()]
     );
 }
+
+#[test]
+fn a_succeeded_run_with_a_skipped_handler_is_not_rerun_and_refusals_print_no_resume() {
+    let sb = Sandbox::new();
+    sb.write(
+        "h.yaml",
+        "name: h\ntasks:\n  a:\n    kind: noop\n  on_failure:\n    kind: shell\n    after: [a]\n    trigger: any_failed\n    command: \"echo handled >> handled\"\n",
+    );
+    let out = sb.run(&["run", "h.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let id = out.run_id();
+    assert_eq!(
+        crate::common::status(&sb.show(&id), "on_failure"),
+        "skipped"
+    );
+    let out = sb.run(&["rerun", &id]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("already succeeded; nothing to rerun"),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains("resumed"), "{out:?}");
+    assert!(!sb.path("handled").exists());
+    let out = sb.run(&["rerun", &id, "--from", "nosuch"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(!out.stdout.contains("resumed"), "{out:?}");
+}

@@ -247,7 +247,9 @@ async fn in_daemon(
 /// `backfills`: every backfill, newest first.
 pub fn backfills_output(store: &Store, json: bool) -> Result<String, Fail> {
     let mut list = store.backfills()?;
-    list.reverse();
+    // Newest first by when each was created: ids share a second's prefix, and their
+    // random suffix would order two of the same second by chance.
+    list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
     if json {
         let rows: Vec<serde_json::Value> = list
             .iter()

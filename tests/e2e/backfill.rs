@@ -367,3 +367,28 @@ fn quiet_prints_the_header_and_the_summary_only() {
     assert!(out.stdout.contains("succeeded: 3 succeeded"), "{out:?}");
     assert_eq!(runs(&sb).len(), 3);
 }
+
+#[test]
+fn backfills_list_newest_first_even_within_one_second() {
+    let sb = Sandbox::new();
+    sb.write("dates.yaml", DATES);
+    // Ten backfills in quick succession: several share a second.
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let out = sb.run(&["backfill", "dates.yaml", "--from", "2025-07-07", "--to", "2025-07-07", "-q", "--reprocess", "all"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        let list: Value = serde_json::from_str(&sb.run(&["backfills", "--json"]).stdout).unwrap();
+        ids.push(list[0]["id"].as_str().unwrap().to_string());
+    }
+    // Each was the newest when it was listed, and they are distinct.
+    let list: Value = serde_json::from_str(&sb.run(&["backfills", "--json"]).stdout).unwrap();
+    let listed: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(listed, newest_first);
+}

@@ -558,10 +558,15 @@ impl Daemon {
             }
             let name = wf.name.clone();
             let reloaded = old_name.is_some();
-            let from = self
-                .last_fire(&name)
-                .unwrap_or_else(Utc::now)
-                .max(Utc::now());
+            let last_fire = self.last_fire(&name);
+            let mut wf = wf;
+            // A `rate()` without `start_date:` is a grid anchored at the first fire time
+            // this store recorded, so a restart does not move it (with `start_date:`, the
+            // grid starts there).
+            if let Some(s) = wf.schedule.as_mut().filter(|s| s.start.is_none()) {
+                s.start = last_fire;
+            }
+            let from = last_fire.unwrap_or_else(Utc::now).max(Utc::now());
             let (next, deadline_at) = if self.config.schedule {
                 (
                     wf.schedule.as_ref().and_then(|s| s.next_after(from)),

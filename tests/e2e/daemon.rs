@@ -955,3 +955,37 @@ fn a_crashed_run_is_resumed_even_if_a_command_opened_the_store_first() {
     assert_eq!(code, 0, "{log}");
     assert!(!log.contains("resuming it"), "{log}");
 }
+
+#[test]
+fn a_rate_keeps_its_grid_across_restarts() {
+    use chrono::Timelike as _;
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "tick",
+        "name: tick\nschedule: \"rate(2 seconds)\"\ncatchup: none\ntasks:\n  a:\n    kind: shell\n    command: \"echo {{ run.scheduled_at }} >> ../ticks\"\n",
+    );
+    let parity = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t.trim())
+            .unwrap_or_else(|e| panic!("{t}: {e}"))
+            .second()
+            % 2
+    };
+    let d = Daemon::start(&sb, &["--no-ui"]);
+    wait_until("two ticks", || sb.count("ticks") >= 2);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    let grid = parity(sb.read("ticks").lines().next().unwrap());
+    // Restart on a second of the other parity: a grid re-anchored at the start would
+    // fire on that parity from now on.
+    wait_until("a second off the grid", || chrono::Utc::now().second() % 2 != grid);
+    let before = sb.count("ticks");
+    let d = Daemon::start(&sb, &["--no-ui"]);
+    wait_until("two more ticks", || sb.count("ticks") >= before + 2);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    let ticks = sb.read("ticks");
+    for t in ticks.lines() {
+        assert_eq!(parity(t), grid, "{ticks}");
+    }
+}

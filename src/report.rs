@@ -125,7 +125,8 @@ pub fn runs_table(runs: &[RunRecord]) -> String {
                 r.status.to_string(),
                 r.logical_date.clone(),
                 r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                span(Some(r.started_at), r.ended_at).map_or("-".into(), fmt_duration),
+                // This execution's own time: a rerun's, not since the first start.
+                span(Some(r.execution_start()), r.ended_at).map_or("-".into(), fmt_duration),
             ]
         })
         .collect();
@@ -216,18 +217,35 @@ impl RunDetails {
             &["TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"],
             &self.task_rows(),
         ));
-        let mut counts: Vec<(String, usize)> = Vec::new();
-        for (t, _) in &self.tasks {
-            let s = t.status.to_string();
-            match counts.iter_mut().find(|(k, _)| *k == s) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((s, 1)),
-            }
-        }
-        let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-        let took = span(Some(r.started_at), r.ended_at).map_or("-".into(), fmt_duration);
+        // Counts in one fixed order, whatever order the tasks ended in.
+        use orchestrator_engine::state::TaskStatus as S;
+        let counts: Vec<String> = [
+            S::Succeeded,
+            S::Failed,
+            S::Skipped,
+            S::Cancelled,
+            S::Running,
+            S::Pending,
+        ]
+        .iter()
+        .filter_map(|status| {
+            let n = self
+                .tasks
+                .iter()
+                .filter(|(t, _)| t.status == *status)
+                .count();
+            (n > 0).then(|| format!("{n} {status}"))
+        })
+        .collect();
+        let took = span(Some(r.execution_start()), r.ended_at).map_or("-".into(), fmt_duration);
+        let total = match (r.execution_started_at, r.ended_at) {
+            (Some(_), Some(_)) => span(Some(r.started_at), r.ended_at).map_or(String::new(), |d| {
+                format!(" ({} since the first start)", fmt_duration(d))
+            }),
+            _ => String::new(),
+        };
         out.push_str(&format!(
-            "\nrun {} {} in {took}: {}\n",
+            "\nrun {} {} in {took}{total}: {}\n",
             r.id,
             r.status,
             counts.join(", ")
@@ -259,6 +277,10 @@ impl RunDetails {
         }
         if r.reruns > 0 {
             out.push_str(&format!("  reruns: {}\n", r.reruns));
+            out.push_str(&format!(
+                "  latest execution started: {}\n",
+                r.execution_start().to_rfc3339()
+            ));
         }
         if let Some(t) = &r.trigger {
             out.push_str(&format!("  trigger: {t}\n"));
@@ -378,6 +400,7 @@ impl RunDetails {
             "trigger": r.trigger,
             "note": r.note,
             "started_at": ts(Some(r.started_at)),
+            "execution_started_at": ts(Some(r.execution_start())),
             "ended_at": ts(r.ended_at),
             "tasks": tasks,
             "notifications": self.notifications.iter().map(|n| json!({

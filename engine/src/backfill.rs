@@ -278,6 +278,7 @@ pub(crate) mod tests {
             channels_file: None,
             trigger_files: Vec::new(),
             resume_pending: false,
+            execution_started_at: None,
         }
     }
 

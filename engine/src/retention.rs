@@ -116,6 +116,7 @@ mod tests {
             channels_file: None,
             trigger_files: Vec::new(),
             resume_pending: false,
+            execution_started_at: None,
         }
     }
 

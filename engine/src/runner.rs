@@ -138,6 +138,7 @@ pub async fn resume(
     run.status = RunStatus::Running;
     run.ended_at = None;
     run.resume_pending = false;
+    run.execution_started_at = Some(Utc::now());
     run.pid = std::process::id();
     run.reruns += 1;
     run.definition = workflow.source.clone();
@@ -185,6 +186,7 @@ fn new_record(
             .map(|p| p.display().to_string()),
         trigger_files: workflow.trigger_files.clone(),
         resume_pending: false,
+        execution_started_at: None,
     }
 }
 

@@ -98,13 +98,22 @@ fn run_record() -> impl Strategy<Value = RunRecord> {
             proptest::option::of(text()),
             strings(),
             any::<bool>(),
+            opt_time(),
         ),
     )
         .prop_map(
             |(
                 (id, workflow, workflow_path, definition, params, logical_date, status),
                 (started_at, ended_at, pid, reruns, task_order),
-                (trigger, note, backend, channels_file, trigger_files, resume_pending),
+                (
+                    trigger,
+                    note,
+                    backend,
+                    channels_file,
+                    trigger_files,
+                    resume_pending,
+                    execution_started_at,
+                ),
             )| RunRecord {
                 id,
                 workflow,
@@ -124,6 +133,7 @@ fn run_record() -> impl Strategy<Value = RunRecord> {
                 channels_file,
                 trigger_files,
                 resume_pending,
+                execution_started_at,
             },
         )
 }

@@ -116,6 +116,17 @@ pub struct RunRecord {
     /// if another command saw the crash first.
     #[serde(default)]
     pub resume_pending: bool,
+    /// When the latest execution started: a rerun's own start (`None` until the first
+    /// rerun; then `started_at` stays the first start).
+    #[serde(default)]
+    pub execution_started_at: Option<DateTime<Utc>>,
+}
+
+impl RunRecord {
+    /// When the latest execution started (the run's start, or its latest rerun's).
+    pub fn execution_start(&self) -> DateTime<Utc> {
+        self.execution_started_at.unwrap_or(self.started_at)
+    }
 }
 
 /// The daemon's memory of one scheduled workflow.

@@ -20,6 +20,7 @@ fn run(id: &str, status: RunStatus, secs: i64) -> RunRecord {
         channels_file: None,
         trigger_files: Vec::new(),
         resume_pending: false,
+        execution_started_at: None,
     }
 }
 

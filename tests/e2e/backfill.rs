@@ -375,7 +375,17 @@ fn backfills_list_newest_first_even_within_one_second() {
     // Ten backfills in quick succession: several share a second.
     let mut ids = Vec::new();
     for _ in 0..10 {
-        let out = sb.run(&["backfill", "dates.yaml", "--from", "2025-07-07", "--to", "2025-07-07", "-q", "--reprocess", "all"]);
+        let out = sb.run(&[
+            "backfill",
+            "dates.yaml",
+            "--from",
+            "2025-07-07",
+            "--to",
+            "2025-07-07",
+            "-q",
+            "--reprocess",
+            "all",
+        ]);
         assert_eq!(out.code, 0, "{out:?}");
         let list: Value = serde_json::from_str(&sb.run(&["backfills", "--json"]).stdout).unwrap();
         ids.push(list[0]["id"].as_str().unwrap().to_string());

@@ -978,7 +978,9 @@ fn a_rate_keeps_its_grid_across_restarts() {
     let grid = parity(sb.read("ticks").lines().next().unwrap());
     // Restart on a second of the other parity: a grid re-anchored at the start would
     // fire on that parity from now on.
-    wait_until("a second off the grid", || chrono::Utc::now().second() % 2 != grid);
+    wait_until("a second off the grid", || {
+        chrono::Utc::now().second() % 2 != grid
+    });
     let before = sb.count("ticks");
     let d = Daemon::start(&sb, &["--no-ui"]);
     wait_until("two more ticks", || sb.count("ticks") >= before + 2);

@@ -188,3 +188,36 @@ fn a_succeeded_run_with_a_skipped_handler_is_not_rerun_and_refusals_print_no_res
     assert_eq!(out.code, 2, "{out:?}");
     assert!(!out.stdout.contains("resumed"), "{out:?}");
 }
+
+#[test]
+fn a_reruns_duration_is_its_own_and_the_total_is_labelled() {
+    let sb = Sandbox::new();
+    sb.write(
+        "slow.yaml",
+        "name: slow\ntasks:\n  a:\n    kind: shell\n    command: \"test -f ok || { sleep 2; exit 1; }\"\n",
+    );
+    let out = sb.run(&["run", "slow.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let id = out.run_id();
+    sb.write("ok", "");
+    let out = sb.run(&["rerun", &id]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("run {id} succeeded in ")))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    let took = line
+        .trim_start_matches(&format!("run {id} succeeded in "))
+        .split_whitespace()
+        .next()
+        .unwrap_or_default();
+    // The rerun itself took milliseconds; the 2 s of the first execution are labelled.
+    assert!(took.ends_with("ms"), "{line}");
+    assert!(line.contains("since the first start"), "{line}");
+    let show = sb.show(&id);
+    assert!(
+        show["execution_started_at"].as_str() > show["started_at"].as_str(),
+        "{show:#}"
+    );
+}

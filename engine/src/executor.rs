@@ -535,6 +535,12 @@ impl Loop<'_> {
                     self.cut[t] = cut_reason(&def.id, &outputs);
                 }
                 a.status = TaskStatus::Succeeded;
+                // A task that reports the exit status it succeeded with (a shell task's
+                // 0, or 99 for a short-circuit) has it in its attempt too, as a failure does.
+                a.exit_code = outputs
+                    .get("exit_code")
+                    .and_then(|c| c.as_i64())
+                    .and_then(|c| i32::try_from(c).ok());
                 a.outputs = outputs.clone();
                 let rec = &mut self.ex.records[t];
                 rec.status = TaskStatus::Succeeded;

@@ -190,3 +190,18 @@ fn graph_prints_dot_and_mermaid() {
         "flowchart LR\n  a\n  b\n  c[\"c<br/>(all_done)\"]\n  a --> b\n  b --> c\n"
     );
 }
+
+#[test]
+fn a_succeeded_shell_attempt_records_its_exit_status() {
+    let sb = Sandbox::new();
+    sb.write(
+        "ok.yaml",
+        "name: ok\ntasks:\n  a:\n    kind: shell\n    command: \"true\"\n",
+    );
+    let out = sb.run(&["run", "ok.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let show = sb.show(&out.run_id());
+    let attempt = &crate::common::task(&show, "a")["history"][0];
+    assert_eq!(attempt["exit_code"], 0, "{show:#}");
+    assert_eq!(attempt["outputs"]["exit_code"], 0, "{show:#}");
+}

@@ -19,6 +19,7 @@ mod hostile;
 mod ingest;
 mod intraday;
 mod notify;
+mod readme;
 mod rerun;
 mod retries;
 mod safe;

@@ -102,6 +102,7 @@ enum Command {
         /// Continue an interrupted or cancelled backfill.
         #[arg(long, value_name = "ID")]
         resume: Option<String>,
+        /// Override a declared param in every run (repeatable): --param symbol=NVDA
         #[arg(long = "param", value_name = "KEY=VALUE", value_parser = commands::parse_param)]
         params: Vec<(String, String)>,
         /// Print the header and the summary, not a line per date.
@@ -114,19 +115,24 @@ enum Command {
     Doctor {
         /// A workflow whose `aws:` block to check.
         file: Option<PathBuf>,
+        /// The backend to check: `local` or `aws` (default: the file's `backend:`).
         #[arg(long, value_parser = commands::parse_backend)]
         backend: Option<orchestrator_engine::workflow::Backend>,
+        /// Override a declared param of the file (repeatable), as `run` would.
         #[arg(long = "param", value_name = "KEY=VALUE", value_parser = commands::parse_param)]
         params: Vec<(String, String)>,
     },
     /// List backfills, newest first, with how many of their dates succeeded, failed, ...
     Backfills {
+        /// Print JSON (a list of {id, workflow, from, to, status, dates, ...}).
         #[arg(long)]
         json: bool,
     },
     /// Check a workflow file and report every problem found (exit 2 if any).
     Validate {
+        /// The workflow YAML file.
         file: PathBuf,
+        /// Check it with a param overridden (repeatable), as `run --param` would.
         #[arg(long = "param", value_name = "KEY=VALUE", value_parser = commands::parse_param)]
         params: Vec<(String, String)>,
         /// Check it as it would run on this backend (`aws` checks the `aws:` block,
@@ -140,7 +146,7 @@ enum Command {
         #[arg(long)]
         workflow: Option<String>,
         /// At most this many runs (1 or more).
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, default_value_t = 20, value_parser = parse_limit)]
         limit: u64,
         /// Print JSON (a list of {id, workflow, status, logical_date, started_at, ended_at, trigger}).
         #[arg(long)]
@@ -148,6 +154,7 @@ enum Command {
     },
     /// Show one run: every task's status, attempts, duration, error and output tail.
     Show {
+        /// The run's id, as `runs` lists it.
         run_id: String,
         /// Print JSON (see README for the format).
         #[arg(long)]
@@ -157,10 +164,12 @@ enum Command {
     /// downstream, using the workflow file's current definition. Succeeded tasks keep
     /// their results.
     Rerun {
+        /// The run's id, as `runs` lists it.
         run_id: String,
         /// Also re-execute this task and everything downstream, even if they succeeded.
         #[arg(long, value_name = "TASK")]
         from: Option<String>,
+        /// Print only the run id and the summary, not each transition.
         #[arg(long, short)]
         quiet: bool,
     },
@@ -180,13 +189,16 @@ enum Command {
     },
     /// Print a workflow's task graph.
     Graph {
+        /// The workflow YAML file.
         file: PathBuf,
+        /// `dot` (Graphviz) or `mermaid`.
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
     /// Print a workflow's next fire times (from its `schedule:`), in UTC and in its time
     /// zone, to check a schedule before deploying it.
     Next {
+        /// The workflow YAML file (it must have a `schedule:`).
         file: PathBuf,
         /// How many fire times.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
@@ -261,7 +273,10 @@ enum Command {
         date: Option<String>,
     },
     /// Ask the running daemon to cancel a run in progress.
-    Cancel { run_id: String },
+    Cancel {
+        /// The id of a run in progress in the daemon.
+        run_id: String,
+    },
     /// Check or repair the state store.
     #[command(subcommand)]
     State(StateCommand),
@@ -272,7 +287,7 @@ enum Command {
     Gc {
         /// Age of the runs to delete, e.g. 90d, 12w. Without it, each workflow's
         /// `retention:` (workflows without one are left alone).
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse_age)]
         older_than: Option<std::time::Duration>,
         /// Only this workflow's runs.
         #[arg(long)]
@@ -280,6 +295,9 @@ enum Command {
         /// List what would be deleted; delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Allow an --older-than under one day (it deletes runs of the last hours).
+        #[arg(long)]
+        force: bool,
     },
     /// Send a test message to a channel, or deliver notifications still waiting.
     #[command(subcommand)]
@@ -326,6 +344,31 @@ enum StateCommand {
 pub enum GraphFormat {
     Dot,
     Mermaid,
+}
+
+/// `--limit`: a whole number of at least 1, said in words when it is not.
+fn parse_limit(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err("`--limit` must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "`--limit` takes a whole number of runs, like 20, not `{s}`"
+        )),
+    }
+}
+
+/// `gc --older-than`: a duration in which `m` is refused, since it reads as months to
+/// many (humantime takes it as minutes): `min` or `d` say which.
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    let ambiguous = s
+        .split(|c: char| c.is_ascii_digit() || c.is_whitespace())
+        .any(|u| u == "m");
+    if ambiguous {
+        return Err(format!(
+            "`{s}`: `m` could mean minutes or months; write `min` for minutes, or days (`30d`)"
+        ));
+    }
+    parse_duration(s)
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -512,9 +555,57 @@ async fn dispatch(cli: Cli) -> Result<u8, commands::Fail> {
             older_than,
             workflow,
             dry_run,
-        } => state::gc(&dir, older_than, workflow.as_deref(), dry_run),
+            force,
+        } => {
+            if let Some(age) = older_than.filter(|a| *a < std::time::Duration::from_secs(86_400)) {
+                if !force {
+                    return Err(commands::Fail::input(format!(
+                        "error: --older-than {} would delete runs of the last day, finished ones included; use at least 1d (as `retention:` does), or pass --force",
+                        humantime::format_duration(age)
+                    )));
+                }
+            }
+            state::gc(&dir, older_than, workflow.as_deref(), dry_run)
+        }
         Command::State(StateCommand::Recover { warehouse, force }) => {
             state::recover(&dir, warehouse, force).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Every command and every argument has a description in `--help`.
+    #[test]
+    fn every_help_entry_says_what_it_is() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.is_hide_set() {
+                return;
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_name() == "help" || sub.is_hide_set() {
+                    continue;
+                }
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(sub_path.clone());
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "orchestrator", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

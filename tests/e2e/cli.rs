@@ -205,3 +205,15 @@ fn a_succeeded_shell_attempt_records_its_exit_status() {
     assert_eq!(attempt["exit_code"], 0, "{show:#}");
     assert_eq!(attempt["outputs"]["exit_code"], 0, "{show:#}");
 }
+
+#[test]
+fn runs_limit_zero_is_said_in_words() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["runs", "--limit", "0"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("`--limit` must be at least 1"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains("18446744073709551615"), "{out:?}");
+}

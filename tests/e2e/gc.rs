@@ -147,3 +147,25 @@ fn an_age_older_than_the_calendar_deletes_nothing_and_does_not_panic() {
     }
     assert_eq!(runs(&sb).len(), 1);
 }
+
+#[test]
+fn an_age_under_a_day_needs_force_and_m_is_refused_as_ambiguous() {
+    let sb = Sandbox::new();
+    sb.write("w.yaml", "name: w\ntasks:\n  a:\n    kind: noop\n");
+    assert_eq!(sb.run(&["run", "w.yaml"]).code, 0);
+    let out = sb.run(&["gc", "--older-than", "0d"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("use at least 1d") && out.stderr.contains("--force"),
+        "{out:?}"
+    );
+    let out = sb.run(&["gc", "--older-than", "1m"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("`m` could mean minutes or months"),
+        "{out:?}"
+    );
+    assert_eq!(runs(&sb).len(), 1, "nothing was deleted");
+    let out = sb.run(&["gc", "--older-than", "0s", "--force", "--dry-run"]);
+    assert_eq!(out.code, 0, "{out:?}");
+}

@@ -108,8 +108,12 @@ fn one_line(s: &str, max: usize) -> String {
     }
 }
 
-fn ts(t: Option<DateTime<Utc>>) -> Value {
-    t.map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
+/// A time in JSON output: RFC 3339 in UTC with `Z` and milliseconds, one form for every
+/// command (sortable as text).
+pub fn ts(t: Option<DateTime<Utc>>) -> Value {
+    t.map_or(Value::Null, |t| {
+        Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    })
 }
 
 pub fn runs_table(runs: &[RunRecord]) -> String {
@@ -268,8 +272,8 @@ impl RunDetails {
             r.workflow_path,
             r.status,
             r.logical_date,
-            r.started_at.to_rfc3339(),
-            r.ended_at.map_or("-".into(), |t| t.to_rfc3339()),
+            r.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            r.ended_at.map_or("-".into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         );
         if !r.params.is_empty() {
             let p: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -279,7 +283,8 @@ impl RunDetails {
             out.push_str(&format!("  reruns: {}\n", r.reruns));
             out.push_str(&format!(
                 "  latest execution started: {}\n",
-                r.execution_start().to_rfc3339()
+                r.execution_start()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             ));
         }
         if let Some(t) = &r.trigger {

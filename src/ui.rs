@@ -243,7 +243,9 @@ impl orchestrator_web::Source for StoreSource {
     async fn alerts(&self, limit: usize) -> Result<Value, Error> {
         let notifications = self.store.outbox_recent(limit).map_err(internal)?;
         let sent = self.store.sent_recent(limit).map_err(internal)?;
-        let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339();
+        let ts = |t: chrono::DateTime<chrono::Utc>| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
         Ok(json!({
             "notifications": notifications.iter().map(|n| json!({
                 "id": n.id, "run_id": n.run_id, "workflow": n.workflow, "event": n.event,

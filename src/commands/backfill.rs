@@ -257,8 +257,9 @@ pub fn backfills_output(store: &Store, json: bool) -> Result<String, Fail> {
                 let views = bf::view(store, b).unwrap_or_default();
                 json!({
                     "id": b.id, "workflow": b.workflow, "from": b.from, "to": b.to,
-                    "status": b.status, "dates": views, "created_at": b.created_at,
-                    "ended_at": b.ended_at, "reprocess": b.reprocess,
+                    "status": b.status, "dates": views,
+                    "created_at": crate::report::ts(Some(b.created_at)),
+                    "ended_at": crate::report::ts(b.ended_at), "reprocess": b.reprocess,
                 })
             })
             .collect();

@@ -126,7 +126,7 @@ pub async fn recover(dir: &Path, extra: Vec<PathBuf>, force: bool) -> Result<u8,
             e.attempts.len(),
             e.tables.len(),
             e.path.display(),
-            e.created_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+            e.created_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).unwrap_or_default()
         ),
         None => outln!(
             "no usable recovery point in {}: run history is lost; the catalog is rebuilt from the warehouse alone",
@@ -166,7 +166,7 @@ pub async fn recover(dir: &Path, extra: Vec<PathBuf>, force: bool) -> Result<u8,
         if let Some(at) = e.created_at {
             outln!(
                 "lost: anything recorded after {} (runs started or finished later are not in the recovery point)",
-                at.to_rfc3339()
+                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             );
         }
     }

@@ -101,7 +101,10 @@ pub fn next(
         schedule.tz.name()
     );
     if rows.is_empty() {
-        outln!("no fire times after {}", after.to_rfc3339());
+        outln!(
+            "no fire times after {}",
+            after.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
     }
     for (u, l) in rows {
         outln!("{u}  {l}");

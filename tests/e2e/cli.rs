@@ -217,3 +217,47 @@ fn runs_limit_zero_is_said_in_words() {
     );
     assert!(!out.stderr.contains("18446744073709551615"), "{out:?}");
 }
+
+#[test]
+fn json_times_are_rfc3339_utc_with_z_everywhere() {
+    let sb = Sandbox::new();
+    sb.write(
+        "w.yaml",
+        "name: w\nschedule: \"0 22 * * 1-5\"\ntasks:\n  a:\n    kind: noop\n",
+    );
+    let out = sb.run(&["run", "w.yaml", "--date", "2026-05-11"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let bf = sb.run(&[
+        "backfill",
+        "w.yaml",
+        "--from",
+        "2026-05-11",
+        "--to",
+        "2026-05-11",
+        "-q",
+        "--reprocess",
+        "all",
+    ]);
+    assert_eq!(bf.code, 0, "{bf:?}");
+    let z = |v: &serde_json::Value, what: &str| {
+        let t = v.as_str().unwrap_or_else(|| panic!("{what}: {v}"));
+        assert!(t.ends_with('Z') && !t.contains("+00:00"), "{what}: {t}");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(t).is_ok(),
+            "{what}: {t}"
+        );
+    };
+    let runs: serde_json::Value =
+        serde_json::from_str(&sb.run(&["runs", "--json"]).stdout).unwrap();
+    z(&runs[0]["started_at"], "runs started_at");
+    z(&runs[0]["ended_at"], "runs ended_at");
+    let show = sb.show(runs[0]["id"].as_str().unwrap());
+    z(&show["started_at"], "show started_at");
+    z(
+        &task(&show, "a")["history"][0]["started_at"],
+        "attempt started_at",
+    );
+    let bfs: serde_json::Value =
+        serde_json::from_str(&sb.run(&["backfills", "--json"]).stdout).unwrap();
+    z(&bfs[0]["created_at"], "backfills created_at");
+}

@@ -545,3 +545,44 @@ fn a_query_whose_client_goes_away_is_stopped() {
     let (code, log) = d.terminate();
     assert_eq!(code, 0, "{log}");
 }
+
+#[test]
+fn api_posts_take_json_whatever_the_content_type_and_answer_json() {
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "w",
+        "name: w\nschedule: \"cron(0 0 1 1 ? 2199)\"\ntasks:\n  a:\n    kind: noop\n",
+    );
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    let addr = ui_addr(&sb);
+    let post = |path: &str, content_type: Option<&str>, body: &str| {
+        let ct = content_type.map_or(String::new(), |c| format!("Content-Type: {c}\r\n"));
+        raw(
+            &addr,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: {addr}\r\nX-Orchestrator-CSRF: 1\r\n{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    // curl -d sends a form content type; no header at all is common too.
+    for ct in [None, Some("application/x-www-form-urlencoded")] {
+        let (code, answer) = post("/api/query", ct, r#"{"sql": "SELECT 1 AS n"}"#);
+        assert_eq!(code, 200, "{ct:?}: {answer}");
+        assert!(answer.contains(r#""n":1"#), "{answer}");
+    }
+    // A bad body is refused in JSON, never ignored (a misspelt `from` would rerun it all).
+    let (code, answer) = post("/api/runs/x/rerun", None, r#"{"form": "a"}"#);
+    assert_eq!(code, 422, "{answer}");
+    assert!(
+        answer.contains(r#"{"error":"#) && answer.contains("form"),
+        "{answer}"
+    );
+    let (code, answer) = post("/api/trigger", None, "not json");
+    assert_eq!(code, 422, "{answer}");
+    assert!(answer.contains(r#"{"error":"#), "{answer}");
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}

@@ -242,6 +242,40 @@ fn api_error(e: Error) -> Response {
         .into_response()
 }
 
+/// A JSON request body whatever its `Content-Type` (curl's `-d` says form), an empty one
+/// read as `{}`; a body that is not the route's JSON is refused with `{"error": ...}` (422),
+/// never ignored.
+struct JsonBody<T>(T);
+
+impl<S, T> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                api_error(Error::bad_request(format!(
+                    "cannot read the request body: {e}"
+                )))
+            })?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(text).map(JsonBody).map_err(|e| {
+            api_error(Error {
+                status: 422,
+                message: format!("the request body is not the JSON this route takes: {e}"),
+            })
+        })
+    }
+}
+
 fn api(result: Result<Value, Error>) -> Response {
     match result {
         Ok(v) => Json(v).into_response(),
@@ -889,9 +923,9 @@ struct RerunBody {
 async fn api_rerun(
     State(ui): State<Shared>,
     UrlPath(id): UrlPath<String>,
-    body: Option<Json<RerunBody>>,
+    JsonBody(b): JsonBody<RerunBody>,
 ) -> Response {
-    let from = body.and_then(|Json(b)| b.from);
+    let from = b.from;
     api(ui.source.rerun(&id, from.as_deref()).await)
 }
 
@@ -909,7 +943,7 @@ struct TriggerBody {
     date: Option<String>,
 }
 
-async fn api_trigger(State(ui): State<Shared>, Json(b): Json<TriggerBody>) -> Response {
+async fn api_trigger(State(ui): State<Shared>, JsonBody(b): JsonBody<TriggerBody>) -> Response {
     let date = b.date.filter(|d| !d.is_empty());
     api(ui.source.trigger(&b.workflow, b.params, date).await)
 }
@@ -928,7 +962,7 @@ struct QueryBody {
     sql: String,
 }
 
-async fn api_query(State(ui): State<Shared>, Json(b): Json<QueryBody>) -> Response {
+async fn api_query(State(ui): State<Shared>, JsonBody(b): JsonBody<QueryBody>) -> Response {
     api(ui.source.query(&b.sql).await)
 }
 

@@ -259,14 +259,19 @@ impl<'a> Renderer<'a> {
                     .params
                     .keys()
                     .map(|k| format!("params.{k}"))
-                    .chain(["run.id".into(), "run.date".into()])
+                    .chain([
+                        "run.id".into(),
+                        "run.date".into(),
+                        "run.scheduled_at".into(),
+                        "trigger.files".into(),
+                    ])
                     .collect(),
             ),
         };
         let help = crate::suggest::closest(var, candidates.iter().map(String::as_str))
             .map(|s| format!("did you mean `{s}`?"))
             .or_else(|| {
-                Some("templates can use params.NAME (declared under `params:`), run.id, run.date and env.NAME".into())
+                Some("templates can use params.NAME (declared under `params:`), run.id, run.date, run.scheduled_at, trigger.files and env.NAME".into())
             });
         let help = match (root, help) {
             ("params", Some(h)) => Some(format!("no param `{key}` is declared; {h}")),
@@ -398,6 +403,15 @@ mod tests {
         let e = one_error(&r, "{{ run.dat }}");
         assert_eq!(e.help.as_deref(), Some("did you mean `run.date`?"));
         assert!(one_error(&r, "{{ oops").message.contains("syntax"));
+        // Every variable is named when nothing is close.
+        let e = one_error(&r, "{{ zzzzzz }}");
+        let help = e.help.unwrap_or_default();
+        assert!(
+            help.contains("run.scheduled_at") && help.contains("trigger.files"),
+            "{help}"
+        );
+        let e = one_error(&r, "{{ triger.files }}");
+        assert_eq!(e.help.as_deref(), Some("did you mean `trigger.files`?"));
     }
 
     #[test]

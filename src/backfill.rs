@@ -154,7 +154,8 @@ pub fn reopen(store: &Store, id: &str) -> Result<BackfillRecord, Fail> {
             store.dir().display()
         )));
     };
-    match bf.status {
+    let status = effective_status(&bf, &view(store, &bf)?);
+    match status {
         BackfillStatus::Running => {
             return Err(Fail::input(format!(
                 "error: backfill {id} is running (pid {}); wait for it to end",
@@ -182,6 +183,20 @@ pub fn reopen(store: &Store, id: &str) -> Result<BackfillRecord, Fail> {
     bf.ended_at = None;
     bf.pid = std::process::id();
     Ok(bf)
+}
+
+/// A backfill's status as its dates now say: one that ended `failed` whose failed runs
+/// were all rerun to success (`orchestrator rerun RUN_ID`, as its summary suggests) has
+/// succeeded.
+pub fn effective_status(b: &BackfillRecord, views: &[DateView]) -> BackfillStatus {
+    let all_done = views
+        .iter()
+        .all(|v| matches!(v.status.as_str(), "succeeded" | "skipped"));
+    if b.status == BackfillStatus::Failed && all_done {
+        BackfillStatus::Succeeded
+    } else {
+        b.status
+    }
 }
 
 /// How one date's run is executed.

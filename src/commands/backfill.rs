@@ -257,7 +257,7 @@ pub fn backfills_output(store: &Store, json: bool) -> Result<String, Fail> {
                 let views = bf::view(store, b).unwrap_or_default();
                 json!({
                     "id": b.id, "workflow": b.workflow, "from": b.from, "to": b.to,
-                    "status": b.status, "dates": views,
+                    "status": bf::effective_status(b, &views), "dates": views,
                     "created_at": crate::report::ts(Some(b.created_at)),
                     "ended_at": crate::report::ts(b.ended_at), "reprocess": b.reprocess,
                 })
@@ -287,7 +287,7 @@ pub fn backfills_output(store: &Store, json: bool) -> Result<String, Fail> {
             b.id,
             b.workflow,
             format!("{}..{}", b.from, b.to),
-            b.status.as_str(),
+            bf::effective_status(b, &views).as_str(),
             counts.join(", ")
         ));
     }

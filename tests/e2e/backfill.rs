@@ -402,3 +402,34 @@ fn backfills_list_newest_first_even_within_one_second() {
     newest_first.reverse();
     assert_eq!(listed, newest_first);
 }
+
+#[test]
+fn a_failed_backfill_whose_runs_were_rerun_to_success_is_listed_succeeded() {
+    let sb = Sandbox::new();
+    sb.write(
+        "d.yaml",
+        "name: d\nschedule: \"cron(0 22 ? * MON-FRI *)\"\ntasks:\n  a:\n    kind: shell\n    command: \"test -f ok\"\n",
+    );
+    let out = sb.run(&[
+        "backfill",
+        "d.yaml",
+        "--from",
+        "2026-05-11",
+        "--to",
+        "2026-05-12",
+        "-q",
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    sb.write("ok", "");
+    // As its summary suggests: rerun each failed run.
+    for r in runs(&sb) {
+        let out = sb.run(&["rerun", r["id"].as_str().unwrap(), "-q"]);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let list: Value = serde_json::from_str(&sb.run(&["backfills", "--json"]).stdout).unwrap();
+    assert_eq!(list[0]["status"], "succeeded", "{list:#}");
+    let id = list[0]["id"].as_str().unwrap();
+    let out = sb.run(&["backfill", "--resume", id]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("has finished"), "{out:?}");
+}

@@ -302,12 +302,22 @@ pub async fn run(
             d.catch_up(&name, now);
         }
     }
-    tracing::info!(
-        "daemon ready: {} scheduled workflow{} in {}",
-        d.entries.len(),
-        if d.entries.len() == 1 { "" } else { "s" },
-        d.config.workflows_dir.display()
-    );
+    if d.config.schedule {
+        tracing::info!(
+            "daemon ready: {} scheduled workflow{} in {}",
+            d.entries.len(),
+            if d.entries.len() == 1 { "" } else { "s" },
+            d.config.workflows_dir.display()
+        );
+    } else {
+        // `orchestrator ui`: nothing fires by itself.
+        tracing::info!(
+            "ready: {} workflow{} in {}, started only when asked (nothing is scheduled)",
+            d.entries.len(),
+            if d.entries.len() == 1 { "" } else { "s" },
+            d.config.workflows_dir.display()
+        );
+    }
     loop {
         let wake = d
             .entries
@@ -766,6 +776,11 @@ impl Daemon {
     }
 
     fn log_next(&self, name: &str, what: &str) {
+        if !self.config.schedule {
+            // `orchestrator ui` fires nothing: fire times would mislead.
+            tracing::info!("workflow {name} {what}: can be triggered from the UI");
+            return;
+        }
         let Some(e) = self.entries.get(name) else {
             return;
         };

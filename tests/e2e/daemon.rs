@@ -991,3 +991,29 @@ fn a_rate_keeps_its_grid_across_restarts() {
         assert_eq!(parity(t), grid, "{ticks}");
     }
 }
+
+#[test]
+fn ui_without_a_daemon_does_not_claim_to_schedule() {
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "often",
+        "name: often\nschedule: \"* * * * * *\"\ntasks:\n  t:\n    kind: noop\n",
+    );
+    workflow(
+        &sb,
+        "manual",
+        "name: manual\ntasks:\n  t:\n    kind: noop\n",
+    );
+    let d = Daemon::spawn(sb.command(&["ui", "--workflows", "wf"]));
+    d.wait_log("ready: 2 workflows", 1);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("started only when asked"), "{log}");
+    assert!(
+        !log.contains("daemon ready")
+            && !log.contains("next run")
+            && !log.contains("has no future fire time"),
+        "{log}"
+    );
+}

@@ -182,14 +182,28 @@ impl Task for Crawl {
             .and_then(|r| r)
             .map_err(TaskFailure::new)?;
         ctx.output.line(&format!(
-            "crawled {}: {} files ({} new), new partitions: {}, {} rows",
+            "crawled {}: {} files ({} new), {}, {} rows",
             self.table,
             outputs["files_seen"],
             outputs["new_files"],
-            outputs["new_partitions"],
+            partitions_line(&outputs["new_partitions"]),
             outputs["row_count"]
         ));
         Ok(outputs)
+    }
+}
+
+/// New partitions for a person: a count and the first and last, not 251 names on a line
+/// (the task's outputs keep the whole list).
+fn partitions_line(new: &serde_json::Value) -> String {
+    let names: Vec<&str> = new
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    match names.as_slice() {
+        [] => "no new partitions".to_string(),
+        [one] => format!("1 new partition ({one})"),
+        [first, .., last] => format!("{} new partitions ({first} .. {last})", names.len()),
     }
 }
 
@@ -579,6 +593,23 @@ fn found(root: &Path, path: &Path) -> Result<Found, String> {
 #[cfg(test)]
 mod tests {
     use super::widen;
+
+    #[test]
+    fn new_partitions_are_counted_with_the_first_and_last() {
+        let many: Vec<String> = (1..=251).map(|d| format!("dt=2025-{d:03}")).collect();
+        assert_eq!(
+            super::partitions_line(&serde_json::json!(many)),
+            "251 new partitions (dt=2025-001 .. dt=2025-251)"
+        );
+        assert_eq!(
+            super::partitions_line(&serde_json::json!(["dt=x"])),
+            "1 new partition (dt=x)"
+        );
+        assert_eq!(
+            super::partitions_line(&serde_json::json!([])),
+            "no new partitions"
+        );
+    }
 
     #[test]
     fn widening() {

@@ -243,6 +243,8 @@ pub struct BuildContext {
     pub base_dir: PathBuf,
     /// Where the workflow's data tasks run.
     pub backend: crate::workflow::Backend,
+    /// The backend was chosen by `--backend` (or a rerun's recorded one), not the file.
+    pub backend_overridden: bool,
     /// The workflow's `aws:` block (checked: with the aws backend it has a database, an
     /// output location and a warehouse).
     pub aws: Option<crate::workflow::AwsBlock>,

@@ -1145,6 +1145,7 @@ impl Loader<'_, '_> {
             workflow: self.workflow.clone(),
             base_dir: base_dir.to_path_buf(),
             backend: self.backend,
+            backend_overridden: self.opts.backend.is_some(),
             aws: self.aws.clone(),
             channels: self.channels.clone(),
             file: self.file.to_path_buf(),

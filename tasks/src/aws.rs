@@ -329,6 +329,9 @@ pub fn object(v: Value) -> Outputs {
 fn needs_aws(kind: &str, ctx: &BuildContext) -> Result<AwsBlock, String> {
     match Target::of(ctx) {
         Target::Aws(b) => Ok(b),
+        Target::Local if ctx.backend_overridden => Err(format!(
+            "`{kind}` runs on AWS, and this run is `--backend local`: drop --backend (or pass --backend aws) to run it"
+        )),
         Target::Local => Err(format!(
             "`{kind}` runs on AWS: set `backend: aws` (and an `aws:` block) in the workflow, or run it with --backend aws"
         )),

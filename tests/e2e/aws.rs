@@ -355,8 +355,25 @@ fn a_query_still_running_at_the_timeout_is_stopped_and_a_glue_job_runs() {
         "StopQueryExecution received: {q}"
     );
 
-    // The aws kinds refuse the local backend, at validation.
+    // The aws kinds refuse the local backend, at validation, naming the override (the
+    // file says `backend: aws` already).
     let out = sb.run(&["validate", "a.yaml", "--backend", "local"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("`glue_job` runs on AWS, and this run is `--backend local`"),
+        "{out:?}"
+    );
+    sb.write(
+        "l.yaml",
+        "name: l
+tasks:
+  etl:
+    kind: glue_job
+    job_name: heavy
+",
+    );
+    let out = sb.run(&["validate", "l.yaml"]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
         out.stderr

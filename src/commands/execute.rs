@@ -170,6 +170,16 @@ pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) ->
     finish(&store, &run)
 }
 
+/// How long a task of `show --json` took, from its `started_at` and `ended_at`.
+fn took(task: &serde_json::Value) -> Option<std::time::Duration> {
+    let at = |k: &str| {
+        chrono::DateTime::parse_from_rfc3339(task[k].as_str()?)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    (at("ended_at")? - at("started_at")?).to_std().ok()
+}
+
 /// `run FILE` while the daemon owns the state dir: the daemon runs it; this follows the
 /// run through the API (polling `show`, as a client of a remote run does), prints each
 /// transition as a foreground run would, and exits with the run's status.
@@ -245,6 +255,14 @@ async fn follow(
                     "skipped" => {
                         format!("{id}: skipped: {}", t["error"].as_str().unwrap_or_default())
                     }
+                    // As a foreground run prints it: with how long the attempt took.
+                    "succeeded" => match took(t) {
+                        Some(d) => format!(
+                            "{id}: succeeded in {} (attempt {attempts})",
+                            report::fmt_duration(d)
+                        ),
+                        None => format!("{id}: succeeded (attempt {attempts})"),
+                    },
                     other => format!("{id}: {other} (attempt {attempts})"),
                 };
                 outln!("{line}");

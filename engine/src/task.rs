@@ -273,6 +273,8 @@ pub struct Invalid {
     pub message: String,
     pub help: Option<String>,
     pub at: Option<At>,
+    /// Further independent problems of the same config, reported with this one.
+    pub more: Vec<Invalid>,
 }
 
 /// A place inside a string field's value: 1-based line and character column of the
@@ -290,12 +292,23 @@ impl Invalid {
             message: message.into(),
             help: None,
             at: Some(at),
+            more: Vec::new(),
         }
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
+    }
+
+    /// The first of `problems` carrying the rest, or `None` if there are none.
+    pub fn all(mut problems: Vec<Invalid>) -> Option<Invalid> {
+        if problems.is_empty() {
+            return None;
+        }
+        let mut first = problems.remove(0);
+        first.more.extend(problems);
+        Some(first)
     }
 }
 
@@ -305,6 +318,7 @@ impl From<String> for Invalid {
             message,
             help: None,
             at: None,
+            more: Vec::new(),
         }
     }
 }

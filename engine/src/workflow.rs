@@ -430,7 +430,19 @@ impl Loader<'_, '_> {
     }
 
     /// Records a typed-config error, with a suggestion for unknown keys.
+    /// A task's own `retry_backoff` must be 1.0 or more.
+    fn check_backoff(&mut self, task: &Node, id: &str, b: f64) {
+        if !(b >= 1.0 && b.is_finite()) {
+            let pos = task.get("retry_backoff").map(|n| n.pos);
+            self.err(
+                pos,
+                format!("`retry_backoff` of task `{id}` must be 1.0 or more, found {b}"),
+            );
+        }
+    }
+
     fn de_err(&mut self, e: DeError, context: &str, extra_fields: &[&str]) {
+        let context = context.trim();
         let (message, help) = match &e.unknown_field {
             Some(u) => {
                 let candidates: Vec<&str> =
@@ -441,10 +453,13 @@ impl Loader<'_, '_> {
                 };
                 (format!("unknown field `{}` {context}", u.field), Some(help))
             }
-            None => match &e.key {
-                Some(key) => (format!("invalid `{key}` {context}: {}", e.message), None),
-                None => (format!("{} {context}", e.message), None),
-            },
+            None => {
+                let what = for_people(&e.message);
+                match &e.key {
+                    Some(key) => (format!("invalid `{key}` {context}: {what}"), None),
+                    None => (format!("{context}: {what}"), None),
+                }
+            }
         };
         self.errs
             .push(Diagnostic::new(e.pos, message).maybe_help(help));
@@ -1101,7 +1116,38 @@ impl Loader<'_, '_> {
         let spec: CommonSpec = match common_node.parse() {
             Ok(s) => s,
             Err(e) => {
-                self.de_err(e, &context, COMMON_TASK_FIELDS);
+                // serde stops at the first bad field: look at each field on its own so
+                // that every one is reported at once.
+                let kind = node
+                    .get("kind")
+                    .cloned()
+                    .unwrap_or_else(|| Node::scalar("noop", node.pos));
+                let mut found = false;
+                for (k, v) in common_node.as_map().unwrap_or_default() {
+                    if k.as_str() == Some("kind") {
+                        continue;
+                    }
+                    let one = Node {
+                        kind: NodeKind::Map(vec![
+                            (Node::scalar("kind", k.pos), kind.clone()),
+                            (k.clone(), v.clone()),
+                        ]),
+                        pos: node.pos,
+                    };
+                    if let Err(e) = one.parse::<CommonSpec>() {
+                        self.de_err(e, &context, COMMON_TASK_FIELDS);
+                        found = true;
+                    }
+                }
+                if !found {
+                    self.de_err(e, &context, COMMON_TASK_FIELDS);
+                }
+                if let Some(b) = node
+                    .get("retry_backoff")
+                    .and_then(|n| n.parse::<f64>().ok())
+                {
+                    self.check_backoff(node, &id, b);
+                }
                 return pending;
             }
         };
@@ -1127,14 +1173,9 @@ impl Loader<'_, '_> {
             return pending;
         };
         let retry_backoff = spec.retry_backoff.or(defaults.retry_backoff).unwrap_or(2.0);
-        if !(retry_backoff >= 1.0 && retry_backoff.is_finite()) {
-            let pos = node.get("retry_backoff").map(|n| n.pos);
-            self.err(
-                pos,
-                format!(
-                    "`retry_backoff` of task `{id}` must be 1.0 or more, found {retry_backoff}"
-                ),
-            );
+        // Checked where it is written: an inherited one was reported once, at `defaults:`.
+        if let Some(b) = spec.retry_backoff {
+            self.check_backoff(node, &id, b);
         }
 
         if !templates_ok {
@@ -1163,19 +1204,22 @@ impl Loader<'_, '_> {
                 self.de_err(e, &context, COMMON_TASK_FIELDS);
                 return pending;
             }
-            Err(BuildError::Invalid(invalid)) => {
-                let pos = invalid
-                    .at
-                    .and_then(|at| {
-                        let (key, value) = config_node
-                            .as_map()?
-                            .iter()
-                            .find(|(k, _)| k.as_str() == Some(at.field))?;
-                        Some(pos_in_value(self.source, key, value, at))
-                    })
-                    .unwrap_or(node.pos);
-                self.err(Some(pos), format!("task `{id}`: {}", invalid.message))
-                    .help = invalid.help;
+            Err(BuildError::Invalid(mut invalid)) => {
+                let more = std::mem::take(&mut invalid.more);
+                for invalid in std::iter::once(invalid).chain(more) {
+                    let pos = invalid
+                        .at
+                        .and_then(|at| {
+                            let (key, value) = config_node
+                                .as_map()?
+                                .iter()
+                                .find(|(k, _)| k.as_str() == Some(at.field))?;
+                            Some(pos_in_value(self.source, key, value, at))
+                        })
+                        .unwrap_or(node.pos);
+                    self.err(Some(pos), format!("task `{id}`: {}", invalid.message))
+                        .help = invalid.help;
+                }
                 return pending;
             }
         };
@@ -1252,17 +1296,33 @@ impl Loader<'_, '_> {
         if self.errs.len() != before {
             return;
         }
-        let map = match node.parse::<BTreeMap<String, Channel>>() {
-            Ok(map) => map,
-            Err(e) => {
-                self.de_err(
-                    e,
-                    "in `channels` (NAME: {kind: webhook | file | command | email | sns, ...})",
-                    &[],
-                );
-                return;
-            }
+        // Each channel on its own, so one bad channel does not hide the others' problems.
+        let Some(entries) = node.as_map() else {
+            self.err(
+                Some(node.pos),
+                format!(
+                    "`channels` must be a mapping of names to channels (NAME: {{kind: webhook | file | command | email | sns, ...}}), found {}",
+                    node.describe()
+                ),
+            );
+            return;
         };
+        let mut map = BTreeMap::new();
+        for (k, v) in entries {
+            let Some(name) = k.as_str() else { continue };
+            match v.parse::<Channel>() {
+                Ok(ch) => {
+                    map.insert(name.to_string(), ch);
+                }
+                Err(e) => self.de_err(
+                    e,
+                    &format!(
+                        "in channel `{name}` ({{kind: webhook | file | command | email | sns, ...}})"
+                    ),
+                    &[],
+                ),
+            }
+        }
         for (name, ch) in map {
             let field = |f: &str| {
                 let entry = node.get(&name);
@@ -1745,4 +1805,49 @@ pub(crate) mod tests {
         // A line the text does not match (a template changed it): its first character.
         assert_eq!(sql_pos("sql: |\n  SELECT 1\n", 1, 9).0, 2);
     }
+}
+
+/// serde's wording of a type error, as a person would say it: `expected usize` and
+/// `untagged enum` mean nothing to someone writing YAML.
+fn for_people(message: &str) -> String {
+    let found = message
+        .strip_prefix("invalid type: ")
+        .and_then(|r| r.split_once(", expected "));
+    if let Some((got, want)) = found {
+        let got = got
+            .strip_prefix("string ")
+            .map_or_else(|| got.to_string(), |s| format!("`{}`", s.trim_matches('"')));
+        let want = match want {
+            "a boolean" => "true or false",
+            "usize" | "u32" | "u64" | "u16" | "u8" => "a whole number (0 or more)",
+            "i64" | "i32" => "a whole number",
+            "f64" | "f32" => "a number",
+            "a string" => "text",
+            "a sequence" => "a list",
+            "a map" => "a mapping (`key: value` lines)",
+            other => other,
+        };
+        return format!("{got} is not {want}");
+    }
+    if let Some(rest) = message.strip_prefix("invalid value: ") {
+        if let Some((got, want)) = rest.split_once(", expected ") {
+            let want = match want {
+                "usize" | "u32" | "u64" => "a whole number (0 or more) that fits",
+                other => other,
+            };
+            return format!("{got} is not {want}");
+        }
+    }
+    if message.contains("did not match any variant of untagged enum OneOrMany") {
+        return "expected one value or a list of them".into();
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        if let Some((got, allowed)) = rest.split_once(", expected ") {
+            return format!("{got} is not one of {}", allowed.replace("one of ", ""));
+        }
+    }
+    if let Some(field) = message.strip_prefix("missing field ") {
+        return format!("{field} is missing");
+    }
+    message.to_string()
 }

@@ -39,6 +39,17 @@ pub enum NodeKind {
 }
 
 impl Node {
+    /// A plain scalar at `pos`.
+    pub fn scalar(value: &str, pos: Pos) -> Node {
+        Node {
+            kind: NodeKind::Scalar {
+                value: value.to_string(),
+                plain: true,
+            },
+            pos,
+        }
+    }
+
     /// The text of a scalar, `None` for collections.
     pub fn as_str(&self) -> Option<&str> {
         match &self.kind {
@@ -85,7 +96,8 @@ impl Node {
 
     /// Deserializes a typed value from this node.
     pub fn parse<'de, T: de::Deserialize<'de>>(&'de self) -> Result<T, DeError> {
-        T::deserialize(self)
+        // A type's own check (a duration, a backend) knows no position: it is this node's.
+        T::deserialize(self).map_err(|e| e.at(self.pos))
     }
 }
 

@@ -153,7 +153,7 @@ fn every_error_is_reported_at_once() {
         &err,
         10,
         14,
-        "invalid `retries` in task `c`: invalid type: string \"many\", expected u32",
+        "invalid `retries` in task `c`: `many` is not a whole number (0 or more)",
     );
     assert!(err.contains("3 errors in"), "{err}");
 }
@@ -419,9 +419,14 @@ fn channels_and_alerts_are_checked_before_anything_runs() {
     let (sb, err) = invalid(
         "name: x\nchannels:\n  hook: { kind: webhook, url: ftp://example.com/x }\n  log: { kind: fil, path: a.jsonl }\ntasks:\n  a:\n    kind: alert\n    sql: SELECT 1 AS n\n    message: \"{n}\"\n    dedupe_key: \"{n}\"\n    to: [slack]\n",
     );
-    // `fil` is not a kind: the whole block is refused, naming the field.
-    assert!(err.contains("unknown variant `fil`"), "{err}");
-    assert!(err.contains("in `channels`"), "{err}");
+    // `fil` is not a kind: that channel is refused, naming it, and the other channel's
+    // problem is reported with it.
+    assert!(err.contains("`fil` is not one of"), "{err}");
+    assert!(err.contains("in channel `log`"), "{err}");
+    assert!(
+        err.contains("channel `hook`: `url` is not an http:// or https:// URL"),
+        "{err}"
+    );
 
     let (sb2, err2) = invalid(
         "name: x\nchannels:\n  hook: { kind: webhook, url: ftp://example.com/x, format: teams }\n  log: { kind: file, path: a.jsonl }\ntasks:\n  a:\n    kind: alert\n    sql: SELECT 1 AS n\n    message: \"{n}\"\n    dedupe_key: \"{n}\"\n    to: [slack]\n",
@@ -583,5 +588,80 @@ fn schedules_that_never_fire_and_absurd_file_triggers_are_refused() {
             out.stderr.contains(needle) && !out.stderr.contains("timeout"),
             "{field}: {out:?}"
         );
+    }
+}
+
+#[test]
+fn one_error_of_every_phase_is_reported_at_once_with_a_position_and_in_words() {
+    let sb = Sandbox::new();
+    sb.write(
+        "all.yaml",
+        r#"name: v
+sla: soon
+max_parallel: many
+defaults:
+  retry_backoff: 0.5
+channels:
+  x: { kind: pager, url: 1 }
+  y: { kind: webhook }
+tasks:
+  a:
+    kind: shell
+    command: "true"
+    timeout: 0s
+    retry_backoff: 0.5
+  b:
+    kind: create_table_as
+    table: "bad name!"
+    sql: "SELECT (1"
+  c:
+    kind: noop
+    after: [nosuch]
+  d:
+    kind: noop
+    short_circuit: maybe
+"#,
+    );
+    let out = sb.run(&["validate", "all.yaml"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    for needle in [
+        "`soon` is not a duration",
+        "`many` is not a whole number",
+        "`retry_backoff` must be 1.0 or more",
+        "`pager` is not one of",
+        "in channel `y`",
+        "a timeout must be greater than 0",
+        "`retry_backoff` of task `a` must be 1.0 or more",
+        "invalid table name `bad name!`",
+        "SQL syntax error in `sql`",
+        "depends on unknown task `nosuch`",
+        "`maybe` is not true or false",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.contains(needle)),
+            "missing `{needle}`:\n{}",
+            out.stderr
+        );
+    }
+    let at = format!("{}:", sb.path("all.yaml").display());
+    for e in &errors {
+        let rest = e
+            .split_once(&at)
+            .map(|(_, r)| r)
+            .unwrap_or_else(|| panic!("no file in {e}"));
+        let mut parts = rest.splitn(3, ':');
+        let (line, col) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        assert!(
+            line.parse::<u32>().is_ok() && col.parse::<u32>().is_ok(),
+            "no line:col in {e}"
+        );
+        for serde_word in ["untagged", "variant", "usize", "u32", "invalid type"] {
+            assert!(!e.contains(serde_word), "`{serde_word}` in {e}");
+        }
     }
 }

@@ -29,9 +29,13 @@ impl TaskConfig for CreateTableAsConfig {
         self,
         ctx: &BuildContext,
     ) -> Result<Arc<dyn Task>, orchestrator_engine::task::Invalid> {
-        super::crawl::check_table_name(&self.table)?;
+        // Every problem at once: the name, the format and the SQL are independent.
+        let mut problems: Vec<orchestrator_engine::task::Invalid> = Vec::new();
+        if let Err(e) = super::crawl::check_table_name(&self.table) {
+            problems.push(e.into());
+        }
         if let Some(f) = self.format.filter(|f| *f != Format::Parquet) {
-            return Err(invalid!(
+            problems.push(invalid!(
                 "`format: {}`: created tables are written as parquet; remove `format:` or set it to parquet",
                 f.name()
             ));
@@ -39,9 +43,16 @@ impl TaskConfig for CreateTableAsConfig {
         let target = crate::aws::Target::of(ctx);
         // DataFusion's parser checks the local dialect; Athena checks its own.
         if let crate::aws::Target::Local = target {
-            if super::check_syntax(&self.sql, "sql")?.len() != 1 {
-                return Err("`sql` must be exactly one SELECT (or WITH ... SELECT)".into());
+            match super::check_syntax(&self.sql, "sql") {
+                Ok(statements) if statements.len() != 1 => {
+                    problems.push("`sql` must be exactly one SELECT (or WITH ... SELECT)".into())
+                }
+                Ok(_) => {}
+                Err(e) => problems.push(e),
             }
+        }
+        if let Some(all) = orchestrator_engine::task::Invalid::all(problems) {
+            return Err(all);
         }
         Ok(Arc::new(CreateTableAs {
             table: self.table,

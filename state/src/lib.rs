@@ -832,7 +832,7 @@ impl Store {
             .into_iter()
             .filter(|r| r.status == RunStatus::Interrupted && r.resume_pending)
             .collect();
-        runs.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+        runs.sort_by_key(|r| r.started_at);
         Ok(runs)
     }
 

@@ -1722,6 +1722,51 @@ fn pos_in_value(source: &str, key: &Node, value: &Node, at: crate::task::At) -> 
     value.pos
 }
 
+/// serde's wording of a type error, as a person would say it: `expected usize` and
+/// `untagged enum` mean nothing to someone writing YAML.
+fn for_people(message: &str) -> String {
+    let found = message
+        .strip_prefix("invalid type: ")
+        .and_then(|r| r.split_once(", expected "));
+    if let Some((got, want)) = found {
+        let got = got
+            .strip_prefix("string ")
+            .map_or_else(|| got.to_string(), |s| format!("`{}`", s.trim_matches('"')));
+        let want = match want {
+            "a boolean" => "true or false",
+            "usize" | "u32" | "u64" | "u16" | "u8" => "a whole number (0 or more)",
+            "i64" | "i32" => "a whole number",
+            "f64" | "f32" => "a number",
+            "a string" => "text",
+            "a sequence" => "a list",
+            "a map" => "a mapping (`key: value` lines)",
+            other => other,
+        };
+        return format!("{got} is not {want}");
+    }
+    if let Some(rest) = message.strip_prefix("invalid value: ") {
+        if let Some((got, want)) = rest.split_once(", expected ") {
+            let want = match want {
+                "usize" | "u32" | "u64" => "a whole number (0 or more) that fits",
+                other => other,
+            };
+            return format!("{got} is not {want}");
+        }
+    }
+    if message.contains("did not match any variant of untagged enum OneOrMany") {
+        return "expected one value or a list of them".into();
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        if let Some((got, allowed)) = rest.split_once(", expected ") {
+            return format!("{got} is not one of {}", allowed.replace("one of ", ""));
+        }
+    }
+    if let Some(field) = message.strip_prefix("missing field ") {
+        return format!("{field} is missing");
+    }
+    message.to_string()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1805,49 +1850,4 @@ pub(crate) mod tests {
         // A line the text does not match (a template changed it): its first character.
         assert_eq!(sql_pos("sql: |\n  SELECT 1\n", 1, 9).0, 2);
     }
-}
-
-/// serde's wording of a type error, as a person would say it: `expected usize` and
-/// `untagged enum` mean nothing to someone writing YAML.
-fn for_people(message: &str) -> String {
-    let found = message
-        .strip_prefix("invalid type: ")
-        .and_then(|r| r.split_once(", expected "));
-    if let Some((got, want)) = found {
-        let got = got
-            .strip_prefix("string ")
-            .map_or_else(|| got.to_string(), |s| format!("`{}`", s.trim_matches('"')));
-        let want = match want {
-            "a boolean" => "true or false",
-            "usize" | "u32" | "u64" | "u16" | "u8" => "a whole number (0 or more)",
-            "i64" | "i32" => "a whole number",
-            "f64" | "f32" => "a number",
-            "a string" => "text",
-            "a sequence" => "a list",
-            "a map" => "a mapping (`key: value` lines)",
-            other => other,
-        };
-        return format!("{got} is not {want}");
-    }
-    if let Some(rest) = message.strip_prefix("invalid value: ") {
-        if let Some((got, want)) = rest.split_once(", expected ") {
-            let want = match want {
-                "usize" | "u32" | "u64" => "a whole number (0 or more) that fits",
-                other => other,
-            };
-            return format!("{got} is not {want}");
-        }
-    }
-    if message.contains("did not match any variant of untagged enum OneOrMany") {
-        return "expected one value or a list of them".into();
-    }
-    if let Some(rest) = message.strip_prefix("unknown variant ") {
-        if let Some((got, allowed)) = rest.split_once(", expected ") {
-            return format!("{got} is not one of {}", allowed.replace("one of ", ""));
-        }
-    }
-    if let Some(field) = message.strip_prefix("missing field ") {
-        return format!("{field} is missing");
-    }
-    message.to_string()
 }

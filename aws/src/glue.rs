@@ -39,6 +39,21 @@ impl Aws {
         table_prefix: Option<&str>,
         cancel: &CancellationToken,
     ) -> Result<CrawlOutcome, AwsError> {
+        self.crawl_reporting(name, path, role, table_prefix, cancel, &|_| {})
+            .await
+    }
+
+    /// [`Aws::crawl`], saying every 30 s of waiting what state the crawler is in (a crawl
+    /// takes minutes; a task that prints nothing meanwhile looks stuck).
+    pub async fn crawl_reporting(
+        &self,
+        name: &str,
+        path: &str,
+        role: Option<&str>,
+        table_prefix: Option<&str>,
+        cancel: &CancellationToken,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<CrawlOutcome, AwsError> {
         self.guard()?;
         let glue = self.glue();
         let database = self.settings.database.clone().ok_or_else(|| {
@@ -133,6 +148,8 @@ impl Aws {
             }
         }
         let mut backoff = Backoff::default();
+        let started = std::time::Instant::now();
+        let mut reported = started;
         loop {
             if !backoff.wait(cancel).await {
                 let how = match glue.stop_crawler().name(name).send().await {
@@ -147,6 +164,17 @@ impl Aws {
             })?;
             let crawler = got.crawler();
             if crawler.and_then(|c| c.state()) != Some(&CrawlerState::Ready) {
+                if reported.elapsed() >= std::time::Duration::from_secs(30) {
+                    reported = std::time::Instant::now();
+                    progress(&format!(
+                        "crawler {name}: {} after {}s ({} status calls)",
+                        crawler
+                            .and_then(|c| c.state())
+                            .map_or("UNKNOWN", |s| s.as_str()),
+                        started.elapsed().as_secs(),
+                        backoff.polls
+                    ));
+                }
                 continue;
             }
             let last = crawler.and_then(|c| c.last_crawl());

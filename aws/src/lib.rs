@@ -192,15 +192,23 @@ impl Aws {
             ))),
             Err(e) => out.push(Err(format!(
                 "credentials: sts:GetCallerIdentity failed: {}; set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or `aws: profile:`",
-                sdk_error(&e)
+                short_error(&e)
             ))),
         }
         match &self.settings.database {
             Some(db) => match self.glue().get_database().name(db).send().await {
                 Ok(_) => out.push(Ok(format!("Glue database `{db}`: found"))),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_entity_not_found_exception()) =>
+                {
+                    out.push(Err(format!(
+                        "Glue database `{db}` does not exist: create it (aws glue create-database --database-input Name={db}) or set `aws: database:`"
+                    )))
+                }
                 Err(e) => out.push(Err(format!(
                     "Glue database `{db}`: glue:GetDatabase failed: {}; create it (aws glue create-database --database-input Name={db}) or fix `aws: database:`",
-                    sdk_error(&e)
+                    short_error(&e)
                 ))),
             },
             None => out.push(Err("no `aws: database:`: the Glue database tables live in".into())),
@@ -210,7 +218,7 @@ impl Aws {
             Ok(_) => out.push(Ok(format!("Athena workgroup `{wg}`: found"))),
             Err(e) => out.push(Err(format!(
                 "Athena workgroup `{wg}`: athena:GetWorkGroup failed: {}; fix `aws: workgroup:`",
-                sdk_error(&e)
+                short_error(&e)
             ))),
         }
         for (field, value) in [
@@ -218,7 +226,11 @@ impl Aws {
             ("warehouse", &self.settings.warehouse),
         ] {
             match value {
-                Some(v) if v.starts_with("s3://") => out.push(Ok(format!("{field}: {v}"))),
+                // One ListObjectsV2 of the prefix: the bucket exists and may be read.
+                Some(v) if v.starts_with("s3://") => match self.reachable(v).await {
+                    Ok(()) => out.push(Ok(format!("{field}: {v}: bucket found"))),
+                    Err(why) => out.push(Err(format!("`aws: {field}:` {v}: {why}"))),
+                },
                 Some(v) => out.push(Err(format!("`aws: {field}:` `{v}` is not an s3:// URL"))),
                 None => out.push(Err(format!("no `aws: {field}:` (an s3:// URL)"))),
             }
@@ -230,6 +242,28 @@ impl Aws {
 /// An SDK error with its whole chain of causes (the top level alone says "service error").
 pub(crate) fn sdk_error<E: std::error::Error>(e: &E) -> String {
     aws_sdk_athena::error::DisplayErrorContext(e).to_string()
+}
+
+/// An SDK error for a person: the service's code and message when it answered (e.g.
+/// `AccessDeniedException: User ... is not authorized`), else the cause chain cut to a
+/// line, never the request's debug dump.
+pub(crate) fn short_error<E>(e: &E) -> String
+where
+    E: std::error::Error + aws_sdk_athena::error::ProvideErrorMetadata,
+{
+    match (e.code(), e.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => {
+            let text = sdk_error(e);
+            let cut: String = text.chars().take(300).collect();
+            if cut.len() < text.len() {
+                format!("{cut}…")
+            } else {
+                cut
+            }
+        }
+    }
 }
 
 /// Poll intervals: 100 ms, then half as long again each time, up to 5 s.

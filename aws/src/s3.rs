@@ -78,6 +78,27 @@ impl Aws {
         }
     }
 
+    /// Whether `url`'s bucket exists and its prefix can be listed (one ListObjectsV2 call),
+    /// said for a person when not.
+    pub async fn reachable(&self, url: &str) -> Result<(), String> {
+        let (bucket, key) = split_url(url).map_err(|e| e.to_string())?;
+        let store = self.bucket(&bucket).map_err(|e| e.to_string())?;
+        let prefix = (!key.is_empty()).then(|| ObjectPath::from(key));
+        match store.list_with_delimiter(prefix.as_ref()).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("NoSuchBucket") => Err(format!(
+                "bucket `{bucket}` does not exist: create it (aws s3 mb s3://{bucket}) or fix the URL"
+            )),
+            Err(e) if e.to_string().contains("AccessDenied") => Err(format!(
+                "bucket `{bucket}` cannot be listed (AccessDenied): allow s3:ListBucket on it"
+            )),
+            Err(e) => {
+                let text: String = e.to_string().chars().take(300).collect();
+                Err(format!("s3:ListObjectsV2 failed: {text}"))
+            }
+        }
+    }
+
     /// Keys under a prefix, as s3:// URLs.
     pub async fn list(&self, url: &str) -> Result<Vec<String>, AwsError> {
         let (bucket, key) = split_url(url)?;

@@ -400,25 +400,41 @@ fn doctor_says_what_is_missing_then_that_all_is_well() {
     assert!(out.stdout.contains("ok: region: us-east-1"), "{out:?}");
     assert!(out.stdout.contains("ok: credentials: arn:aws:"), "{out:?}");
     assert!(
-        out.stdout
-            .contains("problem: Glue database `stock`: glue:GetDatabase failed:")
-            && out
-                .stdout
-                .contains("create it (aws glue create-database --database-input Name=stock)"),
+        out.stdout.contains(
+            "problem: Glue database `stock` does not exist: create it (aws glue create-database --database-input Name=stock)"
+        ),
         "{out:?}"
     );
+    // The buckets are checked, not only the URLs' syntax.
+    assert!(
+        out.stdout
+            .contains("bucket `orchestrator-athena-results` does not exist")
+            && out
+                .stdout
+                .contains("bucket `orchestrator-lake` does not exist"),
+        "{out:?}"
+    );
+    // Each problem is a line for a person, not the SDK's debug dump.
+    for l in out.stdout.lines() {
+        assert!(l.len() < 400 && !l.contains("ServiceError"), "{l}");
+    }
     moto.call(
         "glue",
         "AWSGlue.CreateDatabase",
         json!({"DatabaseInput": {"Name": "stock"}}),
     );
+    moto.bucket("orchestrator-athena-results");
+    moto.bucket("orchestrator-lake");
     let out = sb.run_with_env(
         &["doctor", &file, "--backend", "aws", "--param", landing],
         &env,
     );
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
-        out.stdout.contains("ok: Athena workgroup `primary`: found"),
+        out.stdout.contains("ok: Athena workgroup `primary`: found")
+            && out
+                .stdout
+                .contains("ok: warehouse: s3://orchestrator-lake/warehouse/: bucket found"),
         "{out:?}"
     );
     // Without a local endpoint the tests refuse to call AWS at all.

@@ -119,13 +119,15 @@ impl Task for GlueCrawl {
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
         let aws = crate::aws::connect(&self.block).await;
         let path = format!("{}/", self.path.trim_end_matches('/'));
+        let progress = |line: &str| ctx.output.line(line);
         let done = aws
-            .crawl(
+            .crawl_reporting(
                 &self.crawler,
                 &path,
                 self.role.as_deref(),
                 None,
                 &ctx.cancel,
+                &progress,
             )
             .await
             .map_err(|e| TaskFailure::new(e.to_string()))?;

@@ -650,7 +650,11 @@ fn rerun_while_the_daemon_runs_is_resumed_by_it() {
     let (code, log) = d.terminate();
     assert_eq!(code, 0, "{log}");
     // The resumed run's end is logged once.
-    assert_eq!(log.matches(&format!("run {id} succeeded")).count(), 1, "{log}");
+    assert_eq!(
+        log.matches(&format!("run {id} succeeded")).count(),
+        1,
+        "{log}"
+    );
     assert_eq!(
         sb.count("a_ran"),
         1,

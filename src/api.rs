@@ -116,6 +116,7 @@ pub async fn serve(
         .route("/api/runs/{id}/cancel", post(cancel))
         .route("/api/backfills", get(backfills).post(start_backfill))
         .route("/api/backfills/{id}", get(backfill_state))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state);
     tokio::spawn(async move {
         let stop = async move { shutdown.cancelled().await };
@@ -165,12 +166,33 @@ fn fail(f: Fail) -> Response {
     )
 }
 
+/// Whether the request carries the state dir's token. The scheme is matched in any case
+/// (RFC 7235), and the token compared in constant time.
 fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
-    headers
+    let Some((scheme, token)) = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == state.token)
+        .and_then(|v| v.split_once(' '))
+    else {
+        return false;
+    };
+    let (a, b) = (token.trim().as_bytes(), state.token.as_bytes());
+    scheme.eq_ignore_ascii_case("bearer")
+        && a.len() == b.len()
+        && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Every route needs the token, checked before anything reads the request's body (an
+/// unauthenticated malformed body gets 401, not a JSON error).
+async fn gate(
+    State(s): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !authorized(&s, request.headers()) {
+        return unauthorized();
+    }
+    next.run(request).await
 }
 
 fn unauthorized() -> Response {
@@ -199,12 +221,8 @@ fn wants_text(q: &HashMap<String, String>) -> bool {
 
 async fn runs(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if !authorized(&s, &headers) {
-        return unauthorized();
-    }
     let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(20);
     let text = wants_text(&q);
     rendered(
@@ -220,25 +238,17 @@ async fn runs(
 
 async fn show(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if !authorized(&s, &headers) {
-        return unauthorized();
-    }
     let text = wants_text(&q);
     rendered(inspect::show_output(&s.store, &id, !text), text)
 }
 
 async fn tables(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if !authorized(&s, &headers) {
-        return unauthorized();
-    }
     let text = wants_text(&q);
     rendered(
         inspect::tables_output(&s.store, !text).map_err(Fail::from),
@@ -254,13 +264,9 @@ struct QueryBody {
 
 async fn query(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
     Json(body): Json<QueryBody>,
 ) -> Response {
-    if !authorized(&s, &headers) {
-        return unauthorized();
-    }
     let text = wants_text(&q);
     rendered(
         inspect::query_output(s.store.clone(), body.sql, !text, true).await,
@@ -293,16 +299,12 @@ fn stopping() -> Response {
 /// success into JSON; a refusal is `refused` with the reason.
 async fn ask<T>(
     s: &AppState,
-    headers: &HeaderMap,
     command: impl FnOnce(
         tokio::sync::oneshot::Sender<Result<T, String>>,
     ) -> orchestrator_daemon::Command,
     ok: impl FnOnce(T) -> serde_json::Value,
     refused: StatusCode,
 ) -> Response {
-    if !authorized(s, headers) {
-        return unauthorized();
-    }
     let Some(commands) = &s.commands else {
         return no_daemon();
     };
@@ -321,18 +323,14 @@ fn started(run_id: String) -> serde_json::Value {
     serde_json::json!({ "run_id": run_id })
 }
 
-async fn trigger(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Json(body): Json<TriggerBody>,
-) -> Response {
+async fn trigger(State(s): State<Arc<AppState>>, Json(body): Json<TriggerBody>) -> Response {
     let command = |reply| orchestrator_daemon::Command::Trigger {
         workflow: body.workflow,
         params: body.params,
         date: body.date,
         reply,
     };
-    ask(&s, &headers, command, started, StatusCode::BAD_REQUEST).await
+    ask(&s, command, started, StatusCode::BAD_REQUEST).await
 }
 
 #[derive(serde::Deserialize)]
@@ -344,11 +342,7 @@ struct RunBody {
     date: String,
 }
 
-async fn run_file(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Json(body): Json<RunBody>,
-) -> Response {
+async fn run_file(State(s): State<Arc<AppState>>, Json(body): Json<RunBody>) -> Response {
     let command = |reply| orchestrator_daemon::Command::Run {
         path: body.path,
         params: body.params,
@@ -356,7 +350,7 @@ async fn run_file(
         trigger: None,
         reply,
     };
-    ask(&s, &headers, command, started, StatusCode::BAD_REQUEST).await
+    ask(&s, command, started, StatusCode::BAD_REQUEST).await
 }
 
 #[derive(serde::Deserialize)]
@@ -368,7 +362,6 @@ struct RerunBody {
 
 async fn rerun(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
     Json(body): Json<RerunBody>,
 ) -> Response {
@@ -377,27 +370,19 @@ async fn rerun(
         from: body.from,
         reply,
     };
-    ask(&s, &headers, command, started, StatusCode::BAD_REQUEST).await
+    ask(&s, command, started, StatusCode::BAD_REQUEST).await
 }
 
-async fn cancel(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> Response {
+async fn cancel(State(s): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> Response {
     let cancelled = serde_json::json!({ "cancelled": id });
     let command = |reply| orchestrator_daemon::Command::Cancel { run_id: id, reply };
-    ask(&s, &headers, command, |()| cancelled, StatusCode::NOT_FOUND).await
+    ask(&s, command, |()| cancelled, StatusCode::NOT_FOUND).await
 }
 
 async fn backfills(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if !authorized(&s, &headers) {
-        return unauthorized();
-    }
     let text = wants_text(&q);
     rendered(
         crate::commands::backfill::backfills_output(&s.store, !text),
@@ -405,14 +390,7 @@ async fn backfills(
     )
 }
 
-async fn backfill_state(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> Response {
-    if !authorized(&s, &headers) {
-        return unauthorized();
-    }
+async fn backfill_state(State(s): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> Response {
     rendered(
         crate::commands::backfill::backfill_json(&s.store, &id),
         false,
@@ -434,13 +412,9 @@ struct BackfillBody {
 /// plans the backfill and drives it, each run handed to the daemon's event loop.
 async fn start_backfill(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
     Json(body): Json<BackfillBody>,
 ) -> Response {
     use crate::backfill as bf;
-    if !authorized(&s, &headers) {
-        return unauthorized();
-    }
     let Some(commands) = s.commands.clone() else {
         return no_daemon();
     };

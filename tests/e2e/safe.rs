@@ -586,3 +586,58 @@ fn api_posts_take_json_whatever_the_content_type_and_answer_json() {
     let (code, log) = d.terminate();
     assert_eq!(code, 0, "{log}");
 }
+
+#[test]
+fn the_local_api_checks_its_token_before_reading_a_body() {
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "w",
+        "name: w\nschedule: \"cron(0 0 1 1 ? 2199)\"\ntasks:\n  a:\n    kind: noop\n",
+    );
+    let d = Daemon::start(&sb, &["--no-ui"]);
+    d.wait_log("daemon ready", 1);
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.state_dir().join("api.json")).unwrap())
+            .unwrap();
+    let addr = info["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let token = std::fs::read_to_string(sb.state_dir().join("api.token")).unwrap();
+    let post = |auth: &str, body: &str| {
+        raw(
+            &addr,
+            &format!(
+                "POST /api/trigger HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    // No token, or a wrong one: 401, even for a body that is not JSON.
+    assert_eq!(post("", "not json").0, 401);
+    assert_eq!(post("Authorization: Bearer wrong\r\n", "not json").0, 401);
+    let wrong_same_length = "x".repeat(token.trim().len());
+    assert_eq!(
+        post(
+            &format!("Authorization: Bearer {wrong_same_length}\r\n"),
+            "{}"
+        )
+        .0,
+        401
+    );
+    // The scheme in any case; then the body is read (and this one is refused for itself).
+    let (code, answer) = post(
+        &format!("Authorization: bearer {}\r\n", token.trim()),
+        "not json",
+    );
+    assert!((400..500).contains(&code) && code != 401, "{answer}");
+    let (code, answer) = post(
+        &format!("Authorization: Bearer {}\r\n", token.trim()),
+        r#"{"workflow": "w"}"#,
+    );
+    assert_eq!(code, 200, "{answer}");
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}

@@ -326,3 +326,124 @@ async fn launch(
     }
     Ok(run)
 }
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+    use crate::executor::Initial::{Execute, Keep};
+
+    /// a -> b -> d, a -> c -> d, and a handler `h` after d that runs only on failure.
+    const WF: &str = "name: w\ntasks:\n  a:\n    kind: noop\n  b:\n    kind: noop\n    after: [a]\n  c:\n    kind: noop\n    after: [a]\n  d:\n    kind: noop\n    after: [b, c]\n  h:\n    kind: noop\n    after: [d]\n    trigger: any_failed\n";
+
+    /// A name, the run's status, its tasks' states, `--from`, and the plan or a refusal.
+    type Case = (
+        &'static str,
+        RunStatus,
+        Vec<(&'static str, TaskStatus, u32)>,
+        Option<&'static str>,
+        Result<Vec<crate::executor::Initial>, &'static str>,
+    );
+
+    fn tasks(states: &[(&str, TaskStatus, u32)]) -> BTreeMap<String, TaskRecord> {
+        states
+            .iter()
+            .map(|(id, status, attempts)| {
+                let mut t = pending_record("r", id, *attempts);
+                t.status = *status;
+                (id.to_string(), t)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn which_tasks_a_rerun_executes() {
+        use TaskStatus::{Cancelled, Failed, Skipped, Succeeded};
+        let wf = crate::workflow::tests::load(WF).unwrap();
+        let ok = |id: &'static str| (id, Succeeded, 1);
+        let cases: Vec<Case> = vec![
+            (
+                "b failed: b, then d and h downstream; a and c kept",
+                RunStatus::Failed,
+                vec![
+                    ok("a"),
+                    ("b", Failed, 3),
+                    ok("c"),
+                    ("d", Skipped, 0),
+                    ("h", Succeeded, 1),
+                ],
+                None,
+                Ok(vec![
+                    Keep,
+                    Execute { prior_attempts: 3 },
+                    Keep,
+                    Execute { prior_attempts: 0 },
+                    Execute { prior_attempts: 1 },
+                ]),
+            ),
+            (
+                "cancelled c: c and what follows",
+                RunStatus::Cancelled,
+                vec![
+                    ok("a"),
+                    ok("b"),
+                    ("c", Cancelled, 1),
+                    ("d", Skipped, 0),
+                    ("h", Skipped, 0),
+                ],
+                None,
+                Ok(vec![
+                    Keep,
+                    Keep,
+                    Execute { prior_attempts: 1 },
+                    Execute { prior_attempts: 0 },
+                    Execute { prior_attempts: 0 },
+                ]),
+            ),
+            (
+                "--from b on a succeeded run: b and downstream",
+                RunStatus::Succeeded,
+                vec![ok("a"), ok("b"), ok("c"), ok("d"), ("h", Skipped, 0)],
+                Some("b"),
+                Ok(vec![
+                    Keep,
+                    Execute { prior_attempts: 1 },
+                    Keep,
+                    Execute { prior_attempts: 1 },
+                    Execute { prior_attempts: 0 },
+                ]),
+            ),
+            (
+                "a succeeded run with a skipped handler: refused",
+                RunStatus::Succeeded,
+                vec![ok("a"), ok("b"), ok("c"), ok("d"), ("h", Skipped, 0)],
+                None,
+                Err("already succeeded"),
+            ),
+            (
+                "an unknown --from: refused with a suggestion",
+                RunStatus::Failed,
+                vec![ok("a"), ("b", Failed, 1)],
+                Some("bb"),
+                Err("did you mean `b`?"),
+            ),
+            (
+                "a running run: refused",
+                RunStatus::Running,
+                vec![],
+                None,
+                Err("still running"),
+            ),
+        ];
+        for (name, status, states, from, want) in cases {
+            let run = new_record(&wf, "r", "2026-01-01", "manual", status);
+            let got = plan_rerun(&wf, &run, &tasks(&states), from);
+            match (got, want) {
+                (Ok(plan), Ok(want)) => assert_eq!(plan, want, "{name}"),
+                (Err(e), Err(needle)) => {
+                    assert!(e.to_string().contains(needle), "{name}: {e}")
+                }
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+}

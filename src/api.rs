@@ -30,7 +30,7 @@ use axum::{Json, Router};
 use orchestrator_engine::state::Store;
 use orchestrator_engine::CancellationToken;
 
-use crate::commands::{inspect, Fail};
+use crate::commands::{inspect, Fail, FailKind};
 
 const INFO: &str = "api.json";
 const TOKEN: &str = "api.token";
@@ -150,10 +150,10 @@ pub(crate) fn fail_status(f: &Fail) -> (u16, String) {
         .strip_prefix("error: ")
         .unwrap_or(&f.message)
         .to_string();
-    let status = match f.code {
-        2 if msg.starts_with("no run") => 404,
-        2 => 400,
-        _ => 500,
+    let status = match f.kind {
+        FailKind::NotFound => 404,
+        FailKind::Invalid => 400,
+        FailKind::Failed => 500,
     };
     (status, msg)
 }
@@ -518,9 +518,11 @@ impl Client {
             .ok()
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
             .unwrap_or(body);
-        Err(Fail {
-            code: if status.is_client_error() { 2 } else { 1 },
-            message: format!("error: {msg}"),
+        let message = format!("error: {msg}");
+        Err(match status.as_u16() {
+            404 => Fail::not_found(message),
+            400..=499 => Fail::input(message),
+            _ => Fail::failed(message),
         })
     }
 

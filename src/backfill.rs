@@ -149,7 +149,7 @@ pub fn request_of(bf: &BackfillRecord) -> Request {
 /// succeed are resumed in place, dates without one get a new run.
 pub fn reopen(store: &Store, id: &str) -> Result<BackfillRecord, Fail> {
     let Some(mut bf) = store.backfill(id)? else {
-        return Err(Fail::input(format!(
+        return Err(Fail::not_found(format!(
             "error: no backfill `{id}` in state dir {}; `orchestrator backfills` lists them",
             store.dir().display()
         )));

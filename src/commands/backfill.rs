@@ -208,7 +208,8 @@ async fn in_daemon(
         let text = match api.get(&format!("/api/backfills/{id}"), &[], true).await {
             Ok(text) => text,
             Err(e)
-                if e.message.contains("no backfill") && std::time::Instant::now() < recorded_by =>
+                if e.kind == super::FailKind::NotFound
+                    && std::time::Instant::now() < recorded_by =>
             {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
@@ -297,7 +298,7 @@ pub fn backfills_output(store: &Store, json: bool) -> Result<String, Fail> {
 /// One backfill with each date's state, as JSON (the API's answer).
 pub fn backfill_json(store: &Store, id: &str) -> Result<String, Fail> {
     let Some(b) = store.backfill(id)? else {
-        return Err(Fail::input(format!("error: no backfill `{id}`")));
+        return Err(Fail::not_found(format!("error: no backfill `{id}`")));
     };
     let views = bf::view(store, &b)?;
     Ok(json!({"backfill": b, "dates": views}).to_string())

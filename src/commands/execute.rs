@@ -222,7 +222,7 @@ async fn follow(
     loop {
         let answer = match api.get(&format!("/api/runs/{run_id}"), &[], true).await {
             Err(f)
-                if f.message.contains("no run `")
+                if f.kind == super::FailKind::NotFound
                     && since.elapsed() < std::time::Duration::from_secs(10) =>
             {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;

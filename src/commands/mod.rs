@@ -25,6 +25,20 @@ use crate::out::errln;
 pub struct Fail {
     pub code: u8,
     pub message: String,
+    /// What kind of failure: HTTP statuses and retries are decided from it, never from
+    /// the message's wording.
+    pub kind: FailKind,
+}
+
+/// The kinds of [`Fail`] that callers act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailKind {
+    /// Bad input: exit 2, HTTP 400.
+    Invalid,
+    /// What was named does not exist (a run, a backfill): exit 2, HTTP 404.
+    NotFound,
+    /// It went wrong: exit 1, HTTP 500.
+    Failed,
 }
 
 impl Fail {
@@ -32,6 +46,15 @@ impl Fail {
         Fail {
             code: 2,
             message: message.into(),
+            kind: FailKind::Invalid,
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Fail {
+        Fail {
+            code: 2,
+            message: message.into(),
+            kind: FailKind::NotFound,
         }
     }
 
@@ -39,6 +62,7 @@ impl Fail {
         Fail {
             code: 1,
             message: message.into(),
+            kind: FailKind::Failed,
         }
     }
 }
@@ -54,6 +78,11 @@ impl From<StateError> for Fail {
         Fail {
             code,
             message: format!("error: {e}"),
+            kind: if code == 2 {
+                FailKind::Invalid
+            } else {
+                FailKind::Failed
+            },
         }
     }
 }
@@ -271,7 +300,7 @@ pub fn open_reader_or_api(dir: &Path) -> Result<Reader, Fail> {
 
 pub fn find_run(store: &Store, id: &str) -> Result<RunRecord, Fail> {
     store.run(id)?.ok_or_else(|| {
-        Fail::input(format!(
+        Fail::not_found(format!(
             "error: no run `{id}` in state dir {}; list runs with `orchestrator runs`",
             store.dir().display()
         ))

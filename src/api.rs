@@ -300,10 +300,9 @@ fn stopping() -> Response {
 async fn ask<T>(
     s: &AppState,
     command: impl FnOnce(
-        tokio::sync::oneshot::Sender<Result<T, String>>,
+        tokio::sync::oneshot::Sender<Result<T, orchestrator_daemon::Refused>>,
     ) -> orchestrator_daemon::Command,
     ok: impl FnOnce(T) -> serde_json::Value,
-    refused: StatusCode,
 ) -> Response {
     let Some(commands) = &s.commands else {
         return no_daemon();
@@ -314,8 +313,18 @@ async fn ask<T>(
     }
     match answer.await {
         Ok(Ok(v)) => Json(ok(v)).into_response(),
-        Ok(Err(why)) => error(refused, &why),
+        Ok(Err(why)) => error(refused_status(&why), &why.message),
         Err(_) => stopping(),
+    }
+}
+
+/// The HTTP status of a daemon's refusal, from its kind (one place for both APIs).
+pub(crate) fn refused_status(why: &orchestrator_daemon::Refused) -> StatusCode {
+    use orchestrator_daemon::RefusedKind;
+    match why.kind {
+        RefusedKind::Invalid => StatusCode::BAD_REQUEST,
+        RefusedKind::NotFound => StatusCode::NOT_FOUND,
+        RefusedKind::Busy => StatusCode::CONFLICT,
     }
 }
 
@@ -330,7 +339,7 @@ async fn trigger(State(s): State<Arc<AppState>>, Json(body): Json<TriggerBody>) 
         date: body.date,
         reply,
     };
-    ask(&s, command, started, StatusCode::BAD_REQUEST).await
+    ask(&s, command, started).await
 }
 
 #[derive(serde::Deserialize)]
@@ -350,7 +359,7 @@ async fn run_file(State(s): State<Arc<AppState>>, Json(body): Json<RunBody>) -> 
         trigger: None,
         reply,
     };
-    ask(&s, command, started, StatusCode::BAD_REQUEST).await
+    ask(&s, command, started).await
 }
 
 #[derive(serde::Deserialize)]
@@ -370,13 +379,13 @@ async fn rerun(
         from: body.from,
         reply,
     };
-    ask(&s, command, started, StatusCode::BAD_REQUEST).await
+    ask(&s, command, started).await
 }
 
 async fn cancel(State(s): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> Response {
     let cancelled = serde_json::json!({ "cancelled": id });
     let command = |reply| orchestrator_daemon::Command::Cancel { run_id: id, reply };
-    ask(&s, command, |()| cancelled, StatusCode::NOT_FOUND).await
+    ask(&s, command, |()| cancelled).await
 }
 
 async fn backfills(

@@ -515,7 +515,7 @@ async fn run_one(
                 match answer.await {
                     Ok(Ok(id)) => break id,
                     // A scheduled run of the same workflow is in progress: wait for it.
-                    Ok(Err(why)) if why.contains("in progress") => {
+                    Ok(Err(why)) if why.kind == orchestrator_daemon::RefusedKind::Busy => {
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                             _ = cancel.cancelled() => return Err(Fail::failed("error: backfill cancelled")),

@@ -98,7 +98,7 @@ impl StoreSource {
     async fn ask<T>(
         &self,
         command: impl FnOnce(
-            tokio::sync::oneshot::Sender<Result<T, String>>,
+            tokio::sync::oneshot::Sender<Result<T, orchestrator_daemon::Refused>>,
         ) -> orchestrator_daemon::Command,
     ) -> Result<T, Error> {
         let Some(commands) = &self.commands else {
@@ -115,7 +115,10 @@ impl StoreSource {
         commands.send(command(reply)).map_err(|_| stopping())?;
         match answer.await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(why)) => Err(Error::bad_request(why)),
+            Ok(Err(why)) => Err(Error {
+                status: crate::api::refused_status(&why).as_u16(),
+                message: why.message,
+            }),
             Err(_) => Err(stopping()),
         }
     }

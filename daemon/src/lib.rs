@@ -49,6 +49,55 @@ pub struct RunParams {
     pub overrides: BTreeMap<String, String>,
 }
 
+/// Why the daemon did not do what another process asked: the kind decides the answer
+/// (an HTTP status, whether to wait and ask again), the message is for people.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    pub kind: RefusedKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedKind {
+    /// The request itself is wrong (a bad date, a workflow that does not load).
+    Invalid,
+    /// What it names does not exist here (a run, a workflow, a run in progress).
+    NotFound,
+    /// The workflow has a run in progress: ask again when it has ended.
+    Busy,
+}
+
+impl Refused {
+    pub fn not_found(message: impl Into<String>) -> Refused {
+        Refused {
+            kind: RefusedKind::NotFound,
+            message: message.into(),
+        }
+    }
+
+    pub fn busy(message: impl Into<String>) -> Refused {
+        Refused {
+            kind: RefusedKind::Busy,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<String> for Refused {
+    fn from(message: String) -> Refused {
+        Refused {
+            kind: RefusedKind::Invalid,
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Requests to a running daemon from other processes (through the binary's local API).
 pub enum Command {
     /// Start a run of a workflow the daemon knows, now (subject to `concurrency:`).
@@ -57,7 +106,7 @@ pub enum Command {
         workflow: String,
         params: BTreeMap<String, String>,
         date: Option<String>,
-        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+        reply: tokio::sync::oneshot::Sender<Result<String, Refused>>,
     },
     /// Start a run of a workflow file now (`orchestrator run FILE` while the daemon owns
     /// the state dir). Replies with the run id, or why not.
@@ -67,19 +116,19 @@ pub enum Command {
         date: String,
         /// What started it, recorded with the run (default `manual`), e.g. `backfill ID`.
         trigger: Option<String>,
-        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+        reply: tokio::sync::oneshot::Sender<Result<String, Refused>>,
     },
     /// Resume a run as `orchestrator rerun` would (with `--from TASK`, that task and
     /// everything downstream too). Replies with the run id, or why not.
     Rerun {
         run_id: String,
         from: Option<String>,
-        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+        reply: tokio::sync::oneshot::Sender<Result<String, Refused>>,
     },
     /// Cancel a run in progress in this daemon.
     Cancel {
         run_id: String,
-        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+        reply: tokio::sync::oneshot::Sender<Result<(), Refused>>,
     },
     /// What the daemon has scheduled and watches, and which files it could not load.
     Status {
@@ -1125,17 +1174,17 @@ impl Daemon {
             } => {
                 if !self.entries.contains_key(&workflow) {
                     let known: Vec<&str> = self.entries.keys().map(String::as_str).collect();
-                    let _ = reply.send(Err(format!(
+                    let _ = reply.send(Err(Refused::not_found(format!(
                         "the daemon runs no workflow `{workflow}` (it runs: {}); only workflows in {} with `schedule:` or `on:` can be triggered",
                         if known.is_empty() { "none".to_string() } else { known.join(", ") },
                         self.config.workflows_dir.display()
-                    )));
+                    ))));
                     return;
                 }
                 // The API's callers are not the CLI: the date is checked here, once,
                 // before it reaches a template (`../../x` would become a path).
                 if let Some(Err(why)) = date.as_deref().map(runner::parse_logical_date) {
-                    let _ = reply.send(Err(format!("date {why}")));
+                    let _ = reply.send(Err(format!("date {why}").into()));
                     return;
                 }
                 let due = Due {
@@ -1149,7 +1198,7 @@ impl Daemon {
                     let _ = reply.send(Err(why));
                     return;
                 }
-                let _ = reply.send(self.start(&workflow, due));
+                let _ = reply.send(self.start(&workflow, due).map_err(Refused::from));
             }
             Command::Run {
                 path,
@@ -1159,7 +1208,7 @@ impl Daemon {
                 reply,
             } => {
                 if let Err(why) = runner::parse_logical_date(&date) {
-                    let _ = reply.send(Err(format!("date {why}")));
+                    let _ = reply.send(Err(format!("date {why}").into()));
                     return;
                 }
                 let trigger = trigger.unwrap_or_else(|| "manual".into());
@@ -1183,9 +1232,9 @@ impl Daemon {
                         let _ = reply.send(Ok(()));
                     }
                     None => {
-                        let _ = reply.send(Err(format!(
+                        let _ = reply.send(Err(Refused::not_found(format!(
                             "run {run_id} is not in progress in this daemon; `orchestrator runs` lists runs"
-                        )));
+                        ))));
                     }
                 }
             }
@@ -1231,23 +1280,25 @@ impl Daemon {
 
     /// `Err` (saying which) when `workflow` has a run in progress: requests from others
     /// never start a second one.
-    fn idle(&self, workflow: &str) -> Result<(), String> {
+    fn idle(&self, workflow: &str) -> Result<(), Refused> {
         match self.active.get(workflow) {
-            Some(a) => Err(format!(
+            Some(a) => Err(Refused::busy(format!(
                 "workflow `{workflow}` has run {} in progress; wait for it, or `orchestrator cancel {}`",
                 a.run_id, a.run_id
-            )),
+            ))),
             None => Ok(()),
         }
     }
 
     /// Resumes a finished run (see [`Command::Rerun`]).
-    fn rerun(&mut self, id: &str, from: Option<String>) -> Result<String, String> {
+    fn rerun(&mut self, id: &str, from: Option<String>) -> Result<String, Refused> {
         let run = self
             .store
             .run(id)
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no run `{id}`; list runs with `orchestrator runs`"))?;
+            .ok_or_else(|| {
+                Refused::not_found(format!("no run `{id}`; list runs with `orchestrator runs`"))
+            })?;
         self.idle(&run.workflow)?;
         let path = PathBuf::from(&run.workflow_path);
         let source = std::fs::read_to_string(&path)
@@ -1265,7 +1316,8 @@ impl Daemon {
             return Err(format!(
                 "run {id} belongs to workflow `{}`, but {} now defines workflow `{}`; start a new run",
                 run.workflow, run.workflow_path, wf.name
-            ));
+            )
+            .into());
         }
         // Refusals (`already succeeded`, unknown `--from`) come from the planner, now,
         // rather than from a task that has already been spawned.
@@ -1299,7 +1351,7 @@ impl Daemon {
         overrides: BTreeMap<String, String>,
         date: String,
         trigger: String,
-    ) -> Result<String, String> {
+    ) -> Result<String, Refused> {
         let source = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let run_id = runner::new_run_id();

@@ -641,3 +641,44 @@ fn the_local_api_checks_its_token_before_reading_a_body() {
     let (code, log) = d.terminate();
     assert_eq!(code, 0, "{log}");
 }
+
+#[test]
+fn a_daemons_refusals_answer_by_kind_busy_409_unknown_404_invalid_400() {
+    let sb = Sandbox::new();
+    workflow(
+        &sb,
+        "slow",
+        "name: slow\nschedule: \"cron(0 0 1 1 ? 2199)\"\ntasks:\n  a:\n    kind: shell\n    command: \"touch ../started; while [ ! -f ../go ]; do sleep 0.02; done\"\n",
+    );
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    let addr = ui_addr(&sb);
+    let post = |path: &str, body: &str| {
+        raw(
+            &addr,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: {addr}\r\nX-Orchestrator-CSRF: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    assert_eq!(post("/api/trigger", r#"{"workflow": "slow"}"#).0, 200);
+    sb.wait_for_file("started");
+    let (code, answer) = post("/api/trigger", r#"{"workflow": "slow"}"#);
+    assert_eq!(code, 409, "{answer}");
+    assert!(answer.contains("in progress"), "{answer}");
+    assert_eq!(post("/api/trigger", r#"{"workflow": "nope"}"#).0, 404);
+    assert_eq!(post("/api/runs/nope/cancel", "").0, 404);
+    assert_eq!(post("/api/runs/nope/rerun", "").0, 404);
+    assert_eq!(
+        post(
+            "/api/trigger",
+            r#"{"workflow": "slow", "date": "2026-02-30"}"#
+        )
+        .0,
+        400
+    );
+    sb.write("go", "");
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}

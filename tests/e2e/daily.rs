@@ -795,14 +795,18 @@ fn a_scheduled_workflow_run_by_hand_takes_the_date_of_its_most_recent_fire() {
     );
     let out = sb.run(&["run", "yearly.yaml"]);
     assert_eq!(out.code, 0, "{out:?}");
-    let jan1 = format!("{}-01-01", chrono::Utc::now().format("%Y"));
+    let now = chrono::Utc::now();
+    let jan1 = format!("{}-01-01", now.format("%Y"));
     let first = out.stdout.lines().next().unwrap_or_default();
-    assert!(
-        first.starts_with(&format!(
-            "logical date {jan1}: the schedule's most recent fire time"
-        )),
-        "{out:?}"
-    );
+    // On January 1st the most recent fire is today, the default anyway: nothing to say.
+    if now.format("%Y-%m-%d").to_string() != jan1 {
+        assert!(
+            first.starts_with(&format!(
+                "logical date {jan1}: the schedule's most recent fire time"
+            )),
+            "{out:?}"
+        );
+    }
     assert_eq!(sb.read("ran").trim(), jan1);
     // --date still wins.
     let out = sb.run(&["run", "yearly.yaml", "--date", "2026-03-04"]);

@@ -105,7 +105,7 @@ impl Drop for Daemon {
     }
 }
 
-fn workflow(sb: &Sandbox, name: &str, yaml: &str) {
+pub(crate) fn workflow(sb: &Sandbox, name: &str, yaml: &str) {
     std::fs::create_dir_all(sb.path("wf")).unwrap();
     sb.write(&format!("wf/{name}.yaml"), yaml);
 }

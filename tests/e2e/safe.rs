@@ -7,12 +7,7 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use serde_json::Value;
 
 use crate::common::{wait_until, Sandbox};
-use crate::daemon::Daemon;
-
-fn workflow(sb: &Sandbox, name: &str, yaml: &str) {
-    std::fs::create_dir_all(sb.path("wf")).unwrap();
-    sb.write(&format!("wf/{name}.yaml"), yaml);
-}
+use crate::daemon::{workflow, Daemon};
 
 /// Every byte under `dir` (db files, recovery points, logs).
 fn all_bytes(dir: &std::path::Path) -> Vec<u8> {

@@ -246,14 +246,12 @@ impl orchestrator_web::Source for StoreSource {
     async fn alerts(&self, limit: usize) -> Result<Value, Error> {
         let notifications = self.store.outbox_recent(limit).map_err(internal)?;
         let sent = self.store.sent_recent(limit).map_err(internal)?;
-        let ts = |t: chrono::DateTime<chrono::Utc>| {
-            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        };
+        let ts = |t| crate::report::ts(Some(t));
         Ok(json!({
             "notifications": notifications.iter().map(|n| json!({
                 "id": n.id, "run_id": n.run_id, "workflow": n.workflow, "event": n.event,
                 "channel": n.channel, "status": n.status.as_str(), "attempts": n.attempts,
-                "created_at": ts(n.created_at), "delivered_at": n.delivered_at.map(ts),
+                "created_at": ts(n.created_at), "delivered_at": crate::report::ts(n.delivered_at),
                 "last_error": n.last_error,
             })).collect::<Vec<_>>(),
             "sent": sent.iter().map(|s| json!({

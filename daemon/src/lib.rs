@@ -333,15 +333,10 @@ pub async fn run(
         // Runs this open found interrupted, and those another command found first
         // (`runs` typed after a crash): both wait for a resume.
         let mut pending = interrupted;
-        match d.store.runs_awaiting_resume() {
-            Ok(runs) => {
-                for r in runs {
-                    if !pending.contains(&r.id) {
-                        pending.push(r.id);
-                    }
-                }
+        for id in d.store.runs_awaiting_resume() {
+            if !pending.contains(&id) {
+                pending.push(id);
             }
-            Err(e) => tracing::warn!("daemon: cannot list interrupted runs: {e}"),
         }
         d.resume_interrupted(pending);
         d.files_at_start();

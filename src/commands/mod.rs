@@ -183,26 +183,12 @@ pub fn load_on(
     state_dir: &Path,
     backend: Option<wf::Backend>,
 ) -> Result<Workflow, Fail> {
-    let state_dir = std::path::absolute(state_dir)
-        .map_err(|e| Fail::input(format!("error: state dir {}: {e}", state_dir.display())))?;
-    let registry = orchestrator_tasks::registry();
-    let opts = LoadOptions {
+    load_with(file, state_dir, run_id, date, |opts| LoadOptions {
         overrides,
         backend,
-        ..crate::notify::options(
-            &registry,
-            inherited,
-            run_id,
-            date,
-            &state_dir,
-            channels_file(),
-        )
-    };
-    let workflow = wf::load_file(file, &opts)?;
-    if let Some(warnings) = workflow.warnings_text() {
-        errln!("{}", warnings.trim_end());
-    }
-    Ok(workflow)
+        inherited,
+        ..opts
+    })
 }
 
 /// Loads the current file of a recorded run to resume it: its params, date, backend and
@@ -212,22 +198,38 @@ pub fn load_for_rerun(run: &RunRecord, state_dir: &Path) -> Result<Workflow, Fai
         .backend
         .as_deref()
         .and_then(|b| wf::Backend::parse(b).ok());
+    let file = Path::new(&run.workflow_path);
+    load_with(file, state_dir, &run.id, &run.logical_date, |opts| {
+        LoadOptions {
+            backend,
+            inherited: run.params.clone(),
+            trigger_files: run.trigger_files.clone(),
+            ..opts
+        }
+    })
+}
+
+/// The binary's one way to load a workflow file: today's options with `adjust`'s changes,
+/// warnings printed.
+fn load_with(
+    file: &Path,
+    state_dir: &Path,
+    run_id: &str,
+    date: &str,
+    adjust: impl for<'r> FnOnce(LoadOptions<'r>) -> LoadOptions<'r>,
+) -> Result<Workflow, Fail> {
     let state_dir = std::path::absolute(state_dir)
         .map_err(|e| Fail::input(format!("error: state dir {}: {e}", state_dir.display())))?;
     let registry = orchestrator_tasks::registry();
-    let opts = LoadOptions {
-        backend,
-        trigger_files: run.trigger_files.clone(),
-        ..crate::notify::options(
-            &registry,
-            run.params.clone(),
-            &run.id,
-            &run.logical_date,
-            &state_dir,
-            channels_file(),
-        )
-    };
-    let workflow = wf::load_file(Path::new(&run.workflow_path), &opts)?;
+    let opts = adjust(crate::notify::options(
+        &registry,
+        BTreeMap::new(),
+        run_id,
+        date,
+        &state_dir,
+        channels_file(),
+    ));
+    let workflow = wf::load_file(file, &opts)?;
     if let Some(warnings) = workflow.warnings_text() {
         errln!("{}", warnings.trim_end());
     }

@@ -170,6 +170,9 @@ pub struct Store {
     failure: Mutex<Option<String>>,
     /// Commits made through this handle (see [`Store::commit_count`]).
     commits: std::sync::atomic::AtomicU64,
+    /// Runs awaiting a resume, found by the scan `open` makes anyway (see
+    /// [`Store::runs_awaiting_resume`]).
+    awaiting: Mutex<Vec<String>>,
     /// sled's blob files already made durable, and the blob directory's modification
     /// time when last looked at (see [`Store::sync_blobs`]).
     blobs: Mutex<(Option<std::time::SystemTime>, HashSet<std::ffi::OsString>)>,
@@ -534,6 +537,7 @@ impl Store {
             torn: AtomicBool::new(false),
             failure: Mutex::new(None),
             commits: std::sync::atomic::AtomicU64::new(0),
+            awaiting: Mutex::new(Vec::new()),
             blobs: Mutex::new((None, HashSet::new())),
         })
     }
@@ -603,7 +607,11 @@ impl Store {
         let now = Utc::now();
         let mut recovered = Vec::new();
         let mut writes = Vec::new();
+        let mut awaiting: Vec<(DateTime<Utc>, String)> = Vec::new();
         for run in self.all_runs()? {
+            if run.status == RunStatus::Interrupted && run.resume_pending {
+                awaiting.push((run.started_at, run.id.clone()));
+            }
             if run.status != RunStatus::Running {
                 continue;
             }
@@ -632,6 +640,7 @@ impl Store {
             run.status = RunStatus::Interrupted;
             run.ended_at = Some(now);
             run.resume_pending = true;
+            awaiting.push((run.started_at, run.id.clone()));
             recovered.push(run.id.clone());
             writes.push(Write::Run(run));
         }
@@ -646,6 +655,9 @@ impl Store {
         if !writes.is_empty() {
             self.commit(&writes)?;
         }
+        awaiting.sort();
+        *self.awaiting.lock().unwrap_or_else(PoisonError::into_inner) =
+            awaiting.into_iter().map(|(_, id)| id).collect();
         Ok(recovered)
     }
 
@@ -825,15 +837,13 @@ impl Store {
         Ok((out, false))
     }
 
-    /// Runs a crash left `interrupted` that nothing has resumed yet, oldest first.
-    pub fn runs_awaiting_resume(&self) -> Result<Vec<RunRecord>> {
-        let mut runs: Vec<RunRecord> = self
-            .all_runs()?
-            .into_iter()
-            .filter(|r| r.status == RunStatus::Interrupted && r.resume_pending)
-            .collect();
-        runs.sort_by_key(|r| r.started_at);
-        Ok(runs)
+    /// Runs a crash left `interrupted` that nothing had resumed when this store was
+    /// opened (those this open marked, and those an earlier process marked), oldest first.
+    pub fn runs_awaiting_resume(&self) -> Vec<String> {
+        self.awaiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn all_runs(&self) -> Result<Vec<RunRecord>> {

@@ -10,6 +10,7 @@ pub mod backfill;
 pub mod catalog;
 pub mod dag;
 pub mod diag;
+pub mod error;
 pub mod executor;
 pub mod notify;
 pub mod orphans;

@@ -1,314 +1,80 @@
-//! `backfill` and `backfills`: one run per logical date of a range, and the list of them.
+//! `backfill` and `backfills`.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use orchestrator_engine::backfill::{Calendar, Reprocess};
-use orchestrator_engine::state::{BackfillRecord, BackfillStatus, Store};
-use serde_json::json;
+use orchestrator_service::{ops, Context, Error};
 
-use super::{load, open_reader_or_api, open_store_or_daemon, Fail, Reader, Writer};
-use crate::backfill::{self as bf, DateView, Executor, Request};
-use crate::out::{errln, out, outln};
+use super::parse;
 
-/// What the command line asked for.
-pub struct Args {
-    pub file: Option<PathBuf>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub calendar: Option<String>,
-    pub reprocess: String,
-    pub max_active_runs: u32,
-    pub backwards: bool,
-    pub dry_run: bool,
-    pub resume: Option<String>,
-    pub params: Vec<(String, String)>,
-    /// `-q`: the header and the summary, not a line per date.
-    pub quiet: bool,
+/// Run a workflow once per logical date of a range (both ends included), recorded as one
+/// backfill. Dates come from the workflow's schedule (every day if it has none). Exit 0
+/// if every run succeeded, 1 if not.
+#[derive(clap::Args)]
+pub struct Backfill {
+    /// The workflow YAML file (not with --resume).
+    file: Option<PathBuf>,
+    /// The first logical date, YYYY-MM-DD.
+    #[arg(long, value_parser = parse::date)]
+    from: Option<String>,
+    /// The last logical date, YYYY-MM-DD (included).
+    #[arg(long, value_parser = parse::date)]
+    to: Option<String>,
+    /// `schedule` (the workflow's fire dates; the default) or `daily` (every day).
+    #[arg(long, value_name = "schedule|daily")]
+    calendar: Option<String>,
+    /// Dates that already have runs: `none` leaves them alone, `failed` resumes the
+    /// failed ones, `all` starts a new run for every date.
+    #[arg(long, default_value = "none", value_name = "none|failed|all")]
+    reprocess: String,
+    /// Runs at once (within the workflow's `max_active_runs:`, default 1).
+    #[arg(long, default_value_t = 1)]
+    max_active_runs: u32,
+    /// Newest date first.
+    #[arg(long)]
+    backwards: bool,
+    /// Print the dates and what would happen to each; run and record nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Continue an interrupted or cancelled backfill.
+    #[arg(long, value_name = "ID")]
+    resume: Option<String>,
+    /// Override a declared param in every run (repeatable): --param symbol=NVDA
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse::param)]
+    params: Vec<(String, String)>,
+    /// Print the header and the summary, not a line per date.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
-fn request(args: &Args) -> Result<Option<Request>, Fail> {
-    if args.resume.is_some() {
-        if args.file.is_some() || args.from.is_some() || args.to.is_some() {
-            return Err(Fail::input(
-                "error: --resume ID continues a recorded backfill with its own file and range; leave out FILE, --from and --to",
-            ));
-        }
-        return Ok(None);
-    }
-    let (Some(file), Some(from), Some(to)) = (&args.file, &args.from, &args.to) else {
-        return Err(Fail::input(
-            "error: give the workflow file and the range: `orchestrator backfill FILE --from 2026-01-05 --to 2026-01-30` (or `--resume ID`)",
-        ));
-    };
-    let calendar = args.calendar.clone().unwrap_or_else(|| "schedule".into());
-    Calendar::parse(&calendar).map_err(|e| Fail::input(format!("error: --calendar {e}")))?;
-    Reprocess::parse(&args.reprocess)
-        .map_err(|e| Fail::input(format!("error: --reprocess {e}")))?;
-    let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
-    Ok(Some(Request {
-        file,
-        from: from.clone(),
-        to: to.clone(),
-        calendar,
-        reprocess: args.reprocess.clone(),
-        max_active_runs: args.max_active_runs,
-        backwards: args.backwards,
-        params: args.params.iter().cloned().collect(),
-    }))
-}
-
-/// The dry run's text: each date with what would happen to it.
-pub fn plan_text(b: &BackfillRecord, parallel: usize) -> String {
-    let mut s = format!(
-        "{} (dry run: nothing is run or recorded)\n",
-        bf::header(b, parallel)
-    );
-    for d in &b.dates {
-        let what = match (&d.skipped, &d.run_id) {
-            (Some(why), _) => format!("skip: {why}"),
-            (None, Some(id)) => format!("resume run {id}"),
-            (None, None) => "new run".into(),
+impl Backfill {
+    pub async fn exec(self, ctx: &Context) -> Result<u8, Error> {
+        let args = ops::backfill::Args {
+            file: self.file,
+            from: self.from,
+            to: self.to,
+            calendar: self.calendar,
+            reprocess: self.reprocess,
+            max_active_runs: self.max_active_runs,
+            backwards: self.backwards,
+            dry_run: self.dry_run,
+            resume: self.resume,
+            params: self.params,
+            quiet: self.quiet,
         };
-        s.push_str(&format!("{}  {what}\n", d.date));
-    }
-    s
-}
-
-/// Plans (or reopens) a backfill in the process that owns the store.
-pub fn prepare(
-    store: &Store,
-    state_dir: &Path,
-    req: Option<&Request>,
-    resume: Option<&str>,
-) -> Result<BackfillRecord, Fail> {
-    match (req, resume) {
-        (Some(req), _) => bf::plan(store, state_dir, req),
-        (None, Some(id)) => bf::reopen(store, id),
-        (None, None) => Err(Fail::input("error: nothing to backfill")),
+        ops::backfill::backfill(ctx, args).await
     }
 }
 
-/// The workflow's `max_active_runs:`, and a check that it can run here.
-pub fn workflow_limit(b: &BackfillRecord, state_dir: &Path) -> Result<usize, Fail> {
-    let wf = load(
-        Path::new(&b.workflow_path),
-        b.params.clone(),
-        Default::default(),
-        "backfill-plan",
-        &b.from,
-        state_dir,
-    )?;
-    super::execute::claim_warehouse(&wf, state_dir)
-        .map_err(|e| Fail::input(format!("error: {e}")))?;
-    Ok(wf.max_active_runs)
+/// List backfills, newest first, with how many of their dates succeeded, failed, ...
+#[derive(clap::Args)]
+pub struct Backfills {
+    /// Print JSON (a list of {id, workflow, from, to, status, dates, ...}).
+    #[arg(long)]
+    json: bool,
 }
 
-pub async fn backfill(dir: &Path, args: Args) -> Result<u8, Fail> {
-    let req = request(&args)?;
-    let store = match open_store_or_daemon(dir)? {
-        Writer::Local(store) => store,
-        Writer::Daemon(api) => return in_daemon(&api, req, &args).await,
-    };
-    let b = prepare(&store, dir, req.as_ref(), args.resume.as_deref())?;
-    let (parallel, note) = bf::parallelism(&b, workflow_limit(&b, dir)?, false);
-    if let Some(note) = note {
-        errln!("{note}");
+impl Backfills {
+    pub async fn exec(self, ctx: &Context) -> Result<u8, Error> {
+        ops::backfill::backfills(ctx, self.json).await
     }
-    if args.dry_run {
-        out!("{}", plan_text(&b, parallel));
-        return Ok(0);
-    }
-    let _api = super::execute::serve_readers(&store, dir).await;
-    outln!("{}", bf::header(&b, parallel));
-    for v in bf::view(&store, &b)?
-        .iter()
-        .filter(|v| v.status == "skipped" && !args.quiet)
-    {
-        outln!("{}", bf::date_line(v));
-    }
-    let exec = Executor::Local {
-        store: store.clone(),
-        state_dir: dir.to_path_buf(),
-    };
-    let cancel = super::execute::cancel_on_signal();
-    let quiet = args.quiet;
-    let print = |v: &DateView| {
-        if !quiet {
-            outln!("{}", bf::date_line(v));
-        }
-    };
-    let b = bf::drive(exec, b, parallel, cancel, &print).await?;
-    finish(&store, &b)
-}
-
-fn summary(b: &BackfillRecord, views: &[DateView]) -> String {
-    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
-    for v in views {
-        *counts.entry(v.status.as_str()).or_default() += 1;
-    }
-    let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    let mut s = format!("backfill {} {}: {}", b.id, b.status, counts.join(", "));
-    if matches!(
-        b.status,
-        BackfillStatus::Cancelled | BackfillStatus::Interrupted
-    ) {
-        s.push_str(&format!(
-            "\ncontinue it with `orchestrator backfill --resume {}`",
-            b.id
-        ));
-    }
-    if b.status == BackfillStatus::Failed {
-        s.push_str("\nafter fixing the cause: `orchestrator rerun RUN_ID` for each failed run, or `orchestrator backfill FILE --from .. --to .. --reprocess failed`");
-    }
-    s
-}
-
-fn finish(store: &Arc<Store>, b: &BackfillRecord) -> Result<u8, Fail> {
-    let views = bf::view(store, b)?;
-    outln!("\n{}", summary(b, &views));
-    Ok(if b.status == BackfillStatus::Succeeded {
-        0
-    } else {
-        1
-    })
-}
-
-/// The backfill runs in the daemon that owns the state dir; this follows it.
-async fn in_daemon(
-    api: &crate::api::Client,
-    req: Option<Request>,
-    args: &Args,
-) -> Result<u8, Fail> {
-    let answer = api
-        .post(
-            "/api/backfills",
-            json!({"request": req, "resume": args.resume, "dry_run": args.dry_run}),
-        )
-        .await?;
-    let answer: serde_json::Value = serde_json::from_str(&answer)
-        .map_err(|e| Fail::failed(format!("error: the daemon's answer: {e}")))?;
-    if let Some(text) = answer["plan"].as_str() {
-        out!("{text}");
-        return Ok(0);
-    }
-    for line in ["note", "header"] {
-        if let Some(text) = answer[line].as_str() {
-            outln!("{text}");
-        }
-    }
-    let id = answer["backfill_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let mut printed = std::collections::BTreeSet::new();
-    // The daemon answers with the id before its backfill task has recorded the backfill.
-    let recorded_by = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let text = match api.get(&format!("/api/backfills/{id}"), &[], true).await {
-            Ok(text) => text,
-            Err(e)
-                if e.kind == super::FailKind::NotFound
-                    && std::time::Instant::now() < recorded_by =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let doc: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Fail::failed(format!("error: the daemon's answer: {e}")))?;
-        let views: Vec<DateView> = doc["dates"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| serde_json::from_value(v.clone()).ok())
-            .collect();
-        for v in &views {
-            let done = !matches!(v.status.as_str(), "pending" | "running");
-            if done && printed.insert(v.date.clone()) && !args.quiet {
-                outln!("{}", bf::date_line(v));
-            }
-        }
-        let status = doc["backfill"]["status"].as_str().unwrap_or("running");
-        if status != "running" {
-            let b: BackfillRecord = serde_json::from_value(doc["backfill"].clone())
-                .map_err(|e| Fail::failed(format!("error: the daemon's answer: {e}")))?;
-            outln!("\n{}", summary(&b, &views));
-            return Ok(if b.status == BackfillStatus::Succeeded {
-                0
-            } else {
-                1
-            });
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
-
-/// `backfills`: every backfill, newest first.
-pub fn backfills_output(store: &Store, json: bool) -> Result<String, Fail> {
-    let mut list = store.backfills()?;
-    // Newest first by when each was created: ids share a second's prefix, and their
-    // random suffix would order two of the same second by chance.
-    list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-    if json {
-        let rows: Vec<serde_json::Value> = list
-            .iter()
-            .map(|b| {
-                let views = bf::view(store, b).unwrap_or_default();
-                json!({
-                    "id": b.id, "workflow": b.workflow, "from": b.from, "to": b.to,
-                    "status": bf::effective_status(b, &views), "dates": views,
-                    "created_at": crate::report::ts(Some(b.created_at)),
-                    "ended_at": crate::report::ts(b.ended_at), "reprocess": b.reprocess,
-                })
-            })
-            .collect();
-        return Ok(serde_json::to_string_pretty(&rows).unwrap_or_default() + "\n");
-    }
-    if list.is_empty() {
-        return Ok(
-            "no backfills yet; start one with `orchestrator backfill FILE --from DATE --to DATE`\n"
-                .into(),
-        );
-    }
-    let mut s = format!(
-        "{:<28} {:<16} {:<23} {:<12} {}\n",
-        "ID", "WORKFLOW", "RANGE", "STATUS", "DATES"
-    );
-    for b in &list {
-        let views = bf::view(store, b)?;
-        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
-        for v in &views {
-            *counts.entry(v.status.as_str()).or_default() += 1;
-        }
-        let counts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
-        s.push_str(&format!(
-            "{:<28} {:<16} {:<23} {:<12} {}\n",
-            b.id,
-            b.workflow,
-            format!("{}..{}", b.from, b.to),
-            bf::effective_status(b, &views).as_str(),
-            counts.join(", ")
-        ));
-    }
-    Ok(s)
-}
-
-/// One backfill with each date's state, as JSON (the API's answer).
-pub fn backfill_json(store: &Store, id: &str) -> Result<String, Fail> {
-    let Some(b) = store.backfill(id)? else {
-        return Err(Fail::not_found(format!("error: no backfill `{id}`")));
-    };
-    let views = bf::view(store, &b)?;
-    Ok(json!({"backfill": b, "dates": views}).to_string())
-}
-
-pub async fn backfills(dir: &Path, json: bool) -> Result<u8, Fail> {
-    let text = match open_reader_or_api(dir)? {
-        Reader::Local(store) => backfills_output(&store, json)?,
-        Reader::Api(api) => api.get("/api/backfills", &[], json).await?,
-    };
-    out!("{text}");
-    Ok(0)
 }

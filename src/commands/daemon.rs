@@ -1,157 +1,122 @@
-//! `daemon`: the long-running process that starts scheduled workflows. The scheduling
-//! itself lives in the `orchestrator-daemon` crate; this wires it to the CLI: the task
-//! registry and environment for loading workflows, warehouse claims, signals.
+//! `daemon` and `ui`, and `trigger` and `cancel`, which ask a running daemon.
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
 
-use orchestrator_daemon::{Config, Loader, Prepare, RunParams};
-use orchestrator_engine::state::{interrupted_note, Store};
-use orchestrator_engine::workflow::{self as wf, LoadOptions};
-use orchestrator_engine::CancellationToken;
+use orchestrator_service::serve::UiArgs;
+use orchestrator_service::{ops, Context, Error};
 
-use super::{owner, Fail};
-use crate::out::errln;
+use super::parse;
 
-pub async fn daemon(
-    dir: &Path,
-    workflows: &Path,
-    grace: Duration,
-    max_runs: usize,
-    ui: crate::ui::UiArgs,
-    schedule: bool,
-) -> Result<u8, Fail> {
-    // Before anything starts: a UI others could reach without --auth is refused.
-    let auth = crate::ui::prepare(&ui)?;
-    let workflows = std::path::absolute(workflows).unwrap_or_else(|_| workflows.to_path_buf());
-    if !workflows.is_dir() {
-        return Err(Fail::input(format!(
-            "error: --workflows {} is not a directory; point it at the directory of workflow files",
-            workflows.display()
-        )));
+/// How runs go: shared by `daemon` and `ui`.
+#[derive(clap::Args)]
+pub struct Runs {
+    /// The directory of workflow files (`*.yaml`, `*.yml`).
+    #[arg(long, default_value = "workflows")]
+    workflows: PathBuf,
+    /// On SIGTERM, how long running tasks may finish before they are cancelled.
+    #[arg(long, default_value = "60s", value_parser = parse::duration)]
+    grace: std::time::Duration,
+    /// Runs at once, over all workflows.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    max_runs: u64,
+}
+
+/// The web UI's listener: shared by `daemon` and `ui`.
+#[derive(clap::Args)]
+pub struct Listen {
+    /// Where the web UI listens. An address others can reach needs --auth.
+    #[arg(long, env = "ORCHESTRATOR_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Who may use the web UI: a YAML file of tokens and users, each a `viewer` or an
+    /// `operator` (see README).
+    #[arg(long, value_name = "FILE")]
+    auth: Option<PathBuf>,
+    /// The directory of dashboard files (`*.yaml`); default `dashboards` beside the
+    /// workflows directory.
+    #[arg(long, value_name = "DIR")]
+    dashboards: Option<PathBuf>,
+}
+
+/// Run as a daemon: start every workflow in the workflows directory that has a
+/// `schedule:` on time, catch up after downtime, apply `concurrency:`, pick up edited
+/// files, resume interrupted runs. Stops on SIGTERM/SIGINT.
+#[derive(clap::Args)]
+pub struct Daemon {
+    #[command(flatten)]
+    runs: Runs,
+    #[command(flatten)]
+    listen: Listen,
+    /// Do not serve the web UI.
+    #[arg(long)]
+    no_ui: bool,
+}
+
+impl Daemon {
+    pub async fn exec(self, ctx: &Context) -> Result<u8, Error> {
+        let ui = UiArgs {
+            listen: (!self.no_ui).then_some(self.listen.listen),
+            auth: self.listen.auth,
+            dashboards: self.listen.dashboards,
+        };
+        serve(ctx, self.runs, ui, true).await
     }
-    let state_dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let (store, interrupted) = Store::open(dir, &owner())?;
-    for id in &interrupted {
-        errln!("{}", interrupted_note(id));
+}
+
+/// Serve the web UI when no daemon runs: history, catalog and dashboards, and runs
+/// started from the UI (trigger, rerun, cancel) in this process. Schedules and file
+/// triggers do not fire. Stops on SIGTERM/SIGINT.
+#[derive(clap::Args)]
+pub struct Ui {
+    #[command(flatten)]
+    runs: Runs,
+    #[command(flatten)]
+    listen: Listen,
+}
+
+impl Ui {
+    pub async fn exec(self, ctx: &Context) -> Result<u8, Error> {
+        let ui = UiArgs {
+            listen: Some(self.listen.listen),
+            auth: self.listen.auth,
+            dashboards: self.listen.dashboards,
+        };
+        serve(ctx, self.runs, ui, false).await
     }
-    crate::notify::queue_interrupted(&store, dir, &interrupted);
-    let registry = Arc::new(orchestrator_tasks::registry());
-    let default_warehouse = state_dir.join("warehouse");
-    let loader: Loader = Arc::new(move |path: &Path, source: String, p: &RunParams| {
-        let opts = LoadOptions {
-            registry: &registry,
-            overrides: p.overrides.clone(),
-            inherited: p.inherited.clone(),
-            run_id: p.run_id.clone(),
-            date: p.date.clone(),
-            scheduled_at: p.scheduled_at.clone(),
-            trigger_files: p.trigger_files.clone(),
-            env: std::env::vars().collect(),
-            default_warehouse: default_warehouse.clone(),
-            backend: None,
-            channels_file: super::channels_file(),
-        };
-        wf::load_str(path, source, &opts)
-    });
-    let claim_dir = state_dir.clone();
-    let prepare: Prepare = Arc::new(move |w| super::execute::claim_warehouse(w, &claim_dir));
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let hurry = CancellationToken::new();
-    let hurry_on_signal = hurry.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            tracing::warn!("warning: cannot install signal handlers; stop the daemon with SIGKILL");
-            return;
-        };
-        let name = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        };
-        errln!("{name} received: the daemon stops starting runs and shuts down (send it again to cancel running tasks now)");
-        stop.cancel();
-        let name = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        };
-        errln!("{name} received again: running tasks are cancelled now");
-        hurry_on_signal.cancel();
-    });
-    let config = Config {
-        workflows_dir: workflows,
-        grace,
-        max_runs,
-        schedule,
-        hurry,
-    };
-    let store = Arc::new(store);
-    // Other processes read through this while the daemon holds the store.
-    // It serves until the daemon has stopped, grace period included.
-    let api_stop = CancellationToken::new();
-    let (commands, command_rx) = orchestrator_daemon::commands();
-    let ui_url = match ui.listen {
-        Some(addr) => {
-            let source =
-                crate::ui::StoreSource::new(store.clone(), &state_dir, Some(commands.clone()));
-            let dashboards = ui
-                .dashboards
-                .clone()
-                .or_else(|| Some(config.workflows_dir.parent()?.join("dashboards")));
-            let url = crate::ui::serve(source, addr, auth, dashboards, api_stop.clone()).await?;
-            errln!("web UI on {url}");
-            Some(url)
-        }
-        None => None,
-    };
-    let _api = crate::api::serve(
-        store.clone(),
-        &state_dir,
-        Some(commands),
-        ui_url,
-        api_stop.clone(),
-    )
-    .await
-    .map_err(|e| Fail::failed(format!("error: {e}")))?;
-    // Notifications: delivered within a second of being queued, retried with backoff.
-    let deliverer_stop = CancellationToken::new();
-    let deliverer = {
-        let (store, stop) = (store.clone(), deliverer_stop.clone());
-        let resolver = crate::notify::Resolver::new(store.clone(), &state_dir);
-        tokio::spawn(async move {
-            let resolve = |r: &orchestrator_engine::state::OutboxRecord| resolver.resolve(r);
-            let all = |_: &orchestrator_engine::state::OutboxRecord| true;
-            orchestrator_notify::run_deliverer(
-                &store,
-                &resolve,
-                &all,
-                Duration::from_secs(1),
-                stop,
-            )
-            .await;
-        })
-    };
-    let result = orchestrator_daemon::run(
-        config,
-        store,
-        loader,
-        prepare,
-        interrupted,
-        command_rx,
-        shutdown,
-    )
-    .await;
-    api_stop.cancel();
-    deliverer_stop.cancel();
-    let _ = deliverer.await;
-    result.map_err(|e| match e {
-        orchestrator_daemon::Stopped::Setup(_) => Fail::input(format!("error: {e}")),
-        orchestrator_daemon::Stopped::Store(_) => Fail::failed(format!("error: {e}")),
-    })?;
-    Ok(0)
+}
+
+async fn serve(ctx: &Context, runs: Runs, ui: UiArgs, schedule: bool) -> Result<u8, Error> {
+    let max_runs = usize::try_from(runs.max_runs).unwrap_or(usize::MAX);
+    ops::daemon::daemon(ctx, &runs.workflows, runs.grace, max_runs, ui, schedule).await
+}
+
+/// Ask the running daemon to start a run of one of its workflows now.
+#[derive(clap::Args)]
+pub struct Trigger {
+    /// The workflow's name.
+    workflow: String,
+    /// Override a declared param (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse::param)]
+    params: Vec<(String, String)>,
+    /// The logical date, YYYY-MM-DD; default the day in the schedule's zone.
+    #[arg(long, value_parser = parse::date)]
+    date: Option<String>,
+}
+
+impl Trigger {
+    pub async fn exec(self, ctx: &Context) -> Result<u8, Error> {
+        ops::execute::trigger(ctx, &self.workflow, self.params, self.date).await
+    }
+}
+
+/// Ask the running daemon to cancel a run in progress.
+#[derive(clap::Args)]
+pub struct Cancel {
+    /// The id of a run in progress in the daemon.
+    run_id: String,
+}
+
+impl Cancel {
+    pub async fn exec(self, ctx: &Context) -> Result<u8, Error> {
+        ops::execute::cancel(ctx, &self.run_id).await
+    }
 }

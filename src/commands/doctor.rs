@@ -1,48 +1,29 @@
-//! `doctor`: checks that a backend can be used, with cheap read-only calls.
+//! `doctor`.
 
-use std::path::Path;
+use std::path::PathBuf;
 
-use orchestrator_engine::workflow::{AwsBlock, Backend};
+use orchestrator_engine::workflow::Backend;
+use orchestrator_service::{ops, Context, Error};
 
-use super::{load_on, today, Fail};
-use crate::out::outln;
+use super::parse;
 
-pub async fn doctor(
-    dir: &Path,
-    file: Option<&Path>,
+/// Check that a backend can be used: for `aws`, cheap read-only calls (STS
+/// GetCallerIdentity, Glue GetDatabase, Athena GetWorkGroup) that say exactly what is
+/// missing or forbidden. Exit 0 if all is well, 1 if not.
+#[derive(clap::Args)]
+pub struct Doctor {
+    /// A workflow whose `aws:` block to check.
+    file: Option<PathBuf>,
+    /// The backend to check: `local` or `aws` (default: the file's `backend:`).
+    #[arg(long, value_parser = parse::backend)]
     backend: Option<Backend>,
+    /// Override a declared param of the file (repeatable), as `run` would.
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse::param)]
     params: Vec<(String, String)>,
-) -> Result<u8, Fail> {
-    // The workflow's `aws:` block, when a file is given (checked as `validate` would).
-    let (backend, block) = match file {
-        Some(f) => {
-            let wf = load_on(
-                f,
-                params.into_iter().collect(),
-                Default::default(),
-                "doctor",
-                &today(),
-                dir,
-                backend,
-            )?;
-            (wf.backend, wf.aws.unwrap_or_default())
-        }
-        None => (backend.unwrap_or_default(), AwsBlock::default()),
-    };
-    if backend == Backend::Local {
-        outln!("ok: the local backend needs nothing installed; `orchestrator state check` checks the state store");
-        return Ok(0);
+}
+
+impl Doctor {
+    pub async fn exec(self, ctx: &Context) -> Result<u8, Error> {
+        ops::doctor::doctor(ctx, self.file.as_deref(), self.backend, self.params).await
     }
-    let aws = orchestrator_tasks::aws::connect(&block).await;
-    let mut problems = 0;
-    for line in aws.doctor().await {
-        match line {
-            Ok(l) => outln!("ok: {l}"),
-            Err(l) => {
-                problems += 1;
-                outln!("problem: {l}");
-            }
-        }
-    }
-    Ok(if problems == 0 { 0 } else { 1 })
 }

@@ -1,127 +1,71 @@
-//! `runs`, `show`, `query` and `tables`: commands that only read. They open the store
-//! read-only ([`super::open_reader_or_api`]), so they work on a read-only or full disk; when
-//! another process (the daemon) owns the state dir, they ask it through its local API
-//! ([`crate::api`]), which renders with these same functions.
+//! `runs`, `show`, `query` and `tables`.
 
-use std::collections::BTreeSet;
-use std::path::Path;
-use std::sync::Arc;
+use orchestrator_service::{ops, Context, Error};
 
-use orchestrator_engine::state::{StateError, Store};
+use super::parse;
 
-use super::{find_run, open_reader_or_api, Fail, Reader};
-use crate::out::out;
-use crate::report;
-
-/// What `runs` prints.
-pub fn runs_output(
-    store: &Store,
-    workflow: Option<&str>,
-    limit: usize,
+/// List runs, newest first.
+#[derive(clap::Args)]
+pub struct Runs {
+    /// Only runs of this workflow.
+    #[arg(long)]
+    workflow: Option<String>,
+    /// At most this many runs (1 or more).
+    #[arg(long, default_value_t = 20, value_parser = parse::limit)]
+    limit: u64,
+    /// Print JSON (a list of {id, workflow, status, logical_date, started_at, ended_at, trigger}).
+    #[arg(long)]
     json: bool,
-) -> Result<String, Fail> {
-    let runs = store.runs(workflow, limit)?;
-    if json {
-        return Ok(format!("{}\n", report::runs_json(&runs)));
+}
+
+impl Runs {
+    pub async fn exec(self, ctx: &Context) -> Result<u8, Error> {
+        ops::inspect::runs(ctx, self.workflow.as_deref(), self.limit, self.json).await
     }
-    Ok(match (runs.is_empty(), workflow) {
-        (true, Some(w)) if !store.runs(None, 1)?.is_empty() => {
-            let names: BTreeSet<String> = store
-                .runs(None, usize::MAX)?
-                .into_iter()
-                .map(|r| r.workflow)
-                .collect();
-            format!(
-                "no runs of workflow `{w}`; workflows with runs: {}\n",
-                names.into_iter().collect::<Vec<_>>().join(", ")
-            )
-        }
-        _ => report::runs_table(&runs),
-    })
 }
 
-/// What `show` prints.
-pub fn show_output(store: &Store, run_id: &str, json: bool) -> Result<String, Fail> {
-    let run = find_run(store, run_id)?;
-    let details = report::RunDetails::load(store, run)?;
-    Ok(if json {
-        format!("{}\n", details.json())
-    } else {
-        details.text()
-    })
+/// Show one run: every task's status, attempts, duration, error and output tail.
+#[derive(clap::Args)]
+pub struct Show {
+    /// The run's id, as `runs` lists it.
+    run_id: String,
+    /// Print JSON (see README for the format).
+    #[arg(long)]
+    json: bool,
 }
 
-/// What `tables` prints.
-pub fn tables_output(store: &Store, json: bool) -> Result<String, StateError> {
-    let tables = store.tables()?;
-    Ok(if json {
-        format!("{}\n", serde_json::to_string(&tables).unwrap_or_default())
-    } else {
-        report::tables_table(&tables)
-    })
+impl Show {
+    pub async fn exec(self, ctx: &Context) -> Result<u8, Error> {
+        ops::inspect::show(ctx, &self.run_id, self.json).await
+    }
 }
 
-/// What `query` prints.
-/// A query's output as text or JSON. `isolated`: in a child process within
-/// `isolated::Limits` (a daemon answering another process), not in this one.
-pub async fn query_output(
-    store: Arc<Store>,
+/// Run read-only SQL against the catalog's tables (the local Athena console).
+#[derive(clap::Args)]
+pub struct Query {
+    /// One SELECT (or WITH, EXPLAIN, SHOW TABLES, SHOW COLUMNS, DESCRIBE) statement.
     sql: String,
+    /// Print a JSON array with one object per row, keyed by column name.
+    #[arg(long)]
     json: bool,
-    isolated: bool,
-) -> Result<String, Fail> {
-    use orchestrator_tasks::data::isolated;
-    let batches = if isolated {
-        isolated::query(store.as_ref(), sql, &isolated::Limits::from_env()).await
-    } else {
-        orchestrator_tasks::data::query(store, sql).await
-    }
-    .map_err(|e| Fail::input(format!("error: {e}")))?;
-    let text = if json {
-        report::batches_json(&batches)
-    } else {
-        report::batches_table(&batches)
-    };
-    text.map(|t| format!("{t}\n"))
-        .map_err(|e| Fail::failed(format!("error: {e}")))
 }
 
-fn print(text: String) -> Result<u8, Fail> {
-    out!("{text}");
-    Ok(0)
-}
-
-pub async fn runs(dir: &Path, workflow: Option<&str>, limit: u64, json: bool) -> Result<u8, Fail> {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    match open_reader_or_api(dir)? {
-        Reader::Local(store) => print(runs_output(&store, workflow, limit, json)?),
-        Reader::Api(api) => {
-            let mut q = vec![("limit", limit.to_string())];
-            if let Some(w) = workflow {
-                q.push(("workflow", w.to_string()));
-            }
-            print(api.get("/api/runs", &q, json).await?)
-        }
+impl Query {
+    pub async fn exec(self, ctx: &Context) -> Result<u8, Error> {
+        ops::inspect::query(ctx, self.sql, self.json).await
     }
 }
 
-pub async fn show(dir: &Path, run_id: &str, json: bool) -> Result<u8, Fail> {
-    match open_reader_or_api(dir)? {
-        Reader::Local(store) => print(show_output(&store, run_id, json)?),
-        Reader::Api(api) => print(api.get(&format!("/api/runs/{run_id}"), &[], json).await?),
-    }
+/// List the catalog's tables.
+#[derive(clap::Args)]
+pub struct Tables {
+    /// Print JSON (a list of table records).
+    #[arg(long)]
+    json: bool,
 }
 
-pub async fn query(dir: &Path, sql: String, json: bool) -> Result<u8, Fail> {
-    match open_reader_or_api(dir)? {
-        Reader::Local(store) => print(query_output(store, sql, json, false).await?),
-        Reader::Api(api) => print(api.query(&sql, json).await?),
-    }
-}
-
-pub async fn tables(dir: &Path, json: bool) -> Result<u8, Fail> {
-    match open_reader_or_api(dir)? {
-        Reader::Local(store) => print(tables_output(&store, json)?),
-        Reader::Api(api) => print(api.get("/api/tables", &[], json).await?),
+impl Tables {
+    pub async fn exec(self, ctx: &Context) -> Result<u8, Error> {
+        ops::inspect::tables(ctx, self.json).await
     }
 }

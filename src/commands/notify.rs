@@ -1,72 +1,30 @@
 //! `notify test` and `notify deliver`.
 
-use std::path::Path;
+use std::path::PathBuf;
 
-use serde_json::json;
+use orchestrator_service::{ops, Context, Error};
 
-use super::{load, open_store_or_daemon, today, Fail, Writer};
-use crate::out::outln;
-
-/// Sends a test message to `channel` of the workflow in `file`, directly (not through
-/// the outbox: nothing is recorded).
-pub async fn test(dir: &Path, file: &Path, channel: &str) -> Result<u8, Fail> {
-    let date = today();
-    let wf = load(
-        file,
-        Default::default(),
-        Default::default(),
-        "notify-test",
-        &date,
-        dir,
-    )?;
-    let Some(ch) = wf.channels.get(channel) else {
-        let known: Vec<&str> = wf.channels.keys().map(String::as_str).collect();
-        return Err(Fail::input(format!(
-            "error: {} defines no channel `{channel}`; {}",
-            wf.path.display(),
-            if known.is_empty() {
-                "it has no `channels:`".to_string()
-            } else {
-                format!("its channels: {}", known.join(", "))
-            }
-        )));
-    };
-    let at = chrono::Utc::now();
-    let event = json!({
-        "version": 1,
-        "type": "test",
-        "event": "test",
-        "id": format!("test/{}/{channel}/{}", wf.name, at.timestamp_millis()),
-        "workflow": wf.name,
-        "at": at,
-        "message": format!("Test message from orchestrator: channel `{channel}` of workflow `{}` works.", wf.name),
-    });
-    match orchestrator_notify::deliver(ch, channel, &event).await {
-        Ok(()) => {
-            outln!("sent a test message to `{channel}`");
-            Ok(0)
-        }
-        Err(e) => Err(Fail::failed(format!("error: {e}"))),
-    }
+/// Send a test message to a channel, or deliver notifications still waiting.
+#[derive(clap::Subcommand)]
+pub enum Notify {
+    /// Send a test message to channel CHANNEL of workflow FILE, now. Exit 0 if it was
+    /// delivered, 1 if not (with the channel's answer).
+    Test {
+        /// The workflow file that defines the channel under `channels:`.
+        file: PathBuf,
+        /// The channel's name.
+        channel: String,
+    },
+    /// Deliver every notification that is due (after a crash, or once a channel is back);
+    /// the daemon does this by itself every second.
+    Deliver,
 }
 
-/// Delivers every notification that is due, now.
-pub async fn deliver(dir: &Path) -> Result<u8, Fail> {
-    let store = match open_store_or_daemon(dir)? {
-        Writer::Local(store) => store,
-        Writer::Daemon(_) => {
-            outln!("the daemon owns this state dir and delivers notifications itself");
-            return Ok(0);
+impl Notify {
+    pub async fn exec(self, ctx: &Context) -> Result<u8, Error> {
+        match self {
+            Notify::Test { file, channel } => ops::notify::test(ctx, &file, &channel).await,
+            Notify::Deliver => ops::notify::deliver(ctx).await,
         }
-    };
-    let before = store.outbox_pending()?.len();
-    // Now, whatever the backoff said: the user asks because the channel is back.
-    let resolver = crate::notify::Resolver::new(store.clone(), dir);
-    crate::notify::deliver_some(&store, &resolver, &|_| true, true).await;
-    let after = store.outbox_pending()?.len();
-    outln!(
-        "{} delivered, {after} waiting",
-        before.saturating_sub(after)
-    );
-    Ok(if after == 0 { 0 } else { 1 })
+    }
 }

@@ -1,113 +1,79 @@
 //! `validate`, `graph` and `next`: commands that read a workflow file and nothing else.
 
-use std::path::Path;
+use std::path::PathBuf;
 
-use super::{load, load_on, today, Fail};
-use crate::out::{out, outln};
-use crate::{report, GraphFormat};
+use orchestrator_engine::workflow::Backend;
+use orchestrator_service::ops::workflow::GraphFormat;
+use orchestrator_service::{ops, Context, Error};
 
-pub fn validate(
-    dir: &Path,
-    file: &Path,
+use super::parse;
+
+/// Check a workflow file and report every problem found (exit 2 if any).
+#[derive(clap::Args)]
+pub struct Validate {
+    /// The workflow YAML file.
+    file: PathBuf,
+    /// Check it with a param overridden (repeatable), as `run --param` would.
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse::param)]
     params: Vec<(String, String)>,
-    backend: Option<orchestrator_engine::workflow::Backend>,
-) -> Result<u8, Fail> {
-    let wf = load_on(
-        file,
-        params.into_iter().collect(),
-        Default::default(),
-        "validate",
-        &today(),
-        dir,
-        backend,
-    )?;
-    outln!(
-        "{}: workflow `{}` is valid ({} tasks, {} backend)",
-        file.display(),
-        wf.name,
-        wf.tasks.len(),
-        wf.backend.as_str()
-    );
-    Ok(0)
+    /// Check it as it would run on this backend (`aws` checks the `aws:` block, without
+    /// calling AWS).
+    #[arg(long, value_parser = parse::backend)]
+    backend: Option<Backend>,
 }
 
-pub fn graph(dir: &Path, file: &Path, format: GraphFormat) -> Result<u8, Fail> {
-    let wf = load(
-        file,
-        Default::default(),
-        Default::default(),
-        "graph",
-        &today(),
-        dir,
-    )?;
-    out!(
-        "{}",
-        report::graph(&wf, matches!(format, GraphFormat::Mermaid))
-    );
-    Ok(0)
+impl Validate {
+    pub fn exec(self, ctx: &Context) -> Result<u8, Error> {
+        ops::workflow::validate(ctx, &self.file, self.params, self.backend)
+    }
 }
 
-pub fn next(
-    dir: &Path,
-    file: &Path,
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Dot,
+    Mermaid,
+}
+
+/// Print a workflow's task graph.
+#[derive(clap::Args)]
+pub struct Graph {
+    /// The workflow YAML file.
+    file: PathBuf,
+    /// `dot` (Graphviz) or `mermaid`.
+    #[arg(long, value_enum, default_value_t = Format::Dot)]
+    format: Format,
+}
+
+impl Graph {
+    pub fn exec(self, ctx: &Context) -> Result<u8, Error> {
+        let format = match self.format {
+            Format::Dot => GraphFormat::Dot,
+            Format::Mermaid => GraphFormat::Mermaid,
+        };
+        ops::workflow::graph(ctx, &self.file, format)
+    }
+}
+
+/// Print a workflow's next fire times (from its `schedule:`), in UTC and in its time
+/// zone, to check a schedule before deploying it.
+#[derive(clap::Args)]
+pub struct Next {
+    /// The workflow YAML file (it must have a `schedule:`).
+    file: PathBuf,
+    /// How many fire times.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
     count: u64,
+    /// Fire times after this instant (exclusive), RFC 3339, e.g. 2026-03-06T12:00:00Z;
+    /// default now. For `rate()` it is the schedule's start.
+    #[arg(long, value_parser = parse::instant)]
     after: Option<chrono::DateTime<chrono::Utc>>,
+    /// Print JSON: a list of {"utc": ..., "local": ...}.
+    #[arg(long)]
     json: bool,
-) -> Result<u8, Fail> {
-    let wf = load(
-        file,
-        Default::default(),
-        Default::default(),
-        "next",
-        &today(),
-        dir,
-    )?;
-    let Some(schedule) = &wf.schedule else {
-        return Err(Fail::input(format!(
-            "error: {} has no `schedule:`; add one, e.g. `schedule: \"cron(0 22 ? * MON-FRI *)\"`",
-            file.display()
-        )));
-    };
-    let after = after.unwrap_or_else(chrono::Utc::now);
-    let fires = schedule.upcoming(after, usize::try_from(count).unwrap_or(usize::MAX));
-    let rows: Vec<(String, String)> = fires
-        .iter()
-        .map(|t| {
-            (
-                t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                t.with_timezone(&schedule.tz)
-                    .format("%Y-%m-%dT%H:%M:%S%:z")
-                    .to_string(),
-            )
-        })
-        .collect();
-    if json {
-        let list: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(u, l)| serde_json::json!({"utc": u, "local": l}))
-            .collect();
-        outln!("{}", serde_json::Value::Array(list));
-        return Ok(0);
+}
+
+impl Next {
+    pub fn exec(self, ctx: &Context) -> Result<u8, Error> {
+        ops::workflow::next(ctx, &self.file, self.count, self.after, self.json)
     }
-    outln!(
-        "{}: {} in {}",
-        wf.name,
-        schedule
-            .exprs
-            .iter()
-            .map(|e| e.text.as_str())
-            .collect::<Vec<_>>()
-            .join(" + "),
-        schedule.tz.name()
-    );
-    if rows.is_empty() {
-        outln!(
-            "no fire times after {}",
-            after.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        );
-    }
-    for (u, l) in rows {
-        outln!("{u}  {l}");
-    }
-    Ok(0)
 }

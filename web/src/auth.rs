@@ -94,6 +94,26 @@ pub struct Refusal {
 const MIN_SECRET: usize = 12;
 
 impl Auth {
+    /// Only the state dir's API token (`{state-dir}/api.token`), as an operator: the local
+    /// API listener's auth.
+    pub fn token_only(name: &str, token: &str) -> Auth {
+        Auth {
+            file: AuthFile::default(),
+        }
+        .with_token(name, token, Role::Operator)
+    }
+
+    /// This auth, and also `token` (e.g. the state dir's API token, so the CLI can use
+    /// the UI's listener too).
+    pub fn with_token(mut self, name: &str, token: &str, role: Role) -> Auth {
+        self.file.tokens.push(TokenEntry {
+            name: name.to_string(),
+            role,
+            token: token.to_string(),
+        });
+        self
+    }
+
     pub fn load(path: &Path) -> Result<Auth, String> {
         let shown = path.display();
         let text = std::fs::read_to_string(path)

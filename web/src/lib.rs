@@ -16,6 +16,7 @@
 //! we never answer) unless they use a bearer token. Task output is masked when recorded;
 //! pages mask again with this process's secrets.
 
+pub mod api;
 pub mod auth;
 mod chart;
 mod dag;
@@ -32,33 +33,9 @@ use serde_json::Value;
 
 pub use auth::{Auth, Role};
 
-/// An answer that is not a success: an HTTP status and what to tell the user.
-#[derive(Debug, Clone)]
-pub struct Error {
-    pub status: u16,
-    pub message: String,
-}
-
-impl Error {
-    pub fn bad_request(message: impl Into<String>) -> Error {
-        Error {
-            status: 400,
-            message: message.into(),
-        }
-    }
-    pub fn not_found(message: impl Into<String>) -> Error {
-        Error {
-            status: 404,
-            message: message.into(),
-        }
-    }
-    pub fn internal(message: impl Into<String>) -> Error {
-        Error {
-            status: 500,
-            message: message.into(),
-        }
-    }
-}
+/// An answer that is not a success: the operations' one error type. Its kind gives the
+/// HTTP status ([`Error::http_status`]).
+pub use orchestrator_engine::error::{Error, Kind as ErrorKind};
 
 /// Which runs the runs page lists.
 #[derive(Debug, Clone, Default)]
@@ -95,21 +72,34 @@ pub trait Source: Send + Sync + 'static {
     async fn query_trusted(&self, sql: &str) -> Result<Value, Error> {
         self.query(sql).await
     }
-    /// Resumes a run (`rerun [--from]`): `{"run_id": ...}`.
-    async fn rerun(&self, id: &str, from: Option<&str>) -> Result<Value, Error>;
-    async fn cancel(&self, id: &str) -> Result<Value, Error>;
+    /// Resumes a run (`rerun [--from]`).
+    async fn rerun(&self, id: &str, from: Option<&str>) -> Result<api::Started, Error>;
+    async fn cancel(&self, id: &str) -> Result<api::Cancelled, Error>;
     /// A number that changes whenever any answer above may have (a commit, a line of
     /// task output); `None` if the source cannot tell. Live pages share one watcher of it.
     fn version(&self) -> Option<u64> {
         None
     }
-    /// Starts a run of a workflow the daemon knows: `{"run_id": ...}`.
+    /// Starts a run of a workflow the daemon knows.
     async fn trigger(
         &self,
         workflow: &str,
         params: BTreeMap<String, String>,
         date: Option<String>,
-    ) -> Result<Value, Error>;
+    ) -> Result<api::Started, Error>;
+    /// Runs a workflow file for another process (`orchestrator run FILE` beside a daemon).
+    async fn run_file(&self, request: api::RunRequest) -> Result<api::Started, Error>;
+    /// `backfills --json`.
+    async fn backfills(&self) -> Result<Value, Error>;
+    /// One backfill, with each date's state.
+    async fn backfill(&self, id: &str) -> Result<Value, Error>;
+    /// Plans a backfill and drives it in this process (or only plans it, `dry_run`).
+    async fn start_backfill(
+        &self,
+        request: api::BackfillRequest,
+    ) -> Result<api::BackfillStarted, Error>;
+    /// A command's output as it prints it (`?format=text`, `?format=command-json`).
+    async fn output(&self, output: api::Output) -> Result<String, Error>;
 }
 
 pub struct Options {

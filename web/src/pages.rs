@@ -10,7 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use minijinja::Environment;
 use orchestrator_engine::template::Redactor;
@@ -64,6 +64,7 @@ pub fn router(source: Arc<dyn Source>, options: Options) -> Router {
     templates.add_filter("when", when);
     templates.add_function("took", took);
     let version = watch_version(source.clone(), options.shutdown.clone());
+    let api = crate::api::router(source.clone());
     let ui = Arc::new(Ui {
         source,
         auth: options.auth,
@@ -84,23 +85,16 @@ pub fn router(source: Arc<dyn Source>, options: Options) -> Router {
         .route("/catalog/sql.csv", get(sql_csv))
         .route("/catalog/tables/{name}", get(table_page))
         .route("/alerts", get(alerts_page))
-        .route("/api/alerts", get(api_alerts))
         .route("/dashboards", get(dashboards_page))
         .route("/dashboards/{name}", get(dashboard_page))
         .route("/events/runs", get(runs_events))
         .route("/events/runs/{id}", get(run_events))
         .route("/static/app.js", get(app_js))
         .route("/static/style.css", get(style_css))
-        .route("/api/runs", get(api_runs))
-        .route("/api/runs/{id}", get(api_run))
-        .route("/api/runs/{id}/rerun", post(api_rerun))
-        .route("/api/runs/{id}/cancel", post(api_cancel))
-        .route("/api/trigger", post(api_trigger))
-        .route("/api/workflows", get(api_workflows))
-        .route("/api/tables", get(api_tables))
-        .route("/api/query", post(api_query))
-        .layer(axum::middleware::from_fn_with_state(ui.clone(), gate))
-        .with_state(ui)
+        .with_state(ui.clone())
+        // One auth layer in front of the pages and the API alike, before any body is read.
+        .merge(api)
+        .layer(axum::middleware::from_fn_with_state(ui, gate))
 }
 
 /// Authentication, roles and CSRF for every route (see [`auth::authorize`]).
@@ -224,79 +218,22 @@ impl Ui {
     }
 
     fn error_page(&self, e: Error) -> Response {
+        let status = e.http_status();
         let mut r = self.render(
             "error.html",
-            json!({"status": e.status, "message": e.message}),
+            json!({"status": status, "message": e.summary()}),
         );
-        *r.status_mut() =
-            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         r
     }
 }
 
 fn api_error(e: Error) -> Response {
-    (
-        StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        Json(json!({"error": e.message})),
-    )
-        .into_response()
-}
-
-/// A JSON request body whatever its `Content-Type` (curl's `-d` says form), an empty one
-/// read as `{}`; a body that is not the route's JSON is refused with `{"error": ...}` (422),
-/// never ignored.
-struct JsonBody<T>(T);
-
-impl<S, T> axum::extract::FromRequest<S> for JsonBody<T>
-where
-    S: Send + Sync,
-    T: serde::de::DeserializeOwned,
-{
-    type Rejection = Response;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| {
-                api_error(Error::bad_request(format!(
-                    "cannot read the request body: {e}"
-                )))
-            })?;
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
-        serde_json::from_slice(text).map(JsonBody).map_err(|e| {
-            api_error(Error {
-                status: 422,
-                message: format!("the request body is not the JSON this route takes: {e}"),
-            })
-        })
-    }
-}
-
-fn api(result: Result<Value, Error>) -> Response {
-    match result {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => api_error(e),
-    }
+    crate::api::error(&e)
 }
 
 fn filter_of(q: &HashMap<String, String>) -> RunFilter {
-    let nonempty = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
-    let page: usize = q
-        .get("page")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1)
-        .max(1);
-    RunFilter {
-        workflow: nonempty("workflow"),
-        status: nonempty("status"),
-        date: nonempty("date"),
-        offset: (page - 1) * PAGE,
-        limit: PAGE,
-    }
+    crate::api::filter_of(q, PAGE)
 }
 
 async fn runs_page(State(ui): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
@@ -639,10 +576,6 @@ async fn alerts_page(State(ui): State<Shared>) -> Response {
     }
 }
 
-async fn api_alerts(State(ui): State<Shared>) -> Response {
-    api(ui.source.alerts(200).await)
-}
-
 async fn dashboards_page(State(ui): State<Shared>) -> Response {
     let list = ui
         .dashboards_dir
@@ -899,71 +832,6 @@ async fn style_css() -> Response {
         include_str!("../assets/style.css"),
     )
         .into_response()
-}
-
-async fn api_runs(State(ui): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let mut filter = filter_of(&q);
-    if let Some(l) = q.get("limit").and_then(|l| l.parse().ok()) {
-        filter.limit = l;
-    }
-    api(ui.source.runs(&filter).await)
-}
-
-async fn api_run(State(ui): State<Shared>, UrlPath(id): UrlPath<String>) -> Response {
-    api(ui.source.run(&id).await)
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RerunBody {
-    #[serde(default)]
-    from: Option<String>,
-}
-
-async fn api_rerun(
-    State(ui): State<Shared>,
-    UrlPath(id): UrlPath<String>,
-    JsonBody(b): JsonBody<RerunBody>,
-) -> Response {
-    let from = b.from;
-    api(ui.source.rerun(&id, from.as_deref()).await)
-}
-
-async fn api_cancel(State(ui): State<Shared>, UrlPath(id): UrlPath<String>) -> Response {
-    api(ui.source.cancel(&id).await)
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TriggerBody {
-    workflow: String,
-    #[serde(default)]
-    params: BTreeMap<String, String>,
-    #[serde(default)]
-    date: Option<String>,
-}
-
-async fn api_trigger(State(ui): State<Shared>, JsonBody(b): JsonBody<TriggerBody>) -> Response {
-    let date = b.date.filter(|d| !d.is_empty());
-    api(ui.source.trigger(&b.workflow, b.params, date).await)
-}
-
-async fn api_workflows(State(ui): State<Shared>) -> Response {
-    api(ui.source.workflows().await)
-}
-
-async fn api_tables(State(ui): State<Shared>) -> Response {
-    api(ui.source.tables().await)
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QueryBody {
-    sql: String,
-}
-
-async fn api_query(State(ui): State<Shared>, JsonBody(b): JsonBody<QueryBody>) -> Response {
-    api(ui.source.query(&b.sql).await)
 }
 
 #[cfg(test)]

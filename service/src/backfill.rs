@@ -26,65 +26,56 @@ use orchestrator_engine::workflow::Workflow;
 use orchestrator_engine::CancellationToken;
 use serde::{Deserialize, Serialize};
 
-use crate::commands::{load, Fail};
+use crate::ops::load;
+use crate::{Context, Error};
 
-/// What `orchestrator backfill` asks for.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Request {
-    /// Absolute.
-    pub file: PathBuf,
-    pub from: String,
-    pub to: String,
-    pub calendar: String,
-    pub reprocess: String,
-    pub max_active_runs: u32,
-    pub backwards: bool,
-    #[serde(default)]
-    pub params: BTreeMap<String, String>,
-}
+/// What `orchestrator backfill` asks for (the API's request type).
+pub use orchestrator_web::api::BackfillSpec as Request;
 
 /// The trigger recorded with each run of backfill `id`.
 pub fn trigger(id: &str) -> String {
     format!("backfill {id}")
 }
 
-fn date(s: &str, flag: &str) -> Result<NaiveDate, Fail> {
-    crate::commands::parse_date(s)
+fn date(s: &str, flag: &str) -> Result<NaiveDate, Error> {
+    orchestrator_engine::runner::parse_logical_date(s)
         .ok()
         .and_then(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok())
         .ok_or_else(|| {
-            Fail::input(format!(
+            Error::invalid(format!(
                 "error: {flag} `{s}` is not a date written YYYY-MM-DD, like 2026-01-31"
             ))
         })
 }
 
 /// Loads the workflow as it would run on `date` (templates need a run id and a date).
-fn load_for(req: &Request, state_dir: &Path, run_id: &str, date: &str) -> Result<Workflow, Fail> {
+fn load_for(ctx: &Context, req: &Request, run_id: &str, date: &str) -> Result<Workflow, Error> {
     load(
+        ctx,
         &req.file,
         req.params.clone(),
         BTreeMap::new(),
         run_id,
         date,
-        state_dir,
     )
 }
 
 /// A new backfill: its dates, each with the action `reprocess` gives it.
-pub fn plan(store: &Store, state_dir: &Path, req: &Request) -> Result<BackfillRecord, Fail> {
+pub fn plan(ctx: &Context, store: &Store, req: &Request) -> Result<BackfillRecord, Error> {
     let from = date(&req.from, "--from")?;
     let to = date(&req.to, "--to")?;
     let calendar =
-        Calendar::parse(&req.calendar).map_err(|e| Fail::input(format!("error: {e}")))?;
+        Calendar::parse(&req.calendar).map_err(|e| Error::invalid(format!("error: {e}")))?;
     let reprocess =
-        Reprocess::parse(&req.reprocess).map_err(|e| Fail::input(format!("error: {e}")))?;
+        Reprocess::parse(&req.reprocess).map_err(|e| Error::invalid(format!("error: {e}")))?;
     if req.max_active_runs == 0 {
-        return Err(Fail::input("error: --max-active-runs must be at least 1"));
+        return Err(Error::invalid(
+            "error: --max-active-runs must be at least 1",
+        ));
     }
-    let wf = load_for(req, state_dir, "backfill-plan", &req.from)?;
+    let wf = load_for(ctx, req, "backfill-plan", &req.from)?;
     let mut dates = backfill::logical_dates(&wf, from, to, calendar)
-        .map_err(|e| Fail::input(format!("error: {e}")))?;
+        .map_err(|e| Error::invalid(format!("error: {e}")))?;
     if req.backwards {
         dates.reverse();
     }
@@ -147,9 +138,9 @@ pub fn request_of(bf: &BackfillRecord) -> Request {
 /// Prepares an interrupted, cancelled or failed backfill to be driven again: each date
 /// keeps the run it has (found by the record or by the run's trigger); runs that did not
 /// succeed are resumed in place, dates without one get a new run.
-pub fn reopen(store: &Store, id: &str) -> Result<BackfillRecord, Fail> {
+pub fn reopen(store: &Store, id: &str) -> Result<BackfillRecord, Error> {
     let Some(mut bf) = store.backfill(id)? else {
-        return Err(Fail::not_found(format!(
+        return Err(Error::not_found(format!(
             "error: no backfill `{id}` in state dir {}; `orchestrator backfills` lists them",
             store.dir().display()
         )));
@@ -157,13 +148,13 @@ pub fn reopen(store: &Store, id: &str) -> Result<BackfillRecord, Fail> {
     let status = effective_status(&bf, &view(store, &bf)?);
     match status {
         BackfillStatus::Running => {
-            return Err(Fail::input(format!(
+            return Err(Error::invalid(format!(
                 "error: backfill {id} is running (pid {}); wait for it to end",
                 bf.pid
             )))
         }
         BackfillStatus::Succeeded => {
-            return Err(Fail::input(format!(
+            return Err(Error::invalid(format!(
                 "error: backfill {id} has finished: every date succeeded or was skipped; start a new one to run dates again"
             )))
         }
@@ -202,10 +193,7 @@ pub fn effective_status(b: &BackfillRecord, views: &[DateView]) -> BackfillStatu
 /// How one date's run is executed.
 pub enum Executor {
     /// In this process, which holds the state dir.
-    Local {
-        store: Arc<Store>,
-        state_dir: PathBuf,
-    },
+    Local { store: Arc<Store>, ctx: Context },
     /// Handed to the daemon's event loop (this code runs inside the daemon's process).
     Daemon {
         store: Arc<Store>,
@@ -232,7 +220,7 @@ pub struct DateView {
 }
 
 /// Each date's state, from the record and the runs' records.
-pub fn view(store: &Store, bf: &BackfillRecord) -> Result<Vec<DateView>, Fail> {
+pub fn view(store: &Store, bf: &BackfillRecord) -> Result<Vec<DateView>, Error> {
     let mut out = Vec::with_capacity(bf.dates.len());
     for d in &bf.dates {
         let v = match (&d.run_id, &d.skipped) {
@@ -265,7 +253,7 @@ pub fn view(store: &Store, bf: &BackfillRecord) -> Result<Vec<DateView>, Fail> {
 }
 
 /// Why a run ended early (its short-circuit reason) or failed (the first failed task).
-fn run_note(store: &Store, run_id: &str) -> Result<Option<String>, Fail> {
+fn run_note(store: &Store, run_id: &str) -> Result<Option<String>, Error> {
     let tasks = store.tasks(run_id)?;
     for t in &tasks {
         if let Some(why) = t
@@ -358,7 +346,7 @@ pub async fn drive(
     parallel: usize,
     cancel: CancellationToken,
     on_done: &(dyn Fn(&DateView) + Sync),
-) -> Result<BackfillRecord, Fail> {
+) -> Result<BackfillRecord, Error> {
     let store = exec.store().clone();
     store.commit(&[Write::Backfill(bf.clone())])?;
     let exec = Arc::new(exec);
@@ -375,7 +363,7 @@ pub async fn drive(
                 })
         })
         .collect();
-    let mut running: tokio::task::JoinSet<(usize, Result<RunRecord, Fail>)> =
+    let mut running: tokio::task::JoinSet<(usize, Result<RunRecord, Error>)> =
         tokio::task::JoinSet::new();
     let mut error = None;
     loop {
@@ -442,7 +430,7 @@ pub async fn drive(
 }
 
 type RunHandle =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunRecord, Fail>> + Send>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunRecord, Error>> + Send>>;
 
 /// Starts (or resumes) the run of one date; returns its id once it is recorded, and a
 /// future that ends with the run.
@@ -454,23 +442,22 @@ async fn run_one(
     run_id: String,
     resume: bool,
     cancel: CancellationToken,
-) -> Result<(String, RunHandle), Fail> {
+) -> Result<(String, RunHandle), Error> {
     match &*exec {
-        Executor::Local { store, state_dir } => {
+        Executor::Local { store, ctx } => {
             let store = store.clone();
-            let state_dir = state_dir.clone();
             let wf = if resume {
-                let run = crate::commands::find_run(&store, &run_id)?;
+                let run = crate::ops::find_run(&store, &run_id)?;
                 load(
+                    ctx,
                     Path::new(&run.workflow_path),
                     BTreeMap::new(),
                     run.params.clone(),
                     &run.id,
                     &run.logical_date,
-                    &state_dir,
                 )?
             } else {
-                load_for(&req, &state_dir, &run_id, &date)?
+                load_for(ctx, &req, &run_id, &date)?
             };
             let id = run_id.clone();
             let handle = Box::pin(async move {
@@ -482,7 +469,7 @@ async fn run_one(
                     observer: &Quiet,
                 };
                 let run = if resume {
-                    let run = crate::commands::find_run(&store, &id)?;
+                    let run = crate::ops::find_run(&store, &id)?;
                     runner::resume(env, &wf, run, None).await?
                 } else {
                     runner::start_as(env, &wf, &id, &date, &label).await?
@@ -510,7 +497,7 @@ async fn run_one(
                     }
                 };
                 if commands.send(command).is_err() {
-                    return Err(Fail::failed("error: the daemon is stopping"));
+                    return Err(Error::failed("error: the daemon is stopping"));
                 }
                 match answer.await {
                     Ok(Ok(id)) => break id,
@@ -518,11 +505,11 @@ async fn run_one(
                     Ok(Err(why)) if why.kind == orchestrator_daemon::RefusedKind::Busy => {
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                            _ = cancel.cancelled() => return Err(Fail::failed("error: backfill cancelled")),
+                            _ = cancel.cancelled() => return Err(Error::failed("error: backfill cancelled")),
                         }
                     }
-                    Ok(Err(why)) => return Err(Fail::failed(format!("error: {why}"))),
-                    Err(_) => return Err(Fail::failed("error: the daemon is stopping")),
+                    Ok(Err(why)) => return Err(Error::failed(format!("error: {why}"))),
+                    Err(_) => return Err(Error::failed("error: the daemon is stopping")),
                 }
             };
             let store = store.clone();

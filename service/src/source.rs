@@ -1,54 +1,40 @@
-//! The web UI's data source: [`orchestrator_web::Source`] over this process's store and,
-//! in the daemon, its command channel. Answers in the CLI's `--json` shapes, rendered by
-//! the same functions (`report`, `commands::inspect`), so a page shows what `show` prints.
+//! The data source of the web UI and the HTTP API: [`orchestrator_web::Source`] over this
+//! process's store and, in the daemon, its command channel. Answers in the CLI's `--json`
+//! shapes, rendered by the same functions (`report`, `ops::inspect`), so a page and the
+//! API show what `show` prints.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use orchestrator_engine::state::{RunStatus, Store};
-use orchestrator_engine::CancellationToken;
-use orchestrator_web::{Error, RunFilter};
+use orchestrator_web::api::{self, BackfillStarted, Cancelled, Output, Started, Text};
+use orchestrator_web::RunFilter;
 use serde_json::{json, Value};
 
-use crate::commands::{find_run, Fail};
-use crate::report;
-
-/// `daemon --listen/--no-ui/--auth/--dashboards`.
-pub struct UiArgs {
-    /// `None` with `--no-ui`.
-    pub listen: Option<SocketAddr>,
-    pub auth: Option<PathBuf>,
-    pub dashboards: Option<PathBuf>,
-}
+use crate::ops::{find_run, from_refused, inspect};
+use crate::{report, Context, Error};
 
 pub struct StoreSource {
+    ctx: Context,
     store: Arc<Store>,
-    state_dir: PathBuf,
     commands: Option<orchestrator_daemon::Commands>,
     /// Task graphs by workflow definition (runs of one version share it); bounded.
     upstream: Mutex<HashMap<String, Value>>,
 }
 
-fn from_fail(f: Fail) -> Error {
-    let (status, message) = crate::api::fail_status(&f);
-    Error { status, message }
-}
-
-fn internal(e: impl std::fmt::Display) -> Error {
-    Error::internal(e.to_string())
+fn failed(e: impl std::fmt::Display) -> Error {
+    Error::failed(e.to_string())
 }
 
 impl StoreSource {
     pub fn new(
+        ctx: Context,
         store: Arc<Store>,
-        state_dir: &Path,
         commands: Option<orchestrator_daemon::Commands>,
     ) -> StoreSource {
         StoreSource {
+            ctx,
             store,
-            state_dir: state_dir.to_path_buf(),
             commands,
             upstream: Mutex::new(HashMap::new()),
         }
@@ -64,7 +50,7 @@ impl StoreSource {
         {
             return v;
         }
-        let graph = match crate::notify::load_run_workflow(run, &self.state_dir) {
+        let graph = match crate::notify::load_run_workflow(run, self.ctx.dir()) {
             Ok(wf) => {
                 let map: serde_json::Map<String, Value> = wf
                     .tasks
@@ -101,24 +87,12 @@ impl StoreSource {
             tokio::sync::oneshot::Sender<Result<T, orchestrator_daemon::Refused>>,
         ) -> orchestrator_daemon::Command,
     ) -> Result<T, Error> {
-        let Some(commands) = &self.commands else {
-            return Err(Error {
-                status: 501,
-                message: "no daemon owns this state dir, so nothing can start runs from here; start `orchestrator daemon`, or use the CLI".into(),
-            });
-        };
+        let commands = self.commands.as_ref().ok_or_else(no_daemon)?;
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let stopping = || Error {
-            status: 503,
-            message: "the daemon is stopping".into(),
-        };
         commands.send(command(reply)).map_err(|_| stopping())?;
         match answer.await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(why)) => Err(Error {
-                status: crate::api::refused_status(&why).as_u16(),
-                message: why.message,
-            }),
+            Ok(Err(why)) => Err(from_refused(why)),
             Err(_) => Err(stopping()),
         }
     }
@@ -140,7 +114,7 @@ impl orchestrator_web::Source for StoreSource {
                 STATUSES
                     .into_iter()
                     .find(|x| x.as_str() == s)
-                    .ok_or_else(|| Error::bad_request(format!("no run status `{s}`")))?,
+                    .ok_or_else(|| Error::invalid(format!("no run status `{s}`")))?,
             ),
             None => None,
         };
@@ -151,15 +125,15 @@ impl orchestrator_web::Source for StoreSource {
         let (runs, more) = self
             .store
             .runs_page(f.workflow.as_deref(), keep, f.offset, f.limit)
-            .map_err(internal)?;
-        let list: Value = serde_json::from_str(&report::runs_json(&runs)).map_err(internal)?;
+            .map_err(failed)?;
+        let list: Value = serde_json::from_str(&report::runs_json(&runs)).map_err(failed)?;
         Ok(json!({"runs": list, "more": more}))
     }
 
     async fn run(&self, id: &str) -> Result<Value, Error> {
-        let run = find_run(&self.store, id).map_err(from_fail)?;
+        let run = find_run(&self.store, id)?;
         let upstream = self.upstream_of(&run);
-        let details = report::RunDetails::load(&self.store, run).map_err(internal)?;
+        let details = report::RunDetails::load(&self.store, run).map_err(failed)?;
         let mut v = details.json();
         v["upstream"] = upstream;
         // A running attempt's output so far (kept in memory by this process's executor).
@@ -183,15 +157,11 @@ impl orchestrator_web::Source for StoreSource {
         let Some(commands) = &self.commands else {
             return Ok(json!({"daemon": false, "workflows": [], "invalid": []}));
         };
-        let stopping = |_| Error {
-            status: 503,
-            message: "the daemon is stopping".into(),
-        };
         let (reply, answer) = tokio::sync::oneshot::channel();
         commands
             .send(orchestrator_daemon::Command::Status { reply })
-            .map_err(|_| stopping(()))?;
-        let status = answer.await.map_err(|_| stopping(()))?;
+            .map_err(|_| stopping())?;
+        let status = answer.await.map_err(|_| stopping())?;
         let workflows: Vec<Value> = status
             .workflows
             .iter()
@@ -244,14 +214,14 @@ impl orchestrator_web::Source for StoreSource {
     }
 
     async fn alerts(&self, limit: usize) -> Result<Value, Error> {
-        let notifications = self.store.outbox_recent(limit).map_err(internal)?;
-        let sent = self.store.sent_recent(limit).map_err(internal)?;
-        let ts = |t| crate::report::ts(Some(t));
+        let notifications = self.store.outbox_recent(limit).map_err(failed)?;
+        let sent = self.store.sent_recent(limit).map_err(failed)?;
+        let ts = |t| report::ts(Some(t));
         Ok(json!({
             "notifications": notifications.iter().map(|n| json!({
                 "id": n.id, "run_id": n.run_id, "workflow": n.workflow, "event": n.event,
                 "channel": n.channel, "status": n.status.as_str(), "attempts": n.attempts,
-                "created_at": ts(n.created_at), "delivered_at": crate::report::ts(n.delivered_at),
+                "created_at": ts(n.created_at), "delivered_at": report::ts(n.delivered_at),
                 "last_error": n.last_error,
             })).collect::<Vec<_>>(),
             "sent": sent.iter().map(|s| json!({
@@ -261,8 +231,8 @@ impl orchestrator_web::Source for StoreSource {
     }
 
     async fn tables(&self) -> Result<Value, Error> {
-        let tables = self.store.tables().map_err(internal)?;
-        serde_json::to_value(tables).map_err(internal)
+        let tables = self.store.tables().map_err(failed)?;
+        serde_json::to_value(tables).map_err(failed)
     }
 
     fn version(&self) -> Option<u64> {
@@ -276,10 +246,10 @@ impl orchestrator_web::Source for StoreSource {
     async fn query_trusted(&self, sql: &str) -> Result<Value, Error> {
         let batches = orchestrator_tasks::data::query(self.store.clone(), sql.to_string())
             .await
-            .map_err(Error::bad_request)?;
+            .map_err(Error::invalid)?;
         orchestrator_tasks::data::rows_json(&batches)
             .map(Value::Array)
-            .map_err(internal)
+            .map_err(failed)
     }
 
     async fn query(&self, sql: &str) -> Result<Value, Error> {
@@ -291,13 +261,13 @@ impl orchestrator_web::Source for StoreSource {
             &isolated::Limits::from_env(),
         )
         .await
-        .map_err(Error::bad_request)?;
+        .map_err(Error::invalid)?;
         orchestrator_tasks::data::rows_json(&batches)
             .map(Value::Array)
-            .map_err(internal)
+            .map_err(failed)
     }
 
-    async fn rerun(&self, id: &str, from: Option<&str>) -> Result<Value, Error> {
+    async fn rerun(&self, id: &str, from: Option<&str>) -> Result<Started, Error> {
         let (run_id, from) = (id.to_string(), from.map(String::from));
         let id = self
             .ask(|reply| orchestrator_daemon::Command::Rerun {
@@ -306,14 +276,16 @@ impl orchestrator_web::Source for StoreSource {
                 reply,
             })
             .await?;
-        Ok(json!({"run_id": id}))
+        Ok(Started { run_id: id })
     }
 
-    async fn cancel(&self, id: &str) -> Result<Value, Error> {
+    async fn cancel(&self, id: &str) -> Result<Cancelled, Error> {
         let run_id = id.to_string();
         self.ask(|reply| orchestrator_daemon::Command::Cancel { run_id, reply })
             .await?;
-        Ok(json!({"cancelled": id}))
+        Ok(Cancelled {
+            cancelled: id.to_string(),
+        })
     }
 
     async fn trigger(
@@ -321,9 +293,9 @@ impl orchestrator_web::Source for StoreSource {
         workflow: &str,
         params: BTreeMap<String, String>,
         date: Option<String>,
-    ) -> Result<Value, Error> {
+    ) -> Result<Started, Error> {
         let workflow = workflow.to_string();
-        let id = self
+        let run_id = self
             .ask(|reply| orchestrator_daemon::Command::Trigger {
                 workflow,
                 params,
@@ -331,57 +303,61 @@ impl orchestrator_web::Source for StoreSource {
                 reply,
             })
             .await?;
-        Ok(json!({"run_id": id}))
+        Ok(Started { run_id })
     }
-}
 
-/// Checked before anything starts: the address and the `--auth` file.
-pub fn prepare(args: &UiArgs) -> Result<Option<orchestrator_web::Auth>, Fail> {
-    let auth = args
-        .auth
-        .as_deref()
-        .map(orchestrator_web::Auth::load)
-        .transpose()
-        .map_err(|e| Fail::input(format!("error: {e}")))?;
-    if let Some(addr) = args.listen {
-        orchestrator_web::check_listen(addr, auth.as_ref())
-            .map_err(|e| Fail::input(format!("error: {e}")))?;
+    async fn run_file(&self, request: api::RunRequest) -> Result<Started, Error> {
+        let run_id = self
+            .ask(|reply| orchestrator_daemon::Command::Run {
+                path: request.path,
+                params: request.params,
+                date: request.date,
+                trigger: None,
+                reply,
+            })
+            .await?;
+        Ok(Started { run_id })
     }
-    Ok(auth)
-}
 
-/// Serves the UI until `stop`; returns the URL it serves on.
-pub async fn serve(
-    source: StoreSource,
-    addr: SocketAddr,
-    auth: Option<orchestrator_web::Auth>,
-    dashboards: Option<PathBuf>,
-    stop: CancellationToken,
-) -> Result<String, Fail> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        Fail::input(format!(
-            "error: cannot serve the web UI on {addr}: {e}; pick another address with --listen, or --no-ui"
-        ))
-    })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Fail::failed(format!("error: web UI address: {e}")))?;
-    let app = orchestrator_web::router(
-        Arc::new(source),
-        orchestrator_web::Options {
-            auth,
-            dashboards_dir: dashboards,
-            shutdown: stop.clone(),
-            listen: bound,
-        },
-    );
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-        {
-            tracing::warn!("web UI stopped: {e}");
+    async fn backfills(&self) -> Result<Value, Error> {
+        let text = crate::ops::backfill::backfills_output(&self.store, true)?;
+        serde_json::from_str(&text).map_err(failed)
+    }
+
+    async fn backfill(&self, id: &str) -> Result<Value, Error> {
+        let text = crate::ops::backfill::backfill_json(&self.store, id)?;
+        serde_json::from_str(&text).map_err(failed)
+    }
+
+    async fn start_backfill(
+        &self,
+        request: api::BackfillRequest,
+    ) -> Result<BackfillStarted, Error> {
+        let commands = self.commands.clone().ok_or_else(no_daemon)?;
+        crate::ops::backfill::start_in_daemon(&self.ctx, self.store.clone(), commands, request)
+    }
+
+    async fn output(&self, output: Output) -> Result<String, Error> {
+        let json = output.json;
+        match output.what {
+            Text::Runs { workflow, limit } => {
+                inspect::runs_output(&self.store, workflow.as_deref(), limit, json)
+            }
+            Text::Run(id) => inspect::show_output(&self.store, &id, json),
+            Text::Tables => Ok(inspect::tables_output(&self.store, json)?),
+            // In a child process: the worst query cannot take this process down.
+            Text::Query(sql) => inspect::query_output(self.store.clone(), sql, json, true).await,
+            Text::Backfills => crate::ops::backfill::backfills_output(&self.store, json),
         }
-    });
-    Ok(format!("http://{bound}"))
+    }
+}
+
+fn no_daemon() -> Error {
+    Error::unsupported(
+        "no daemon owns this state dir, so nothing can start runs from here; start `orchestrator daemon`, or use the CLI",
+    )
+}
+
+fn stopping() -> Error {
+    Error::unavailable("the daemon is stopping")
 }

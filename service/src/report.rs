@@ -1,4 +1,4 @@
-//! What the CLI prints: transition lines, tables, `show` and the `--json` formats.
+//! What operations show: transition lines, tables, `show` and the `--json` formats.
 //! The JSON shapes are documented in README and are a stable interface.
 
 use std::time::Duration;
@@ -12,9 +12,12 @@ use orchestrator_engine::workflow::Workflow;
 use orchestrator_tasks::data::datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{json, Value};
 
-/// Prints one line per task transition to stdout.
+use crate::console::{outln, Console};
+
+/// Prints one line per task transition to the console.
 pub struct Printer {
     pub quiet: bool,
+    pub console: std::sync::Arc<dyn Console>,
 }
 
 impl Observer for Printer {
@@ -22,15 +25,17 @@ impl Observer for Printer {
         if self.quiet {
             return;
         }
+        let ctx = self;
         match event {
             Event::Started { task, attempt } => {
-                crate::out::outln!("{task}: started (attempt {attempt})")
+                outln!(ctx, "{task}: started (attempt {attempt})")
             }
             Event::Succeeded {
                 task,
                 attempt,
                 elapsed,
-            } => crate::out::outln!(
+            } => outln!(
+                ctx,
                 "{task}: succeeded in {} (attempt {attempt})",
                 fmt_duration(*elapsed)
             ),
@@ -40,14 +45,15 @@ impl Observer for Printer {
                 error,
                 retry_in,
             } => match retry_in {
-                Some(d) => crate::out::outln!(
+                Some(d) => outln!(
+                    ctx,
                     "{task}: failed (attempt {attempt}): {error}; retrying in {}",
                     fmt_duration(*d)
                 ),
-                None => crate::out::outln!("{task}: failed (attempt {attempt}): {error}"),
+                None => outln!(ctx, "{task}: failed (attempt {attempt}): {error}"),
             },
-            Event::Skipped { task, reason } => crate::out::outln!("{task}: skipped: {reason}"),
-            Event::Cancelled { task } => crate::out::outln!("{task}: cancelled"),
+            Event::Skipped { task, reason } => outln!(ctx, "{task}: skipped: {reason}"),
+            Event::Cancelled { task } => outln!(ctx, "{task}: cancelled"),
         }
     }
 }

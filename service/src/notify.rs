@@ -1,4 +1,4 @@
-//! The binary's side of notifications: resolving an outbox record's channel from its
+//! The service's side of notifications: resolving an outbox record's channel from its
 //! run's workflow, queueing `interrupted` events for runs found interrupted, and
 //! delivering (after a run, at start, and in the daemon). Delivery itself is
 //! `orchestrator_notify`.
@@ -12,7 +12,8 @@ use orchestrator_engine::notify as events;
 use orchestrator_engine::state::{OutboxRecord, RunRecord, Store, Write};
 use orchestrator_engine::workflow::{self as wf, Channel, LoadOptions, Workflow};
 
-use crate::out::errln;
+use crate::console::errln;
+use crate::Context;
 
 /// Loads run `run`'s workflow as it ran (its stored definition, params, date), with
 /// today's environment (channel URLs and secrets come from it, never from the store).
@@ -66,7 +67,7 @@ pub(crate) fn options<'r>(
 type Channels = Result<Arc<std::collections::BTreeMap<String, Channel>>, String>;
 
 /// Loads a workflow file as it is now, with its declared params.
-fn load_workflow_file(path: &Path, state_dir: &Path) -> Result<Workflow, String> {
+fn load_workflow_file(path: &Path, ctx: &Context) -> Result<Workflow, String> {
     let registry = orchestrator_tasks::registry();
     let today = Utc::now().format("%Y-%m-%d").to_string();
     let opts = options(
@@ -74,8 +75,8 @@ fn load_workflow_file(path: &Path, state_dir: &Path) -> Result<Workflow, String>
         Default::default(),
         "notify",
         &today,
-        state_dir,
-        crate::commands::channels_file(),
+        ctx.dir(),
+        ctx.channels.clone(),
     );
     wf::load_file(path, &opts).map_err(|e| {
         format!(
@@ -89,15 +90,20 @@ fn load_workflow_file(path: &Path, state_dir: &Path) -> Result<Workflow, String>
 /// Channels by run, loaded once per process.
 pub struct Resolver {
     store: Arc<Store>,
-    state_dir: PathBuf,
+    /// The state dir made absolute, the channels file, and where warnings go.
+    ctx: Context,
     cache: Mutex<HashMap<String, Channels>>,
 }
 
 impl Resolver {
-    pub fn new(store: Arc<Store>, state_dir: &Path) -> Resolver {
+    pub fn new(store: Arc<Store>, ctx: &Context) -> Resolver {
+        let mut ctx = ctx.clone();
+        if let Ok(abs) = std::path::absolute(&ctx.state_dir) {
+            ctx.state_dir = abs;
+        }
         Resolver {
             store,
-            state_dir: std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf()),
+            ctx,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -109,10 +115,10 @@ impl Resolver {
                 .entry(rec.run_id.clone())
                 .or_insert_with(|| {
                     match self.store.run(&rec.run_id).map_err(|e| e.to_string())? {
-                        Some(run) => load_run_workflow(&run, &self.state_dir),
+                        Some(run) => load_run_workflow(&run, self.ctx.dir()),
                         // About a day, not a run (a missed deadline): the file as it is.
                         None => match &rec.workflow_path {
-                            Some(path) => load_workflow_file(Path::new(path), &self.state_dir),
+                            Some(path) => load_workflow_file(Path::new(path), &self.ctx),
                             None => Err(format!("run {} is not in the store", rec.run_id)),
                         },
                     }
@@ -130,13 +136,13 @@ impl Resolver {
 }
 
 /// Queues the `interrupted` notifications of runs the store found interrupted.
-pub fn queue_interrupted(store: &Store, state_dir: &Path, ids: &[String]) {
+pub fn queue_interrupted(ctx: &Context, store: &Store, ids: &[String]) {
     for id in ids {
         let queued = (|| -> Result<usize, String> {
             let Some(run) = store.run(id).map_err(|e| e.to_string())? else {
                 return Ok(0);
             };
-            let workflow = load_run_workflow(&run, state_dir)?;
+            let workflow = load_run_workflow(&run, ctx.dir())?;
             let tasks = store.tasks(id).map_err(|e| e.to_string())?;
             let event = events::NotifyEvent::Interrupted;
             let payload = events::run_payload(event, &run, &tasks);
@@ -155,17 +161,20 @@ pub fn queue_interrupted(store: &Store, state_dir: &Path, ids: &[String]) {
             Ok(n)
         })();
         if let Err(e) = queued {
-            errln!("warning: no `interrupted` notification for run {id}: {e}");
+            errln!(
+                ctx,
+                "warning: no `interrupted` notification for run {id}: {e}"
+            );
         }
     }
 }
 
 /// Delivers what is due (every run's) and says what could not be.
-pub async fn deliver(store: &Arc<Store>, state_dir: &Path) {
+pub async fn deliver(ctx: &Context, store: &Arc<Store>) {
     let now = Utc::now();
     deliver_some(
         store,
-        &Resolver::new(store.clone(), state_dir),
+        &Resolver::new(store.clone(), ctx),
         &|r| orchestrator_notify::due(r, now),
         true,
     )
@@ -179,13 +188,13 @@ pub const RUN_DELIVERY_BUDGET: std::time::Duration = std::time::Duration::from_s
 /// webhook that answers 500 once still gets it now; one that never answers holds the
 /// command no longer), then says what could not be delivered; the outbox keeps it for
 /// the daemon, the next start or `notify deliver`.
-pub async fn deliver_run(store: &Arc<Store>, state_dir: &Path, run_id: &str) {
+pub async fn deliver_run(ctx: &Context, store: &Arc<Store>, run_id: &str) {
     // Lets a test kill the process after a run's end is recorded, before delivery.
     if let Some(hook) = orchestrator_tasks::data::PauseHook::from_env("notify") {
         hook.reached("before-deliver").await;
     }
     // One resolver for every try: the run's workflow is loaded once.
-    let resolver = Resolver::new(store.clone(), state_dir);
+    let resolver = Resolver::new(store.clone(), ctx);
     let deadline = tokio::time::Instant::now() + RUN_DELIVERY_BUDGET;
     for wait in [1, 1, 0] {
         let left_time = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -203,15 +212,15 @@ pub async fn deliver_run(store: &Arc<Store>, state_dir: &Path, run_id: &str) {
 /// notifications go out during the run, and stops it before returning. The run's own end
 /// is left to [`deliver_run`].
 pub async fn delivering_during<T>(
+    ctx: &Context,
     store: &Arc<Store>,
-    state_dir: &Path,
     run_id: &str,
     fut: impl std::future::Future<Output = T>,
 ) -> T {
     let stop = orchestrator_engine::CancellationToken::new();
     let deliverer = {
         let (store, stop, run_id) = (store.clone(), stop.clone(), run_id.to_string());
-        let resolver = Resolver::new(store.clone(), state_dir);
+        let resolver = Resolver::new(store.clone(), ctx);
         tokio::spawn(async move {
             let resolve = |r: &OutboxRecord| resolver.resolve(r);
             let during = |r: &OutboxRecord| {
@@ -253,12 +262,14 @@ async fn deliver_within(
     report: bool,
     budget: Option<std::time::Duration>,
 ) -> usize {
+    let ctx = &resolver.ctx;
     let resolve = |r: &OutboxRecord| resolver.resolve(r);
     match orchestrator_notify::deliver_due_within(store, &resolve, select, budget).await {
         Ok(outcome) => {
             let left = outcome.failed.len();
             for rec in outcome.failed.into_iter().filter(|_| report) {
                 errln!(
+                    ctx,
                     "warning: notification {} to `{}` not delivered (attempt {}): {}; {}",
                     rec.id,
                     rec.channel,
@@ -277,7 +288,7 @@ async fn deliver_within(
             left
         }
         Err(e) => {
-            errln!("warning: notifications not delivered: {e}");
+            errln!(ctx, "warning: notifications not delivered: {e}");
             1
         }
     }

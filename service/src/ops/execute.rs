@@ -9,21 +9,27 @@ use orchestrator_engine::template::Redactor;
 use orchestrator_engine::workflow::Workflow;
 use orchestrator_engine::CancellationToken;
 
-use super::{find_run, load_for_rerun, load_on, open_store_or_daemon, today, Fail, Writer};
-use crate::out::{errln, out, outln};
+use super::{find_run, load_for_rerun, load_on, open_store_or_daemon, today, Writer};
+use crate::console::{errln, out, outln};
 use crate::report;
+use orchestrator_web::api;
+
+use crate::client::Client;
+use crate::serve::Served;
+use crate::{Context, Error, Kind};
 
 /// Kinds that write into the workflow's warehouse.
 const WAREHOUSE_WRITERS: &[&str] = &["sql", "create_table_as", "publish"];
 
 pub async fn run(
-    dir: &Path,
+    ctx: &Context,
     file: &Path,
     params: Vec<(String, String)>,
     date: Option<String>,
     quiet: bool,
     backend: Option<orchestrator_engine::workflow::Backend>,
-) -> Result<u8, Fail> {
+) -> Result<u8, Error> {
+    let dir = ctx.dir();
     let given = date.is_some();
     let mut date = date.unwrap_or_else(today);
     let run_id = runner::new_run_id();
@@ -31,12 +37,12 @@ pub async fn run(
     // Validate before touching the state store: invalid input changes nothing.
     let load = |date: &str| {
         load_on(
+            ctx,
             file,
             overrides.clone(),
             Default::default(),
             &run_id,
             date,
-            dir,
             backend,
         )
     };
@@ -51,6 +57,7 @@ pub async fn run(
             .or_else(|| latest_fire_date(&wf));
         if let Some(d) = better.filter(|d| d.date != date) {
             outln!(
+                ctx,
                 "logical date {}: {}; pass --date to choose another",
                 d.date,
                 d.why
@@ -59,37 +66,41 @@ pub async fn run(
             wf = load(&date)?;
         }
     }
-    let store = match open_store_or_daemon(dir)? {
+    let store = match open_store_or_daemon(ctx)? {
         Writer::Local(store) => store,
         // A daemon owns the state dir: it runs the file, and we follow the run.
         Writer::Daemon(_) if backend.is_some() => {
-            return Err(Fail::input(
+            return Err(Error::invalid(
                 "error: a daemon owns this state dir and runs files as they are: set `backend:` in the file instead of --backend, or stop the daemon",
             ))
         }
-        Writer::Daemon(api) => return run_in_daemon(&api, file, overrides, &date, quiet).await,
+        Writer::Daemon(api) => return run_in_daemon(ctx, &api, file, overrides, &date, quiet).await,
     };
-    let _api = serve_readers(&store, dir).await;
-    claim_warehouse(&wf, dir).map_err(|e| Fail::input(format!("error: {e}")))?;
+    let _api = serve_readers(ctx, &store).await;
+    claim_warehouse(&wf, dir).map_err(|e| Error::invalid(format!("error: {e}")))?;
     // Notifications an earlier process left undelivered (it crashed, or a channel was down).
-    crate::notify::deliver(&store, dir).await;
+    crate::notify::deliver(ctx, &store).await;
     outln!(
+        ctx,
         "run {run_id} started: workflow {}, logical date {date}, {} tasks, state {}",
         wf.name,
         wf.tasks.len(),
         dir.display()
     );
-    let printer = report::Printer { quiet };
-    let env = run_env(&store, &printer);
+    let printer = report::Printer {
+        quiet,
+        console: ctx.console.clone(),
+    };
+    let env = run_env(ctx, &store, &printer);
     let run = crate::notify::delivering_during(
+        ctx,
         &store,
-        dir,
         &run_id,
         runner::start(env, &wf, &run_id, &date),
     )
     .await?;
-    crate::notify::deliver_run(&store, dir, &run.id).await;
-    finish(&store, &run)
+    crate::notify::deliver_run(ctx, &store, &run.id).await;
+    finish(ctx, &store, &run)
 }
 
 /// For a scheduled workflow, the logical date of its most recent fire time (as Airflow
@@ -112,34 +123,43 @@ fn latest_fire_date(wf: &Workflow) -> Option<orchestrator_engine::task::DefaultD
     })
 }
 
-pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) -> Result<u8, Fail> {
-    let store = match open_store_or_daemon(dir)? {
+pub async fn rerun(
+    ctx: &Context,
+    run_id: &str,
+    from: Option<&str>,
+    quiet: bool,
+) -> Result<u8, Error> {
+    let dir = ctx.dir();
+    let store = match open_store_or_daemon(ctx)? {
         Writer::Local(store) => store,
         // A daemon owns the state dir: it resumes the run, and we follow it.
-        Writer::Daemon(api) => {
+        Writer::Daemon(client) => {
             // The run's record says `failed` until the daemon's executor records the
             // resumed execution: follow from the next execution on.
-            let before = api.get(&format!("/api/runs/{run_id}"), &[], true).await?;
+            let before = client
+                .get(&format!("/api/runs/{run_id}"), &[], true)
+                .await?;
             let reruns = serde_json::from_str::<serde_json::Value>(&before)
                 .ok()
                 .and_then(|v| v["reruns"].as_u64())
                 .unwrap_or(0);
-            api.post(
-                &format!("/api/runs/{run_id}/rerun"),
-                serde_json::json!({ "from": from }),
-            )
-            .await?;
-            outln!("run {run_id} resumed in the daemon");
-            return follow(&api, run_id, quiet, reruns + 1).await;
+            let request = api::RerunRequest {
+                from: from.map(String::from),
+            };
+            let _: api::Started = client
+                .post(&format!("/api/runs/{run_id}/rerun"), &request)
+                .await?;
+            outln!(ctx, "run {run_id} resumed in the daemon");
+            return follow(ctx, &client, run_id, quiet, reruns + 1).await;
         }
     };
-    let _api = serve_readers(&store, dir).await;
+    let _api = serve_readers(ctx, &store).await;
     let run = find_run(&store, run_id)?;
-    super::use_recorded_channels(&run);
+    let ctx = &ctx.for_run(&run);
     // Where the run ran and what triggered it, whatever the file says now.
-    let wf = load_for_rerun(&run, dir)?;
+    let wf = load_for_rerun(ctx, &run)?;
     if wf.name != run.workflow {
-        return Err(Fail::input(format!(
+        return Err(Error::invalid(format!(
             "error: run {} belongs to workflow `{}`, but {} now defines workflow `{}`; start a new run with `orchestrator run`",
             run.id, run.workflow, run.workflow_path, wf.name
         )));
@@ -151,23 +171,27 @@ pub async fn rerun(dir: &Path, run_id: &str, from: Option<&str>, quiet: bool) ->
         .map(|t| (t.task_id.clone(), t))
         .collect();
     runner::plan_rerun(&wf, &run, &previous, from)?;
-    claim_warehouse(&wf, dir).map_err(|e| Fail::input(format!("error: {e}")))?;
+    claim_warehouse(&wf, dir).map_err(|e| Error::invalid(format!("error: {e}")))?;
     outln!(
+        ctx,
         "run {} resumed: workflow {}, logical date {}, file {}",
         run.id,
         run.workflow,
         run.logical_date,
         run.workflow_path
     );
-    let printer = report::Printer { quiet };
-    let env = run_env(&store, &printer);
-    crate::notify::deliver(&store, dir).await;
+    let printer = report::Printer {
+        quiet,
+        console: ctx.console.clone(),
+    };
+    let env = run_env(ctx, &store, &printer);
+    crate::notify::deliver(ctx, &store).await;
     let id = run.id.clone();
     let run =
-        crate::notify::delivering_during(&store, dir, &id, runner::resume(env, &wf, run, from))
+        crate::notify::delivering_during(ctx, &store, &id, runner::resume(env, &wf, run, from))
             .await?;
-    crate::notify::deliver_run(&store, dir, &run.id).await;
-    finish(&store, &run)
+    crate::notify::deliver_run(ctx, &store, &run.id).await;
+    finish(ctx, &store, &run)
 }
 
 /// How long a task of `show --json` took, from its `started_at` and `ended_at`.
@@ -184,25 +208,26 @@ fn took(task: &serde_json::Value) -> Option<std::time::Duration> {
 /// run through the API (polling `show`, as a client of a remote run does), prints each
 /// transition as a foreground run would, and exits with the run's status.
 async fn run_in_daemon(
-    api: &crate::api::Client,
+    ctx: &Context,
+    client: &Client,
     file: &Path,
     params: std::collections::BTreeMap<String, String>,
     date: &str,
     quiet: bool,
-) -> Result<u8, Fail> {
+) -> Result<u8, Error> {
     let path = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
-    let answer = api
-        .post(
-            "/api/run",
-            serde_json::json!({"path": path, "params": params, "date": date}),
-        )
-        .await?;
-    let run_id = run_id_of(&answer);
+    let request = api::RunRequest {
+        path: path.clone(),
+        params,
+        date: date.to_string(),
+    };
+    let api::Started { run_id } = client.post("/api/run", &request).await?;
     outln!(
+        ctx,
         "run {run_id} started in the daemon: file {}, logical date {date}",
         path.display()
     );
-    follow(api, &run_id, quiet, 0).await
+    follow(ctx, client, &run_id, quiet, 0).await
 }
 
 /// Follows a run in the daemon through the API until it ends: prints each task
@@ -210,11 +235,12 @@ async fn run_in_daemon(
 /// Prints a run's transitions as the daemon records them, then its details; `reruns`: the
 /// execution to follow (a resumed run's record shows the previous one until it starts).
 async fn follow(
-    api: &crate::api::Client,
+    ctx: &Context,
+    api: &Client,
     run_id: &str,
     quiet: bool,
     reruns: u64,
-) -> Result<u8, Fail> {
+) -> Result<u8, Error> {
     let mut seen: std::collections::BTreeMap<String, (String, u64)> = Default::default();
     // The daemon answers with the run id as it hands the run to its executor, which
     // records it a moment later: until then the run is not found.
@@ -222,7 +248,7 @@ async fn follow(
     loop {
         let answer = match api.get(&format!("/api/runs/{run_id}"), &[], true).await {
             Err(f)
-                if f.kind == super::FailKind::NotFound
+                if f.kind == Kind::NotFound
                     && since.elapsed() < std::time::Duration::from_secs(10) =>
             {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -231,7 +257,7 @@ async fn follow(
             other => other?,
         };
         let show: serde_json::Value = serde_json::from_str(&answer)
-            .map_err(|e| Fail::failed(format!("error: the daemon's answer: {e}")))?;
+            .map_err(|e| Error::failed(format!("error: the daemon's answer: {e}")))?;
         if show["reruns"].as_u64().unwrap_or(0) < reruns
             && since.elapsed() < std::time::Duration::from_secs(10)
         {
@@ -265,7 +291,7 @@ async fn follow(
                     },
                     other => format!("{id}: {other} (attempt {attempts})"),
                 };
-                outln!("{line}");
+                outln!(ctx, "{line}");
             }
             seen.insert(id, (status, attempts));
         }
@@ -278,7 +304,7 @@ async fn follow(
                     .get(&format!("/api/runs/{run_id}"), &[], false)
                     .await
                     .unwrap_or_default();
-                out!("\n{text}");
+                out!(ctx, "\n{text}");
                 return Ok(if status == "succeeded" { 0 } else { 1 });
             }
         }
@@ -287,9 +313,16 @@ async fn follow(
 
 /// While a foreground run owns the state dir, other processes' `runs`, `show`, `query` and
 /// `tables` go through its local API. Failing to serve it only costs them that.
-pub(crate) async fn serve_readers(store: &Arc<Store>, dir: &Path) -> Option<crate::api::Served> {
+pub(crate) async fn serve_readers(ctx: &Context, store: &Arc<Store>) -> Option<Served> {
     // The server stops with the runtime when the command ends; the files go with `Served`.
-    match crate::api::serve(store.clone(), dir, None, None, CancellationToken::new()).await {
+    let served = match crate::serve::new_token() {
+        Ok(token) => {
+            let stop = CancellationToken::new();
+            crate::serve::serve_api(ctx, store.clone(), &token, None, None, stop).await
+        }
+        Err(e) => Err(e),
+    };
+    match served {
         Ok(served) => Some(served),
         Err(e) => {
             tracing::warn!(
@@ -300,48 +333,47 @@ pub(crate) async fn serve_readers(store: &Arc<Store>, dir: &Path) -> Option<crat
     }
 }
 
-/// The `run_id` of the daemon's answer to `run`, `trigger` or `rerun`.
-fn run_id_of(answer: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(answer)
-        .ok()
-        .and_then(|v| v.get("run_id").and_then(|r| r.as_str()).map(String::from))
-        .unwrap_or_default()
-}
-
 /// `trigger`: asks the daemon that owns the state dir to start a run of a workflow now.
 pub async fn trigger(
-    dir: &Path,
+    ctx: &Context,
     workflow: &str,
     params: Vec<(String, String)>,
     date: Option<String>,
-) -> Result<u8, Fail> {
-    let api = daemon_api(dir)?;
+) -> Result<u8, Error> {
+    let client = daemon_api(ctx)?;
     let params: std::collections::BTreeMap<String, String> = params.into_iter().collect();
-    let answer = api
-        .post(
-            "/api/trigger",
-            serde_json::json!({"workflow": workflow, "params": params, "date": date}),
-        )
-        .await?;
-    let run_id = run_id_of(&answer);
-    outln!(
+    let request = api::TriggerRequest {
+        workflow: workflow.to_string(),
+        params,
+        date,
+    };
+    let api::Started { run_id } = client.post("/api/trigger", &request).await?;
+    outln!(ctx,
         "run {run_id} started by the daemon: workflow {workflow}; follow it with `orchestrator show {run_id}`"
     );
     Ok(0)
 }
 
 /// `cancel`: asks the daemon to cancel a run in progress.
-pub async fn cancel(dir: &Path, run_id: &str) -> Result<u8, Fail> {
-    let api = daemon_api(dir)?;
-    api.post(&format!("/api/runs/{run_id}/cancel"), serde_json::json!({}))
+pub async fn cancel(ctx: &Context, run_id: &str) -> Result<u8, Error> {
+    let client = daemon_api(ctx)?;
+    let _: api::Cancelled = client
+        .post(
+            &format!("/api/runs/{run_id}/cancel"),
+            &serde_json::json!({}),
+        )
         .await?;
-    outln!("run {run_id}: cancellation requested; its running tasks are being stopped");
+    outln!(
+        ctx,
+        "run {run_id}: cancellation requested; its running tasks are being stopped"
+    );
     Ok(0)
 }
 
-fn daemon_api(dir: &Path) -> Result<crate::api::Client, Fail> {
-    crate::api::Client::discover(dir).filter(|api| api.daemon).ok_or_else(|| {
-        Fail::input(format!(
+fn daemon_api(ctx: &Context) -> Result<crate::client::Client, Error> {
+    let dir = ctx.dir();
+    crate::client::Client::discover(dir).filter(|api| api.daemon).ok_or_else(|| {
+        Error::invalid(format!(
             "error: no daemon serves state dir {}; start one with `orchestrator daemon`, or run a file in the foreground with `orchestrator run FILE` (Ctrl-C cancels it)",
             dir.display()
         ))
@@ -350,11 +382,15 @@ fn daemon_api(dir: &Path) -> Result<crate::api::Client, Fail> {
 
 /// What a run executes with: this store as state and catalog, Ctrl-C/SIGTERM cancelling,
 /// secrets masked, transitions printed.
-fn run_env<'a>(store: &'a Arc<Store>, printer: &'a report::Printer) -> runner::Env<'a> {
+fn run_env<'a>(
+    ctx: &Context,
+    store: &'a Arc<Store>,
+    printer: &'a report::Printer,
+) -> runner::Env<'a> {
     runner::Env {
         store,
         catalog: store.clone(),
-        cancel: cancel_on_signal(),
+        cancel: cancel_on_signal(ctx),
         redactor: Arc::new(Redactor::from_env()),
         observer: printer,
     }
@@ -373,9 +409,9 @@ pub fn claim_warehouse(wf: &Workflow, dir: &Path) -> Result<(), String> {
 }
 
 /// Prints the summary and maps the run's status to the exit code.
-fn finish(store: &Store, run: &RunRecord) -> Result<u8, Fail> {
+fn finish(ctx: &Context, store: &Store, run: &RunRecord) -> Result<u8, Error> {
     let details = report::RunDetails::load(store, run.clone())?;
-    out!("{}", details.summary());
+    out!(ctx, "{}", details.summary());
     Ok(match run.status {
         RunStatus::Succeeded => 0,
         _ => 1,
@@ -383,9 +419,10 @@ fn finish(store: &Store, run: &RunRecord) -> Result<u8, Fail> {
 }
 
 /// A token cancelled on the first SIGINT or SIGTERM.
-pub(crate) fn cancel_on_signal() -> CancellationToken {
+pub(crate) fn cancel_on_signal(ctx: &Context) -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
+    let ctx = ctx.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut int), Ok(mut term)) = (
@@ -401,7 +438,10 @@ pub(crate) fn cancel_on_signal() -> CancellationToken {
             _ = int.recv() => "SIGINT",
             _ = term.recv() => "SIGTERM",
         };
-        errln!("{name} received: cancelling running tasks and recording the run as cancelled");
+        errln!(
+            ctx,
+            "{name} received: cancelling running tasks and recording the run as cancelled"
+        );
         t.cancel();
     });
     token

@@ -6,11 +6,15 @@
 //! and task kinds only through the [`task::Task`] trait and the [`task::Registry`].
 
 pub mod arrival;
+pub mod backend;
 pub mod backfill;
 pub mod catalog;
+pub mod channel;
 pub mod dag;
 pub mod diag;
 pub mod executor;
+pub mod load;
+pub mod model;
 pub mod notify;
 pub mod orphans;
 pub mod retention;
@@ -19,6 +23,8 @@ pub mod schedule;
 pub mod suggest;
 pub mod task;
 pub mod template;
+#[cfg(test)]
+mod testkit;
 pub mod trigger;
 pub mod workflow;
 pub mod yaml;

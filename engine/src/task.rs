@@ -15,7 +15,9 @@ use serde::de::DeserializeOwned;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::{AwsBlock, Backend};
 use crate::catalog::Catalog;
+use crate::channel::Channel;
 use crate::template::Redactor;
 use crate::yaml::{DeError, Node};
 
@@ -242,14 +244,14 @@ pub struct BuildContext {
     /// The workflow file's directory.
     pub base_dir: PathBuf,
     /// Where the workflow's data tasks run.
-    pub backend: crate::workflow::Backend,
+    pub backend: Backend,
     /// The backend was chosen by `--backend` (or a rerun's recorded one), not the file.
     pub backend_overridden: bool,
     /// The workflow's `aws:` block (checked: with the aws backend it has a database, an
     /// output location and a warehouse).
-    pub aws: Option<crate::workflow::AwsBlock>,
+    pub aws: Option<AwsBlock>,
     /// The workflow's `channels:`, by name.
-    pub channels: std::collections::BTreeMap<String, crate::workflow::Channel>,
+    pub channels: BTreeMap<String, Channel>,
     /// The workflow file, for [`BuildContext::location`].
     pub file: PathBuf,
     /// The line of each top-level config field's value in the file.

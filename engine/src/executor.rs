@@ -33,9 +33,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
 use crate::model::Workflow;
+use crate::sent::SentMessages;
 use crate::task::{OutputSink, Outputs, TaskContext, TaskFailure, SHORT_CIRCUIT};
 use crate::template::Redactor;
 use crate::trigger::{decide, Decision, Upstream};
+use crate::usage::UsageCounters;
 
 /// How long a task may take to stop after its cancel token fires before the engine
 /// stops waiting for it.
@@ -85,6 +87,8 @@ pub enum Initial {
 pub struct Execution<'a> {
     pub store: &'a Store,
     pub catalog: Arc<dyn Catalog>,
+    pub usage: Arc<dyn UsageCounters>,
+    pub sent: Arc<dyn SentMessages>,
     pub workflow: &'a Workflow,
     /// The run record, already persisted as `running` with its task records.
     pub run: RunRecord,
@@ -483,6 +487,8 @@ impl Loop<'_> {
             base_dir: self.ex.workflow.base_dir(),
             warehouse: self.ex.workflow.warehouse.clone(),
             catalog: self.ex.catalog.clone(),
+            usage: self.ex.usage.clone(),
+            sent: self.ex.sent.clone(),
             short_circuit: def.short_circuit,
             cancel: cancel.clone(),
             output: output.clone(),

@@ -20,12 +20,14 @@ pub mod orphans;
 pub mod retention;
 pub mod runner;
 pub mod schedule;
+pub mod sent;
 pub mod suggest;
 pub mod task;
 pub mod template;
 #[cfg(test)]
 mod testkit;
 pub mod trigger;
+pub mod usage;
 pub mod workflow;
 pub mod yaml;
 

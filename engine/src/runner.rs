@@ -58,7 +58,9 @@ pub fn parse_logical_date(s: &str) -> Result<String, String> {
 
 /// Common inputs of [`start`] and [`resume`].
 pub struct Env<'a> {
-    pub store: &'a Store,
+    /// The state; task kinds also keep their usage counters and the messages they sent
+    /// in it.
+    pub store: &'a Arc<Store>,
     /// Usually the same store, as the catalog task kinds see.
     pub catalog: Arc<dyn Catalog>,
     pub cancel: CancellationToken,
@@ -306,6 +308,8 @@ async fn launch(
     let run = execute(Execution {
         store: env.store,
         catalog: env.catalog,
+        usage: env.store.clone(),
+        sent: env.store.clone(),
         workflow,
         run,
         records,

@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{AwsBlock, Backend};
 use crate::catalog::Catalog;
 use crate::channel::Channel;
+use crate::sent::SentMessages;
 use crate::template::Redactor;
+use crate::usage::UsageCounters;
 use crate::yaml::{DeError, Node};
 
 /// Named values a task produces; stored with the attempt and shown by `show`.
@@ -98,6 +100,10 @@ pub struct TaskContext {
     /// Where tables created by the workflow are written (absolute).
     pub warehouse: PathBuf,
     pub catalog: Arc<dyn Catalog>,
+    /// Daily counters of calls to external services (quotas), across runs.
+    pub usage: Arc<dyn UsageCounters>,
+    /// The messages already sent (by key), so that none is sent twice.
+    pub sent: Arc<dyn SentMessages>,
     /// The task has `short_circuit: true`: it may end its branch with [`SHORT_CIRCUIT`].
     pub short_circuit: bool,
     pub cancel: CancellationToken,

@@ -13,7 +13,7 @@
 use chrono::{Duration, NaiveDate, TimeZone};
 use orchestrator_state::{RunRecord, RunStatus};
 
-use crate::workflow::Workflow;
+use crate::model::Workflow;
 
 /// Where the logical dates come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,39 +172,12 @@ pub fn action(runs: &[&RunRecord], reprocess: Reprocess) -> Action {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
     fn wf(extra: &str) -> Workflow {
-        crate::workflow::tests::load(&format!("name: w\n{extra}tasks:\n  a:\n    kind: noop\n"))
+        crate::load::tests::load(&format!("name: w\n{extra}tasks:\n  a:\n    kind: noop\n"))
             .unwrap()
-    }
-
-    /// A `noop` kind for the engine's own tests (the real one is in orchestrator-tasks).
-    #[derive(Debug, serde::Deserialize)]
-    pub(crate) struct Noop {}
-
-    #[derive(Debug)]
-    struct NoopTask;
-
-    #[async_trait::async_trait]
-    impl crate::task::Task for NoopTask {
-        async fn run(
-            &self,
-            _: &crate::task::TaskContext,
-        ) -> Result<crate::task::Outputs, crate::task::TaskFailure> {
-            Ok(Default::default())
-        }
-    }
-
-    impl crate::task::TaskConfig for Noop {
-        const KIND: &'static str = "noop";
-        fn build(
-            self,
-            _: &crate::task::BuildContext,
-        ) -> Result<std::sync::Arc<dyn crate::task::Task>, crate::task::Invalid> {
-            Ok(std::sync::Arc::new(NoopTask))
-        }
     }
 
     fn d(s: &str) -> NaiveDate {

@@ -1,5 +1,5 @@
-//! The catalog as task kinds see it: tables by name, and daily usage counters of the
-//! external services they call; nothing else of the state store.
+//! The catalog as task kinds see it: tables by name; nothing else of the state store
+//! (the usage counters and the messages sent are [`crate::usage`]'s and [`crate::sent`]'s).
 //!
 //! The local stand-in for the Glue Data Catalog. [`Store`] implements it (tables persist in
 //! the state dir, so they survive across runs and processes); tests may use an in-memory one.
@@ -14,14 +14,6 @@ pub trait Catalog: Send + Sync {
     fn put_table(&self, table: TableRecord) -> Result<(), StateError>;
     /// Removes a table's entry, durably (its files are the caller's business).
     fn drop_table(&self, name: &str) -> Result<(), StateError>;
-    /// Calls counted against `counter` on `day` (UTC `YYYY-MM-DD`), across runs.
-    fn usage(&self, counter: &str, day: &str) -> Result<u64, StateError>;
-    /// Adds `calls`, durably; returns the new total.
-    fn add_usage(&self, counter: &str, day: &str, calls: u64) -> Result<u64, StateError>;
-    /// The run that already sent message `key` (e.g. an alert for one row), if any.
-    fn sent(&self, key: &str) -> Result<Option<String>, StateError>;
-    /// Records, durably, that `run_id` sent message `key`.
-    fn mark_sent(&self, key: &str, run_id: &str) -> Result<(), StateError>;
 }
 
 impl Catalog for Store {
@@ -39,25 +31,5 @@ impl Catalog for Store {
 
     fn drop_table(&self, name: &str) -> Result<(), StateError> {
         self.commit(&[Write::DropTable(name.to_string())])
-    }
-
-    fn usage(&self, counter: &str, day: &str) -> Result<u64, StateError> {
-        Store::usage(self, counter, day)
-    }
-
-    fn add_usage(&self, counter: &str, day: &str, calls: u64) -> Result<u64, StateError> {
-        Store::add_usage(self, counter, day, calls)
-    }
-
-    fn sent(&self, key: &str) -> Result<Option<String>, StateError> {
-        Ok(Store::sent(self, key)?.map(|r| r.run_id))
-    }
-
-    fn mark_sent(&self, key: &str, run_id: &str) -> Result<(), StateError> {
-        self.commit(&[Write::Sent(orchestrator_state::SentRecord {
-            key: key.to_string(),
-            at: chrono::Utc::now(),
-            run_id: run_id.to_string(),
-        })])
     }
 }

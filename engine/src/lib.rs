@@ -6,21 +6,29 @@
 //! and task kinds only through the [`task::Task`] trait and the [`task::Registry`].
 
 pub mod arrival;
+pub mod backend;
 pub mod backfill;
 pub mod catalog;
+pub mod channel;
 pub mod dag;
 pub mod diag;
 pub mod error;
 pub mod executor;
+pub mod load;
+pub mod model;
 pub mod notify;
 pub mod orphans;
 pub mod retention;
 pub mod runner;
 pub mod schedule;
+pub mod sent;
 pub mod suggest;
 pub mod task;
 pub mod template;
+#[cfg(test)]
+mod testkit;
 pub mod trigger;
+pub mod usage;
 pub mod workflow;
 pub mod yaml;
 

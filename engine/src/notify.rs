@@ -7,43 +7,10 @@ use chrono::{DateTime, Utc};
 use orchestrator_state::{
     DeliveryStatus, OutboxRecord, RunRecord, RunStatus, TaskRecord, TaskStatus,
 };
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// What a subscription listens for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NotifyEvent {
-    /// A run ended `failed` (or `cancelled`).
-    Failure,
-    /// A run ended `succeeded`.
-    Success,
-    /// A task attempt failed and will be retried.
-    Retry,
-    /// A run was found interrupted (the process died) when the state dir was opened.
-    Interrupted,
-    /// A run was still going `sla:` after it started.
-    SlaMiss,
-}
-
-impl NotifyEvent {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NotifyEvent::Failure => "failure",
-            NotifyEvent::Success => "success",
-            NotifyEvent::Retry => "retry",
-            NotifyEvent::Interrupted => "interrupted",
-            NotifyEvent::SlaMiss => "sla_miss",
-        }
-    }
-}
-
-/// One entry of `notify:`: these events go to these channels.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Subscription {
-    pub on: Vec<NotifyEvent>,
-    pub to: Vec<String>,
-}
+use crate::model::Workflow;
+pub use crate::model::{NotifyEvent, Subscription};
 
 /// The run-level event a run's end produces, if any.
 pub fn run_event(status: RunStatus) -> Option<NotifyEvent> {
@@ -259,7 +226,7 @@ fn records(
 /// filed under the newest (so `show` lists them), or under `WORKFLOW-DAY-deadline` when
 /// none started.
 pub fn deadline_outbox(
-    wf: &crate::workflow::Workflow,
+    wf: &Workflow,
     day: &str,
     at: DateTime<Utc>,
     runs: &[RunRecord],

@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
 use crate::executor::{execute, Execution, Initial, Observer};
+use crate::model::Workflow;
 use crate::suggest::closest;
 use crate::template::Redactor;
-use crate::workflow::Workflow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -58,7 +58,9 @@ pub fn parse_logical_date(s: &str) -> Result<String, String> {
 
 /// Common inputs of [`start`] and [`resume`].
 pub struct Env<'a> {
-    pub store: &'a Store,
+    /// The state; task kinds also keep their usage counters and the messages they sent
+    /// in it.
+    pub store: &'a Arc<Store>,
     /// Usually the same store, as the catalog task kinds see.
     pub catalog: Arc<dyn Catalog>,
     pub cancel: CancellationToken,
@@ -306,6 +308,8 @@ async fn launch(
     let run = execute(Execution {
         store: env.store,
         catalog: env.catalog,
+        usage: env.store.clone(),
+        sent: env.store.clone(),
         workflow,
         run,
         records,
@@ -358,7 +362,7 @@ mod plan_tests {
     #[test]
     fn which_tasks_a_rerun_executes() {
         use TaskStatus::{Cancelled, Failed, Skipped, Succeeded};
-        let wf = crate::workflow::tests::load(WF).unwrap();
+        let wf = crate::load::tests::load(WF).unwrap();
         let ok = |id: &'static str| (id, Succeeded, 1);
         let cases: Vec<Case> = vec![
             (
@@ -444,6 +448,88 @@ mod plan_tests {
                 }
                 (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod run_tests {
+    use std::sync::Arc;
+
+    use orchestrator_state::{RunStatus, Store, TaskStatus};
+
+    use crate::task::{BuildContext, Invalid, Outputs, Task, TaskConfig, TaskContext, TaskFailure};
+
+    /// Panics in its first poll, or (`later: true`) after it has waited once.
+    #[derive(Debug, serde::Deserialize)]
+    struct Panics {
+        later: bool,
+    }
+
+    #[derive(Debug)]
+    struct PanicsTask {
+        later: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl Task for PanicsTask {
+        async fn run(&self, _: &TaskContext) -> Result<Outputs, TaskFailure> {
+            if self.later {
+                tokio::task::yield_now().await;
+                panic!("boom after a wait");
+            }
+            panic!("boom at once");
+        }
+    }
+
+    impl TaskConfig for Panics {
+        const KIND: &'static str = "panics";
+        fn build(self, _: &BuildContext) -> Result<Arc<dyn Task>, Invalid> {
+            Ok(Arc::new(PanicsTask { later: self.later }))
+        }
+    }
+
+    struct Quiet;
+    impl crate::executor::Observer for Quiet {
+        fn event(&self, _: &crate::executor::Event<'_>) {}
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_fails_its_attempt_and_the_run_goes_on() {
+        let mut registry = crate::task::Registry::default();
+        registry.register::<crate::testkit::Noop>();
+        registry.register::<Panics>();
+        let text = "name: w\ntasks:\n  now:\n    kind: panics\n    later: false\n  \
+                    later:\n    kind: panics\n    later: true\n  fine:\n    kind: noop\n  \
+                    after_now:\n    kind: noop\n    after: [now]\n";
+        let workflow = crate::load::tests::load_with(text, &registry).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), "test").unwrap();
+        let store = Arc::new(store);
+        let env = super::Env {
+            store: &store,
+            catalog: store.clone(),
+            cancel: Default::default(),
+            redactor: Default::default(),
+            observer: &Quiet,
+        };
+        let run = super::start(env, &workflow, "r", "2026-01-01")
+            .await
+            .unwrap();
+        assert_eq!(run.status, RunStatus::Failed);
+        let tasks = store.tasks("r").unwrap();
+        let get = |id: &str| tasks.iter().find(|t| t.task_id == id).unwrap();
+        assert_eq!(get("fine").status, TaskStatus::Succeeded);
+        assert_eq!(get("now").status, TaskStatus::Failed);
+        assert_eq!(get("later").status, TaskStatus::Failed);
+        assert_eq!(get("after_now").status, TaskStatus::Skipped);
+        for (id, message) in [("now", "boom at once"), ("later", "boom after a wait")] {
+            let attempts = store.attempts("r", id).unwrap();
+            let error = attempts[0].error.clone().unwrap_or_default();
+            assert!(
+                error.contains(&format!("the task crashed (it panicked: {message})")),
+                "{id}: {error}"
+            );
         }
     }
 }

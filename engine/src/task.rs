@@ -15,8 +15,12 @@ use serde::de::DeserializeOwned;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::{AwsBlock, Backend};
 use crate::catalog::Catalog;
+use crate::channel::Channel;
+use crate::sent::SentMessages;
 use crate::template::Redactor;
+use crate::usage::UsageCounters;
 use crate::yaml::{DeError, Node};
 
 /// Named values a task produces; stored with the attempt and shown by `show`.
@@ -96,6 +100,10 @@ pub struct TaskContext {
     /// Where tables created by the workflow are written (absolute).
     pub warehouse: PathBuf,
     pub catalog: Arc<dyn Catalog>,
+    /// Daily counters of calls to external services (quotas), across runs.
+    pub usage: Arc<dyn UsageCounters>,
+    /// The messages already sent (by key), so that none is sent twice.
+    pub sent: Arc<dyn SentMessages>,
     /// The task has `short_circuit: true`: it may end its branch with [`SHORT_CIRCUIT`].
     pub short_circuit: bool,
     pub cancel: CancellationToken,
@@ -242,14 +250,14 @@ pub struct BuildContext {
     /// The workflow file's directory.
     pub base_dir: PathBuf,
     /// Where the workflow's data tasks run.
-    pub backend: crate::workflow::Backend,
+    pub backend: Backend,
     /// The backend was chosen by `--backend` (or a rerun's recorded one), not the file.
     pub backend_overridden: bool,
     /// The workflow's `aws:` block (checked: with the aws backend it has a database, an
     /// output location and a warehouse).
-    pub aws: Option<crate::workflow::AwsBlock>,
+    pub aws: Option<AwsBlock>,
     /// The workflow's `channels:`, by name.
-    pub channels: std::collections::BTreeMap<String, crate::workflow::Channel>,
+    pub channels: BTreeMap<String, Channel>,
     /// The workflow file, for [`BuildContext::location`].
     pub file: PathBuf,
     /// The line of each top-level config field's value in the file.

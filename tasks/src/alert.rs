@@ -163,8 +163,8 @@ impl Task for Alert {
             for (name, ch) in &self.channels {
                 let stored = format!("{}/{name}/{key}", self.workflow);
                 let before = ctx
-                    .catalog
-                    .sent(&stored)
+                    .sent
+                    .sender(&stored)
                     .map_err(|e| TaskFailure::new(e.to_string()))?;
                 if let Some(by) = before {
                     ctx.output.line(&format!(
@@ -179,8 +179,8 @@ impl Task for Alert {
                     failed.push(e);
                     continue;
                 }
-                ctx.catalog
-                    .mark_sent(&stored, &ctx.run_id)
+                ctx.sent
+                    .mark(&stored, &ctx.run_id)
                     .map_err(|e| TaskFailure::new(e.to_string()))?;
                 delivered += 1;
             }

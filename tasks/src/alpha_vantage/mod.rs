@@ -501,10 +501,7 @@ impl AlphaVantage {
         if self.daily_quota == 0 || needed == 0 {
             return;
         }
-        let used = ctx
-            .catalog
-            .usage(USAGE_COUNTER, &Self::today())
-            .unwrap_or(0);
+        let used = ctx.usage.count(USAGE_COUNTER, &Self::today()).unwrap_or(0);
         let left = self.daily_quota.saturating_sub(used);
         if needed as u64 > left {
             ctx.output.line(&format!(
@@ -519,15 +516,15 @@ impl AlphaVantage {
         let today = Self::today();
         if self.daily_quota > 0 {
             let used = ctx
-                .catalog
-                .usage(USAGE_COUNTER, &today)
+                .usage
+                .count(USAGE_COUNTER, &today)
                 .map_err(|e| Fail::Symbol(e.to_string()))?;
             if used >= self.daily_quota {
                 return Err(Fail::StopAll(Stop::Quota { said: None }));
             }
         }
-        ctx.catalog
-            .add_usage(USAGE_COUNTER, &today, 1)
+        ctx.usage
+            .add(USAGE_COUNTER, &today, 1)
             .map_err(|e| Fail::Symbol(e.to_string()))?;
         Ok(())
     }
@@ -584,13 +581,11 @@ impl AlphaVantage {
                         Err(ResponseError::DailyLimit(m)) => {
                             // Later runs today need not ask to be told again.
                             let today = Self::today();
-                            let used = ctx.catalog.usage(USAGE_COUNTER, &today).unwrap_or(0);
+                            let used = ctx.usage.count(USAGE_COUNTER, &today).unwrap_or(0);
                             if self.daily_quota > used {
-                                let _ = ctx.catalog.add_usage(
-                                    USAGE_COUNTER,
-                                    &today,
-                                    self.daily_quota - used,
-                                );
+                                let _ =
+                                    ctx.usage
+                                        .add(USAGE_COUNTER, &today, self.daily_quota - used);
                             }
                             return Err(Fail::StopAll(Stop::Quota { said: Some(m) }));
                         }

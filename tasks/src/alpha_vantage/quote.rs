@@ -219,8 +219,8 @@ impl Quote {
         let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
         if self.daily_quota > 0 {
             let used = ctx
-                .catalog
-                .usage(USAGE_COUNTER, &today)
+                .usage
+                .count(USAGE_COUNTER, &today)
                 .map_err(|e| e.to_string())?;
             if used >= self.daily_quota {
                 return Err(format!(
@@ -229,8 +229,8 @@ impl Quote {
                 ));
             }
         }
-        ctx.catalog
-            .add_usage(USAGE_COUNTER, &today, 1)
+        ctx.usage
+            .add(USAGE_COUNTER, &today, 1)
             .map_err(|e| e.to_string())?;
         let at = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string();
         let answer = client

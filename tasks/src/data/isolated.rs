@@ -82,18 +82,6 @@ impl Catalog for Tables {
     fn drop_table(&self, _: &str) -> Result<(), StateError> {
         Err(read_only())
     }
-    fn usage(&self, _: &str, _: &str) -> Result<u64, StateError> {
-        Ok(0)
-    }
-    fn add_usage(&self, _: &str, _: &str, _: u64) -> Result<u64, StateError> {
-        Err(read_only())
-    }
-    fn sent(&self, _: &str) -> Result<Option<String>, StateError> {
-        Ok(None)
-    }
-    fn mark_sent(&self, _: &str, _: &str) -> Result<(), StateError> {
-        Err(read_only())
-    }
 }
 
 fn read_only() -> StateError {

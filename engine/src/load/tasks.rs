@@ -1,0 +1,411 @@
+//! `tasks:`: each task's common fields and its kind's config (templates rendered, built
+//! by the kind), then the `after:` edges resolved into the DAG.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::report::pos_in_value;
+use super::Loader;
+use crate::dag::Dag;
+use crate::model::{RetryPolicy, TaskDef};
+use crate::suggest::closest;
+use crate::task::{BuildContext, BuildError, Dur, Timeout};
+use crate::template::Renderer;
+use crate::trigger::TriggerRule;
+use crate::yaml::{Node, NodeKind, Pos};
+
+/// Keys every task has, whatever its kind; the rest of a task's mapping is the kind's.
+pub const COMMON_TASK_FIELDS: &[&str] = &[
+    "kind",
+    "description",
+    "after",
+    "trigger",
+    "retries",
+    "retry_delay",
+    "retry_backoff",
+    "timeout",
+    "short_circuit",
+];
+
+/// Longest task id accepted: ids appear in every log line, message and key.
+pub const MAX_ID_LEN: usize = 128;
+
+/// `defaults:`, for every task that does not set its own.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DefaultsSpec {
+    retries: Option<u32>,
+    retry_delay: Option<Dur>,
+    pub(super) retry_backoff: Option<f64>,
+    timeout: Option<Timeout>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonSpec {
+    kind: String,
+    description: Option<String>,
+    // Read from the node directly to keep each entry's position.
+    #[allow(dead_code)]
+    after: Option<serde::de::IgnoredAny>,
+    trigger: Option<TriggerRule>,
+    retries: Option<u32>,
+    retry_delay: Option<Dur>,
+    retry_backoff: Option<f64>,
+    timeout: Option<Timeout>,
+    short_circuit: Option<bool>,
+}
+
+/// A task as read, before its `after:` names are resolved.
+pub(super) struct PendingTask {
+    id: String,
+    pos: Pos,
+    after: Vec<(String, Pos)>,
+    /// `None` when the task is invalid (reported).
+    pub(super) def: Option<TaskDef>,
+}
+
+impl Loader<'_, '_> {
+    /// The entries of `tasks:`, or `None` with the error when it is missing, not a
+    /// mapping, or empty.
+    pub(super) fn task_entries<'n>(
+        &mut self,
+        node: Option<&'n Node>,
+        root: &Node,
+    ) -> Option<&'n [(Node, Node)]> {
+        let Some(node) = node else {
+            self.err(Some(root.pos), "missing field `tasks`").help =
+                Some("add a `tasks:` mapping of task id to task".into());
+            return None;
+        };
+        let Some(entries) = node.as_map() else {
+            self.err(
+                Some(node.pos),
+                format!(
+                    "`tasks` must be a mapping of task id to task, found {}",
+                    node.describe()
+                ),
+            );
+            return None;
+        };
+        if entries.is_empty() {
+            self.err(
+                Some(node.pos),
+                "`tasks` is empty; a workflow needs at least one task",
+            );
+            return None;
+        }
+        Some(entries)
+    }
+
+    /// Every task, in file order.
+    pub(super) fn tasks(
+        &mut self,
+        entries: &[(Node, Node)],
+        defaults: &DefaultsSpec,
+        renderer: &Renderer,
+        base_dir: &Path,
+    ) -> Vec<PendingTask> {
+        entries
+            .iter()
+            .map(|(k, v)| self.task(k, v, defaults, renderer, base_dir))
+            .collect()
+    }
+
+    fn task(
+        &mut self,
+        key: &Node,
+        node: &Node,
+        defaults: &DefaultsSpec,
+        renderer: &Renderer,
+        base_dir: &Path,
+    ) -> PendingTask {
+        let id = key.as_str().unwrap_or_default().to_string();
+        let mut pending = PendingTask {
+            id: id.clone(),
+            pos: key.pos,
+            after: Vec::new(),
+            def: None,
+        };
+        if id.len() > MAX_ID_LEN {
+            // Say it once, without echoing the id, and look no further at this task:
+            // every other message would quote it.
+            let start: String = id.chars().take(20).collect();
+            self.err(
+                Some(key.pos),
+                format!(
+                    "task id `{start}…` is {} characters long; task ids have at most {MAX_ID_LEN}",
+                    id.chars().count()
+                ),
+            )
+            .help = Some("use a short name of letters, digits, `_` and `-`".into());
+            pending.id = format!("{start}…");
+            return pending;
+        }
+        if !is_valid_name(&id, true) {
+            self.err(Some(key.pos), format!("invalid task id `{id}`"))
+                .help = Some("use letters, digits, `_` and `-`".into());
+        }
+        let Some(entries) = node.as_map() else {
+            self.err(
+                Some(node.pos),
+                format!(
+                    "task `{id}` must be a mapping with at least `kind:`, found {}",
+                    node.describe()
+                ),
+            );
+            return pending;
+        };
+
+        // `after:` is a list of ids or a single id.
+        if let Some(after) = node.get("after") {
+            match &after.kind {
+                NodeKind::Seq(items) => {
+                    for item in items {
+                        match item.as_str() {
+                            Some(s) => pending.after.push((s.to_string(), item.pos)),
+                            None => {
+                                self.err(
+                                    Some(item.pos),
+                                    format!(
+                                        "`after` entries of task `{id}` must be task ids, found {}",
+                                        item.describe()
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
+                NodeKind::Scalar { .. } if after.is_null() => {}
+                NodeKind::Scalar { value, .. } => pending.after.push((value.clone(), after.pos)),
+                NodeKind::Map(_) => {
+                    self.err(
+                        Some(after.pos),
+                        format!("`after` of task `{id}` must be a list of task ids"),
+                    );
+                }
+            }
+        }
+
+        let (common, config): (Vec<_>, Vec<_>) = entries
+            .iter()
+            .cloned()
+            .partition(|(k, _)| k.as_str().is_some_and(|k| COMMON_TASK_FIELDS.contains(&k)));
+        let common_node = Node {
+            kind: NodeKind::Map(common),
+            pos: node.pos,
+        };
+        let context = format!("in task `{id}`");
+        let spec: CommonSpec = match common_node.parse() {
+            Ok(s) => s,
+            Err(e) => {
+                // serde stops at the first bad field: look at each field on its own so
+                // that every one is reported at once.
+                let kind = node
+                    .get("kind")
+                    .cloned()
+                    .unwrap_or_else(|| Node::scalar("noop", node.pos));
+                let mut found = false;
+                for (k, v) in common_node.as_map().unwrap_or_default() {
+                    if k.as_str() == Some("kind") {
+                        continue;
+                    }
+                    let one = Node {
+                        kind: NodeKind::Map(vec![
+                            (Node::scalar("kind", k.pos), kind.clone()),
+                            (k.clone(), v.clone()),
+                        ]),
+                        pos: node.pos,
+                    };
+                    if let Err(e) = one.parse::<CommonSpec>() {
+                        self.de_err(e, &context, COMMON_TASK_FIELDS);
+                        found = true;
+                    }
+                }
+                if !found {
+                    self.de_err(e, &context, COMMON_TASK_FIELDS);
+                }
+                if let Some(b) = node
+                    .get("retry_backoff")
+                    .and_then(|n| n.parse::<f64>().ok())
+                {
+                    self.check_backoff(node, &id, b);
+                }
+                return pending;
+            }
+        };
+        let mut config_node = Node {
+            kind: NodeKind::Map(config),
+            pos: node.pos,
+        };
+        let before = self.errs.len();
+        self.render(&mut config_node, renderer, &format!("task `{id}`"), None);
+        let templates_ok = self.errs.len() == before;
+        let Some(kind) = self.opts.registry.get(&spec.kind) else {
+            let kind_pos = node.get("kind").map(|n| n.pos);
+            let names: Vec<&str> = self.opts.registry.names().collect();
+            let help = match closest(&spec.kind, names.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("known kinds: {}", names.join(", ")),
+            };
+            self.err(
+                kind_pos,
+                format!("unknown task kind `{}` in task `{id}`", spec.kind),
+            )
+            .help = Some(help);
+            return pending;
+        };
+        let retry_backoff = spec.retry_backoff.or(defaults.retry_backoff).unwrap_or(2.0);
+        // Checked where it is written: an inherited one was reported once, at `defaults:`.
+        if let Some(b) = spec.retry_backoff {
+            self.check_backoff(node, &id, b);
+        }
+
+        if !templates_ok {
+            return pending;
+        }
+        let ctx = BuildContext {
+            task_id: id.clone(),
+            workflow: self.workflow.clone(),
+            base_dir: base_dir.to_path_buf(),
+            backend: self.backend,
+            backend_overridden: self.opts.backend.is_some(),
+            aws: self.aws.clone(),
+            channels: self.channels.clone(),
+            file: self.file.to_path_buf(),
+            field_lines: config_node
+                .as_map()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|(k, _)| Some((k.as_str()?.to_string(), k.pos.line)))
+                .collect(),
+        };
+        let task = match kind.build(&config_node, &ctx) {
+            Ok(t) => t,
+            Err(BuildError::Config(e)) => {
+                let context = format!("in task `{id}` (kind {})", spec.kind);
+                self.de_err(e, &context, COMMON_TASK_FIELDS);
+                return pending;
+            }
+            Err(BuildError::Invalid(mut invalid)) => {
+                let more = std::mem::take(&mut invalid.more);
+                for invalid in std::iter::once(invalid).chain(more) {
+                    let pos = invalid
+                        .at
+                        .and_then(|at| {
+                            let (key, value) = config_node
+                                .as_map()?
+                                .iter()
+                                .find(|(k, _)| k.as_str() == Some(at.field))?;
+                            Some(pos_in_value(self.source, key, value, at))
+                        })
+                        .unwrap_or(node.pos);
+                    self.err(Some(pos), format!("task `{id}`: {}", invalid.message))
+                        .help = invalid.help;
+                }
+                return pending;
+            }
+        };
+        pending.def = Some(TaskDef {
+            id,
+            kind: spec.kind,
+            description: spec.description,
+            trigger: spec.trigger.unwrap_or_default(),
+            retry: RetryPolicy {
+                retries: spec.retries.or(defaults.retries).unwrap_or(0),
+                delay: spec
+                    .retry_delay
+                    .or(defaults.retry_delay)
+                    .map_or(Duration::from_secs(5), |d| d.0),
+                backoff: retry_backoff,
+            },
+            timeout: spec.timeout.or(defaults.timeout).map(|d| d.0),
+            short_circuit: spec.short_circuit.unwrap_or(false),
+            task,
+        });
+        pending
+    }
+
+    /// A task's own `retry_backoff` must be 1.0 or more.
+    fn check_backoff(&mut self, task: &Node, id: &str, b: f64) {
+        if !(b >= 1.0 && b.is_finite()) {
+            let pos = task.get("retry_backoff").map(|n| n.pos);
+            self.err(
+                pos,
+                format!("`retry_backoff` of task `{id}` must be 1.0 or more, found {b}"),
+            );
+        }
+    }
+
+    /// The DAG the tasks' `after:` lists make, or `None` with the errors: unknown or
+    /// repeated names, cycles.
+    pub(super) fn dag(&mut self, pending: &[PendingTask]) -> Option<Dag> {
+        // Resolve `after` names to indices.
+        let index: HashMap<&str, usize> = pending
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.as_str(), i))
+            .collect();
+        let mut upstream = vec![Vec::new(); pending.len()];
+        for (i, t) in pending.iter().enumerate() {
+            for (dep, pos) in &t.after {
+                match index.get(dep.as_str()) {
+                    Some(&j) if upstream[i].contains(&j) => {
+                        self.err(
+                            Some(*pos),
+                            format!("task `{}` lists `{dep}` twice in `after`", t.id),
+                        );
+                    }
+                    Some(&j) => upstream[i].push(j),
+                    None => {
+                        let help = closest(dep, index.keys().copied())
+                            .map(|s| format!("did you mean `{s}`?"))
+                            .unwrap_or_else(|| {
+                                format!(
+                                    "tasks in this file: {}",
+                                    pending
+                                        .iter()
+                                        .map(|t| t.id.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )
+                            });
+                        self.err(
+                            Some(*pos),
+                            format!("task `{}` depends on unknown task `{dep}`", t.id),
+                        )
+                        .help = Some(help);
+                    }
+                }
+            }
+        }
+        match Dag::new(upstream) {
+            Ok(dag) => Some(dag),
+            Err(cycles) => {
+                for cycle in cycles {
+                    let chain: Vec<&str> = cycle.iter().map(|&i| pending[i].id.as_str()).collect();
+                    self.err(
+                        Some(pending[cycle[0]].pos),
+                        format!("dependency cycle: {}", chain.join(" -> ")),
+                    )
+                    .help = Some("remove one of these `after` entries".into());
+                }
+                None
+            }
+        }
+    }
+}
+
+pub(super) fn is_valid_name(s: &str, allow_upper: bool) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| {
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || c == '_'
+                || c == '-'
+                || (allow_upper && c.is_ascii_uppercase())
+        })
+}

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use orchestrator_engine::runner;
 
-use crate::api::*;
-use crate::event_loop::*;
-use crate::firing::*;
-use crate::runs::*;
+use crate::api::{Command, Refused, RunParams, Status, WorkflowStatus};
+use crate::event_loop::Daemon;
+use crate::policy::Due;
+use crate::runs::Job;
 
 impl Daemon {
     /// Handles a request from another process.
@@ -97,7 +97,7 @@ impl Daemon {
             .iter()
             .map(|(name, e)| {
                 let mut next = Vec::new();
-                let mut at = e.next;
+                let mut at = e.timers.next;
                 while let (Some(t), true) = (at, next.len() < 5) {
                     next.push(t);
                     at = e.wf.schedule.as_ref().and_then(|s| s.next_after(t));

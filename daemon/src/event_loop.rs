@@ -14,11 +14,11 @@ use orchestrator_engine::workflow::Workflow;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::*;
-use crate::files::*;
-use crate::firing::*;
-use crate::reload::*;
-use crate::runs::*;
+use crate::api::{Command, Config, Loader, Prepare, Stopped};
+use crate::files::Pending;
+use crate::policy::{self, Due, Timers};
+use crate::reload::watch;
+use crate::runs::Active;
 
 /// One scheduled workflow file.
 pub(crate) struct Entry {
@@ -27,9 +27,8 @@ pub(crate) struct Entry {
     pub(crate) source: String,
     /// Loaded from `source` for scheduling (templates rendered with placeholder values).
     pub(crate) wf: Workflow,
-    pub(crate) next: Option<DateTime<Utc>>,
-    /// When to check the day's `deadline:` next.
-    pub(crate) deadline_at: Option<DateTime<Utc>>,
+    /// Its next fire time and `deadline:` check (none for `orchestrator ui`).
+    pub(crate) timers: Timers,
 }
 
 pub(crate) enum Msg {
@@ -139,12 +138,7 @@ pub async fn run(
         );
     }
     loop {
-        let wake = d
-            .entries
-            .values()
-            .flat_map(|e| [e.next, e.deadline_at])
-            .flatten()
-            .min();
+        let wake = policy::wake(d.entries.values().map(|e| e.timers));
         let mut sleep = match wake {
             Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO),
             // Nothing scheduled: wait for a file change or shutdown.

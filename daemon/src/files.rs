@@ -8,8 +8,8 @@ use chrono::Utc;
 use orchestrator_engine::arrival::FileTrigger;
 use tokio::sync::mpsc;
 
-use crate::event_loop::*;
-use crate::firing::*;
+use crate::event_loop::{Daemon, Msg};
+use crate::policy::Due;
 
 /// Files that arrived for a workflow and have not started a run yet.
 pub(crate) struct Pending {

@@ -1,38 +1,14 @@
-//! Fire times: what is due, `concurrency:`, `catchup:`, `deadline:`, and the schedule
-//! record catch-up resumes from.
-
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+//! Fire times, applied: asks [`crate::policy`] what is due, what `concurrency:`,
+//! `catchup:` and `deadline:` decide, and where the schedule record stands, then commits,
+//! logs, starts, queues and cancels accordingly.
 
 use chrono::{DateTime, Utc};
 use orchestrator_engine::runner;
-use orchestrator_engine::schedule::{Catchup, Concurrency};
-use orchestrator_engine::state::{RunStatus, ScheduleRecord, Write};
+use orchestrator_engine::state::{ScheduleRecord, Write};
 use orchestrator_engine::workflow::Workflow;
 
-use crate::event_loop::*;
-
-/// A due run waiting for the workflow's current run to end.
-#[derive(Debug, Clone)]
-pub(crate) struct Due {
-    pub(crate) at: DateTime<Utc>,
-    pub(crate) trigger: String,
-    /// For a file-triggered run: the files, with their size and modification time.
-    pub(crate) files: Vec<(PathBuf, u64, i64)>,
-    /// For a triggered run: `--param` overrides and the logical date, if given.
-    pub(crate) overrides: BTreeMap<String, String>,
-    pub(crate) date: Option<String>,
-}
-
-/// The next instant after `after` at which `wf`'s `deadline:` is checked.
-pub(crate) fn next_deadline(wf: &Workflow, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let s = wf.schedule.as_ref()?;
-    s.next_time_of_day(wf.policy.deadline?, after)
-}
-
-pub(crate) fn chrono_tz_utc() -> chrono_tz::Tz {
-    chrono_tz::Tz::UTC
-}
+use crate::event_loop::Daemon;
+use crate::policy::{self, Action, Due};
 
 impl Daemon {
     /// A fire time is handled (about to start, skipped, or queued).
@@ -42,21 +18,12 @@ impl Daemon {
         self.record_point(name);
     }
 
-    /// Writes the workflow's schedule record: the point catch-up resumes from after a
-    /// crash. It is the latest fire time handled, but stops short of the oldest one still
-    /// queued (`concurrency: queue`, `catchup: all`): a queued run lost with the process
-    /// is a missed fire time at the next start, handled per `catchup:`, not lost.
+    /// Writes the workflow's schedule record where [`policy::record_point`] puts it, if it
+    /// moved.
     pub(crate) fn record_point(&mut self, name: &str) {
-        let Some(&handled) = self.handled.get(name) else {
+        let queued = self.queued.get(name).into_iter().flatten().map(|d| d.at);
+        let Some(point) = policy::record_point(self.handled.get(name).copied(), queued) else {
             return;
-        };
-        let point = match self
-            .queued
-            .get(name)
-            .and_then(|q| q.iter().map(|d| d.at).min())
-        {
-            Some(oldest) => handled.min(oldest - chrono::Duration::nanoseconds(1)),
-            None => handled,
         };
         if self.recorded.get(name) == Some(&point) {
             return;
@@ -84,10 +51,7 @@ impl Daemon {
                 continue;
             };
             for due in dues {
-                let why = format!(
-                    "due at {}, queued, and the daemon stopped before it could start",
-                    due.at.format("%Y-%m-%dT%H:%M:%SZ")
-                );
+                let why = policy::stopped_before_start(&due);
                 self.record_skipped(&name, &entry.wf, &due, &why);
             }
             self.record_point(&name);
@@ -120,73 +84,43 @@ impl Daemon {
         true
     }
 
-    /// Fire times missed while the daemon was down, handled per `catchup:`.
+    /// Fire times missed while the daemon was down, handled per `catchup:` (see
+    /// [`policy::catch_up`]).
     pub(crate) fn catch_up(&mut self, name: &str, now: DateTime<Utc>) {
         let Some(e) = self.entries.get(name) else {
             return;
         };
-        let Some(schedule) = e.wf.schedule.clone() else {
+        if e.wf.schedule.is_none() {
+            return;
+        }
+        let Some(c) = policy::catch_up(&e.wf, self.last_fire(name), now) else {
             return;
         };
-        let policy = e.wf.policy;
-        let Some(since) = self.last_fire(name).or(policy.start) else {
-            return; // A new schedule starts from now.
-        };
-        // Before `start_date`, nothing runs.
-        let since = policy
-            .start
-            .map_or(since, |s| since.max(s - chrono::Duration::nanoseconds(1)));
-        let keep = match policy.catchup {
-            Catchup::All => policy.max_catchup,
-            Catchup::None | Catchup::Latest => 1,
-        };
-        let missed = schedule.missed(since, now, keep);
-        let Some(&latest) = missed.recent.last() else {
-            return;
-        };
-        let starts: Vec<DateTime<Utc>> = match policy.catchup {
-            Catchup::None => Vec::new(),
-            Catchup::Latest => vec![latest],
-            Catchup::All => missed.recent.clone(),
-        };
-        let count = if missed.exact {
-            missed.count.to_string()
+        let count = if c.exact {
+            c.count.to_string()
         } else {
-            format!("more than {}", missed.count)
+            format!("more than {}", c.count)
         };
         tracing::info!(
             "daemon: workflow {name}: {count} fire time{} missed since {}; catchup: {:?} starts {}",
-            if missed.count == 1 && missed.exact {
-                ""
-            } else {
-                "s"
-            },
-            since.format("%Y-%m-%dT%H:%M:%SZ"),
-            policy.catchup,
-            starts.len()
+            if c.count == 1 && c.exact { "" } else { "s" },
+            policy::stamp(c.since),
+            e.wf.policy.catchup,
+            c.runs.len()
         );
         // Catch-up runs go one after another, whatever `concurrency:` says: all are
         // queued (the schedule record stops short of them), and the first starts now
         // unless a run is going.
-        for at in starts {
-            let due = Due {
-                at,
-                trigger: format!("catch-up {}", at.format("%Y-%m-%dT%H:%M:%SZ")),
-                files: Vec::new(),
-                overrides: BTreeMap::new(),
-                date: None,
-            };
-            self.queued
-                .entry(name.to_string())
-                .or_default()
-                .push_back(due);
-        }
-        self.remember(name, latest);
+        self.queued
+            .entry(name.to_string())
+            .or_default()
+            .extend(c.runs);
+        self.remember(name, c.latest);
         if !self.active.contains_key(name) {
             self.start_queued(name);
         }
         if let Some(e) = self.entries.get_mut(name) {
-            e.next = schedule.next_after(latest.max(now));
+            e.timers.next = c.next;
         }
     }
 
@@ -195,34 +129,33 @@ impl Daemon {
     /// deliverer sends them).
     pub(crate) fn check_deadlines(&mut self) {
         let now = Utc::now();
-        let due: Vec<(String, DateTime<Utc>)> = self
+        let checks: Vec<(String, policy::DeadlineCheck)> = self
             .entries
             .iter()
-            .filter_map(|(n, e)| e.deadline_at.filter(|t| *t <= now).map(|t| (n.clone(), t)))
+            .filter_map(|(n, e)| {
+                policy::deadline_check(&e.wf, e.timers.deadline_at, now).map(|c| (n.clone(), c))
+            })
             .collect();
-        for (name, at) in due {
+        for (name, check) in checks {
             let Some(e) = self.entries.get_mut(&name) else {
                 continue;
             };
-            e.deadline_at = next_deadline(&e.wf, at);
-            let Some(s) = e.wf.schedule.as_ref() else {
+            e.timers.deadline_at = check.next;
+            let Some(day) = check.day else {
                 continue;
             };
-            if !s.fired_that_day_before(at) {
-                continue;
-            }
-            let day = at.with_timezone(&s.tz).format("%Y-%m-%d").to_string();
-            let runs: Vec<_> = match self.store.runs(Some(&name), 1000) {
-                Ok(r) => r.into_iter().filter(|r| r.logical_date == day).collect(),
+            let runs = match self.store.runs(Some(&name), 1000) {
+                Ok(r) => r,
                 Err(err) => {
                     tracing::warn!("daemon: workflow {name}: cannot check its deadline: {err}");
                     continue;
                 }
             };
-            if runs.iter().any(|r| r.status == RunStatus::Succeeded) {
+            let Some(runs) = policy::deadline_missed(&day, runs) else {
                 continue;
-            }
-            let records = orchestrator_engine::notify::deadline_outbox(&e.wf, &day, at, &runs, now);
+            };
+            let records =
+                orchestrator_engine::notify::deadline_outbox(&e.wf, &day, check.at, &runs, now);
             tracing::info!(
                 "daemon: workflow {name}: no successful run for {day} by its deadline{}",
                 if records.is_empty() {
@@ -231,10 +164,7 @@ impl Daemon {
                     ""
                 }
             );
-            let writes: Vec<_> = records
-                .into_iter()
-                .map(orchestrator_engine::state::Write::Outbox)
-                .collect();
+            let writes: Vec<_> = records.into_iter().map(Write::Outbox).collect();
             if let Err(err) = self.store.commit(&writes) {
                 tracing::warn!(
                     "daemon: workflow {name}: cannot queue its deadline notification: {err}"
@@ -246,78 +176,54 @@ impl Daemon {
     /// Starts (or skips, queues, replaces) every run whose fire time has come.
     pub(crate) fn fire_due(&mut self) {
         let now = Utc::now();
-        let due: Vec<(String, DateTime<Utc>)> = self
+        let fires: Vec<(String, policy::Fire)> = self
             .entries
             .iter()
-            .filter_map(|(n, e)| e.next.filter(|t| *t <= now).map(|t| (n.clone(), t)))
+            .filter_map(|(n, e)| {
+                let active = self.active.get(n).map(|a| a.run_id.as_str());
+                policy::fire(&e.wf, e.timers.next, active, now).map(|f| (n.clone(), f))
+            })
             .collect();
-        for (name, at) in due {
-            self.remember(&name, at);
-            let next = self
-                .entries
-                .get(&name)
-                .and_then(|e| e.wf.schedule.as_ref())
-                .and_then(|s| s.next_after(at.max(now)));
+        for (name, fire) in fires {
+            self.remember(&name, fire.at);
             if let Some(e) = self.entries.get_mut(&name) {
-                e.next = next;
+                e.timers.next = fire.next;
             }
-            let due = Due {
-                at,
-                trigger: format!("schedule {}", at.format("%Y-%m-%dT%H:%M:%SZ")),
-                files: Vec::new(),
-                overrides: BTreeMap::new(),
-                date: None,
-            };
-            self.due(&name, due);
+            self.apply(&name, fire.action);
         }
     }
 
-    /// A run is due: start it, or apply `concurrency:` if the previous one is going.
-    pub(crate) fn due(&mut self, name: &str, due: Due) {
-        let Some(active) = self.active.get(name) else {
-            let _ = self.start(name, due); // `start` logs failures
-            return;
-        };
-        let Some(entry) = self.entries.get(name) else {
-            return;
-        };
-        let prev = active.run_id.clone();
-        match entry.wf.policy.concurrency {
-            Concurrency::Forbid => {
-                let why = format!(
-                    "due at {}, but run {prev} was still running (concurrency: forbid)",
-                    due.at.format("%Y-%m-%dT%H:%M:%SZ")
-                );
-                self.record_skipped(name, &entry.wf, &due, &why);
+    /// Does what [`policy::admit`] decided for a due run of `name`.
+    fn apply(&mut self, name: &str, action: Action) {
+        match action {
+            Action::Start(due) => {
+                let _ = self.start(name, due); // `start` logs failures
             }
-            Concurrency::Queue => {
+            Action::Skip { due, why } => {
+                if let Some(entry) = self.entries.get(name) {
+                    self.record_skipped(name, &entry.wf, &due, &why);
+                }
+            }
+            Action::Queue { due, behind } => {
                 tracing::info!(
-                    "daemon: workflow {name}: run due at {} queued behind run {prev}",
-                    due.at.format("%Y-%m-%dT%H:%M:%SZ")
+                    "daemon: workflow {name}: run due at {} queued behind run {behind}",
+                    policy::stamp(due.at)
                 );
-                let due = Due {
-                    trigger: format!("{} (queued behind run {prev})", due.trigger),
-                    ..due
-                };
                 self.queued
                     .entry(name.to_string())
                     .or_default()
                     .push_back(due);
                 self.record_point(name);
             }
-            Concurrency::Replace => {
+            Action::Replace { due, cancel, note } => {
                 tracing::info!(
-                    "daemon: workflow {name}: run {prev} replaced by the run due at {} (concurrency: replace); cancelling it",
-                    due.at.format("%Y-%m-%dT%H:%M:%SZ")
+                    "daemon: workflow {name}: run {cancel} replaced by the run due at {} (concurrency: replace); cancelling it",
+                    policy::stamp(due.at)
                 );
-                active.cancel.cancel();
-                self.replaced.insert(
-                    prev.clone(),
-                    format!(
-                        "replaced by the run due at {} (concurrency: replace)",
-                        due.at.format("%Y-%m-%dT%H:%M:%SZ")
-                    ),
-                );
+                if let Some(a) = self.active.get(name) {
+                    a.cancel.cancel();
+                }
+                self.replaced.insert(cancel, note);
                 // Start the new run as soon as the old one has recorded its end.
                 let q = self.queued.entry(name.to_string()).or_default();
                 q.clear();
@@ -328,11 +234,7 @@ impl Daemon {
     }
 
     pub(crate) fn logical_date(&self, name: &str, at: DateTime<Utc>) -> String {
-        let tz = self
-            .entries
-            .get(name)
-            .and_then(|e| e.wf.schedule.as_ref())
-            .map_or(chrono_tz_utc(), |s| s.tz);
-        at.with_timezone(&tz).format("%Y-%m-%d").to_string()
+        let schedule = self.entries.get(name).and_then(|e| e.wf.schedule.as_ref());
+        policy::logical_date(schedule, at)
     }
 }

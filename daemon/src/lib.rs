@@ -23,6 +23,7 @@ mod commands;
 mod event_loop;
 mod files;
 mod firing;
+mod policy;
 mod reload;
 mod runs;
 

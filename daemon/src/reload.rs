@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use crate::api::*;
-use crate::event_loop::*;
-use crate::firing::*;
+use crate::api::RunParams;
+use crate::event_loop::{Daemon, Entry, Msg};
+use crate::policy::{self, Timers};
 
 /// Watches the workflows directory; every change is one `Changed` message.
 pub(crate) fn watch(
@@ -155,17 +155,13 @@ impl Daemon {
             // A `rate()` without `start_date:` is a grid anchored at the first fire time
             // this store recorded, so a restart does not move it (with `start_date:`, the
             // grid starts there).
-            if let Some(s) = wf.schedule.as_mut().filter(|s| s.start.is_none()) {
-                s.start = last_fire;
+            if let Some(s) = wf.schedule.as_mut() {
+                policy::anchor(s, last_fire);
             }
-            let from = last_fire.unwrap_or_else(Utc::now).max(Utc::now());
-            let (next, deadline_at) = if self.config.schedule {
-                (
-                    wf.schedule.as_ref().and_then(|s| s.next_after(from)),
-                    next_deadline(&wf, Utc::now()),
-                )
+            let timers = if self.config.schedule {
+                policy::timers(&wf, last_fire, Utc::now())
             } else {
-                (None, None)
+                Timers::default()
             };
             self.entries.insert(
                 name.clone(),
@@ -173,8 +169,7 @@ impl Daemon {
                     path: path.clone(),
                     source,
                     wf,
-                    next,
-                    deadline_at,
+                    timers,
                 },
             );
             self.log_next(&name, if reloaded { "reloaded" } else { "scheduled" });
@@ -195,7 +190,7 @@ impl Daemon {
         };
         let Some(s) = &e.wf.schedule else { return };
         let exprs: Vec<&str> = s.exprs.iter().map(|x| x.text.as_str()).collect();
-        match e.next {
+        match e.timers.next {
             Some(t) => tracing::info!(
                 "daemon: workflow {name} {what} ({}): {} in {}; next run {} ({})",
                 e.path.display(),

@@ -13,9 +13,9 @@ use orchestrator_engine::template::Redactor;
 use orchestrator_engine::workflow::Workflow;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::*;
-use crate::event_loop::*;
-use crate::firing::*;
+use crate::api::RunParams;
+use crate::event_loop::{Daemon, Msg};
+use crate::policy::Due;
 
 /// What a run task does: start a new run, or resume an interrupted one.
 pub(crate) enum Job {

@@ -143,7 +143,7 @@ pub struct WorkflowStatus {
 /// Sends [`Command`]s to a running daemon.
 pub type Commands = mpsc::UnboundedSender<Command>;
 
-/// A channel for [`run`]'s `commands`.
+/// A channel for [`run`](crate::run)'s `commands`.
 pub fn commands() -> (Commands, mpsc::UnboundedReceiver<Command>) {
     mpsc::unbounded_channel()
 }

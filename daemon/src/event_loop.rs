@@ -1,6 +1,6 @@
 //! The event loop: one `Daemon` owns every workflow's scheduling state and wakes on the
 //! earliest timer, a changed workflow file, an arrived file, a finished run, a command or
-//! shutdown.
+//! shutdown; then stops gracefully (`shut_down`), or at once when the store cannot record.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;

@@ -10,6 +10,21 @@
 //! or shutdown. Runs execute in their own tokio tasks through the engine's runner, at
 //! most `max_runs` at once, and report back on a channel.
 //!
+//! **Pieces.** The decisions are separate from their effects:
+//! - `policy`: what the schedule decides, as pure functions of a workflow's settings,
+//!   the daemon's records and `now` (what is due, `concurrency:`, `catchup:`,
+//!   `deadline:`, where the schedule record stands, the next wake-up); table-tested on
+//!   a fake clock. The cron/rate/DST arithmetic is the engine's `Schedule`.
+//! - `event_loop`: [`run`], the `Daemon` that owns all state, the `select!` loop, and
+//!   the graceful stop.
+//! - `firing`: applies `policy`'s decisions: commits the schedule record, logs, starts,
+//!   queues, skips, cancels; catch-up at start, deadline checks.
+//! - `reload`: watches and rescans the workflows directory; (re)schedules what validates.
+//! - `files`: file triggers (`on: files:`): watchers, debounce, batches.
+//! - `runs`: starts and resumes runs in their own tasks; their end, `retention:`.
+//! - `commands`: requests from other processes (trigger, run, rerun, cancel, status).
+//! - `api`: the public types ([`Config`], [`Command`], [`Refused`], [`Status`], …).
+//!
 //! **Invariants.**
 //! - A fire time is persisted as handled (`ScheduleRecord`) before its run starts, so a
 //!   restart never starts it twice; catch-up after downtime starts from it.

@@ -11,6 +11,10 @@
 //! what is missing. Before anything is written, one aggregation over both tables' keys
 //! tells whether `from` repeats a key (refused) and how many of its keys are new (none:
 //! nothing is written).
+//!
+//! That logic, its refusals and its outputs are [`publish`], once; the local backend
+//! writes as above, Athena creates `to` as an Iceberg table and inserts with one
+//! `MERGE INTO` (see [`crate::aws::Athena`]).
 
 use std::sync::Arc;
 

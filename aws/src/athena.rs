@@ -19,9 +19,14 @@ pub struct QueryOutcome {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueryResults {
     pub columns: Vec<String>,
+    /// Each column's Athena type (`bigint`, `varchar`, `double`, ...), as `columns`.
+    pub types: Vec<String>,
     pub rows: Vec<Vec<Option<String>>>,
     /// More rows existed than were read.
     pub truncated: bool,
+    /// Rows a CREATE TABLE AS, INSERT INTO, MERGE, UPDATE or DELETE wrote, when Athena
+    /// says (GetQueryResults' UpdateCount).
+    pub update_count: Option<u64>,
 }
 
 impl Aws {
@@ -113,9 +118,55 @@ impl Aws {
     /// Reads at most `max_rows` rows of a finished query (GetQueryResults, page by page).
     /// The first row of a SELECT's results is its header.
     pub async fn results(&self, id: &str, max_rows: usize) -> Result<QueryResults, AwsError> {
+        let mut out = QueryResults::default();
+        self.read_results(
+            id,
+            &mut |row| {
+                if out.rows.len() >= max_rows {
+                    out.truncated = true;
+                    return false;
+                }
+                out.rows.push(row);
+                true
+            },
+            &mut out.columns,
+            &mut out.types,
+            &mut out.update_count,
+        )
+        .await?;
+        Ok(out)
+    }
+
+    /// How many rows a finished query returned (every page read, none kept), and the
+    /// UpdateCount Athena gave.
+    pub async fn count_results(&self, id: &str) -> Result<(u64, Option<u64>), AwsError> {
+        let (mut n, mut columns, mut types, mut update) = (0u64, Vec::new(), Vec::new(), None);
+        self.read_results(
+            id,
+            &mut |_| {
+                n += 1;
+                true
+            },
+            &mut columns,
+            &mut types,
+            &mut update,
+        )
+        .await?;
+        Ok((n, update))
+    }
+
+    /// Reads a finished query's results page by page, handing each row (the header row
+    /// skipped) to `row` until it answers `false`.
+    async fn read_results(
+        &self,
+        id: &str,
+        row: &mut (dyn FnMut(Vec<Option<String>>) -> bool + Send),
+        columns: &mut Vec<String>,
+        types: &mut Vec<String>,
+        update_count: &mut Option<u64>,
+    ) -> Result<(), AwsError> {
         self.guard()?;
         let client = self.athena();
-        let mut out = QueryResults::default();
         let mut token: Option<String> = None;
         let mut first = true;
         loop {
@@ -132,43 +183,41 @@ impl Aws {
                         sdk_error(&e)
                     ))
                 })?;
+            if first {
+                *update_count = page.update_count().and_then(|n| u64::try_from(n).ok());
+            }
             if let Some(set) = page.result_set() {
                 if first {
-                    out.columns = set
+                    let info = set
                         .result_set_metadata()
-                        .map(|m| {
-                            m.column_info()
-                                .iter()
-                                .map(|c| c.name().to_string())
-                                .collect()
-                        })
+                        .map(|m| m.column_info())
                         .unwrap_or_default();
+                    *columns = info.iter().map(|c| c.name().to_string()).collect();
+                    *types = info.iter().map(|c| c.r#type().to_string()).collect();
                 }
-                for (i, row) in set.rows().iter().enumerate() {
-                    let values: Vec<Option<String>> = row
+                for (i, r) in set.rows().iter().enumerate() {
+                    let values: Vec<Option<String>> = r
                         .data()
                         .iter()
                         .map(|d| d.var_char_value().map(str::to_string))
                         .collect();
                     // The header row repeats the column names.
-                    if first && i == 0 && !out.columns.is_empty() {
+                    if first && i == 0 && !columns.is_empty() {
                         let names: Vec<Option<String>> =
-                            out.columns.iter().cloned().map(Some).collect();
+                            columns.iter().cloned().map(Some).collect();
                         if values == names {
                             continue;
                         }
                     }
-                    if out.rows.len() >= max_rows {
-                        out.truncated = true;
-                        return Ok(out);
+                    if !row(values) {
+                        return Ok(());
                     }
-                    out.rows.push(values);
                 }
             }
             first = false;
             match page.next_token() {
                 Some(t) => token = Some(t.to_string()),
-                None => return Ok(out),
+                None => return Ok(()),
             }
         }
     }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_glue::operation::get_crawler::GetCrawlerError;
+use aws_sdk_glue::operation::get_table::GetTableError;
 use aws_sdk_glue::operation::start_crawler::StartCrawlerError;
 use aws_sdk_glue::types::{CrawlerState, CrawlerTargets, JobRunState, LastCrawlStatus, S3Target};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +21,17 @@ pub struct CrawlOutcome {
     pub status: String,
 }
 
+/// A table of the Glue Data Catalog, as the data kinds need it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlueTable {
+    /// (name, type) of each column, partition keys last.
+    pub columns: Vec<(String, String)>,
+    /// The table's `table_type` parameter (`ICEBERG` for an Iceberg table).
+    pub table_type: Option<String>,
+    /// Where its files are.
+    pub location: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct JobOutcome {
     pub run_id: String,
@@ -28,6 +40,60 @@ pub struct JobOutcome {
 }
 
 impl Aws {
+    /// Table `name` of the workflow's Glue database, or `None` if it has no such table.
+    pub async fn table(&self, name: &str) -> Result<Option<GlueTable>, AwsError> {
+        self.guard()?;
+        let db = self.settings.database.clone().unwrap_or_default();
+        match self
+            .glue()
+            .get_table()
+            .database_name(&db)
+            .name(name)
+            .send()
+            .await
+        {
+            Ok(t) => {
+                let Some(t) = t.table() else {
+                    return Ok(None);
+                };
+                let sd = t.storage_descriptor();
+                let columns = sd
+                    .map(|sd| sd.columns())
+                    .unwrap_or_default()
+                    .iter()
+                    .chain(t.partition_keys())
+                    .map(|c| {
+                        (
+                            c.name().to_string(),
+                            c.r#type().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect();
+                let table_type = t
+                    .parameters()
+                    .and_then(|p| p.get("table_type").or_else(|| p.get("TABLE_TYPE")))
+                    .cloned();
+                Ok(Some(GlueTable {
+                    columns,
+                    table_type,
+                    location: sd.and_then(|sd| sd.location()).map(str::to_string),
+                }))
+            }
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(GetTableError::EntityNotFoundException(_))
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(AwsError::Call(format!(
+                "glue:GetTable {db}.{name} failed: {}",
+                sdk_error(&e)
+            ))),
+        }
+    }
+
     /// Runs crawler `name` over `path` (s3://...), creating it (with `role`) or pointing
     /// it at `path` first if needed, and waits until it is READY again. A crawl already
     /// running (CrawlerRunningException) is waited for instead of failing.

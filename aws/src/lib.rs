@@ -24,10 +24,10 @@ use aws_smithy_http_client::tls;
 use tokio_util::sync::CancellationToken;
 
 pub use athena::{QueryOutcome, QueryResults};
-pub use glue::{CrawlOutcome, JobOutcome};
+pub use glue::{CrawlOutcome, GlueTable, JobOutcome};
 
 /// The workflow's `aws:` block.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Settings {
     pub region: Option<String>,
     pub profile: Option<String>,
@@ -56,10 +56,13 @@ pub enum AwsError {
     Cancelled(String),
 }
 
-/// Clients for one workflow's account and region.
+/// Clients for one workflow's account and region. Cheap to clone: clones share the SDK
+/// config, the clients and their connection pools.
 #[derive(Clone)]
 pub struct Aws {
     sdk: aws_config::SdkConfig,
+    athena: aws_sdk_athena::Client,
+    glue: aws_sdk_glue::Client,
     pub settings: Settings,
     /// S3 clients by bucket.
     buckets: std::sync::Arc<
@@ -78,6 +81,24 @@ impl std::fmt::Debug for Aws {
 }
 
 impl Aws {
+    /// The process's clients for `settings`: the SDK config (credential chain, region,
+    /// HTTP client) is loaded once per distinct `aws:` block and reused by every task
+    /// after, instead of once per task run.
+    pub async fn shared(settings: Settings) -> Aws {
+        type Cells =
+            std::collections::HashMap<Settings, std::sync::Arc<tokio::sync::OnceCell<Aws>>>;
+        static SHARED: std::sync::OnceLock<std::sync::Mutex<Cells>> = std::sync::OnceLock::new();
+        let cell = {
+            let mut cells = match SHARED.get_or_init(Default::default).lock() {
+                Ok(c) => c,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            cells.entry(settings.clone()).or_default().clone()
+        };
+        cell.get_or_init(|| Aws::connect(settings)).await.clone()
+    }
+
+    /// New clients for `settings` (see [`Aws::shared`] for the ones a process reuses).
     pub async fn connect(settings: Settings) -> Aws {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::standard().with_max_attempts(5))
@@ -95,8 +116,11 @@ impl Aws {
         if let Some(profile) = &settings.profile {
             loader = loader.profile_name(profile);
         }
+        let sdk = loader.load().await;
         Aws {
-            sdk: loader.load().await,
+            athena: aws_sdk_athena::Client::new(&sdk),
+            glue: aws_sdk_glue::Client::new(&sdk),
+            sdk,
             settings,
             buckets: Default::default(),
         }
@@ -116,12 +140,14 @@ impl Aws {
         Ok(())
     }
 
-    pub fn athena(&self) -> aws_sdk_athena::Client {
-        aws_sdk_athena::Client::new(&self.sdk)
+    /// The Athena client. Calls made with it directly skip [`Aws::guard`]: call that first.
+    pub fn athena(&self) -> &aws_sdk_athena::Client {
+        &self.athena
     }
 
-    pub fn glue(&self) -> aws_sdk_glue::Client {
-        aws_sdk_glue::Client::new(&self.sdk)
+    /// The Glue client. Calls made with it directly skip [`Aws::guard`]: call that first.
+    pub fn glue(&self) -> &aws_sdk_glue::Client {
+        &self.glue
     }
 
     pub fn sns(&self) -> aws_sdk_sns::Client {
@@ -312,6 +338,22 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn one_sdk_config_per_aws_block_per_process() {
+        let block = |region: &str| Settings {
+            region: Some(region.into()),
+            database: Some("stock".into()),
+            ..Settings::default()
+        };
+        let a = Aws::shared(block("us-east-1")).await;
+        let b = Aws::shared(block("us-east-1")).await;
+        let c = Aws::shared(block("eu-west-1")).await;
+        // Clones of one connection share its S3 client cache; another block has its own.
+        assert!(std::sync::Arc::ptr_eq(&a.buckets, &b.buckets));
+        assert!(!std::sync::Arc::ptr_eq(&a.buckets, &c.buckets));
+        assert_eq!(c.region().as_deref(), Some("eu-west-1"));
+    }
 
     #[test]
     fn polling_starts_fast_and_grows_to_a_cap() {

@@ -110,7 +110,8 @@ pub async fn deliver(channel: &Channel, name: &str, event: &Value) -> Result<(),
                 profile: profile.clone(),
                 ..Default::default()
             };
-            let aws = orchestrator_aws::Aws::connect(settings).await;
+            // One SDK config per channel settings per process, reused by every delivery.
+            let aws = orchestrator_aws::Aws::shared(settings).await;
             aws.publish(topic_arn, &subject(event), &event.to_string())
                 .await
                 .map(|_| ())

@@ -19,7 +19,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::aws::Target;
-use crate::data::{on_engine, session, LocalSql, SqlEngine};
+use crate::data::local::Local;
+use crate::data::{on_engine, SqlEngine};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,21 +120,25 @@ pub fn render(text: &str, row: &serde_json::Map<String, Value>) -> Result<String
 impl Task for Alert {
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
         let rows = match &self.target {
-            Target::Aws(block) => {
-                let aws = crate::aws::connect(block).await;
-                crate::aws::AthenaSql { aws: &aws, ctx }
-                    .sample(&self.sql, self.max_rows)
-                    .await
-            }
+            Target::Aws(block) => crate::aws::Athena::new(block, ctx)
+                .await
+                .sample(&self.sql, self.max_rows)
+                .await
+                .map_err(|e| e.to_string()),
             Target::Local => {
                 let (catalog, sql, n) = (ctx.catalog.clone(), self.sql.clone(), self.max_rows);
+                let (wh, creator) = (
+                    ctx.warehouse.clone(),
+                    format!("{}/{}", ctx.run_id, ctx.task_id),
+                );
                 on_engine(async move {
-                    LocalSql(session(catalog.as_ref()).await?)
+                    Local::open(catalog, wh, creator, None, None)
+                        .await?
                         .sample(&sql, n)
                         .await
                 })
                 .await
-                .and_then(|r| r)
+                .and_then(|r| r.map_err(|e| e.to_string()))
             }
         }
         .map_err(|e| TaskFailure::new(format!("in `sql`: {e}")))?;

@@ -74,20 +74,25 @@ fn set_up(moto: &Moto) {
 
 /// Queues what Athena answers to the next queries, in order: moto hands each query the
 /// next queued result when it starts, so statements without rows (DDL, MERGE) take one
-/// too (`""`: no rows); any other string is one count.
-fn preset_counts(moto: &Moto, counts: &[&str]) {
+/// too (`""`: no rows); any other string is one row of counts (`"10,0"`: two cells).
+pub(crate) fn preset_counts(moto: &Moto, counts: &[&str]) {
     let results: Vec<Value> = counts
         .iter()
         .map(|n| {
+            let cells: Vec<&str> = n.split(',').collect();
+            let names: Vec<String> = (0..cells.len()).map(|i| format!("n{i}")).collect();
             let rows = if n.is_empty() {
                 json!([])
             } else {
-                json!([{"Data": [{"VarCharValue": "n"}]}, {"Data": [{"VarCharValue": n}]}])
+                let header: Vec<Value> = names.iter().map(|c| json!({"VarCharValue": c})).collect();
+                let values: Vec<Value> = cells.iter().map(|c| json!({"VarCharValue": c})).collect();
+                json!([{"Data": header}, {"Data": values}])
             };
-            json!({
-                "rows": rows,
-                "column_info": [{"Name": "n", "Type": "bigint", "Nullable": "NULLABLE", "CatalogName": "c", "SchemaName": "s", "TableName": "t", "Label": "n", "Precision": 19, "Scale": 0, "CaseSensitive": false}],
-            })
+            let info: Vec<Value> = names
+                .iter()
+                .map(|c| json!({"Name": c, "Type": "bigint", "Nullable": "NULLABLE", "CatalogName": "c", "SchemaName": "s", "TableName": "t", "Label": c, "Precision": 19, "Scale": 0, "CaseSensitive": false}))
+                .collect();
+            json!({ "rows": rows, "column_info": info })
         })
         .collect();
     moto.moto_api(
@@ -96,8 +101,9 @@ fn preset_counts(moto: &Moto, counts: &[&str]) {
     );
 }
 
-/// The statements before the audit: the view over the crawled table, DROP, CTAS.
-const BEFORE_AUDIT: &[&str] = &["", "", ""];
+/// The statements before the audit: the view over the crawled table, DROP, CTAS, and the
+/// count of the CTAS's rows (moto gives no UpdateCount).
+const BEFORE_AUDIT: &[&str] = &["", "", "", "10"];
 
 /// The bundled responses cut to their last 60 bars (enough for the 45-day lookback),
 /// so landing them in moto's S3 stays quick.
@@ -143,10 +149,11 @@ fn run_daily(sb: &Sandbox, moto: &Moto, extra: &[&str]) -> Out {
     sb.run_with_env(&args, &env)
 }
 
-/// One count per quality rule (13), publish's two refusal counts, then its CREATE TABLE
-/// (Iceberg) and MERGE, then signal_alerts' query (no rows: nothing to tell).
+/// One count per quality rule (13), publish's summary (rows, null keys) and repeated-key
+/// count, then its CREATE TABLE (Iceberg) and MERGE, then signal_alerts' query (no rows:
+/// nothing to tell).
 const ALL_PASS: &[&str] = &[
-    "10", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "", "", "",
+    "10", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "10,0", "0", "", "", "",
 ];
 
 #[test]
@@ -218,7 +225,7 @@ fn daily_yaml_runs_every_stage_on_s3_glue_and_athena() {
     );
     assert_eq!(has("table_type = 'ICEBERG'"), 1, "{sql:#?}");
     assert_eq!(
-        has("MERGE INTO stock_daily t USING stock_daily_tmp s ON (t.symbol = s.symbol AND t.date = s.date)\nWHEN NOT MATCHED THEN INSERT (symbol, date, open,"),
+        has("MERGE INTO stock_daily t USING stock_daily_tmp s ON (t.\"symbol\" = s.\"symbol\" AND t.\"date\" = s.\"date\")\nWHEN NOT MATCHED THEN INSERT (\"symbol\", \"date\", \"open\","),
         1,
         "{sql:#?}"
     );
@@ -228,7 +235,23 @@ fn daily_yaml_runs_every_stage_on_s3_glue_and_athena() {
         "the alert query, on Athena: {sql:#?}"
     );
     assert_eq!(task(&show, "signal_alerts")["outputs"]["sent"], 0);
-    assert_eq!(sql.len(), 3 + 13 + 2 + 2 + 1, "{sql:#?}");
+    assert_eq!(sql.len(), 4 + 13 + 2 + 2 + 1, "{sql:#?}");
+    // The outputs a local run gives, on Athena too.
+    let outputs = &task(&show, "publish")["outputs"];
+    assert_eq!(
+        (
+            &outputs["inserted"],
+            &outputs["already_present"],
+            &outputs["rows"]
+        ),
+        (&json!(10), &json!(0), &json!(10)),
+        "{outputs}"
+    );
+    assert_eq!(task(&show, "create_temp")["outputs"]["rows"], 10);
+    assert_eq!(
+        task(&show, "drop_temp")["outputs"]["dropped"],
+        json!(["stock_daily_tmp"])
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod common;
 
 mod alerts;
 mod aws;
+mod backends;
 mod backfill;
 mod browser;
 mod cli;

@@ -117,10 +117,11 @@ struct GlueCrawl {
 #[async_trait::async_trait]
 impl Task for GlueCrawl {
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
-        let aws = crate::aws::connect(&self.block).await;
+        let athena = crate::aws::Athena::new(&self.block, ctx).await;
         let path = format!("{}/", self.path.trim_end_matches('/'));
         let progress = |line: &str| ctx.output.line(line);
-        let done = aws
+        let done = athena
+            .aws()
             .crawl_reporting(
                 &self.crawler,
                 &path,
@@ -144,16 +145,12 @@ impl Task for GlueCrawl {
         ));
         let mut view = None;
         if crawled != self.table {
-            crate::aws::execute(
-                &aws,
-                ctx,
-                &format!(
+            athena
+                .execute(&format!(
                     "CREATE OR REPLACE VIEW {} AS SELECT * FROM {crawled}",
                     self.table
-                ),
-            )
-            .await
-            .map_err(TaskFailure::new)?;
+                ))
+                .await?;
             view = Some(self.table.clone());
         }
         Ok(crate::aws::object(json!({

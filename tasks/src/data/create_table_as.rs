@@ -5,12 +5,14 @@
 use std::sync::Arc;
 
 use orchestrator_engine::task::{
-    BuildContext, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
+    BuildContext, OutputSink, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
 };
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{on_engine, session, warehouse, Format};
+use super::backend::{object, DataError, Warehouse};
+use super::local::Local;
+use super::{on_engine, warehouse, Format};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,48 +77,49 @@ struct CreateTableAs {
 #[async_trait::async_trait]
 impl Task for CreateTableAs {
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
-        if let crate::aws::Target::Aws(block) = &self.target {
-            let aws = crate::aws::connect(block).await;
-            return crate::aws::create_table_as(&aws, ctx, &self.table, &self.sql)
+        let (table, sql) = (self.table.clone(), self.sql.clone());
+        let output = ctx.output.clone();
+        match &self.target {
+            crate::aws::Target::Aws(block) => {
+                let athena = crate::aws::Athena::new(block, ctx).await;
+                Ok(create_table_as(&athena, &output, &table, &sql).await?)
+            }
+            crate::aws::Target::Local => {
+                let (catalog, wh) = (ctx.catalog.clone(), ctx.warehouse.clone());
+                let creator = format!("{}/{}", ctx.run_id, ctx.task_id);
+                let pause = super::PauseHook::from_env("create_table_as");
+                let location = self.location.clone();
+                Ok(on_engine(async move {
+                    let lock = warehouse::table_lock(&table);
+                    let _guard = lock.lock().await;
+                    let local = Local::open(catalog, wh, creator, pause, location).await?;
+                    create_table_as(&local, &output, &table, &sql).await
+                })
                 .await
-                .map_err(TaskFailure::new);
-        }
-        let (table, sql, catalog, wh) = (
-            self.table.clone(),
-            self.sql.clone(),
-            ctx.catalog.clone(),
-            ctx.warehouse.clone(),
-        );
-        let creator = format!("{}/{}", ctx.run_id, ctx.task_id);
-        let pause = super::PauseHook::from_env("create_table_as");
-        let location = self.location.clone();
-        let record = on_engine(async move {
-            let lock = warehouse::table_lock(&table);
-            let _guard = lock.lock().await;
-            let session = session(catalog.as_ref()).await?;
-            let df = session.sql(&sql).await.map_err(|e| {
-                super::explain_task_sql_error(
-                    catalog.as_ref(),
-                    &sql,
-                    &e,
-                    "sql",
-                    location.as_deref(),
-                )
-            })?;
-            warehouse::create_table(catalog.as_ref(), &wh, &table, df, &creator, pause.as_ref())
-                .await
-        })
-        .await
-        .and_then(|r| r)
-        .map_err(TaskFailure::new)?;
-        let rows = record.row_count.unwrap_or(0);
-        ctx.output.line(&format!(
-            "created table {}: {rows} rows at {}",
-            record.name, record.location
-        ));
-        match json!({"table": record.name, "rows": rows, "location": record.location}) {
-            serde_json::Value::Object(m) => Ok(m),
-            _ => Ok(Outputs::new()),
+                .map_err(TaskFailure::new)??)
+            }
         }
     }
+}
+
+/// `create_table_as` on whichever backend. Outputs, on every backend: `table`, `rows`
+/// (in the new table) and `location` (where its files are), plus the backend's extras.
+pub async fn create_table_as(
+    b: &dyn Warehouse,
+    output: &OutputSink,
+    table: &str,
+    sql: &str,
+) -> Result<Outputs, DataError> {
+    let w = b.create_table_as(table, sql).await?;
+    let rows = match w.rows {
+        Some(n) => n,
+        // Athena says how many rows a CTAS wrote in its UpdateCount; where it does not,
+        // they are counted.
+        None => b.count(&format!("SELECT * FROM {table}")).await?,
+    };
+    let location = w.location.unwrap_or_default();
+    output.line(&format!("created table {table}: {rows} rows at {location}"));
+    let mut outputs = object(json!({"table": table, "rows": rows, "location": location}));
+    outputs.extend(b.extras());
+    Ok(outputs)
 }

@@ -8,10 +8,12 @@
 //! drives I/O and timers. They run on a dedicated runtime ([`on_engine`]), so the executor's
 //! event loop stays responsive (timeouts, cancellation, other tasks' output).
 
+pub mod backend;
 pub mod crawl;
 pub mod create_table_as;
 mod csv_scan;
 pub mod isolated;
+pub mod local;
 pub mod publish;
 pub mod quality;
 pub mod sql;
@@ -211,39 +213,7 @@ pub fn dir_url(dir: &Path) -> String {
     }
 }
 
-/// What a data kind needs of a SQL engine to audit a table: the same calls on DataFusion
-/// ([`LocalSql`]) and on Athena (`crate::aws::AthenaSql`), so a kind's logic (rules,
-/// results, messages) is written once.
-#[async_trait::async_trait]
-pub trait SqlEngine: Send + Sync {
-    /// Rows `query` returns.
-    async fn count(&self, query: &str) -> Result<u64, String>;
-    /// Up to `n` of them, as JSON objects.
-    async fn sample(&self, query: &str, n: usize) -> Result<Vec<serde_json::Value>, String>;
-}
-
-/// DataFusion over the catalog's tables.
-pub struct LocalSql(pub SessionContext);
-
-#[async_trait::async_trait]
-impl SqlEngine for LocalSql {
-    async fn count(&self, query: &str) -> Result<u64, String> {
-        scalar_u64(
-            &self.0,
-            &format!("SELECT count(*) AS n FROM ({query}) AS v"),
-        )
-        .await
-    }
-
-    async fn sample(&self, query: &str, n: usize) -> Result<Vec<serde_json::Value>, String> {
-        let df = self
-            .0
-            .sql(&format!("SELECT * FROM ({query}) AS v LIMIT {n}"))
-            .await
-            .map_err(|e| e.to_string())?;
-        rows_json(&df.collect().await.map_err(|e| e.to_string())?)
-    }
-}
+pub use backend::SqlEngine;
 
 /// Runs read-only SQL (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE) against the catalog.
 pub async fn query(catalog: Arc<dyn Catalog>, sql: String) -> Result<Vec<RecordBatch>, String> {

@@ -13,7 +13,9 @@ use orchestrator_engine::task::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{on_engine, session, LocalSql, SqlEngine};
+use super::backend::{DataError, Refusal, SqlEngine, Warehouse};
+use super::local::Local;
+use super::on_engine;
 
 const SAMPLES: usize = 5;
 
@@ -214,37 +216,23 @@ struct QualityCheck {
 #[async_trait::async_trait]
 impl Task for QualityCheck {
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
-        let (table, rules, catalog) = (self.table.clone(), self.rules.clone(), ctx.catalog.clone());
-        let results = if let crate::aws::Target::Aws(block) = &self.target {
+        let (table, rules) = (self.table.clone(), self.rules.clone());
+        let results = match &self.target {
             // The same rules, counted and sampled by Athena.
-            let aws = crate::aws::connect(block).await;
-            let athena = crate::aws::AthenaSql { aws: &aws, ctx };
-            let mut results = Vec::new();
-            for rule in &rules {
-                results.push(
-                    evaluate(&athena, &table, rule)
-                        .await
-                        .map_err(TaskFailure::new)?,
-                );
+            crate::aws::Target::Aws(block) => {
+                let athena = crate::aws::Athena::new(block, ctx).await;
+                evaluate_all(&athena, &table, &rules).await?
             }
-            results
-        } else {
-            on_engine(async move {
-                if catalog.table(&table).map_err(|e| e.to_string())?.is_none() {
-                    return Err(format!(
-                        "table `{table}` does not exist; the step that creates it must run first"
-                    ));
-                }
-                let local = LocalSql(session(catalog.as_ref()).await?);
-                let mut results = Vec::new();
-                for rule in &rules {
-                    results.push(evaluate(&local, &table, rule).await?);
-                }
-                Ok(results)
-            })
-            .await
-            .and_then(|r| r)
-            .map_err(TaskFailure::new)?
+            crate::aws::Target::Local => {
+                let (catalog, wh) = (ctx.catalog.clone(), ctx.warehouse.clone());
+                let creator = format!("{}/{}", ctx.run_id, ctx.task_id);
+                on_engine(async move {
+                    let local = Local::open(catalog, wh, creator, None, None).await?;
+                    evaluate_all(&local, &table, &rules).await
+                })
+                .await
+                .map_err(TaskFailure::new)??
+            }
         };
 
         let failed: Vec<&Value> = results.iter().filter(|r| r["passed"] == false).collect();
@@ -312,22 +300,44 @@ fn row_count_result(n: u64, min: Option<u64>, max: Option<u64>) -> Value {
     })
 }
 
+/// Every rule's result, whichever backend counts and samples.
+async fn evaluate_all(
+    b: &dyn Warehouse,
+    table: &str,
+    rules: &[Rule],
+) -> Result<Vec<Value>, DataError> {
+    if b.table(table).await?.is_none() {
+        return Err(Refusal::NoTable {
+            table: table.to_string(),
+            place: b.place(),
+        }
+        .into());
+    }
+    let mut results = Vec::new();
+    for rule in rules {
+        results.push(evaluate(b, table, rule).await?);
+    }
+    Ok(results)
+}
+
 /// One rule's result, whichever engine counts and samples.
-async fn evaluate(sql: &dyn SqlEngine, table: &str, rule: &Rule) -> Result<Value, String> {
+async fn evaluate(sql: &dyn SqlEngine, table: &str, rule: &Rule) -> Result<Value, DataError> {
+    // Which rule failed to run, then why.
+    let within = |name: &str, e: DataError| DataError::Answer(format!("{name}: {e}"));
     match rule {
         Rule::RowCount { min, max } => {
             let n = sql
                 .count(&format!("SELECT * FROM {table}"))
                 .await
-                .map_err(|e| format!("row_count: {e}"))?;
+                .map_err(|e| within("row_count", e))?;
             Ok(row_count_result(n, *min, *max))
         }
         Rule::Violations { name, query } => {
-            let n = sql.count(query).await.map_err(|e| format!("{name}: {e}"))?;
+            let n = sql.count(query).await.map_err(|e| within(name, e))?;
             let samples = if n > 0 {
                 sql.sample(query, SAMPLES)
                     .await
-                    .map_err(|e| format!("{name}: {e}"))?
+                    .map_err(|e| within(name, e))?
             } else {
                 Vec::new()
             };

@@ -24,9 +24,12 @@ use orchestrator_engine::state::{
 use orchestrator_engine::template::Redactor;
 use orchestrator_engine::workflow::Workflow;
 use orchestrator_engine::CancellationToken;
+use orchestrator_web::api::{BackfillRequest, BackfillStarted};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-use crate::ops::load;
+use crate::load::load;
+use crate::store::find_run;
 use crate::{Context, Error};
 
 /// What `orchestrator backfill` asks for (the API's request type).
@@ -447,7 +450,7 @@ async fn run_one(
         Executor::Local { store, ctx } => {
             let store = store.clone();
             let wf = if resume {
-                let run = crate::ops::find_run(&store, &run_id)?;
+                let run = find_run(&store, &run_id)?;
                 load(
                     ctx,
                     Path::new(&run.workflow_path),
@@ -469,7 +472,7 @@ async fn run_one(
                     observer: &Quiet,
                 };
                 let run = if resume {
-                    let run = crate::ops::find_run(&store, &id)?;
+                    let run = find_run(&store, &id)?;
                     runner::resume(env, &wf, run, None).await?
                 } else {
                     runner::start_as(env, &wf, &id, &date, &label).await?
@@ -528,4 +531,150 @@ async fn run_one(
             Ok((id, handle as RunHandle))
         }
     }
+}
+
+/// The dry run's text: each date with what would happen to it.
+pub fn plan_text(b: &BackfillRecord, parallel: usize) -> String {
+    let mut s = format!(
+        "{} (dry run: nothing is run or recorded)\n",
+        header(b, parallel)
+    );
+    for d in &b.dates {
+        let what = match (&d.skipped, &d.run_id) {
+            (Some(why), _) => format!("skip: {why}"),
+            (None, Some(id)) => format!("resume run {id}"),
+            (None, None) => "new run".into(),
+        };
+        s.push_str(&format!("{}  {what}\n", d.date));
+    }
+    s
+}
+
+/// Plans (or reopens) a backfill in the process that owns the store.
+pub fn prepare(
+    ctx: &Context,
+    store: &Store,
+    req: Option<&Request>,
+    resume: Option<&str>,
+) -> Result<BackfillRecord, Error> {
+    match (req, resume) {
+        (Some(req), _) => plan(ctx, store, req),
+        (None, Some(id)) => reopen(store, id),
+        (None, None) => Err(Error::invalid("error: nothing to backfill")),
+    }
+}
+
+/// The workflow's `max_active_runs:`, and a check that it can run here.
+pub fn workflow_limit(ctx: &Context, b: &BackfillRecord) -> Result<usize, Error> {
+    let wf = load(
+        ctx,
+        Path::new(&b.workflow_path),
+        b.params.clone(),
+        Default::default(),
+        "backfill-plan",
+        &b.from,
+    )?;
+    crate::load::claim_warehouse(&wf, ctx.dir())
+        .map_err(|e| Error::invalid(format!("error: {e}")))?;
+    Ok(wf.max_active_runs)
+}
+
+/// `POST /api/backfills` in the daemon: this process plans the backfill and drives it,
+/// each run handed to the daemon's event loop.
+pub fn start_in_daemon(
+    ctx: &Context,
+    store: Arc<Store>,
+    commands: orchestrator_daemon::Commands,
+    request: BackfillRequest,
+) -> Result<BackfillStarted, Error> {
+    let b = prepare(
+        ctx,
+        &store,
+        request.request.as_ref(),
+        request.resume.as_deref(),
+    )?;
+    let limit = workflow_limit(ctx, &b)?;
+    let (parallel, note) = parallelism(&b, limit, true);
+    if request.dry_run {
+        return Ok(BackfillStarted {
+            plan: Some(plan_text(&b, parallel)),
+            note,
+            ..Default::default()
+        });
+    }
+    let header = header(&b, parallel);
+    let id = b.id.clone();
+    let exec = Executor::Daemon { store, commands };
+    tokio::spawn(async move {
+        let id = b.id.clone();
+        let quiet = |_: &DateView| {};
+        if let Err(e) = drive(exec, b, parallel, CancellationToken::new(), &quiet).await {
+            tracing::warn!("backfill {id}: {}", e.message);
+        }
+    });
+    Ok(BackfillStarted {
+        backfill_id: Some(id),
+        header: Some(header),
+        note,
+        plan: None,
+    })
+}
+
+/// `backfills`: every backfill, newest first.
+pub fn backfills_output(store: &Store, json: bool) -> Result<String, Error> {
+    let mut list = store.backfills()?;
+    // Newest first by when each was created: ids share a second's prefix, and their
+    // random suffix would order two of the same second by chance.
+    list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    if json {
+        let rows: Vec<serde_json::Value> = list
+            .iter()
+            .map(|b| {
+                let views = view(store, b).unwrap_or_default();
+                json!({
+                    "id": b.id, "workflow": b.workflow, "from": b.from, "to": b.to,
+                    "status": effective_status(b, &views), "dates": views,
+                    "created_at": crate::report::ts(Some(b.created_at)),
+                    "ended_at": crate::report::ts(b.ended_at), "reprocess": b.reprocess,
+                })
+            })
+            .collect();
+        return Ok(serde_json::to_string_pretty(&rows).unwrap_or_default() + "\n");
+    }
+    if list.is_empty() {
+        return Ok(
+            "no backfills yet; start one with `orchestrator backfill FILE --from DATE --to DATE`\n"
+                .into(),
+        );
+    }
+    let mut s = format!(
+        "{:<28} {:<16} {:<23} {:<12} {}\n",
+        "ID", "WORKFLOW", "RANGE", "STATUS", "DATES"
+    );
+    for b in &list {
+        let views = view(store, b)?;
+        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        for v in &views {
+            *counts.entry(v.status.as_str()).or_default() += 1;
+        }
+        let counts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        s.push_str(&format!(
+            "{:<28} {:<16} {:<23} {:<12} {}\n",
+            b.id,
+            b.workflow,
+            format!("{}..{}", b.from, b.to),
+            effective_status(b, &views).as_str(),
+            counts.join(", ")
+        ));
+    }
+    Ok(s)
+}
+
+/// One backfill with each date's state, as JSON (the API's answer).
+pub fn backfill_json(store: &Store, id: &str) -> Result<String, Error> {
+    let Some(b) = store.backfill(id)? else {
+        return Err(Error::not_found(format!("error: no backfill `{id}`")));
+    };
+    let views = view(store, &b)?;
+    Ok(json!({"backfill": b, "dates": views}).to_string())
 }

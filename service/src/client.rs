@@ -5,8 +5,12 @@
 
 use std::path::Path;
 
-use crate::serve::{INFO, TOKEN};
 use crate::Error;
+
+/// The owner's discovery file, `{state-dir}/api.json`.
+pub(crate) const INFO: &str = "api.json";
+/// The API token, `{state-dir}/api.token`.
+pub(crate) const TOKEN: &str = "api.token";
 
 /// A client of the API served for a state dir.
 pub struct Client {

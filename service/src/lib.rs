@@ -21,11 +21,14 @@
 pub mod backfill;
 pub mod client;
 pub mod console;
+pub mod load;
 pub mod notify;
 pub mod ops;
+pub mod render;
 pub mod report;
 pub mod serve;
 pub mod source;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -21,8 +21,7 @@ use orchestrator_web::{Auth, Role};
 use crate::source::StoreSource;
 use crate::{Context, Error};
 
-pub(crate) const INFO: &str = "api.json";
-pub(crate) const TOKEN: &str = "api.token";
+use crate::client::{INFO, TOKEN};
 
 /// The name the state dir's API token goes by in logs and refusals.
 const TOKEN_NAME: &str = "local API";

@@ -11,7 +11,9 @@ use orchestrator_web::api::{self, BackfillStarted, Cancelled, Output, Started, T
 use orchestrator_web::RunFilter;
 use serde_json::{json, Value};
 
-use crate::ops::{find_run, from_refused, inspect};
+use crate::backfill::{backfill_json, backfills_output, start_in_daemon};
+use crate::render;
+use crate::store::{find_run, from_refused};
 use crate::{report, Context, Error};
 
 pub struct StoreSource {
@@ -320,12 +322,12 @@ impl orchestrator_web::Source for StoreSource {
     }
 
     async fn backfills(&self) -> Result<Value, Error> {
-        let text = crate::ops::backfill::backfills_output(&self.store, true)?;
+        let text = backfills_output(&self.store, true)?;
         serde_json::from_str(&text).map_err(failed)
     }
 
     async fn backfill(&self, id: &str) -> Result<Value, Error> {
-        let text = crate::ops::backfill::backfill_json(&self.store, id)?;
+        let text = backfill_json(&self.store, id)?;
         serde_json::from_str(&text).map_err(failed)
     }
 
@@ -334,20 +336,20 @@ impl orchestrator_web::Source for StoreSource {
         request: api::BackfillRequest,
     ) -> Result<BackfillStarted, Error> {
         let commands = self.commands.clone().ok_or_else(no_daemon)?;
-        crate::ops::backfill::start_in_daemon(&self.ctx, self.store.clone(), commands, request)
+        start_in_daemon(&self.ctx, self.store.clone(), commands, request)
     }
 
     async fn output(&self, output: Output) -> Result<String, Error> {
         let json = output.json;
         match output.what {
             Text::Runs { workflow, limit } => {
-                inspect::runs_output(&self.store, workflow.as_deref(), limit, json)
+                render::runs_output(&self.store, workflow.as_deref(), limit, json)
             }
-            Text::Run(id) => inspect::show_output(&self.store, &id, json),
-            Text::Tables => Ok(inspect::tables_output(&self.store, json)?),
+            Text::Run(id) => render::show_output(&self.store, &id, json),
+            Text::Tables => Ok(render::tables_output(&self.store, json)?),
             // In a child process: the worst query cannot take this process down.
-            Text::Query(sql) => inspect::query_output(self.store.clone(), sql, json, true).await,
-            Text::Backfills => crate::ops::backfill::backfills_output(&self.store, json),
+            Text::Query(sql) => render::query_output(self.store.clone(), sql, json, true).await,
+            Text::Backfills => backfills_output(&self.store, json),
         }
     }
 }

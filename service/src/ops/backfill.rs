@@ -1,16 +1,14 @@
 //! `backfill` and `backfills`: one run per logical date of a range, and the list of them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use orchestrator_engine::backfill::{Calendar, Reprocess};
 use orchestrator_engine::state::{BackfillRecord, BackfillStatus, Store};
-use serde_json::json;
 
-use orchestrator_engine::CancellationToken;
 use orchestrator_web::api::{BackfillRequest, BackfillStarted};
 
-use super::{load, open_reader_or_api, open_store_or_daemon, Reader, Writer};
+use super::{open_reader_or_api, open_store_or_daemon, Reader, Writer};
 use crate::backfill::{self as bf, DateView, Executor, Request};
 use crate::console::{errln, out, outln};
 use crate::{Context, Error, Kind};
@@ -62,65 +60,19 @@ fn request(args: &Args) -> Result<Option<Request>, Error> {
     }))
 }
 
-/// The dry run's text: each date with what would happen to it.
-pub fn plan_text(b: &BackfillRecord, parallel: usize) -> String {
-    let mut s = format!(
-        "{} (dry run: nothing is run or recorded)\n",
-        bf::header(b, parallel)
-    );
-    for d in &b.dates {
-        let what = match (&d.skipped, &d.run_id) {
-            (Some(why), _) => format!("skip: {why}"),
-            (None, Some(id)) => format!("resume run {id}"),
-            (None, None) => "new run".into(),
-        };
-        s.push_str(&format!("{}  {what}\n", d.date));
-    }
-    s
-}
-
-/// Plans (or reopens) a backfill in the process that owns the store.
-pub fn prepare(
-    ctx: &Context,
-    store: &Store,
-    req: Option<&Request>,
-    resume: Option<&str>,
-) -> Result<BackfillRecord, Error> {
-    match (req, resume) {
-        (Some(req), _) => bf::plan(ctx, store, req),
-        (None, Some(id)) => bf::reopen(store, id),
-        (None, None) => Err(Error::invalid("error: nothing to backfill")),
-    }
-}
-
-/// The workflow's `max_active_runs:`, and a check that it can run here.
-pub fn workflow_limit(ctx: &Context, b: &BackfillRecord) -> Result<usize, Error> {
-    let wf = load(
-        ctx,
-        Path::new(&b.workflow_path),
-        b.params.clone(),
-        Default::default(),
-        "backfill-plan",
-        &b.from,
-    )?;
-    super::execute::claim_warehouse(&wf, ctx.dir())
-        .map_err(|e| Error::invalid(format!("error: {e}")))?;
-    Ok(wf.max_active_runs)
-}
-
 pub async fn backfill(ctx: &Context, args: Args) -> Result<u8, Error> {
     let req = request(&args)?;
     let store = match open_store_or_daemon(ctx)? {
         Writer::Local(store) => store,
         Writer::Daemon(api) => return in_daemon(ctx, &api, req, &args).await,
     };
-    let b = prepare(ctx, &store, req.as_ref(), args.resume.as_deref())?;
-    let (parallel, note) = bf::parallelism(&b, workflow_limit(ctx, &b)?, false);
+    let b = bf::prepare(ctx, &store, req.as_ref(), args.resume.as_deref())?;
+    let (parallel, note) = bf::parallelism(&b, bf::workflow_limit(ctx, &b)?, false);
     if let Some(note) = note {
         errln!(ctx, "{note}");
     }
     if args.dry_run {
-        out!(ctx, "{}", plan_text(&b, parallel));
+        out!(ctx, "{}", bf::plan_text(&b, parallel));
         return Ok(0);
     }
     let _api = super::execute::serve_readers(ctx, &store).await;
@@ -240,109 +192,9 @@ async fn in_daemon(
     }
 }
 
-/// `POST /api/backfills` in the daemon: this process plans the backfill and drives it,
-/// each run handed to the daemon's event loop.
-pub fn start_in_daemon(
-    ctx: &Context,
-    store: Arc<Store>,
-    commands: orchestrator_daemon::Commands,
-    request: BackfillRequest,
-) -> Result<BackfillStarted, Error> {
-    let b = prepare(
-        ctx,
-        &store,
-        request.request.as_ref(),
-        request.resume.as_deref(),
-    )?;
-    let limit = workflow_limit(ctx, &b)?;
-    let (parallel, note) = bf::parallelism(&b, limit, true);
-    if request.dry_run {
-        return Ok(BackfillStarted {
-            plan: Some(plan_text(&b, parallel)),
-            note,
-            ..Default::default()
-        });
-    }
-    let header = bf::header(&b, parallel);
-    let id = b.id.clone();
-    let exec = Executor::Daemon { store, commands };
-    tokio::spawn(async move {
-        let id = b.id.clone();
-        let quiet = |_: &DateView| {};
-        if let Err(e) = bf::drive(exec, b, parallel, CancellationToken::new(), &quiet).await {
-            tracing::warn!("backfill {id}: {}", e.message);
-        }
-    });
-    Ok(BackfillStarted {
-        backfill_id: Some(id),
-        header: Some(header),
-        note,
-        plan: None,
-    })
-}
-
-/// `backfills`: every backfill, newest first.
-pub fn backfills_output(store: &Store, json: bool) -> Result<String, Error> {
-    let mut list = store.backfills()?;
-    // Newest first by when each was created: ids share a second's prefix, and their
-    // random suffix would order two of the same second by chance.
-    list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-    if json {
-        let rows: Vec<serde_json::Value> = list
-            .iter()
-            .map(|b| {
-                let views = bf::view(store, b).unwrap_or_default();
-                json!({
-                    "id": b.id, "workflow": b.workflow, "from": b.from, "to": b.to,
-                    "status": bf::effective_status(b, &views), "dates": views,
-                    "created_at": crate::report::ts(Some(b.created_at)),
-                    "ended_at": crate::report::ts(b.ended_at), "reprocess": b.reprocess,
-                })
-            })
-            .collect();
-        return Ok(serde_json::to_string_pretty(&rows).unwrap_or_default() + "\n");
-    }
-    if list.is_empty() {
-        return Ok(
-            "no backfills yet; start one with `orchestrator backfill FILE --from DATE --to DATE`\n"
-                .into(),
-        );
-    }
-    let mut s = format!(
-        "{:<28} {:<16} {:<23} {:<12} {}\n",
-        "ID", "WORKFLOW", "RANGE", "STATUS", "DATES"
-    );
-    for b in &list {
-        let views = bf::view(store, b)?;
-        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
-        for v in &views {
-            *counts.entry(v.status.as_str()).or_default() += 1;
-        }
-        let counts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
-        s.push_str(&format!(
-            "{:<28} {:<16} {:<23} {:<12} {}\n",
-            b.id,
-            b.workflow,
-            format!("{}..{}", b.from, b.to),
-            bf::effective_status(b, &views).as_str(),
-            counts.join(", ")
-        ));
-    }
-    Ok(s)
-}
-
-/// One backfill with each date's state, as JSON (the API's answer).
-pub fn backfill_json(store: &Store, id: &str) -> Result<String, Error> {
-    let Some(b) = store.backfill(id)? else {
-        return Err(Error::not_found(format!("error: no backfill `{id}`")));
-    };
-    let views = bf::view(store, &b)?;
-    Ok(json!({"backfill": b, "dates": views}).to_string())
-}
-
 pub async fn backfills(ctx: &Context, json: bool) -> Result<u8, Error> {
     let text = match open_reader_or_api(ctx)? {
-        Reader::Local(store) => backfills_output(&store, json)?,
+        Reader::Local(store) => bf::backfills_output(&store, json)?,
         Reader::Api(api) => api.get("/api/backfills", &[], json).await?,
     };
     out!(ctx, "{text}");

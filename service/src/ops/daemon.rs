@@ -46,27 +46,7 @@ pub async fn daemon(
         errln!(ctx, "{}", interrupted_note(id));
     }
     crate::notify::queue_interrupted(ctx, &store, &interrupted);
-    let registry = Arc::new(orchestrator_tasks::registry());
-    let default_warehouse = state_dir.join("warehouse");
-    let channels = ctx.channels.clone();
-    let loader: Loader = Arc::new(move |path: &Path, source: String, p: &RunParams| {
-        let opts = LoadOptions {
-            registry: &registry,
-            overrides: p.overrides.clone(),
-            inherited: p.inherited.clone(),
-            run_id: p.run_id.clone(),
-            date: p.date.clone(),
-            scheduled_at: p.scheduled_at.clone(),
-            trigger_files: p.trigger_files.clone(),
-            env: std::env::vars().collect(),
-            default_warehouse: default_warehouse.clone(),
-            backend: None,
-            channels_file: channels.clone(),
-        };
-        wf::load_str(path, source, &opts)
-    });
-    let claim_dir = state_dir.clone();
-    let prepare: Prepare = Arc::new(move |w| super::execute::claim_warehouse(w, &claim_dir));
+    let (loader, prepare) = wiring(ctx);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let hurry = CancellationToken::new();
@@ -172,4 +152,32 @@ pub async fn daemon(
         orchestrator_daemon::Stopped::Store(_) => Error::failed(format!("error: {e}")),
     })?;
     Ok(0)
+}
+
+/// How the daemon loads a workflow file for a run (the task registry, this process's
+/// environment, the state dir's warehouse and channels file) and what it checks before a
+/// run starts (the warehouse belongs to this state dir). `ctx`'s state dir is absolute.
+pub fn wiring(ctx: &Context) -> (Loader, Prepare) {
+    let registry = Arc::new(orchestrator_tasks::registry());
+    let default_warehouse = ctx.dir().join("warehouse");
+    let channels = ctx.channels.clone();
+    let loader: Loader = Arc::new(move |path: &Path, source: String, p: &RunParams| {
+        let opts = LoadOptions {
+            registry: &registry,
+            overrides: p.overrides.clone(),
+            inherited: p.inherited.clone(),
+            run_id: p.run_id.clone(),
+            date: p.date.clone(),
+            scheduled_at: p.scheduled_at.clone(),
+            trigger_files: p.trigger_files.clone(),
+            env: std::env::vars().collect(),
+            default_warehouse: default_warehouse.clone(),
+            backend: None,
+            channels_file: channels.clone(),
+        };
+        wf::load_str(path, source, &opts)
+    });
+    let claim_dir = ctx.dir().to_path_buf();
+    let prepare: Prepare = Arc::new(move |w| crate::load::claim_warehouse(w, &claim_dir));
+    (loader, prepare)
 }

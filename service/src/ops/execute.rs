@@ -18,9 +18,6 @@ use crate::client::Client;
 use crate::serve::Served;
 use crate::{Context, Error, Kind};
 
-/// Kinds that write into the workflow's warehouse.
-const WAREHOUSE_WRITERS: &[&str] = &["sql", "create_table_as", "publish"];
-
 pub async fn run(
     ctx: &Context,
     file: &Path,
@@ -77,7 +74,7 @@ pub async fn run(
         Writer::Daemon(api) => return run_in_daemon(ctx, &api, file, overrides, &date, quiet).await,
     };
     let _api = serve_readers(ctx, &store).await;
-    claim_warehouse(&wf, dir).map_err(|e| Error::invalid(format!("error: {e}")))?;
+    crate::load::claim_warehouse(&wf, dir).map_err(|e| Error::invalid(format!("error: {e}")))?;
     // Notifications an earlier process left undelivered (it crashed, or a channel was down).
     crate::notify::deliver(ctx, &store).await;
     outln!(
@@ -171,7 +168,7 @@ pub async fn rerun(
         .map(|t| (t.task_id.clone(), t))
         .collect();
     runner::plan_rerun(&wf, &run, &previous, from)?;
-    claim_warehouse(&wf, dir).map_err(|e| Error::invalid(format!("error: {e}")))?;
+    crate::load::claim_warehouse(&wf, dir).map_err(|e| Error::invalid(format!("error: {e}")))?;
     outln!(
         ctx,
         "run {} resumed: workflow {}, logical date {}, file {}",
@@ -394,18 +391,6 @@ fn run_env<'a>(
         redactor: Arc::new(Redactor::from_env()),
         observer: printer,
     }
-}
-
-/// One state dir per warehouse (see `warehouse::claim`), checked before anything runs.
-pub fn claim_warehouse(wf: &Workflow, dir: &Path) -> Result<(), String> {
-    if wf
-        .tasks
-        .iter()
-        .any(|t| WAREHOUSE_WRITERS.contains(&t.kind.as_str()))
-    {
-        orchestrator_tasks::data::warehouse::claim(&wf.warehouse, dir)?;
-    }
-    Ok(())
 }
 
 /// Prints the summary and maps the run's status to the exit code.

@@ -18,7 +18,7 @@
 //! ordered by due time, and a task's full upstream list is read only when its trigger
 //! rule settles it. A 10,000-task fan-in decides its sink in O(1) per completion.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -493,16 +493,24 @@ impl Loop<'_> {
             cancel: cancel.clone(),
             output: output.clone(),
         };
-        let task = def.task.clone();
+        let task = match &def.late {
+            None => Ok(def.task.clone()),
+            Some(late) => late.build(self.upstream_outputs(&late.reads)),
+        };
         let timeout = def.timeout;
         let run_cancel = self.ex.cancel.clone();
         let run_id = self.ex.run.id.clone();
         async move {
             let started = std::time::Instant::now();
             let _live = crate::task::LiveOutput::register(&run_id, &ctx.task_id, &output);
-            // A panicking plugin fails its attempt instead of the engine.
-            let inner = CatchUnwind(task.run(&ctx));
-            let outcome = run_attempt(inner, &cancel, timeout).await;
+            let outcome = match task {
+                // A panicking plugin fails its attempt instead of the engine.
+                Ok(task) => run_attempt(CatchUnwind(task.run(&ctx)), &cancel, timeout).await,
+                Err(why) => {
+                    ctx.output.line(&why);
+                    Outcome::Failed(TaskFailure::new(why))
+                }
+            };
             let outcome = match outcome {
                 Outcome::Failed(_) | Outcome::TimedOut(_) if run_cancel.is_cancelled() => {
                     Outcome::Cancelled
@@ -517,6 +525,18 @@ impl Loop<'_> {
                 tail: output.tail(),
             }
         }
+    }
+
+    /// The outputs of those of `tasks` that succeeded (in this execution, or kept from an
+    /// earlier one), for a task whose fields read them.
+    fn upstream_outputs(&self, tasks: &[String]) -> BTreeMap<String, Outputs> {
+        tasks
+            .iter()
+            .filter_map(|id| {
+                let rec = &self.ex.records[self.ex.workflow.index_of(id)?];
+                (rec.status == TaskStatus::Succeeded).then(|| (id.clone(), rec.outputs.clone()))
+            })
+            .collect()
     }
 
     fn finished(&mut self, joined: Result<Finished, tokio::task::JoinError>) {

@@ -14,6 +14,7 @@ pub mod dag;
 pub mod diag;
 pub mod error;
 pub mod executor;
+pub mod late;
 pub mod load;
 pub mod model;
 pub mod notify;

@@ -112,7 +112,12 @@ pub struct TaskDef {
     pub timeout: Option<Duration>,
     /// May end its branch early ("nothing to do"): see [`crate::task::SHORT_CIRCUIT`].
     pub short_circuit: bool,
+    /// Built from the config with any upstream outputs standing in as `0`; the task
+    /// itself when [`TaskDef::late`] is `None`.
     pub task: Arc<dyn Task>,
+    /// Fields that read upstream outputs (`{{ tasks.ID.outputs.NAME }}`): the task is
+    /// built again from them when it starts (see [`crate::late`]).
+    pub late: Option<Arc<crate::late::Late>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -370,18 +370,18 @@ impl<C: TaskConfig> TaskKind for ConfigKind<C> {
 /// The task kinds a workflow may use.
 #[derive(Default)]
 pub struct Registry {
-    kinds: BTreeMap<&'static str, Box<dyn TaskKind>>,
+    kinds: BTreeMap<&'static str, Arc<dyn TaskKind>>,
 }
 
 impl Registry {
     pub fn register<C: TaskConfig>(&mut self) -> &mut Self {
         self.kinds
-            .insert(C::KIND, Box::new(ConfigKind::<C>(std::marker::PhantomData)));
+            .insert(C::KIND, Arc::new(ConfigKind::<C>(std::marker::PhantomData)));
         self
     }
 
-    pub fn get(&self, kind: &str) -> Option<&dyn TaskKind> {
-        self.kinds.get(kind).map(|k| &**k)
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn TaskKind>> {
+        self.kinds.get(kind)
     }
 
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {

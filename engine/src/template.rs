@@ -5,6 +5,12 @@
 //! template refers to is checked against that context, so an unknown variable is a
 //! validation error naming the variable — never an empty string.
 //!
+//! A task's field may also read what an upstream task produced:
+//! `{{ tasks.publish.outputs.inserted }}`. Those values exist only once the upstream task
+//! has run, so such a field is rendered twice: at load with each reference standing in
+//! as `0` (to check the rest of the config, [`Renderer::for_task_config`]), and when the
+//! task starts with the real outputs ([`Renderer::with_outputs`], see [`crate::late`]).
+//!
 //! Rendering is bounded: a template gets [`FUEL`] steps (nine nested loops over a short
 //! string used to run for minutes and take gigabytes). Two filters quote values for the
 //! places they are interpolated into: `shell_quote` (a POSIX shell word) and `sql_string`
@@ -55,6 +61,99 @@ pub struct Renderer<'a> {
     env: Environment<'static>,
     vars: &'a TemplateVars,
     ctx: minijinja::Value,
+    outputs: TaskOutputs,
+}
+
+/// A task's outputs (the engine's `task::Outputs`, named here without importing the
+/// plugin boundary, which imports this module).
+type Outputs = serde_json::Map<String, serde_json::Value>;
+
+/// What `{{ tasks.ID.outputs.NAME }}` renders to.
+enum TaskOutputs {
+    /// Nothing: `tasks` is unknown (`channels:`, or anything not a task's field).
+    None,
+    /// At load, in a task's field: each reference stands in as `0`.
+    StandIn,
+    /// When the task starts: the upstream tasks' outputs, by task id.
+    Values(BTreeMap<String, Outputs>),
+}
+
+/// The stand-in for an upstream output while the workflow loads: a number, so that a
+/// template doing arithmetic or `| int` checks, and text filters take it too.
+const STAND_IN: i64 = 0;
+
+/// A reference to an upstream task's outputs in a template: `tasks.ID.outputs.NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRef {
+    /// The upstream task's id.
+    pub task: String,
+    /// The output's name; `None` for `tasks.ID.outputs` (all of them).
+    pub name: Option<String>,
+    /// Keys read inside the output's value (`tasks.ID.outputs.NAME.a.b`: `a`, `b`).
+    pub path: Vec<String>,
+}
+
+impl OutputRef {
+    /// Reads a variable path (`tasks.publish.outputs.inserted`); an error says how to
+    /// write one when it is not of that shape.
+    pub fn parse(var: &str) -> Result<OutputRef, TemplateError> {
+        let parts: Vec<&str> = var.split('.').collect();
+        match parts.as_slice() {
+            ["tasks", task, "outputs", rest @ ..] => Ok(OutputRef {
+                task: task.to_string(),
+                name: rest.first().map(|s| s.to_string()),
+                path: rest.iter().skip(1).map(|s| s.to_string()).collect(),
+            }),
+            _ => Err(TemplateError {
+                message: format!("template variable `{var}` does not name an upstream output"),
+                help: Some(
+                    "a task's fields can read an upstream task's outputs as `tasks.ID.outputs.NAME` (a task id with `-` cannot be written there: name the task with `_`)"
+                        .into(),
+                ),
+            }),
+        }
+    }
+}
+
+/// Makes `slot` hold `path`, ending in the stand-in: `outputs.rows.count` stands in as
+/// `{rows: {count: 0}}`.
+fn stand_in(slot: &mut serde_json::Value, path: &[String]) {
+    let Some((key, rest)) = path.split_first() else {
+        return;
+    };
+    if !slot.is_object() {
+        *slot = serde_json::Value::Object(Default::default());
+    }
+    if let serde_json::Value::Object(map) = slot {
+        stand_in(map.entry(key.clone()).or_insert(STAND_IN.into()), rest);
+    }
+}
+
+/// `text` cut to 80 characters, for a value quoted in a message.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(80) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+/// The `tasks.…` variables `text` refers to, if it is a template that parses (a
+/// syntax error is reported by [`Renderer::render`]).
+pub fn output_vars(text: &str) -> Vec<String> {
+    if !text.contains("tasks") || !(text.contains("{{") || text.contains("{%")) {
+        return Vec::new();
+    }
+    let env = Environment::new();
+    let Ok(tmpl) = env.template_from_str(text) else {
+        return Vec::new();
+    };
+    let mut vars: Vec<String> = tmpl
+        .undeclared_variables(true)
+        .into_iter()
+        .filter(|v| v == "tasks" || v.starts_with("tasks."))
+        .collect();
+    vars.sort();
+    vars
 }
 
 /// Steps (minijinja "fuel") one template may take. A field rendering a few variables
@@ -165,7 +264,114 @@ impl<'a> Renderer<'a> {
             trigger => minijinja::context! { files => vars.trigger_files.clone() },
             env => vars.env.clone(),
         };
-        Renderer { env, vars, ctx }
+        Renderer {
+            env,
+            vars,
+            ctx,
+            outputs: TaskOutputs::None,
+        }
+    }
+
+    /// A renderer for a task's fields at load: upstream outputs stand in as `0`.
+    pub fn for_task_config(vars: &'a TemplateVars) -> Self {
+        Renderer {
+            outputs: TaskOutputs::StandIn,
+            ..Renderer::new(vars)
+        }
+    }
+
+    /// A renderer for a task's fields when it starts: `tasks.ID.outputs` are `outputs`'
+    /// (the upstream tasks that succeeded).
+    pub fn with_outputs(vars: &'a TemplateVars, outputs: BTreeMap<String, Outputs>) -> Self {
+        Renderer {
+            outputs: TaskOutputs::Values(outputs),
+            ..Renderer::new(vars)
+        }
+    }
+
+    /// What the templates see.
+    pub fn vars(&self) -> &TemplateVars {
+        self.vars
+    }
+
+    /// The context for a template that refers to `refs`: `self.ctx`, plus `tasks` when
+    /// this renderer has outputs to give. Errors: a reference not of the right shape, or
+    /// (when the task starts) an output its task did not produce.
+    fn context_for(&self, refs: &[String]) -> Result<minijinja::Value, Vec<TemplateError>> {
+        if refs.is_empty() {
+            return Ok(self.ctx.clone());
+        }
+        let mut errors = Vec::new();
+        let mut tasks: BTreeMap<String, Outputs> = BTreeMap::new();
+        for var in refs {
+            let r = match OutputRef::parse(var) {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            match &self.outputs {
+                TaskOutputs::None => {}
+                TaskOutputs::StandIn => {
+                    let entry = tasks.entry(r.task).or_default();
+                    if let Some(name) = r.name {
+                        stand_in(entry.entry(name).or_insert(STAND_IN.into()), &r.path);
+                    }
+                }
+                TaskOutputs::Values(values) => match (values.get(&r.task), &r.name) {
+                    (None, _) => errors.push(TemplateError {
+                        message: format!(
+                            "`{var}`: task `{}` has no outputs in this run (it did not succeed)",
+                            r.task
+                        ),
+                        help: Some(format!(
+                            "read outputs only of tasks this one runs after when they succeed (its `trigger:` lets it run after `{}` did not)",
+                            r.task
+                        )),
+                    }),
+                    (Some(outputs), Some(name)) if !outputs.contains_key(name) => {
+                        let names: Vec<&str> = outputs.keys().map(String::as_str).collect();
+                        errors.push(TemplateError {
+                            message: format!("`{var}`: task `{}` has no output `{name}`", r.task),
+                            help: Some(
+                                match crate::suggest::closest(name, names.iter().copied()) {
+                                    Some(s) => format!("did you mean `tasks.{}.outputs.{s}`?", r.task),
+                                    None if names.is_empty() => format!("task `{}` set no outputs", r.task),
+                                    None => format!("its outputs: {}", names.join(", ")),
+                                },
+                            ),
+                        })
+                    }
+                    (Some(outputs), name) => {
+                        // A key read inside a value must be there too.
+                        let mut value = name.as_ref().and_then(|n| outputs.get(n));
+                        let mut walked = format!("tasks.{}.outputs.{}", r.task, name.as_deref().unwrap_or(""));
+                        for key in &r.path {
+                            let next = value.and_then(|v| v.get(key));
+                            if next.is_none() {
+                                errors.push(TemplateError {
+                                    message: format!("`{var}`: `{walked}` has no `{key}`"),
+                                    help: value.map(|v| format!("`{walked}` is {}", shorten(&v.to_string()))),
+                                });
+                                break;
+                            }
+                            walked = format!("{walked}.{key}");
+                            value = next;
+                        }
+                        tasks.insert(r.task, outputs.clone());
+                    }
+                },
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let tasks: BTreeMap<String, BTreeMap<&str, &Outputs>> = tasks
+            .iter()
+            .map(|(id, o)| (id.clone(), BTreeMap::from([("outputs", o)])))
+            .collect();
+        Ok(minijinja::context! { tasks => tasks, ..self.ctx.clone() })
     }
 
     /// Renders `text` if it holds template syntax; otherwise returns it as is. Every
@@ -183,16 +389,22 @@ impl<'a> Renderer<'a> {
                 ),
             }]
         })?;
-        let mut unknown: Vec<String> = tmpl
+        let (refs, mut unknown): (Vec<String>, Vec<String>) = tmpl
             .undeclared_variables(true)
             .into_iter()
             .filter(|v| !self.is_known(v))
-            .collect();
+            .partition(|v| {
+                !matches!(self.outputs, TaskOutputs::None)
+                    && (v == "tasks" || v.starts_with("tasks."))
+            });
         unknown.sort();
         if !unknown.is_empty() {
             return Err(unknown.iter().map(|v| self.unknown_variable(v)).collect());
         }
-        tmpl.render(&self.ctx).map(Cow::Owned).map_err(|e| {
+        let mut refs = refs;
+        refs.sort();
+        let ctx = self.context_for(&refs)?;
+        tmpl.render(&ctx).map(Cow::Owned).map_err(|e| {
             vec![if e.kind() == minijinja::ErrorKind::OutOfFuel {
                 TemplateError {
                     message: format!(
@@ -245,6 +457,15 @@ impl<'a> Renderer<'a> {
                     "run.scheduled_at".into(),
                 ],
             ),
+            "tasks" => {
+                return TemplateError {
+                    message: format!("unknown template variable `{var}`"),
+                    help: Some(
+                        "upstream outputs (`tasks.ID.outputs.NAME`) can be read only in a task's fields"
+                            .into(),
+                    ),
+                }
+            }
             "env" => {
                 return TemplateError {
                     message: format!(

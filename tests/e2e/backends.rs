@@ -3,10 +3,8 @@
 //! side is told what Athena would answer (the same numbers the local run computes), and
 //! its Glue catalog gets the tables Athena's CTAS would register; what is compared is
 //! what each backend makes of those answers: publish's outputs, and the text of a refusal.
-//!
-//! (A later task cannot read an earlier task's outputs in a template yet: templates are
-//! rendered when the run is loaded, with `params`, `run`, `trigger` and `env`. The outputs
-//! are compared as `show --json` records them, which is what such a template would read.)
+//! A later task reads publish's outputs through templates
+//! (`{{ tasks.publish.outputs.inserted }}`), and what it prints is compared too.
 
 use serde_json::{json, Value};
 
@@ -39,6 +37,10 @@ tasks:
     from: staged
     to: prod
     key: [symbol, date]
+  report:
+    kind: shell
+    after: [publish]
+    command: "echo inserted={{{{ tasks.publish.outputs.inserted }}}} already_present={{{{ tasks.publish.outputs.already_present }}}} rows={{{{ tasks.publish.outputs.rows }}}}"
 "#
     )
 }
@@ -129,13 +131,29 @@ fn preset_rows(moto: &Moto, columns: &[(&str, &str)], rows: &[&[&str]]) {
     );
 }
 
-/// Publish's common outputs as one line, as a later task would print them.
+/// What the `report` task printed: publish's common outputs, rendered into its command
+/// from `{{ tasks.publish.outputs.* }}` when it started.
 fn report(show: &Value) -> String {
+    assert_eq!(status(show, "report"), "succeeded", "{show:#}");
+    let attempts = task(show, "report")["history"].as_array().cloned();
+    let tail = attempts.and_then(|a| a.last().cloned()).map(|a| {
+        a["output_tail"]
+            .as_str()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    });
+    let line = tail.unwrap_or_default();
+    // The same numbers as the outputs `show` records.
     let o = &task(show, "publish")["outputs"];
-    format!(
-        "inserted={} already_present={} rows={}",
-        o["inserted"], o["already_present"], o["rows"]
-    )
+    assert_eq!(
+        line,
+        format!(
+            "inserted={} already_present={} rows={}",
+            o["inserted"], o["already_present"], o["rows"]
+        )
+    );
+    line
 }
 
 #[test]

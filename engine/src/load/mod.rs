@@ -129,6 +129,7 @@ pub fn load_str(path: &Path, source: String, opts: &LoadOptions) -> Result<Workf
         workflow: String::new(),
         file: path,
         source: &source,
+        reads: Vec::new(),
     }
     .load();
     match result {
@@ -163,6 +164,9 @@ struct Loader<'a, 'e> {
     /// inside a field's value.
     file: &'e Path,
     source: &'e str,
+    /// The upstream outputs (`tasks.ID.outputs.NAME`) the task being read refers to, with
+    /// where: checked against the DAG once every task is read.
+    reads: Vec<(String, Pos)>,
 }
 
 /// The top-level fields as read, before the checks and the work that need several of
@@ -232,8 +236,12 @@ impl Loader<'_, '_> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let defaults = top.defaults.take().unwrap_or_default();
-        let pending = self.tasks(task_entries, &defaults, &renderer, &base_dir);
+        let task_renderer = Renderer::for_task_config(&vars);
+        let pending = self.tasks(task_entries, &defaults, &task_renderer, &base_dir);
         let dag = self.dag(&pending);
+        if let Some(dag) = &dag {
+            self.check_reads(&pending, dag);
+        }
         let schedule = self.schedule(&top);
 
         let dag = dag?;

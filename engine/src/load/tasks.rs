@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -10,10 +11,11 @@ use serde::Deserialize;
 use super::report::pos_in_value;
 use super::Loader;
 use crate::dag::Dag;
+use crate::late::Late;
 use crate::model::{RetryPolicy, TaskDef};
 use crate::suggest::closest;
 use crate::task::{BuildContext, BuildError, Dur, Timeout};
-use crate::template::Renderer;
+use crate::template::{OutputRef, Renderer};
 use crate::trigger::TriggerRule;
 use crate::yaml::{Node, NodeKind, Pos};
 
@@ -64,6 +66,8 @@ pub(super) struct PendingTask {
     id: String,
     pos: Pos,
     after: Vec<(String, Pos)>,
+    /// The upstream outputs its fields read (`tasks.ID.outputs.NAME`), with where.
+    reads: Vec<(String, Pos)>,
     /// `None` when the task is invalid (reported).
     pub(super) def: Option<TaskDef>,
 }
@@ -128,6 +132,7 @@ impl Loader<'_, '_> {
             id: id.clone(),
             pos: key.pos,
             after: Vec::new(),
+            reads: Vec::new(),
             def: None,
         };
         if id.len() > MAX_ID_LEN {
@@ -242,7 +247,12 @@ impl Loader<'_, '_> {
             pos: node.pos,
         };
         let before = self.errs.len();
+        // Fields that read upstream outputs are rendered again when the task starts:
+        // keep them as written.
+        let written = mentions_tasks(&config_node).then(|| config_node.clone());
+        self.reads.clear();
         self.render(&mut config_node, renderer, &format!("task `{id}`"), None);
+        pending.reads = std::mem::take(&mut self.reads);
         let templates_ok = self.errs.len() == before;
         let Some(kind) = self.opts.registry.get(&spec.kind) else {
             let kind_pos = node.get("kind").map(|n| n.pos);
@@ -309,6 +319,23 @@ impl Loader<'_, '_> {
                 return pending;
             }
         };
+        let late = match written {
+            Some(written) if !pending.reads.is_empty() => {
+                let reads = pending
+                    .reads
+                    .iter()
+                    .filter_map(|(var, _)| OutputRef::parse(var).ok().map(|r| r.task))
+                    .collect();
+                Some(Arc::new(Late::new(
+                    written,
+                    renderer.vars().clone(),
+                    kind.clone(),
+                    ctx,
+                    reads,
+                )))
+            }
+            _ => None,
+        };
         pending.def = Some(TaskDef {
             id,
             kind: spec.kind,
@@ -325,8 +352,73 @@ impl Loader<'_, '_> {
             timeout: spec.timeout.or(defaults.timeout).map(|d| d.0),
             short_circuit: spec.short_circuit.unwrap_or(false),
             task,
+            late,
         });
         pending
+    }
+
+    /// Each upstream output a task's fields read names a task that runs before it: one
+    /// of its `after:` tasks, or theirs, and so on.
+    pub(super) fn check_reads(&mut self, pending: &[PendingTask], dag: &Dag) {
+        let index: HashMap<&str, usize> = pending
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.as_str(), i))
+            .collect();
+        for (i, t) in pending.iter().enumerate() {
+            if t.reads.is_empty() {
+                continue;
+            }
+            let upstream = ancestors(dag, i);
+            let id = &t.id;
+            for (var, pos) in &t.reads {
+                // One not of the shape `tasks.ID.outputs...` was reported when rendering.
+                let Ok(r) = OutputRef::parse(var) else {
+                    continue;
+                };
+                let from = &r.task;
+                match index.get(from.as_str()) {
+                    None => {
+                        let help = closest(from, index.keys().copied())
+                            .map(|s| format!("did you mean `{s}`?"))
+                            .unwrap_or_else(|| {
+                                format!(
+                                    "tasks in this file: {}",
+                                    pending
+                                        .iter()
+                                        .map(|t| t.id.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )
+                            });
+                        self.err(
+                            Some(*pos),
+                            format!("task `{id}` reads `{var}`, but there is no task `{from}`"),
+                        )
+                        .help = Some(help);
+                    }
+                    Some(&j) if j == i => {
+                        self.err(
+                            Some(*pos),
+                            format!("task `{id}` reads its own output (`{var}`)"),
+                        )
+                        .help = Some(
+                            "a task's outputs exist once it has run; read them in a task that runs after it".into(),
+                        );
+                    }
+                    Some(j) if !upstream.contains(j) => {
+                        self.err(
+                            Some(*pos),
+                            format!(
+                                "task `{id}` reads `{var}`, but `{from}` is not upstream of `{id}`: its outputs may not exist when `{id}` starts"
+                            ),
+                        )
+                        .help = Some(format!("add `{from}` to the `after:` of `{id}`"));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
     }
 
     /// A task's own `retry_backoff` must be 1.0 or more.
@@ -396,6 +488,27 @@ impl Loader<'_, '_> {
                 None
             }
         }
+    }
+}
+
+/// Every task upstream of `task`, directly or through others.
+fn ancestors(dag: &Dag, task: usize) -> std::collections::HashSet<usize> {
+    let mut seen = std::collections::HashSet::new();
+    let mut stack: Vec<usize> = dag.upstream(task).to_vec();
+    while let Some(t) = stack.pop() {
+        if seen.insert(t) {
+            stack.extend_from_slice(dag.upstream(t));
+        }
+    }
+    seen
+}
+
+/// Whether any scalar of `node` mentions `tasks` (a template may read upstream outputs).
+fn mentions_tasks(node: &Node) -> bool {
+    match &node.kind {
+        NodeKind::Scalar { value, .. } => value.contains("tasks"),
+        NodeKind::Seq(items) => items.iter().any(mentions_tasks),
+        NodeKind::Map(entries) => entries.iter().any(|(_, v)| mentions_tasks(v)),
     }
 }
 

@@ -39,6 +39,9 @@ impl Loader<'_, '_> {
                 if let Some(field @ ("command" | "sql")) = field {
                     self.warn_unquoted(value, node.pos, field, whose);
                 }
+                for var in crate::template::output_vars(value) {
+                    self.reads.push((var, node.pos));
+                }
                 match renderer.render(value) {
                     // A template must be quoted in YAML (`{` starts a mapping), but what it
                     // renders to is typed like a plain scalar: `"{{ params.n }}"` can be a

@@ -86,8 +86,15 @@ struct Alert {
     target: Target,
 }
 
+/// Why an alert's `message` or `dedupe_key` could not be filled in from a row.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("`{{{name}}}` is not a column of the query (it has: {})", .columns.join(", "))]
+    UnknownColumn { name: String, columns: Vec<String> },
+}
+
 /// `text` with each `{column}` replaced by the row's value.
-pub fn render(text: &str, row: &serde_json::Map<String, Value>) -> Result<String, String> {
+pub fn render(text: &str, row: &serde_json::Map<String, Value>) -> Result<String, TemplateError> {
     let mut out = String::new();
     let mut rest = text;
     while let Some(start) = rest.find('{') {
@@ -98,11 +105,9 @@ pub fn render(text: &str, row: &serde_json::Map<String, Value>) -> Result<String
             return Ok(out);
         };
         let name = after[..end].trim();
-        let value = row.get(name).ok_or_else(|| {
-            format!(
-                "`{{{name}}}` is not a column of the query (it has: {})",
-                row.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
+        let value = row.get(name).ok_or_else(|| TemplateError::UnknownColumn {
+            name: name.to_string(),
+            columns: row.keys().cloned().collect(),
         })?;
         out.push_str(&match value {
             Value::Null => "-".to_string(),
@@ -246,7 +251,7 @@ mod tests {
             render("{symbol}: {close} ({n}, {x})", &row).unwrap(),
             "NVDA: 123.46 (3, -)"
         );
-        let e = render("{nope}", &row).unwrap_err();
+        let e = render("{nope}", &row).unwrap_err().to_string();
         assert!(
             e.starts_with("`{nope}` is not a column of the query"),
             "{e}"

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::aws::Target;
+use crate::data::backend::DataError;
 use crate::data::local::Local;
 use crate::data::{on_engine, SqlEngine};
 
@@ -125,11 +126,12 @@ pub fn render(text: &str, row: &serde_json::Map<String, Value>) -> Result<String
 impl Task for Alert {
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
         let rows = match &self.target {
-            Target::Aws(block) => crate::aws::Athena::new(block, ctx)
-                .await
-                .sample(&self.sql, self.max_rows)
-                .await
-                .map_err(|e| e.to_string()),
+            Target::Aws(block) => {
+                crate::aws::Athena::new(block, ctx)
+                    .await
+                    .sample(&self.sql, self.max_rows)
+                    .await
+            }
             Target::Local => {
                 let (catalog, sql, n) = (ctx.catalog.clone(), self.sql.clone(), self.max_rows);
                 let (wh, creator) = (
@@ -143,7 +145,8 @@ impl Task for Alert {
                         .await
                 })
                 .await
-                .and_then(|r| r.map_err(|e| e.to_string()))
+                .map_err(DataError::from)
+                .and_then(|r| r)
             }
         }
         .map_err(|e| TaskFailure::new(format!("in `sql`: {e}")))?;

@@ -230,8 +230,7 @@ impl Task for QualityCheck {
                     let local = Local::open(catalog, wh, creator, None, None).await?;
                     evaluate_all(&local, &table, &rules).await
                 })
-                .await
-                .map_err(TaskFailure::new)??
+                .await??
             }
         };
 

@@ -98,7 +98,8 @@ pub fn claim_warehouse(wf: &Workflow, dir: &Path) -> Result<(), String> {
         .iter()
         .any(|t| WAREHOUSE_WRITERS.contains(&t.kind.as_str()))
     {
-        orchestrator_tasks::data::warehouse::claim(&wf.warehouse, dir)?;
+        orchestrator_tasks::data::warehouse::claim(&wf.warehouse, dir)
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -69,9 +69,13 @@ pub async fn query_output(
 ) -> Result<String, Error> {
     use orchestrator_tasks::data::isolated;
     let batches = if isolated {
-        isolated::query(store.as_ref(), sql, &isolated::Limits::from_env()).await
+        isolated::query(store.as_ref(), sql, &isolated::Limits::from_env())
+            .await
+            .map_err(|e| e.to_string())
     } else {
-        orchestrator_tasks::data::query(store, sql).await
+        orchestrator_tasks::data::query(store, sql)
+            .await
+            .map_err(|e| e.to_string())
     }
     .map_err(|e| Error::invalid(format!("error: {e}")))?;
     let text = if json {

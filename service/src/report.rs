@@ -503,7 +503,7 @@ fn readable_floats(batch: &RecordBatch) -> Result<RecordBatch, String> {
 /// Query results as a JSON array of objects keyed by column name: numbers as numbers,
 /// dates as `YYYY-MM-DD`, nulls as `null`.
 pub fn batches_json(batches: &[RecordBatch]) -> Result<String, String> {
-    let rows = orchestrator_tasks::data::rows_json(batches)?;
+    let rows = orchestrator_tasks::data::rows_json(batches).map_err(|e| e.to_string())?;
     serde_json::to_string(&rows).map_err(|e| e.to_string())
 }
 

@@ -248,7 +248,7 @@ impl orchestrator_web::Source for StoreSource {
     async fn query_trusted(&self, sql: &str) -> Result<Value, Error> {
         let batches = orchestrator_tasks::data::query(self.store.clone(), sql.to_string())
             .await
-            .map_err(Error::invalid)?;
+            .map_err(|e| Error::invalid(e.to_string()))?;
         orchestrator_tasks::data::rows_json(&batches)
             .map(Value::Array)
             .map_err(failed)
@@ -263,7 +263,7 @@ impl orchestrator_web::Source for StoreSource {
             &isolated::Limits::from_env(),
         )
         .await
-        .map_err(Error::invalid)?;
+        .map_err(|e| Error::invalid(e.to_string()))?;
         orchestrator_tasks::data::rows_json(&batches)
             .map(Value::Array)
             .map_err(failed)

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::aws::Target;
+use crate::data::backend::DataError;
 use crate::data::local::Local;
 use crate::data::{on_engine, SqlEngine};
 
@@ -86,8 +87,15 @@ struct Alert {
     target: Target,
 }
 
+/// Why an alert's `message` or `dedupe_key` could not be filled in from a row.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("`{{{name}}}` is not a column of the query (it has: {})", .columns.join(", "))]
+    UnknownColumn { name: String, columns: Vec<String> },
+}
+
 /// `text` with each `{column}` replaced by the row's value.
-pub fn render(text: &str, row: &serde_json::Map<String, Value>) -> Result<String, String> {
+pub fn render(text: &str, row: &serde_json::Map<String, Value>) -> Result<String, TemplateError> {
     let mut out = String::new();
     let mut rest = text;
     while let Some(start) = rest.find('{') {
@@ -98,11 +106,9 @@ pub fn render(text: &str, row: &serde_json::Map<String, Value>) -> Result<String
             return Ok(out);
         };
         let name = after[..end].trim();
-        let value = row.get(name).ok_or_else(|| {
-            format!(
-                "`{{{name}}}` is not a column of the query (it has: {})",
-                row.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
+        let value = row.get(name).ok_or_else(|| TemplateError::UnknownColumn {
+            name: name.to_string(),
+            columns: row.keys().cloned().collect(),
         })?;
         out.push_str(&match value {
             Value::Null => "-".to_string(),
@@ -120,11 +126,12 @@ pub fn render(text: &str, row: &serde_json::Map<String, Value>) -> Result<String
 impl Task for Alert {
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
         let rows = match &self.target {
-            Target::Aws(block) => crate::aws::Athena::new(block, ctx)
-                .await
-                .sample(&self.sql, self.max_rows)
-                .await
-                .map_err(|e| e.to_string()),
+            Target::Aws(block) => {
+                crate::aws::Athena::new(block, ctx)
+                    .await
+                    .sample(&self.sql, self.max_rows)
+                    .await
+            }
             Target::Local => {
                 let (catalog, sql, n) = (ctx.catalog.clone(), self.sql.clone(), self.max_rows);
                 let (wh, creator) = (
@@ -138,7 +145,8 @@ impl Task for Alert {
                         .await
                 })
                 .await
-                .and_then(|r| r.map_err(|e| e.to_string()))
+                .map_err(DataError::from)
+                .and_then(|r| r)
             }
         }
         .map_err(|e| TaskFailure::new(format!("in `sql`: {e}")))?;
@@ -246,7 +254,7 @@ mod tests {
             render("{symbol}: {close} ({n}, {x})", &row).unwrap(),
             "NVDA: 123.46 (3, -)"
         );
-        let e = render("{nope}", &row).unwrap_err();
+        let e = render("{nope}", &row).unwrap_err().to_string();
         assert!(
             e.starts_with("`{nope}` is not a column of the query"),
             "{e}"

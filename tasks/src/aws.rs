@@ -440,15 +440,28 @@ pub fn merge(from: &str, to: &str, key: &[String], columns: &[String]) -> String
     )
 }
 
-fn needs_aws(kind: &str, ctx: &BuildContext) -> Result<AwsBlock, String> {
+/// Why a kind that runs only on AWS cannot run in this workflow or run.
+#[derive(Debug, thiserror::Error)]
+pub enum NeedsAws {
+    /// The workflow is on AWS, but this run was started with `--backend local`.
+    #[error("`{kind}` runs on AWS, and this run is `--backend local`: drop --backend (or pass --backend aws) to run it")]
+    LocalOverride { kind: &'static str },
+    /// The workflow runs locally.
+    #[error("`{kind}` runs on AWS: set `backend: aws` (and an `aws:` block) in the workflow, or run it with --backend aws")]
+    Local { kind: &'static str },
+}
+
+impl From<NeedsAws> for orchestrator_engine::task::Invalid {
+    fn from(e: NeedsAws) -> Self {
+        e.to_string().into()
+    }
+}
+
+fn needs_aws(kind: &'static str, ctx: &BuildContext) -> Result<AwsBlock, NeedsAws> {
     match Target::of(ctx) {
         Target::Aws(b) => Ok(b),
-        Target::Local if ctx.backend_overridden => Err(format!(
-            "`{kind}` runs on AWS, and this run is `--backend local`: drop --backend (or pass --backend aws) to run it"
-        )),
-        Target::Local => Err(format!(
-            "`{kind}` runs on AWS: set `backend: aws` (and an `aws:` block) in the workflow, or run it with --backend aws"
-        )),
+        Target::Local if ctx.backend_overridden => Err(NeedsAws::LocalOverride { kind }),
+        Target::Local => Err(NeedsAws::Local { kind }),
     }
 }
 

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use orchestrator_aws::Aws;
 
+use super::IngestError;
+
 pub enum Landing {
     Dir(PathBuf),
     S3 {
@@ -20,12 +22,11 @@ pub enum Landing {
 }
 
 impl Landing {
-    pub async fn s3(aws: Aws, url: &str) -> Result<Landing, String> {
+    pub async fn s3(aws: Aws, url: &str) -> Result<Landing, IngestError> {
         let url = url.trim_end_matches('/').to_string();
         let known = aws
             .list(&format!("{url}/"))
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .into_iter()
             .filter_map(|k| k.strip_prefix(&format!("{url}/")).map(str::to_string))
             .collect();
@@ -50,33 +51,31 @@ impl Landing {
         }
     }
 
-    pub async fn read(&self, rel: &str) -> Result<Option<String>, String> {
+    pub async fn read(&self, rel: &str) -> Result<Option<String>, IngestError> {
         match self {
             Landing::Dir(d) => match std::fs::read_to_string(d.join(rel)) {
                 Ok(t) => Ok(Some(t)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(format!("cannot read {} ({e})", d.join(rel).display())),
+                Err(source) => Err(IngestError::Read {
+                    path: d.join(rel),
+                    source,
+                }),
             },
             Landing::S3 { aws, url, known } => {
                 if !known.contains(rel) {
                     return Ok(None);
                 }
-                let bytes = aws
-                    .get(&format!("{url}/{rel}"))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let bytes = aws.get(&format!("{url}/{rel}")).await?;
                 Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
             }
         }
     }
 
-    pub async fn write(&mut self, rel: &str, bytes: &[u8]) -> Result<(), String> {
+    pub async fn write(&mut self, rel: &str, bytes: &[u8]) -> Result<(), IngestError> {
         match self {
             Landing::Dir(d) => super::write_atomic(&d.join(rel), bytes),
             Landing::S3 { aws, url, known } => {
-                aws.put(&format!("{url}/{rel}"), bytes.to_vec())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                aws.put(&format!("{url}/{rel}"), bytes.to_vec()).await?;
                 known.insert(rel.to_string());
                 Ok(())
             }

@@ -90,6 +90,96 @@ pub const DEFAULT_KEY_ENV: &str = "ALPHAVANTAGE_API_KEY";
 /// The state store's usage counter for Alpha Vantage calls.
 pub const USAGE_COUNTER: &str = "alpha_vantage";
 
+/// Why an ingest (`alpha_vantage`, `alpha_vantage_quote`) could not ask for or land data:
+/// its request settings, the landing zone's files or objects, or a quote's request.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("`symbols` is empty; list the tickers")]
+    NoSymbols,
+    #[error("`{symbol}` is not a ticker symbol (letters, digits, `.` and `-`)")]
+    NotASymbol { symbol: String },
+    #[error("`base_url` `{url}` is not an http(s) URL")]
+    NotHttp { url: String },
+    #[error("cannot create {} ({source})", .path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {} ({source})", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {} ({source})", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot move {} to {} ({source})", .from.display(), .to.display())]
+    Move {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The S3 landing zone (listing, reading or writing an object).
+    #[error(transparent)]
+    S3(#[from] orchestrator_aws::AwsError),
+    /// Offline: the sample response of `symbol` could not be read.
+    #[error("{symbol}: no sample response {} ({source})", .path.display())]
+    NoSample {
+        symbol: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A response that is not bars or a quote (`Note`, `Information`, ...).
+    #[error("{0}")]
+    Response(ResponseError),
+    /// The answer's words, with the key scrubbed out (see `scrub`).
+    #[error("{0}")]
+    Answer(String),
+    /// The usage counters in the state store.
+    #[error(transparent)]
+    Usage(#[from] orchestrator_engine::state::StateError),
+    #[error("daily request limit reached ({used} of {quota} calls today, UTC)")]
+    DailyLimit { used: u64, quota: u64 },
+    /// `source` is stripped of its URL, which holds the key.
+    #[error("{symbol}: request failed: {source}")]
+    Request {
+        symbol: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{symbol}: HTTP {status}")]
+    Http {
+        symbol: String,
+        status: reqwest::StatusCode,
+    },
+    /// `source` is stripped of its URL, which holds the key.
+    #[error("{symbol}: reading the response failed: {source}")]
+    ReadResponse {
+        symbol: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+impl From<IngestError> for TaskFailure {
+    fn from(e: IngestError) -> Self {
+        TaskFailure::new(e.to_string())
+    }
+}
+
+impl From<IngestError> for orchestrator_engine::task::Invalid {
+    fn from(e: IngestError) -> Self {
+        e.to_string().into()
+    }
+}
+
 impl TaskConfig for AlphaVantageConfig {
     const KIND: &'static str = "alpha_vantage";
 
@@ -185,9 +275,9 @@ fn api_key(explicit: &Option<String>, env: &str) -> Option<String> {
 
 /// Checks `symbols:` (not empty, ticker characters) and `base_url:` (http or https,
 /// default Alpha Vantage's); returns the base URL.
-fn check_request(symbols: &[String], base_url: Option<String>) -> Result<String, String> {
+fn check_request(symbols: &[String], base_url: Option<String>) -> Result<String, IngestError> {
     if symbols.is_empty() {
-        return Err("`symbols` is empty; list the tickers".into());
+        return Err(IngestError::NoSymbols);
     }
     if let Some(bad) = symbols.iter().find(|s| {
         s.is_empty()
@@ -195,29 +285,38 @@ fn check_request(symbols: &[String], base_url: Option<String>) -> Result<String,
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
     }) {
-        return Err(format!(
-            "`{bad}` is not a ticker symbol (letters, digits, `.` and `-`)"
-        ));
+        return Err(IngestError::NotASymbol {
+            symbol: bad.clone(),
+        });
     }
     let base_url = base_url.unwrap_or_else(|| DEFAULT_BASE_URL.into());
     if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-        return Err(format!("`base_url` `{base_url}` is not an http(s) URL"));
+        return Err(IngestError::NotHttp { url: base_url });
     }
     Ok(base_url)
 }
 
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), String> {
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), IngestError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {} ({e})", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|source| IngestError::Create {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{:08x}", fastrand::u32(..)));
-    std::fs::write(&tmp, contents).map_err(|e| format!("cannot write {} ({e})", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
+    if let Err(source) = std::fs::write(&tmp, contents) {
+        return Err(IngestError::Write { path: tmp, source });
+    }
+    std::fs::rename(&tmp, path).map_err(|source| {
         let _ = std::fs::remove_file(&tmp);
-        format!("cannot move {} to {} ({e})", tmp.display(), path.display())
+        IngestError::Move {
+            from: tmp.clone(),
+            to: path.to_path_buf(),
+            source,
+        }
     })
 }
 
@@ -339,9 +438,7 @@ impl Task for AlphaVantage {
         let mut report = Report::default();
         let mut landing = match &self.output {
             Output::Dir(d) => Landing::Dir(d.clone()),
-            Output::S3(url, block) => Landing::s3(crate::aws::connect(block).await, url)
-                .await
-                .map_err(TaskFailure::new)?,
+            Output::S3(url, block) => Landing::s3(crate::aws::connect(block).await, url).await?,
         };
 
         // Which symbols have no bar for the date yet. When none is missing, no source is
@@ -370,9 +467,7 @@ impl Task for AlphaVantage {
         for symbol in missing {
             if !self.reprocess && matches!(source, Source::Live { .. }) {
                 if let Some(bars) = cached(&landing, &symbol, &ctx.logical_date).await {
-                    land(&mut landing, &symbol, &bars, &ctx.logical_date, &mut report)
-                        .await
-                        .map_err(TaskFailure::new)?;
+                    land(&mut landing, &symbol, &bars, &ctx.logical_date, &mut report).await?;
                     report.from_cache.push(symbol);
                     continue;
                 }
@@ -408,8 +503,7 @@ impl Task for AlphaVantage {
                     if let Source::Live { .. } = source {
                         landing
                             .write(&format!("responses/{symbol}.json"), body.as_bytes())
-                            .await
-                            .map_err(TaskFailure::new)?;
+                            .await?;
                     }
                     let before = bars.len();
                     let bars: Vec<Bar> = bars
@@ -425,9 +519,7 @@ impl Task for AlphaVantage {
                         ));
                     }
                     let (new, revised) = (report.new_bars, report.revised.len());
-                    land(&mut landing, symbol, &bars, &ctx.logical_date, &mut report)
-                        .await
-                        .map_err(TaskFailure::new)?;
+                    land(&mut landing, symbol, &bars, &ctx.logical_date, &mut report).await?;
                     ctx.output.line(&format!(
                         "{symbol}: {} bars in the response, {} new, {} revised",
                         bars.len(),
@@ -813,7 +905,7 @@ async fn land(
     bars: &[Bar],
     date: &str,
     report: &mut Report,
-) -> Result<(), String> {
+) -> Result<(), IngestError> {
     for bar in bars {
         let path = bar_path(&bar.date, symbol);
         let csv = bars_csv(symbol, std::slice::from_ref(bar));

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::answer::{document, parse_daily, ResponseError};
-use super::{scrub, write_atomic, DEFAULT_KEY_ENV, USAGE_COUNTER};
+use super::{scrub, write_atomic, IngestError, DEFAULT_KEY_ENV, USAGE_COUNTER};
 
 /// `symbols:` as a list, or as one comma-separated string (what a param renders to).
 #[derive(Debug, Deserialize)]
@@ -184,11 +184,19 @@ impl Quote {
         dir: &std::path::Path,
         symbol: &str,
         run_dir: &str,
-    ) -> Result<Option<Tick>, String> {
+    ) -> Result<Option<Tick>, IngestError> {
         let src = dir.join(format!("{symbol}.json"));
-        let body = std::fs::read_to_string(&src)
-            .map_err(|e| format!("{symbol}: no sample response {} ({e})", src.display()))?;
-        let bars = parse_daily(symbol, &body).map_err(|e| e.to_string())?;
+        let body = match std::fs::read_to_string(&src) {
+            Ok(body) => body,
+            Err(source) => {
+                return Err(IngestError::NoSample {
+                    symbol: symbol.to_string(),
+                    path: src,
+                    source,
+                })
+            }
+        };
+        let bars = parse_daily(symbol, &body).map_err(IngestError::Response)?;
         // Ticks landed by earlier runs: one file per run.
         let done = match std::fs::read_dir(&self.output) {
             Ok(entries) => entries
@@ -215,23 +223,18 @@ impl Quote {
         key: &str,
         symbol: &str,
         ctx: &TaskContext,
-    ) -> Result<Tick, String> {
+    ) -> Result<Tick, IngestError> {
         let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
         if self.daily_quota > 0 {
-            let used = ctx
-                .usage
-                .count(USAGE_COUNTER, &today)
-                .map_err(|e| e.to_string())?;
+            let used = ctx.usage.count(USAGE_COUNTER, &today)?;
             if used >= self.daily_quota {
-                return Err(format!(
-                    "daily request limit reached ({used} of {} calls today, UTC)",
-                    self.daily_quota
-                ));
+                return Err(IngestError::DailyLimit {
+                    used,
+                    quota: self.daily_quota,
+                });
             }
         }
-        ctx.usage
-            .add(USAGE_COUNTER, &today, 1)
-            .map_err(|e| e.to_string())?;
+        ctx.usage.add(USAGE_COUNTER, &today, 1)?;
         let at = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string();
         let answer = client
             .get(&self.base_url)
@@ -244,17 +247,23 @@ impl Quote {
             ])
             .send()
             .await
-            .map_err(|e| format!("{symbol}: request failed: {}", e.without_url()))?;
+            .map_err(|e| IngestError::Request {
+                symbol: symbol.to_string(),
+                source: e.without_url(),
+            })?;
         let status = answer.status();
         if !status.is_success() {
-            return Err(format!("{symbol}: HTTP {status}"));
+            return Err(IngestError::Http {
+                symbol: symbol.to_string(),
+                status,
+            });
         }
-        let body = answer
-            .text()
-            .await
-            .map_err(|e| format!("{symbol}: reading the response failed: {}", e.without_url()))?;
-        let (price, volume, trading_day) =
-            parse_quote(symbol, &body).map_err(|e| scrub(key, &e.to_string()))?;
+        let body = answer.text().await.map_err(|e| IngestError::ReadResponse {
+            symbol: symbol.to_string(),
+            source: e.without_url(),
+        })?;
+        let (price, volume, trading_day) = parse_quote(symbol, &body)
+            .map_err(|e| IngestError::Answer(scrub(key, &e.to_string())))?;
         Ok(Tick {
             ts: at,
             price,
@@ -299,8 +308,7 @@ impl Task for Quote {
             };
             match tick {
                 Ok(Some(t)) => {
-                    write_atomic(&path, tick_csv(symbol, &t).as_bytes())
-                        .map_err(TaskFailure::new)?;
+                    write_atomic(&path, tick_csv(symbol, &t).as_bytes())?;
                     ctx.output
                         .line(&format!("{symbol}: {} at {}", t.price, t.ts));
                     landed.push(symbol.clone());
@@ -308,7 +316,7 @@ impl Task for Quote {
                 Ok(None) => finished.push(symbol.clone()),
                 Err(e) => {
                     ctx.output.line(&format!("{symbol}: {e}"));
-                    failed.push(json!({"symbol": symbol, "error": e}));
+                    failed.push(json!({"symbol": symbol, "error": e.to_string()}));
                 }
             }
         }

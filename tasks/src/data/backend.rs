@@ -26,6 +26,13 @@ pub enum DataError {
     /// says what, and where it can, what to do.
     #[error("{0}")]
     Local(String),
+    /// The local SQL engine could not open, read or query the catalog's tables.
+    #[error(transparent)]
+    Engine(#[from] super::EngineError),
+    /// The warehouse's files or the catalog's record of a managed table could not be
+    /// changed.
+    #[error(transparent)]
+    Warehouse(#[from] super::warehouse::WarehouseError),
     /// An engine answered what is not an answer (e.g. a count that is not a number).
     #[error("{0}")]
     Answer(String),
@@ -35,12 +42,6 @@ fn aws_text(e: &orchestrator_aws::AwsError) -> String {
     match e {
         orchestrator_aws::AwsError::Cancelled(m) => format!("cancelled ({m})"),
         other => other.to_string(),
-    }
-}
-
-impl From<String> for DataError {
-    fn from(s: String) -> Self {
-        DataError::Local(s)
     }
 }
 

@@ -19,17 +19,161 @@ use std::sync::Arc;
 use chrono::Utc;
 use datafusion::arrow::datatypes::Schema;
 use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use orchestrator_engine::catalog::Catalog;
-use orchestrator_engine::state::{ColumnRecord, TableRecord};
+use orchestrator_engine::state::{ColumnRecord, StateError, TableRecord};
 use orchestrator_engine::task::{
-    BuildContext, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
+    BuildContext, Invalid, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
 };
 use serde::Deserialize;
 use serde_json::json;
 
 use super::csv_scan::{scan_all, ToScan};
-use super::{dir_url, on_engine, register, Format};
+use super::{dir_url, on_engine, register, EngineError, Format};
+
+/// A table name that is not a plain SQL identifier (see [`check_table_name`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "invalid table name `{name}`: use lowercase letters, digits and `_`, not starting with a digit"
+)]
+pub struct BadTableName {
+    pub name: String,
+}
+
+impl From<BadTableName> for Invalid {
+    fn from(e: BadTableName) -> Self {
+        e.to_string().into()
+    }
+}
+
+/// Why one file could not be read: the filesystem, or the CSV/JSON/Parquet reader.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Format(#[from] DataFusionError),
+}
+
+/// Why a crawl did not register its directory as a table. Most say what to change: the
+/// directory, its files, or the table name.
+#[derive(Debug, thiserror::Error)]
+pub enum CrawlError {
+    #[error("{} is a file, not a directory; `path:` must name a directory", .dir.display())]
+    NotADirectory { dir: PathBuf },
+    #[error("cannot read directory {} ({source}); check `path:`", .dir.display())]
+    NoDirectory {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot list {} ({source})", .dir.display())]
+    List {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} has no .csv, .json or .parquet files; an empty directory is not an empty table", .dir.display())]
+    NoFiles { dir: PathBuf },
+    #[error("{} has no {extension} files; an empty directory is not an empty table", .dir.display())]
+    NoFilesOf {
+        dir: PathBuf,
+        extension: &'static str,
+    },
+    #[error("{} mixes file formats ({}); set `format:` to the one this table has", .dir.display(), .formats.join(", "))]
+    MixedFormats { dir: PathBuf, formats: Vec<String> },
+    /// A file below a directory that is not `key=value`.
+    #[error("{} is in directory `{dir}`, which is not a partition (`key=value`); move it, or crawl a narrower path", .file.display())]
+    NotAPartition { file: PathBuf, dir: String },
+    #[error("file {file} is partitioned by ({}) but {first} by ({}); every file of a table needs the same partition directories", .keys.join(", "), .first_keys.join(", "))]
+    PartitionsDiffer {
+        file: String,
+        keys: Vec<String>,
+        first: String,
+        first_keys: Vec<String>,
+    },
+    /// The table is a managed one (written by orchestrator), not a crawled one.
+    #[error("table `{table}` was created by orchestrator in the warehouse; crawl into another table name")]
+    Managed { table: String },
+    #[error("table `{table}` holds {table_format} files, but {} has {format} files; crawl them into another table", .dir.display())]
+    FormatDiffers {
+        table: String,
+        table_format: String,
+        dir: PathBuf,
+        format: &'static str,
+    },
+    #[error("table `{table}` is partitioned by ({}), but the files under {} are partitioned by ({})", .table_keys.join(", "), .dir.display(), .keys.join(", "))]
+    PartitioningDiffers {
+        table: String,
+        table_keys: Vec<String>,
+        dir: PathBuf,
+        keys: Vec<String>,
+    },
+    /// A new file gives a column a type the table's type cannot widen to.
+    #[error("column `{column}` in {} is {data_type}, but table `{table}` has it as {table_type}; fix the file, or drop the table and crawl again", .file.display())]
+    TypeChanged {
+        column: String,
+        file: PathBuf,
+        data_type: String,
+        table: String,
+        table_type: String,
+    },
+    /// `file` is relative to the crawled directory.
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: ReadError,
+    },
+    #[error(
+        "{file}: column {column} of the header has no name (header: `{header}`); name every column"
+    )]
+    UnnamedColumn {
+        file: String,
+        /// 1-based.
+        column: usize,
+        header: String,
+    },
+    #[error("{file}: column `{name}` appears twice in the header (columns {first} and {second}); column names must be unique")]
+    RepeatedColumn {
+        file: String,
+        name: String,
+        first: usize,
+        second: usize,
+    },
+    #[error("cannot read table `{table}` at {url}: {source}")]
+    Count {
+        table: String,
+        url: String,
+        #[source]
+        source: Box<EngineError>,
+    },
+    #[error("cannot count the rows of the new files of `{table}`: {source}")]
+    CountNew {
+        table: String,
+        #[source]
+        source: DataFusionError,
+    },
+    /// The blocking task scanning the files panicked: a bug.
+    #[error("the crawl's file scan crashed ({0}); this is a bug, please report it")]
+    ScanCrashed(#[source] tokio::task::JoinError),
+    /// A thread scanning the files panicked: a bug.
+    #[error("a crawl worker crashed; this is a bug, please report it")]
+    WorkerCrashed,
+    #[error(transparent)]
+    Catalog(#[from] StateError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+}
+
+impl From<CrawlError> for TaskFailure {
+    fn from(e: CrawlError) -> Self {
+        TaskFailure::new(e.to_string())
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,7 +229,7 @@ impl TaskConfig for CrawlConfig {
 }
 
 /// Table names are plain SQL identifiers, so they need no quoting in queries.
-pub fn check_table_name(name: &str) -> Result<(), String> {
+pub fn check_table_name(name: &str) -> Result<(), BadTableName> {
     let ok = name
         .chars()
         .next()
@@ -96,9 +240,9 @@ pub fn check_table_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid table name `{name}`: use lowercase letters, digits and `_`, not starting with a digit"
-        ))
+        Err(BadTableName {
+            name: name.to_string(),
+        })
     }
 }
 
@@ -176,10 +320,7 @@ impl Task for Crawl {
             self.format,
             ctx.catalog.clone(),
         );
-        let outputs = on_engine(crawl(dir, table, format, catalog))
-            .await
-            .and_then(|r| r)
-            .map_err(TaskFailure::new)?;
+        let outputs = on_engine(crawl(dir, table, format, catalog)).await??;
         ctx.output.line(&format!(
             "crawled {}: {} files ({} new), {}, {} rows",
             self.table,
@@ -219,46 +360,31 @@ async fn crawl(
     table: String,
     format: Option<Format>,
     catalog: Arc<dyn Catalog>,
-) -> Result<Outputs, String> {
+) -> Result<Outputs, CrawlError> {
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     match std::fs::metadata(&dir) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(format!(
-                "{} is a file, not a directory; `path:` must name a directory",
-                dir.display()
-            ))
-        }
-        Err(e) => {
-            return Err(format!(
-                "cannot read directory {} ({e}); check `path:`",
-                dir.display()
-            ))
-        }
+        Ok(_) => return Err(CrawlError::NotADirectory { dir }),
+        Err(source) => return Err(CrawlError::NoDirectory { dir, source }),
     }
     let mut all = Vec::new();
     walk(&dir, &mut all)?;
     let format = match format {
         Some(f) => f,
         None => {
-            let seen: BTreeSet<&str> = all
+            // By name, so a mix is listed in a stable order.
+            let seen: std::collections::BTreeMap<&str, Format> = all
                 .iter()
-                .filter_map(|p| Format::from_extension(p).map(Format::name))
+                .filter_map(|p| Format::from_extension(p).map(|f| (f.name(), f)))
                 .collect();
-            match seen.len() {
-                1 => seen.first().and_then(|n| Format::parse(n)).ok_or("no format")?,
-                0 => {
-                    return Err(format!(
-                        "{} has no .csv, .json or .parquet files; an empty directory is not an empty table",
-                        dir.display()
-                    ))
-                }
+            match (seen.values().next(), seen.len()) {
+                (Some(f), 1) => *f,
+                (None, _) => return Err(CrawlError::NoFiles { dir }),
                 _ => {
-                    return Err(format!(
-                        "{} mixes file formats ({}); set `format:` to the one this table has",
-                        dir.display(),
-                        seen.into_iter().collect::<Vec<_>>().join(", ")
-                    ))
+                    return Err(CrawlError::MixedFormats {
+                        dir,
+                        formats: seen.keys().map(|n| n.to_string()).collect(),
+                    })
                 }
             }
         }
@@ -269,48 +395,44 @@ async fn crawl(
         .map(|p| found(&dir, p))
         .collect::<Result<_, _>>()?;
     let Some(first) = files.first() else {
-        return Err(format!(
-            "{} has no {} files; an empty directory is not an empty table",
-            dir.display(),
-            format.extension()
-        ));
+        return Err(CrawlError::NoFilesOf {
+            dir,
+            extension: format.extension(),
+        });
     };
     let keys: Vec<String> = first.partitions.iter().map(|(k, _)| k.clone()).collect();
     for f in &files {
         let these: Vec<&String> = f.partitions.iter().map(|(k, _)| k).collect();
         if these != keys.iter().collect::<Vec<_>>() {
-            return Err(format!(
-                "file {} is partitioned by ({}) but {} by ({}); every file of a table needs the same partition directories",
-                f.rel,
-                these.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
-                first.rel,
-                keys.join(", ")
-            ));
+            return Err(CrawlError::PartitionsDiffer {
+                file: f.rel.clone(),
+                keys: these.into_iter().cloned().collect(),
+                first: first.rel.clone(),
+                first_keys: keys,
+            });
         }
     }
 
-    let existing = catalog.table(&table).map_err(|e| e.to_string())?;
+    let existing = catalog.table(&table)?;
     if let Some(t) = &existing {
         if t.managed {
-            return Err(format!(
-                "table `{table}` was created by orchestrator in the warehouse; crawl into another table name"
-            ));
+            return Err(CrawlError::Managed { table });
         }
         if t.format != format.name() {
-            return Err(format!(
-                "table `{table}` holds {} files, but {} has {} files; crawl them into another table",
-                t.format,
-                dir.display(),
-                format.name()
-            ));
+            return Err(CrawlError::FormatDiffers {
+                table,
+                table_format: t.format.clone(),
+                dir,
+                format: format.name(),
+            });
         }
         if t.partition_columns != keys && !t.files.is_empty() {
-            return Err(format!(
-                "table `{table}` is partitioned by ({}), but the files under {} are partitioned by ({})",
-                t.partition_columns.join(", "),
-                dir.display(),
-                keys.join(", ")
-            ));
+            return Err(CrawlError::PartitioningDiffers {
+                table,
+                table_keys: t.partition_columns.clone(),
+                dir,
+                keys,
+            });
         }
     }
     let known: BTreeSet<&str> = existing
@@ -360,12 +482,10 @@ async fn crawl(
             .collect();
         let scanned = tokio::task::spawn_blocking(move || {
             let scanned = scan_all(&to_scan)?;
-            Ok::<_, String>(to_scan.into_iter().zip(scanned).collect::<Vec<_>>())
+            Ok::<_, CrawlError>(to_scan.into_iter().zip(scanned).collect::<Vec<_>>())
         })
         .await
-        .map_err(|e| {
-            format!("the crawl's file scan crashed ({e}); this is a bug, please report it")
-        })??;
+        .map_err(CrawlError::ScanCrashed)??;
         let mut schemas = std::collections::HashMap::new();
         let mut rows = previous.unwrap_or(0);
         for (f, s) in scanned {
@@ -383,12 +503,15 @@ async fn crawl(
         let schema = match csv.as_mut().and_then(|(schemas, _)| schemas.remove(&f.rel)) {
             Some(schema) => schema,
             None => {
-                let url = ListingTableUrl::parse(f.abs.display().to_string())
-                    .map_err(|e| e.to_string())?;
-                let schema = options
-                    .infer_schema(&state, &url)
-                    .await
-                    .map_err(|e| format!("cannot read {}: {e}", f.rel))?;
+                let url = ListingTableUrl::parse(f.abs.display().to_string())?;
+                let schema =
+                    options
+                        .infer_schema(&state, &url)
+                        .await
+                        .map_err(|e| CrawlError::Read {
+                            file: f.rel.clone(),
+                            source: e.into(),
+                        })?;
                 Schema::clone(&schema)
             }
         };
@@ -397,7 +520,11 @@ async fn crawl(
             match columns.iter_mut().find(|c| c.name == *field.name()) {
                 None => {
                     if existing.is_some() || !columns.is_empty() {
-                        schema_changes.push(format!("new column `{}` ({data_type}) in {}", field.name(), f.rel));
+                        schema_changes.push(format!(
+                            "new column `{}` ({data_type}) in {}",
+                            field.name(),
+                            f.rel
+                        ));
                     }
                     columns.push(ColumnRecord {
                         name: field.name().clone(),
@@ -416,12 +543,13 @@ async fn crawl(
                         c.data_type = wider;
                     }
                     None => {
-                        return Err(format!(
-                            "column `{}` in {} is {data_type}, but table `{table}` has it as {}; fix the file, or drop the table and crawl again",
-                            field.name(),
-                            f.abs.display(),
-                            c.data_type
-                        ))
+                        return Err(CrawlError::TypeChanged {
+                            column: field.name().clone(),
+                            file: f.abs.clone(),
+                            data_type,
+                            table,
+                            table_type: c.data_type.clone(),
+                        })
                     }
                 },
             }
@@ -475,23 +603,21 @@ async fn crawl(
         "schema_changes": schema_changes,
         "row_count": record.row_count,
     });
-    catalog.put_table(record).map_err(|e| e.to_string())?;
+    catalog.put_table(record)?;
     match outputs {
         serde_json::Value::Object(map) => Ok(map),
         _ => Ok(Outputs::new()),
     }
 }
 
-async fn count_rows(ctx: &SessionContext, table: &TableRecord) -> Result<u64, String> {
+async fn count_rows(ctx: &SessionContext, table: &TableRecord) -> Result<u64, CrawlError> {
     register(ctx, table).await?;
     super::scalar_u64(ctx, &format!("SELECT count(*) FROM {}", table.name))
         .await
-        .map_err(|e| {
-            format!(
-                "cannot read table `{}` at {}: {e}",
-                table.name,
-                dir_url(Path::new(&table.location))
-            )
+        .map_err(|source| CrawlError::Count {
+            table: table.name.clone(),
+            url: dir_url(Path::new(&table.location)),
+            source: Box::new(source),
         })
 }
 
@@ -501,28 +627,27 @@ async fn count_new_rows(
     table: &TableRecord,
     format: Format,
     files: &[&Found],
-) -> Result<u64, String> {
+) -> Result<u64, CrawlError> {
     use datafusion::datasource::listing::{ListingTable, ListingTableConfig};
     if files.is_empty() {
         return Ok(0);
     }
     let urls = files
         .iter()
-        .map(|f| ListingTableUrl::parse(f.abs.display().to_string()).map_err(|e| e.to_string()))
+        .map(|f| ListingTableUrl::parse(f.abs.display().to_string()))
         .collect::<Result<Vec<_>, _>>()?;
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(format.listing_options(&[]))
         .with_schema(super::schema_of(table)?);
-    let listing = ListingTable::try_new(config).map_err(|e| e.to_string())?;
-    let df = ctx
-        .read_table(Arc::new(listing))
-        .map_err(|e| e.to_string())?;
-    df.count().await.map(|n| n as u64).map_err(|e| {
-        format!(
-            "cannot count the rows of the new files of `{}`: {e}",
-            table.name
-        )
-    })
+    let listing = ListingTable::try_new(config)?;
+    let df = ctx.read_table(Arc::new(listing))?;
+    df.count()
+        .await
+        .map(|n| n as u64)
+        .map_err(|source| CrawlError::CountNew {
+            table: table.name.clone(),
+            source,
+        })
 }
 
 /// The type both `a` and `b` fit in, if one is a widening of the other.
@@ -541,9 +666,11 @@ fn widen(a: &str, b: &str) -> Option<String> {
     }
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| format!("cannot list {} ({e})", dir.display()))?;
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CrawlError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| CrawlError::List {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -564,7 +691,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
-fn found(root: &Path, path: &Path) -> Result<Found, String> {
+fn found(root: &Path, path: &Path) -> Result<Found, CrawlError> {
     let rel = path.strip_prefix(root).unwrap_or(path);
     let parts: Vec<String> = rel
         .components()
@@ -575,10 +702,10 @@ fn found(root: &Path, path: &Path) -> Result<Found, String> {
         match dir.split_once('=') {
             Some((k, v)) if !k.is_empty() => partitions.push((k.to_string(), v.to_string())),
             _ => {
-                return Err(format!(
-                    "{} is in directory `{dir}`, which is not a partition (`key=value`); move it, or crawl a narrower path",
-                    rel.display()
-                ))
+                return Err(CrawlError::NotAPartition {
+                    file: rel.to_path_buf(),
+                    dir: dir.clone(),
+                })
             }
         }
     }
@@ -622,14 +749,18 @@ mod tests {
 
 /// Names the column when a CSV header has an empty or repeated name: the CSV reader would
 /// only say "incorrect number of fields" or pick one of the two.
-fn check_csv_header(path: &Path, rel: &str) -> Result<(), String> {
+fn check_csv_header(path: &Path, rel: &str) -> Result<(), CrawlError> {
     use std::io::{BufRead, Read};
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {rel}: {e}"))?;
+    let unreadable = |e: std::io::Error| CrawlError::Read {
+        file: rel.to_string(),
+        source: e.into(),
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
     let mut header = String::new();
     // A header longer than 1 MiB is not one we can judge; let the reader have it.
     std::io::BufReader::new(file.take(1 << 20))
         .read_line(&mut header)
-        .map_err(|e| format!("cannot read {rel}: {e}"))?;
+        .map_err(unreadable)?;
     let header = header
         .trim_start_matches('\u{feff}')
         .trim_end_matches(['\n', '\r']);
@@ -642,17 +773,19 @@ fn check_csv_header(path: &Path, rel: &str) -> Result<(), String> {
         .collect();
     for (i, name) in names.iter().enumerate() {
         if name.is_empty() {
-            return Err(format!(
-                "{rel}: column {} of the header has no name (header: `{header}`); name every column",
-                i + 1
-            ));
+            return Err(CrawlError::UnnamedColumn {
+                file: rel.to_string(),
+                column: i + 1,
+                header: header.to_string(),
+            });
         }
         if let Some(j) = names[..i].iter().position(|n| n == name) {
-            return Err(format!(
-                "{rel}: column `{name}` appears twice in the header (columns {} and {}); column names must be unique",
-                j + 1,
-                i + 1
-            ));
+            return Err(CrawlError::RepeatedColumn {
+                file: rel.to_string(),
+                name: name.to_string(),
+                first: j + 1,
+                second: i + 1,
+            });
         }
     }
     Ok(())
@@ -667,10 +800,10 @@ mod header_tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.csv");
         std::fs::write(&p, "a,a,\n1,2,3\n").unwrap();
-        let e = check_csv_header(&p, "x.csv").unwrap_err();
+        let e = check_csv_header(&p, "x.csv").unwrap_err().to_string();
         assert!(e.contains("column `a` appears twice"), "{e}");
         std::fs::write(&p, "a,b,\n1,2,3\n").unwrap();
-        let e = check_csv_header(&p, "x.csv").unwrap_err();
+        let e = check_csv_header(&p, "x.csv").unwrap_err().to_string();
         assert!(e.contains("column 3 of the header has no name"), "{e}");
         std::fs::write(&p, "\"a\",b\n1,2\n").unwrap();
         assert!(check_csv_header(&p, "x.csv").is_ok());

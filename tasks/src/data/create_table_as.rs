@@ -95,8 +95,7 @@ impl Task for CreateTableAs {
                     let local = Local::open(catalog, wh, creator, pause, location).await?;
                     create_table_as(&local, &output, &table, &sql).await
                 })
-                .await
-                .map_err(TaskFailure::new)??)
+                .await??)
             }
         }
     }

@@ -18,7 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::DEFAULT_SCHEMA_INFER_MAX_RECORD;
+use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
+
+use super::crawl::{CrawlError, ReadError};
 
 /// What one read of a CSV file learned.
 pub struct Scanned {
@@ -36,13 +39,13 @@ pub struct ToScan {
 }
 
 /// Scans `files` on every core; results in the same order. The first error wins.
-pub fn scan_all(files: &[ToScan]) -> Result<Vec<Scanned>, String> {
+pub fn scan_all(files: &[ToScan]) -> Result<Vec<Scanned>, CrawlError> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, files.len().max(1));
     let next = AtomicUsize::new(0);
     let state = SessionContext::new().state();
-    let mut results: Vec<Option<Result<Scanned, String>>> =
+    let mut results: Vec<Option<Result<Scanned, CrawlError>>> =
         (0..files.len()).map(|_| None).collect();
     let mut crashed = false;
     std::thread::scope(|s| {
@@ -53,8 +56,10 @@ pub fn scan_all(files: &[ToScan]) -> Result<Vec<Scanned>, String> {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(f) = files.get(i) else { break };
-                        let r = scan(&state, &f.abs, f.infer)
-                            .map_err(|e| format!("cannot read {}: {e}", f.rel));
+                        let r = scan(&state, &f.abs, f.infer).map_err(|source| CrawlError::Read {
+                            file: f.rel.clone(),
+                            source,
+                        });
                         let failed = r.is_err();
                         mine.push((i, r));
                         if failed {
@@ -88,7 +93,7 @@ pub fn scan_all(files: &[ToScan]) -> Result<Vec<Scanned>, String> {
         }
     }
     if missing {
-        return Err("a crawl worker crashed; this is a bug, please report it".into());
+        return Err(CrawlError::WorkerCrashed);
     }
     Ok(out)
 }
@@ -99,8 +104,8 @@ fn scan(
     state: &datafusion::execution::SessionState,
     path: &Path,
     infer: bool,
-) -> Result<Scanned, String> {
-    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+) -> Result<Scanned, ReadError> {
+    let mut file = std::fs::File::open(path)?;
     let mut reader = csv_core::ReaderBuilder::new().build();
     let mut buf = vec![0u8; 256 * 1024];
     // csv-core copies each field's bytes out. While inferring, a record's fields are kept
@@ -115,7 +120,7 @@ fn scan(
     let mut inference = infer.then(Inference::default);
     let mut schema = None;
     loop {
-        let n = file.read(&mut buf).map_err(|e| e.to_string())?;
+        let n = file.read(&mut buf)?;
         let mut input = &buf[..n];
         loop {
             let inferring = inference.is_some();
@@ -237,7 +242,7 @@ impl Inference {
         self,
         state: &datafusion::execution::SessionState,
         prefix: Vec<u8>,
-    ) -> Result<Schema, String> {
+    ) -> Result<Schema, DataFusionError> {
         match self.names {
             Some(names) if !self.fallback && self.records > 0 => Ok(Schema::new(
                 names
@@ -379,11 +384,10 @@ fn data_type(packed: u16) -> DataType {
 fn infer_schema(
     state: &datafusion::execution::SessionState,
     bytes: Vec<u8>,
-) -> Result<Schema, String> {
+) -> Result<Schema, DataFusionError> {
     let format = CsvFormat::default().with_has_header(true);
-    let stream = futures::stream::once(async move {
-        Ok::<_, datafusion::error::DataFusionError>(bytes::Bytes::from(bytes))
-    });
+    let stream =
+        futures::stream::once(async move { Ok::<_, DataFusionError>(bytes::Bytes::from(bytes)) });
     // The stream is in memory: nothing here waits on I/O.
     futures::executor::block_on(format.infer_schema_from_stream(
         state,
@@ -391,7 +395,6 @@ fn infer_schema(
         stream,
     ))
     .map(|(schema, _)| schema)
-    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -623,7 +626,7 @@ mod tests {
         let p = dir.path().join("ragged.csv");
         std::fs::write(&p, "a,b\n1,2\n3\n").unwrap();
         let state = SessionContext::new().state();
-        let e = scan(&state, &p, true).err().unwrap();
+        let e = scan(&state, &p, true).err().unwrap().to_string();
         assert!(e.contains("unequal lengths"), "{e}");
     }
 
@@ -650,7 +653,7 @@ mod tests {
             rel: "gone.csv".into(),
             infer: true,
         });
-        let e = scan_all(&files).err().unwrap();
+        let e = scan_all(&files).err().unwrap().to_string();
         assert!(e.starts_with("cannot read gone.csv:"), "{e}");
     }
 }

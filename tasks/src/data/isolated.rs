@@ -23,6 +23,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -30,6 +31,59 @@ use orchestrator_engine::catalog::Catalog;
 use orchestrator_engine::state::{StateError, TableRecord};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Semaphore;
+
+/// Why an isolated query gave no result: a limit of [`Limits`] (`Busy`, `TimedOut`,
+/// `TooLarge`, `OutOfMemory`), the query's own error (`Failed`), or the worker process.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// All [`Limits::concurrent`] slots stayed taken for [`Limits::timeout`].
+    #[error("the SQL engine is busy: {running} queries are running and this one waited {waited_secs}s for a turn; try again shortly")]
+    Busy { running: usize, waited_secs: u64 },
+    #[error("the query ran over {secs}s and was stopped; add a LIMIT or a WHERE, or raise ORCHESTRATOR_QUERY_TIMEOUT")]
+    TimedOut { secs: u64 },
+    #[error(
+        "the result is larger than {mib} MiB; add a LIMIT, select fewer columns, or aggregate"
+    )]
+    TooLarge { mib: usize },
+    #[error("the query needed more than the {memory_mb} MiB a query may use and was stopped; add a LIMIT or a WHERE, aggregate, or raise ORCHESTRATOR_QUERY_MEMORY_MB")]
+    OutOfMemory { memory_mb: u64 },
+    /// The query's own error (SQL, planning, execution), as the worker wrote it.
+    #[error("{0}")]
+    Failed(String),
+    /// The worker died otherwise (a signal, an unexpected exit code).
+    #[error("the query worker stopped ({status}){}", said(.stderr))]
+    Stopped {
+        status: std::process::ExitStatus,
+        /// What it wrote to stderr, trimmed; may be empty.
+        stderr: String,
+    },
+    #[error("cannot find this program to start a query worker: {0}")]
+    NoProgram(#[source] std::io::Error),
+    #[error("cannot start a query worker: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("a query worker has no pipes")]
+    NoPipes,
+    #[error("waiting for a query worker: {0}")]
+    Wait(#[source] std::io::Error),
+    #[error("reading a query worker's answer: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("reading a query worker's answer: {0}")]
+    Decode(#[source] ArrowError),
+    #[error(transparent)]
+    Catalog(#[from] StateError),
+    /// The job could not be written for the worker.
+    #[error(transparent)]
+    Job(#[from] serde_json::Error),
+}
+
+/// `: {stderr}`, or nothing.
+fn said(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(": {stderr}")
+    }
+}
 
 /// The hidden subcommand that runs one query in a child.
 pub const WORKER_COMMAND: &str = "query-worker";
@@ -110,23 +164,19 @@ pub async fn query(
     catalog: &dyn Catalog,
     sql: String,
     limits: &Limits,
-) -> Result<Vec<RecordBatch>, String> {
-    let tables = catalog.tables().map_err(|e| e.to_string())?;
-    let job = serde_json::to_vec(&Job { sql, tables }).map_err(|e| e.to_string())?;
-    let busy = || {
-        format!(
-            "the SQL engine is busy: {} queries are running and this one waited {}s for a turn; try again shortly",
-            limits.concurrent,
-            limits.timeout.as_secs()
-        )
+) -> Result<Vec<RecordBatch>, QueryError> {
+    let tables = catalog.tables()?;
+    let job = serde_json::to_vec(&Job { sql, tables })?;
+    let busy = || QueryError::Busy {
+        running: limits.concurrent,
+        waited_secs: limits.timeout.as_secs(),
     };
     let slots = slots(limits);
     let _slot = tokio::time::timeout(limits.timeout, slots.acquire_owned())
         .await
         .map_err(|_| busy())?
         .map_err(|_| busy())?;
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("cannot find this program to start a query worker: {e}"))?;
+    let exe = std::env::current_exe().map_err(QueryError::NoProgram)?;
     let mut command = tokio::process::Command::new(exe);
     command
         .arg(WORKER_COMMAND)
@@ -149,13 +199,11 @@ pub async fn query(
             Ok(())
         });
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot start a query worker: {e}"))?;
+    let mut child = command.spawn().map_err(QueryError::Spawn)?;
     let (Some(mut stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return Err("a query worker has no pipes".into());
+        return Err(QueryError::NoPipes);
     };
     let max = limits.max_output;
     let work = async move {
@@ -170,27 +218,17 @@ pub async fn query(
         let read_out = stdout.read_to_end(&mut out);
         let read_err = stderr.read_to_end(&mut err);
         let ((), o, e) = tokio::join!(feed, read_out, read_err);
-        o.and(e)
-            .map_err(|e| format!("reading a query worker's answer: {e}"))?;
+        o.and(e).map_err(QueryError::Read)?;
         if out.len() > max {
-            return Err(format!(
-                "the result is larger than {} MiB; add a LIMIT, select fewer columns, or aggregate",
-                max >> 20
-            ));
+            return Err(QueryError::TooLarge { mib: max >> 20 });
         }
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| format!("waiting for a query worker: {e}"))?;
+        let status = child.wait().await.map_err(QueryError::Wait)?;
         Ok((status, out, err))
     };
     let (status, out, err) = tokio::time::timeout(limits.timeout, work)
         .await
-        .map_err(|_| {
-            format!(
-                "the query ran over {}s and was stopped; add a LIMIT or a WHERE, or raise ORCHESTRATOR_QUERY_TIMEOUT",
-                limits.timeout.as_secs()
-            )
+        .map_err(|_| QueryError::TimedOut {
+            secs: limits.timeout.as_secs(),
         })??;
     let err = String::from_utf8_lossy(&err).trim().to_string();
     if !status.success() {
@@ -200,28 +238,23 @@ pub async fn query(
             || status.signal() == Some(nix::libc::SIGABRT)
             || status.signal() == Some(nix::libc::SIGSEGV);
         if status.code() == Some(2) && !err.is_empty() && !out_of_memory {
-            return Err(err);
+            return Err(QueryError::Failed(err));
         }
         if out_of_memory {
-            return Err(format!(
-                "the query needed more than the {} MiB a query may use and was stopped; add a LIMIT or a WHERE, aggregate, or raise ORCHESTRATOR_QUERY_MEMORY_MB",
-                limits.memory_mb
-            ));
+            return Err(QueryError::OutOfMemory {
+                memory_mb: limits.memory_mb,
+            });
         }
-        return Err(format!(
-            "the query worker stopped ({status}){}",
-            if err.is_empty() {
-                String::new()
-            } else {
-                format!(": {err}")
-            }
-        ));
+        return Err(QueryError::Stopped {
+            status,
+            stderr: err,
+        });
     }
-    let reader = StreamReader::try_new(std::io::Cursor::new(out), None)
-        .map_err(|e| format!("reading a query worker's answer: {e}"))?;
+    let reader =
+        StreamReader::try_new(std::io::Cursor::new(out), None).map_err(QueryError::Decode)?;
     reader
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("reading a query worker's answer: {e}"))
+        .map_err(QueryError::Decode)
 }
 
 /// The child's side: reads the job from stdin, runs it, writes the batches to stdout.

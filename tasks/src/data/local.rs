@@ -280,13 +280,14 @@ impl Warehouse for Local {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "part.parquet".into());
             let dest = dir.join(format!("part-{name}"));
-            std::fs::rename(&staging, &dest).map_err(|e| {
-                format!(
-                    "cannot move {} into {} ({e})",
-                    staging.display(),
-                    dir.display()
-                )
-            })?;
+            if let Err(source) = std::fs::rename(&staging, &dest) {
+                return Err(warehouse::WarehouseError::MoveInto {
+                    from: staging,
+                    dir,
+                    source,
+                }
+                .into());
+            }
         } else if staging.exists() {
             let _ = std::fs::remove_file(&staging);
         }

@@ -26,6 +26,7 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::csv::CsvFormat;
@@ -33,13 +34,68 @@ use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::ListingOptions;
+use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
 use orchestrator_engine::catalog::Catalog;
-use orchestrator_engine::state::TableRecord;
-use orchestrator_engine::task::{At, Invalid};
+use orchestrator_engine::state::{StateError, TableRecord};
+use orchestrator_engine::task::{At, Invalid, TaskFailure};
 
 pub use datafusion;
+
+/// Why the embedded SQL engine (DataFusion over the catalog's tables) did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine's runtime could not start (threads, file descriptors).
+    #[error("cannot start the SQL engine's runtime: {0}")]
+    Runtime(#[source] Arc<std::io::Error>),
+    /// A job on the engine's runtime panicked: a bug.
+    #[error("the SQL engine crashed ({0}); this is a bug, please report it")]
+    Crashed(#[source] tokio::task::JoinError),
+    /// The catalog could not be read.
+    #[error(transparent)]
+    Catalog(#[from] StateError),
+    #[error("catalog table `{table}` has unknown format `{format}`")]
+    UnknownFormat { table: String, format: String },
+    #[error("catalog table `{table}` column `{column}` has type `{data_type}` that this version cannot read ({source})")]
+    ColumnType {
+        table: String,
+        column: String,
+        data_type: String,
+        #[source]
+        source: ArrowError,
+    },
+    /// A catalog table's files could not be listed as a table.
+    #[error("cannot register table `{table}` from {location}: {source}")]
+    Register {
+        table: String,
+        location: String,
+        #[source]
+        source: DataFusionError,
+    },
+    /// Planning or running a query failed.
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+    /// A query that must answer one row (an aggregate) answered none.
+    #[error("no row from {sql}")]
+    NoRow { sql: String },
+    /// A query typed by a person failed; the text explains it ([`explain_sql_error`]).
+    #[error("{0}")]
+    Query(String),
+    /// Rows could not be turned into JSON.
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Utf8(#[from] std::string::FromUtf8Error),
+}
+
+impl From<EngineError> for TaskFailure {
+    fn from(e: EngineError) -> Self {
+        TaskFailure::new(e.to_string())
+    }
+}
 
 /// File formats a table can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -105,41 +161,39 @@ impl Format {
 }
 
 /// Runs `fut` on the data-plane runtime and waits for it from the caller's runtime.
-pub async fn on_engine<F, T>(fut: F) -> Result<T, String>
+pub async fn on_engine<F, T>(fut: F) -> Result<T, EngineError>
 where
     F: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, Arc<std::io::Error>>> =
+        OnceLock::new();
     let runtime = RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .thread_name("datafusion")
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the SQL engine's runtime: {e}"))
+            .map_err(Arc::new)
     });
     match runtime {
-        Ok(rt) => rt
-            .spawn(fut)
-            .await
-            .map_err(|e| format!("the SQL engine crashed ({e}); this is a bug, please report it")),
-        Err(e) => Err(e.clone()),
+        Ok(rt) => rt.spawn(fut).await.map_err(EngineError::Crashed),
+        Err(e) => Err(EngineError::Runtime(e.clone())),
     }
 }
 
 /// The file schema a catalog table declares (partition columns excluded).
-pub fn schema_of(table: &TableRecord) -> Result<SchemaRef, String> {
+pub fn schema_of(table: &TableRecord) -> Result<SchemaRef, EngineError> {
     let fields = table
         .columns
         .iter()
         .map(|c| {
             DataType::from_str(&c.data_type)
                 .map(|t| Field::new(&c.name, t, c.nullable))
-                .map_err(|e| {
-                    format!(
-                        "catalog table `{}` column `{}` has type `{}` that this version cannot read ({e})",
-                        table.name, c.name, c.data_type
-                    )
+                .map_err(|source| EngineError::ColumnType {
+                    table: table.name.clone(),
+                    column: c.name.clone(),
+                    data_type: c.data_type.clone(),
+                    source,
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -147,7 +201,7 @@ pub fn schema_of(table: &TableRecord) -> Result<SchemaRef, String> {
 }
 
 /// A session with every catalog table registered under its name.
-pub async fn session(catalog: &dyn Catalog) -> Result<SessionContext, String> {
+pub async fn session(catalog: &dyn Catalog) -> Result<SessionContext, EngineError> {
     register_all(
         new_session(datafusion::prelude::SessionConfig::new()),
         catalog,
@@ -169,8 +223,8 @@ fn new_session(config: datafusion::prelude::SessionConfig) -> SessionContext {
 async fn register_all(
     ctx: SessionContext,
     catalog: &dyn Catalog,
-) -> Result<SessionContext, String> {
-    let tables = catalog.tables().map_err(|e| e.to_string())?;
+) -> Result<SessionContext, EngineError> {
+    let tables = catalog.tables()?;
     for table in tables {
         register(&ctx, &table).await?;
     }
@@ -178,12 +232,10 @@ async fn register_all(
 }
 
 /// Registers one catalog table in `ctx`.
-pub async fn register(ctx: &SessionContext, table: &TableRecord) -> Result<(), String> {
-    let format = Format::parse(&table.format).ok_or_else(|| {
-        format!(
-            "catalog table `{}` has unknown format `{}`",
-            table.name, table.format
-        )
+pub async fn register(ctx: &SessionContext, table: &TableRecord) -> Result<(), EngineError> {
+    let format = Format::parse(&table.format).ok_or_else(|| EngineError::UnknownFormat {
+        table: table.name.clone(),
+        format: table.format.clone(),
     })?;
     let schema = schema_of(table)?;
     let url = dir_url(Path::new(&table.location));
@@ -195,11 +247,10 @@ pub async fn register(ctx: &SessionContext, table: &TableRecord) -> Result<(), S
         None,
     )
     .await
-    .map_err(|e| {
-        format!(
-            "cannot register table `{}` from {}: {e}",
-            table.name, table.location
-        )
+    .map_err(|source| EngineError::Register {
+        table: table.name.clone(),
+        location: table.location.clone(),
+        source,
     })
 }
 
@@ -216,8 +267,11 @@ pub fn dir_url(dir: &Path) -> String {
 pub use backend::SqlEngine;
 
 /// Runs read-only SQL (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE) against the catalog.
-pub async fn query(catalog: Arc<dyn Catalog>, sql: String) -> Result<Vec<RecordBatch>, String> {
-    let tables = catalog.tables().map_err(|e| e.to_string())?;
+pub async fn query(
+    catalog: Arc<dyn Catalog>,
+    sql: String,
+) -> Result<Vec<RecordBatch>, EngineError> {
+    let tables = catalog.tables()?;
     query_tables(tables, sql).await
 }
 
@@ -225,7 +279,7 @@ pub async fn query(catalog: Arc<dyn Catalog>, sql: String) -> Result<Vec<RecordB
 pub async fn query_tables(
     tables: Vec<orchestrator_engine::state::TableRecord>,
     sql: String,
-) -> Result<Vec<RecordBatch>, String> {
+) -> Result<Vec<RecordBatch>, EngineError> {
     let catalog: Arc<dyn Catalog> = Arc::new(isolated::Tables(tables));
     on_engine(async move {
         // The information schema makes `SHOW TABLES` and `SHOW COLUMNS FROM t` work.
@@ -239,8 +293,12 @@ pub async fn query_tables(
             .tables()
             .map(|t| t.into_iter().map(|t| t.name).collect())
             .unwrap_or_default();
-        let explain = |e: datafusion::error::DataFusionError| {
-            explain_sql_error(&sql, &query_error(&e.to_string()), &tables)
+        let explain = |e: DataFusionError| {
+            EngineError::Query(explain_sql_error(
+                &sql,
+                &query_error(&e.to_string()),
+                &tables,
+            ))
         };
         let df = ctx.sql_with_options(&sql, options).await.map_err(explain)?;
         df.collect().await.map_err(explain)
@@ -398,7 +456,7 @@ fn query_error(e: &str) -> String {
 }
 
 /// Runs a query whose first column of the first row is an integer (a count) and returns it.
-pub async fn scalar_u64(ctx: &SessionContext, sql: &str) -> Result<u64, String> {
+pub async fn scalar_u64(ctx: &SessionContext, sql: &str) -> Result<u64, EngineError> {
     Ok(one_row(ctx, sql).await?.first().map_or(0, count))
 }
 
@@ -412,38 +470,35 @@ pub fn count(v: &ScalarValue) -> u64 {
 }
 
 /// The cells of the first row `sql` answers (an aggregate's one row).
-pub async fn one_row(ctx: &SessionContext, sql: &str) -> Result<Vec<ScalarValue>, String> {
-    let batches = ctx
-        .sql(sql)
-        .await
-        .map_err(|e| e.to_string())?
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn one_row(ctx: &SessionContext, sql: &str) -> Result<Vec<ScalarValue>, EngineError> {
+    let batches = ctx.sql(sql).await?.collect().await?;
     let batch = batches
         .iter()
         .find(|b| b.num_rows() > 0)
-        .ok_or_else(|| format!("no row from {sql}"))?;
-    batch
+        .ok_or_else(|| EngineError::NoRow {
+            sql: sql.to_string(),
+        })?;
+    Ok(batch
         .columns()
         .iter()
-        .map(|c| ScalarValue::try_from_array(c, 0).map_err(|e| e.to_string()))
-        .collect()
+        .map(|c| ScalarValue::try_from_array(c, 0))
+        .collect::<Result<_, _>>()?)
 }
 
 /// Rows as JSON objects keyed by column name, in column order: numbers as numbers, dates
 /// as `YYYY-MM-DD`, nulls as `null`.
-pub fn rows_json(batches: &[RecordBatch]) -> Result<Vec<serde_json::Value>, String> {
+pub fn rows_json(batches: &[RecordBatch]) -> Result<Vec<serde_json::Value>, EngineError> {
     let mut writer = arrow_json::WriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, arrow_json::writer::LineDelimited>(Vec::new());
     let refs: Vec<&RecordBatch> = batches.iter().collect();
-    writer.write_batches(&refs).map_err(|e| e.to_string())?;
-    writer.finish().map_err(|e| e.to_string())?;
-    let text = String::from_utf8(writer.into_inner()).map_err(|e| e.to_string())?;
-    text.lines()
-        .map(|l| serde_json::from_str(l).map_err(|e| e.to_string()))
-        .collect()
+    writer.write_batches(&refs)?;
+    writer.finish()?;
+    let text = String::from_utf8(writer.into_inner())?;
+    Ok(text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?)
 }
 
 /// A test hook: makes a data task stop at a named point so a test can kill the process

@@ -93,8 +93,7 @@ impl Task for Publish {
                     let local = Local::open(catalog, wh, creator, pause, None).await?;
                     publish(&local, &output, &from, &to, &key).await
                 })
-                .await
-                .map_err(TaskFailure::new)??
+                .await??
             }
         };
         Ok(outputs)

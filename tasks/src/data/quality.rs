@@ -29,13 +29,21 @@ pub struct QualityCheckConfig {
 /// A rule, or why it could not be read. Each rule is read on its own so that every bad
 /// rule is reported, not just the first (serde stops a `Vec<Check>` at its first error).
 #[derive(Debug)]
-struct MaybeCheck(Result<Check, String>);
+struct MaybeCheck(Result<Check, BadRule>);
+
+/// Why a rule could not be read: the deserializer's own words (its error type is the
+/// deserializer's, so only its text is kept).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadRule(String);
 
 impl<'de> Deserialize<'de> for MaybeCheck {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // The workflow loader deserializes from a tree of nodes, so a failed rule leaves
         // nothing half-consumed for the next one.
-        Ok(MaybeCheck(Check::deserialize(d).map_err(|e| e.to_string())))
+        Ok(MaybeCheck(
+            Check::deserialize(d).map_err(|e| BadRule(e.to_string())),
+        ))
     }
 }
 
@@ -230,8 +238,7 @@ impl Task for QualityCheck {
                     let local = Local::open(catalog, wh, creator, None, None).await?;
                     evaluate_all(&local, &table, &rules).await
                 })
-                .await
-                .map_err(TaskFailure::new)??
+                .await??
             }
         };
 

@@ -77,8 +77,7 @@ impl Task for SqlTask {
                     let local = Local::open(catalog, warehouse, creator, None, location).await?;
                     run_statements(&local, &output, &sql).await
                 })
-                .await
-                .map_err(TaskFailure::new)??)
+                .await??)
             }
         }
     }
@@ -116,7 +115,8 @@ pub async fn run_statements(
                 query,
                 text,
             } => {
-                super::crawl::check_table_name(&name).map_err(Refusal::Invalid)?;
+                super::crawl::check_table_name(&name)
+                    .map_err(|e| Refusal::Invalid(e.to_string()))?;
                 let exists = b.table(&name).await?.is_some();
                 if if_not_exists && exists {
                     output.line(&format!(

@@ -22,25 +22,149 @@ use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::config::{ParquetColumnOptions, TableParquetOptions};
 use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::error::DataFusionError;
 use datafusion::prelude::DataFrame;
 use orchestrator_engine::catalog::Catalog;
-use orchestrator_engine::state::{ColumnRecord, TableRecord};
+use orchestrator_engine::state::{ColumnRecord, StateError, TableRecord};
 
-use super::Format;
+use super::{EngineError, Format};
+
+/// Why the warehouse's files or the catalog's record of a managed table could not be
+/// changed as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    /// `{warehouse}/.staging` could not be created.
+    #[error("cannot create {} ({source}); check the warehouse is writable", .dir.display())]
+    Staging {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The warehouse directory itself could not be created.
+    #[error("cannot create warehouse {} ({source}); check it is writable, or set `warehouse:` in the workflow", .dir.display())]
+    CreateWarehouse {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create {} ({source})", .path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {} ({source})", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {} ({source})", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot copy {} to {} ({source})", .from.display(), .to.display())]
+    Copy {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A rename (a staged table's directory, a staged file) failed.
+    #[error("cannot move {} to {} ({source})", .from.display(), .to.display())]
+    Move {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A staged file could not be renamed into a table's directory.
+    #[error("cannot move {} into {} ({source})", .from.display(), .dir.display())]
+    MoveInto {
+        from: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An orphan directory (from a crash before the catalog write) could not be removed.
+    #[error("cannot remove leftover {} ({source})", .dir.display())]
+    RemoveLeftover {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The catalog entry is gone, the files are not.
+    #[error("dropped table `{table}`, but cannot remove {} ({source})", .dir.display())]
+    RemoveDropped {
+        table: String,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// DataFusion could not write the Parquet files.
+    #[error("writing {}: {source}", .path.display())]
+    WriteParquet {
+        path: PathBuf,
+        #[source]
+        source: DataFusionError,
+    },
+    /// A table directory found by [`rediscover`] could not be read.
+    #[error("reading {}: {source}", .dir.display())]
+    ReadTable {
+        dir: PathBuf,
+        #[source]
+        source: DataFusionError,
+    },
+    /// A table directory found by [`rediscover`] could not be counted.
+    #[error("counting {}: {source}", .dir.display())]
+    CountTable {
+        dir: PathBuf,
+        #[source]
+        source: DataFusionError,
+    },
+    /// Creating a table that exists and that this task did not create.
+    #[error("table `{table}` already exists{}; drop it first (`DROP TABLE IF EXISTS {table}` in a `sql` task)", created_by_text(.created_by))]
+    Exists {
+        table: String,
+        created_by: Option<String>,
+    },
+    /// Dropping a table that does not exist, without `IF EXISTS`.
+    #[error("table `{table}` does not exist; write `DROP TABLE IF EXISTS {table}` to allow that")]
+    NotFound { table: String },
+    /// Another state dir owns the warehouse (see [`claim`]).
+    #[error("warehouse {} belongs to state dir {owner}, not {me}: two state dirs sharing one warehouse overwrite each other's tables. Use that state dir (--state-dir {owner}), give this workflow its own `warehouse:`, or, if {owner} is gone for good, delete {}", .warehouse.display(), .owner_file.display())]
+    Owned {
+        warehouse: PathBuf,
+        owner: String,
+        me: String,
+        owner_file: PathBuf,
+    },
+    #[error(transparent)]
+    Catalog(#[from] StateError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// ` (created by RUN/TASK)`, or nothing.
+fn created_by_text(created_by: &Option<String>) -> String {
+    created_by
+        .as_ref()
+        .map(|c| format!(" (created by {c})"))
+        .unwrap_or_default()
+}
 
 pub fn table_dir(warehouse: &Path, table: &str) -> PathBuf {
     warehouse.join(table)
 }
 
 /// A fresh path under `{warehouse}/.staging/`, unique to this process and moment.
-pub fn staging_path(warehouse: &Path, name: &str) -> Result<PathBuf, String> {
+pub fn staging_path(warehouse: &Path, name: &str) -> Result<PathBuf, WarehouseError> {
     let dir = warehouse.join(".staging");
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        format!(
-            "cannot create {} ({e}); check the warehouse is writable",
-            dir.display()
-        )
-    })?;
+    if let Err(source) = std::fs::create_dir_all(&dir) {
+        return Err(WarehouseError::Staging { dir, source });
+    }
     Ok(dir.join(format!(
         "{name}-{}-{:08x}",
         Utc::now().format("%Y%m%dT%H%M%S%.6f"),
@@ -83,7 +207,11 @@ fn rows_written(batches: &[RecordBatch]) -> u64 {
 }
 
 /// Writes `df` as Parquet: to a directory if `path` ends with `/`, else to that one file.
-pub async fn write_parquet(df: DataFrame, path: &Path, single_file: bool) -> Result<u64, String> {
+pub async fn write_parquet(
+    df: DataFrame,
+    path: &Path,
+    single_file: bool,
+) -> Result<u64, WarehouseError> {
     let target = if single_file {
         path.display().to_string()
     } else {
@@ -97,7 +225,10 @@ pub async fn write_parquet(df: DataFrame, path: &Path, single_file: bool) -> Res
             Some(options),
         )
         .await
-        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        .map_err(|source| WarehouseError::WriteParquet {
+            path: path.to_path_buf(),
+            source,
+        })?;
     Ok(rows_written(&batches))
 }
 
@@ -145,7 +276,7 @@ pub async fn create_table(
     df: DataFrame,
     creator: &str,
     pause: Option<&super::PauseHook>,
-) -> Result<TableRecord, String> {
+) -> Result<TableRecord, WarehouseError> {
     make_room(catalog, name, creator)?;
     let schema = df.schema().as_arrow().clone();
     let staging = staging_path(warehouse, name)?;
@@ -176,22 +307,31 @@ pub async fn create_table_sharing(
     rows: u64,
     creator: &str,
     pause: Option<&super::PauseHook>,
-) -> Result<Option<TableRecord>, String> {
+) -> Result<Option<TableRecord>, WarehouseError> {
     let Some(files) = shareable_files(source) else {
         return Ok(None);
     };
     make_room(catalog, name, creator)?;
     let staging = staging_path(warehouse, name)?;
-    std::fs::create_dir_all(&staging)
-        .map_err(|e| format!("cannot create {} ({e})", staging.display()))?;
+    if let Err(source) = std::fs::create_dir_all(&staging) {
+        return Err(WarehouseError::Create {
+            path: staging,
+            source,
+        });
+    }
     for file in &files {
         let Some(file_name) = file.file_name() else {
             continue;
         };
         let to = staging.join(file_name);
         if std::fs::hard_link(file, &to).is_err() {
-            std::fs::copy(file, &to)
-                .map_err(|e| format!("cannot copy {} to {} ({e})", file.display(), to.display()))?;
+            if let Err(source) = std::fs::copy(file, &to) {
+                return Err(WarehouseError::Copy {
+                    from: file.clone(),
+                    to,
+                    source,
+                });
+            }
         }
     }
     let record = managed_record(
@@ -230,18 +370,15 @@ fn shareable_files(source: &TableRecord) -> Option<Vec<PathBuf>> {
 
 /// Makes way for creating table `name`: fails if it exists, unless `creator` created it
 /// (then it is dropped, so a retried or rerun task replaces its own result).
-fn make_room(catalog: &dyn Catalog, name: &str, creator: &str) -> Result<(), String> {
-    if let Some(t) = catalog.table(name).map_err(|e| e.to_string())? {
+fn make_room(catalog: &dyn Catalog, name: &str, creator: &str) -> Result<(), WarehouseError> {
+    if let Some(t) = catalog.table(name)? {
         if t.managed && t.created_by.as_deref() == Some(creator) {
             drop_table(catalog, name, true)?;
         } else {
-            let by = t
-                .created_by
-                .map(|c| format!(" (created by {c})"))
-                .unwrap_or_default();
-            return Err(format!(
-                "table `{name}` already exists{by}; drop it first (`DROP TABLE IF EXISTS {name}` in a `sql` task)"
-            ));
+            return Err(WarehouseError::Exists {
+                table: name.to_string(),
+                created_by: t.created_by,
+            });
         }
     }
     Ok(())
@@ -255,7 +392,7 @@ async fn install(
     staging: &Path,
     record: TableRecord,
     pause: Option<&super::PauseHook>,
-) -> Result<TableRecord, String> {
+) -> Result<TableRecord, WarehouseError> {
     if let Some(p) = pause {
         p.reached("before-rename").await;
     }
@@ -264,25 +401,26 @@ async fn install(
     if dir.exists() {
         // An orphan from a crash after rename and before the catalog write: no table
         // refers to it.
-        std::fs::remove_dir_all(&dir)
-            .map_err(|e| format!("cannot remove leftover {} ({e})", dir.display()))?;
+        if let Err(source) = std::fs::remove_dir_all(&dir) {
+            return Err(WarehouseError::RemoveLeftover { dir, source });
+        }
     }
     if !staging.exists() {
         // A query with no rows may write no file; an empty table is still a table.
-        std::fs::create_dir_all(staging)
-            .map_err(|e| format!("cannot create {} ({e})", staging.display()))?;
+        std::fs::create_dir_all(staging).map_err(|source| WarehouseError::Create {
+            path: staging.to_path_buf(),
+            source,
+        })?;
     }
-    std::fs::rename(staging, &dir).map_err(|e| {
-        format!(
-            "cannot move {} to {} ({e})",
-            staging.display(),
-            dir.display()
-        )
-    })?;
+    if let Err(source) = std::fs::rename(staging, &dir) {
+        return Err(WarehouseError::Move {
+            from: staging.to_path_buf(),
+            to: dir,
+            source,
+        });
+    }
     remove_leftovers(warehouse, name);
-    catalog
-        .put_table(record.clone())
-        .map_err(|e| e.to_string())?;
+    catalog.put_table(record.clone())?;
     Ok(record)
 }
 
@@ -314,26 +452,31 @@ fn managed_record(
 
 /// Drops table `name`: its catalog entry, then, for managed tables, its files.
 /// Returns whether it existed.
-pub fn drop_table(catalog: &dyn Catalog, name: &str, if_exists: bool) -> Result<bool, String> {
-    let Some(table) = catalog.table(name).map_err(|e| e.to_string())? else {
+pub fn drop_table(
+    catalog: &dyn Catalog,
+    name: &str,
+    if_exists: bool,
+) -> Result<bool, WarehouseError> {
+    let Some(table) = catalog.table(name)? else {
         return if if_exists {
             Ok(false)
         } else {
-            Err(format!(
-                "table `{name}` does not exist; write `DROP TABLE IF EXISTS {name}` to allow that"
-            ))
+            Err(WarehouseError::NotFound {
+                table: name.to_string(),
+            })
         };
     };
-    catalog.drop_table(name).map_err(|e| e.to_string())?;
+    catalog.drop_table(name)?;
     if table.managed {
         let dir = Path::new(&table.location);
         if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|e| {
-                format!(
-                    "dropped table `{name}`, but cannot remove {} ({e})",
-                    dir.display()
-                )
-            })?;
+            if let Err(source) = std::fs::remove_dir_all(dir) {
+                return Err(WarehouseError::RemoveDropped {
+                    table: name.to_string(),
+                    dir: dir.to_path_buf(),
+                    source,
+                });
+            }
         }
     }
     Ok(true)
@@ -346,14 +489,12 @@ const OWNER_FILE: &str = ".orchestrator-owner";
 /// owns it. Two state dirs writing one warehouse would overwrite and delete each other's
 /// table files, each believing its own catalog. The claim is a file created with
 /// `O_EXCL`, so of two first runs racing, one wins.
-pub fn claim(warehouse: &Path, state_dir: &Path) -> Result<(), String> {
+pub fn claim(warehouse: &Path, state_dir: &Path) -> Result<(), WarehouseError> {
     let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
     let me = state_dir.display().to_string();
-    std::fs::create_dir_all(warehouse).map_err(|e| {
-        format!(
-            "cannot create warehouse {} ({e}); check it is writable, or set `warehouse:` in the workflow",
-            warehouse.display()
-        )
+    std::fs::create_dir_all(warehouse).map_err(|source| WarehouseError::CreateWarehouse {
+        dir: warehouse.to_path_buf(),
+        source,
     })?;
     let path = warehouse.join(OWNER_FILE);
     match std::fs::OpenOptions::new()
@@ -365,22 +506,25 @@ pub fn claim(warehouse: &Path, state_dir: &Path) -> Result<(), String> {
             use std::io::Write as _;
             return writeln!(f, "{me}")
                 .and_then(|_| f.sync_all())
-                .map_err(|e| format!("cannot write {} ({e})", path.display()));
+                .map_err(|source| WarehouseError::Write { path, source });
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("cannot create {} ({e})", path.display())),
+        Err(source) => return Err(WarehouseError::Create { path, source }),
     }
-    let owner = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+    let owner = match std::fs::read_to_string(&path) {
+        Ok(owner) => owner,
+        Err(source) => return Err(WarehouseError::Read { path, source }),
+    };
     let owner = owner.trim();
     if owner == me {
         return Ok(());
     }
-    Err(format!(
-        "warehouse {} belongs to state dir {owner}, not {me}: two state dirs sharing one warehouse overwrite each other's tables. Use that state dir (--state-dir {owner}), give this workflow its own `warehouse:`, or, if {owner} is gone for good, delete {}",
-        warehouse.display(),
-        path.display()
-    ))
+    Err(WarehouseError::Owned {
+        warehouse: warehouse.to_path_buf(),
+        owner: owner.to_string(),
+        me,
+        owner_file: path,
+    })
 }
 
 /// Whether `entry` (a name under `.staging/`) was written for table `table`: staging
@@ -436,7 +580,7 @@ pub fn leftovers(warehouse: &Path) -> Vec<PathBuf> {
 pub async fn rediscover(
     warehouse: &Path,
     known: &std::collections::BTreeSet<String>,
-) -> Result<Vec<TableRecord>, String> {
+) -> Result<Vec<TableRecord>, WarehouseError> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(warehouse) else {
         return Ok(found);
@@ -475,13 +619,19 @@ pub async fn rediscover(
                     datafusion::prelude::ParquetReadOptions::default(),
                 )
                 .await
-                .map_err(|e| format!("reading {}: {e}", dir2.display()))?;
+                .map_err(|source| WarehouseError::ReadTable {
+                    dir: dir2.clone(),
+                    source,
+                })?;
             let schema = df.schema().as_arrow().clone();
             let rows = df
                 .count()
                 .await
-                .map_err(|e| format!("counting {}: {e}", dir2.display()))?;
-            Ok::<_, String>((schema, rows as u64))
+                .map_err(|source| WarehouseError::CountTable {
+                    dir: dir2.clone(),
+                    source,
+                })?;
+            Ok::<_, WarehouseError>((schema, rows as u64))
         })
         .await??;
         found.push(managed_record(&name, &dir, columns_of(&schema), rows, None));
@@ -516,7 +666,7 @@ mod tests {
         let wh = dir.path().join("wh");
         claim(&wh, &dir.path().join("a")).unwrap();
         claim(&wh, &dir.path().join("a")).unwrap();
-        let err = claim(&wh, &dir.path().join("b")).unwrap_err();
+        let err = claim(&wh, &dir.path().join("b")).unwrap_err().to_string();
         assert!(err.contains("belongs to state dir"), "{err}");
     }
 }

@@ -379,23 +379,11 @@ impl Loader<'_, '_> {
                 let from = &r.task;
                 match index.get(from.as_str()) {
                     None => {
-                        let help = closest(from, index.keys().copied())
-                            .map(|s| format!("did you mean `{s}`?"))
-                            .unwrap_or_else(|| {
-                                format!(
-                                    "tasks in this file: {}",
-                                    pending
-                                        .iter()
-                                        .map(|t| t.id.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                )
-                            });
                         self.err(
                             Some(*pos),
                             format!("task `{id}` reads `{var}`, but there is no task `{from}`"),
                         )
-                        .help = Some(help);
+                        .help = Some(unknown_task_help(from, pending));
                     }
                     Some(&j) if j == i => {
                         self.err(
@@ -453,23 +441,11 @@ impl Loader<'_, '_> {
                     }
                     Some(&j) => upstream[i].push(j),
                     None => {
-                        let help = closest(dep, index.keys().copied())
-                            .map(|s| format!("did you mean `{s}`?"))
-                            .unwrap_or_else(|| {
-                                format!(
-                                    "tasks in this file: {}",
-                                    pending
-                                        .iter()
-                                        .map(|t| t.id.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                )
-                            });
                         self.err(
                             Some(*pos),
                             format!("task `{}` depends on unknown task `{dep}`", t.id),
                         )
-                        .help = Some(help);
+                        .help = Some(unknown_task_help(dep, pending));
                     }
                 }
             }
@@ -489,6 +465,14 @@ impl Loader<'_, '_> {
             }
         }
     }
+}
+
+/// The hint for a task id that names no task: the closest id, or every id.
+fn unknown_task_help(name: &str, pending: &[PendingTask]) -> String {
+    let ids = pending.iter().map(|t| t.id.as_str());
+    closest(name, ids.clone())
+        .map(|s| format!("did you mean `{s}`?"))
+        .unwrap_or_else(|| format!("tasks in this file: {}", ids.collect::<Vec<_>>().join(", ")))
 }
 
 /// Every task upstream of `task`, directly or through others.

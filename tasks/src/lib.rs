@@ -12,6 +12,7 @@ pub mod alert;
 pub mod alpha_vantage;
 pub mod aws;
 pub mod data;
+pub mod files;
 mod noop;
 mod shell;
 

@@ -56,10 +56,11 @@ impl Landing {
             Landing::Dir(d) => match std::fs::read_to_string(d.join(rel)) {
                 Ok(t) => Ok(Some(t)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(source) => Err(IngestError::Read {
+                Err(source) => Err(crate::files::FileError::Read {
                     path: d.join(rel),
                     source,
-                }),
+                }
+                .into()),
             },
             Landing::S3 { aws, url, known } => {
                 if !known.contains(rel) {

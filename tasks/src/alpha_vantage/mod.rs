@@ -100,24 +100,8 @@ pub enum IngestError {
     NotASymbol { symbol: String },
     #[error("`base_url` `{url}` is not an http(s) URL")]
     NotHttp { url: String },
-    #[error("cannot create {} ({source})", .path.display())]
-    Create {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot read {} ({source})", .path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot write {} ({source})", .path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     #[error("cannot move {} to {} ({source})", .from.display(), .to.display())]
     Move {
         from: PathBuf,
@@ -298,7 +282,7 @@ fn check_request(symbols: &[String], base_url: Option<String>) -> Result<String,
 
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), IngestError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|source| IngestError::Create {
+    std::fs::create_dir_all(dir).map_err(|source| crate::files::FileError::Create {
         path: dir.to_path_buf(),
         source,
     })?;
@@ -308,7 +292,7 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), IngestError> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{:08x}", fastrand::u32(..)));
     if let Err(source) = std::fs::write(&tmp, contents) {
-        return Err(IngestError::Write { path: tmp, source });
+        return Err(crate::files::FileError::Write { path: tmp, source }.into());
     }
     std::fs::rename(&tmp, path).map_err(|source| {
         let _ = std::fs::remove_file(&tmp);

@@ -47,24 +47,8 @@ pub enum WarehouseError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot create {} ({source})", .path.display())]
-    Create {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot read {} ({source})", .path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot write {} ({source})", .path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     #[error("cannot copy {} to {} ({source})", .from.display(), .to.display())]
     Copy {
         from: PathBuf,
@@ -314,10 +298,11 @@ pub async fn create_table_sharing(
     make_room(catalog, name, creator)?;
     let staging = staging_path(warehouse, name)?;
     if let Err(source) = std::fs::create_dir_all(&staging) {
-        return Err(WarehouseError::Create {
+        return Err(crate::files::FileError::Create {
             path: staging,
             source,
-        });
+        }
+        .into());
     }
     for file in &files {
         let Some(file_name) = file.file_name() else {
@@ -407,7 +392,7 @@ async fn install(
     }
     if !staging.exists() {
         // A query with no rows may write no file; an empty table is still a table.
-        std::fs::create_dir_all(staging).map_err(|source| WarehouseError::Create {
+        std::fs::create_dir_all(staging).map_err(|source| crate::files::FileError::Create {
             path: staging.to_path_buf(),
             source,
         })?;
@@ -506,14 +491,14 @@ pub fn claim(warehouse: &Path, state_dir: &Path) -> Result<(), WarehouseError> {
             use std::io::Write as _;
             return writeln!(f, "{me}")
                 .and_then(|_| f.sync_all())
-                .map_err(|source| WarehouseError::Write { path, source });
+                .map_err(|source| crate::files::FileError::Write { path, source }.into());
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(source) => return Err(WarehouseError::Create { path, source }),
+        Err(source) => return Err(crate::files::FileError::Create { path, source }.into()),
     }
     let owner = match std::fs::read_to_string(&path) {
         Ok(owner) => owner,
-        Err(source) => return Err(WarehouseError::Read { path, source }),
+        Err(source) => return Err(crate::files::FileError::Read { path, source }.into()),
     };
     let owner = owner.trim();
     if owner == me {

@@ -102,13 +102,6 @@ pub enum IngestError {
     NotHttp { url: String },
     #[error(transparent)]
     File(#[from] crate::files::FileError),
-    #[error("cannot move {} to {} ({source})", .from.display(), .to.display())]
-    Move {
-        from: PathBuf,
-        to: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     /// The S3 landing zone (listing, reading or writing an object).
     #[error(transparent)]
     S3(#[from] orchestrator_aws::AwsError),
@@ -296,11 +289,12 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), IngestError> {
     }
     std::fs::rename(&tmp, path).map_err(|source| {
         let _ = std::fs::remove_file(&tmp);
-        IngestError::Move {
+        crate::files::FileError::Move {
             from: tmp.clone(),
             to: path.to_path_buf(),
             source,
         }
+        .into()
     })
 }
 

@@ -56,14 +56,6 @@ pub enum WarehouseError {
         #[source]
         source: std::io::Error,
     },
-    /// A rename (a staged table's directory, a staged file) failed.
-    #[error("cannot move {} to {} ({source})", .from.display(), .to.display())]
-    Move {
-        from: PathBuf,
-        to: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     /// A staged file could not be renamed into a table's directory.
     #[error("cannot move {} into {} ({source})", .from.display(), .dir.display())]
     MoveInto {
@@ -398,11 +390,12 @@ async fn install(
         })?;
     }
     if let Err(source) = std::fs::rename(staging, &dir) {
-        return Err(WarehouseError::Move {
+        return Err(crate::files::FileError::Move {
             from: staging.to_path_buf(),
             to: dir,
             source,
-        });
+        }
+        .into());
     }
     remove_leftovers(warehouse, name);
     catalog.put_table(record.clone())?;

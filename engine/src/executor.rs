@@ -112,6 +112,9 @@ enum State {
 enum Outcome {
     Succeeded(Outputs),
     Failed(TaskFailure),
+    /// The task could not be made (its fields read an upstream output that is not
+    /// there): failed, and not retried, since another attempt would read the same.
+    Unrunnable(String),
     TimedOut(Duration),
     Cancelled,
 }
@@ -508,7 +511,7 @@ impl Loop<'_> {
                 Ok(task) => run_attempt(CatchUnwind(task.run(&ctx)), &cancel, timeout).await,
                 Err(why) => {
                     ctx.output.line(&why);
-                    Outcome::Failed(TaskFailure::new(why))
+                    Outcome::Unrunnable(why)
                 }
             };
             let outcome = match outcome {
@@ -594,12 +597,14 @@ impl Loop<'_> {
                 self.ex.observer.event(&Event::Cancelled { task: &def.id });
                 self.done(t, Upstream::Cancelled);
             }
-            Outcome::Failed(_) | Outcome::TimedOut(_) => {
+            Outcome::Failed(_) | Outcome::TimedOut(_) | Outcome::Unrunnable(_) => {
+                let retryable = !matches!(f.outcome, Outcome::Unrunnable(_));
                 let (error, exit_code) = match f.outcome {
                     Outcome::Failed(e) => {
                         a.outputs = e.outputs;
                         (e.message, e.exit_code)
                     }
+                    Outcome::Unrunnable(why) => (why, None),
                     Outcome::TimedOut(d) => (
                         format!(
                             "timed out after {}; the task and its child processes were killed (raise `timeout:` if it needs longer)",
@@ -614,7 +619,7 @@ impl Loop<'_> {
                 a.error = Some(error.clone());
                 a.exit_code = exit_code;
                 let made = f.attempt + 1 - self.first_attempt(t);
-                let retry = made <= def.retry.retries && !self.cancelling;
+                let retry = retryable && made <= def.retry.retries && !self.cancelling;
                 let retry_in = retry.then(|| def.retry.delay_before(made + 1));
                 let rec = &mut self.ex.records[t];
                 rec.error = Some(error.clone());

@@ -130,7 +130,7 @@ async fn a_field_reads_upstream_outputs_when_the_task_starts() {
         "name: w\ntasks:\n  a:\n    kind: echo\n    value: 3\n  \
          b:\n    kind: echo\n    after: [a]\n    value: \"got {{ tasks.a.outputs.value }} for {{ run.date }}\"\n  \
          c:\n    kind: echo\n    after: [b]\n    value: \"{{ tasks.a.outputs.value + 1 }}\"\n  \
-         d:\n    kind: echo\n    after: [a]\n    value: \"{{ tasks.a.outputs.nope }}\"\n  \
+         d:\n    kind: echo\n    after: [a]\n    retries: 2\n    retry_delay: 1ms\n    value: \"{{ tasks.a.outputs.nope }}\"\n  \
          e:\n    kind: echo\n    after: [a]\n    value: x\n    count: \"{{ tasks.a.outputs.value * 4 }}\"\n",
     )
     .unwrap();
@@ -153,6 +153,8 @@ async fn a_field_reads_upstream_outputs_when_the_task_starts() {
         error,
         "task `d`: cannot fill in upstream outputs: `tasks.a.outputs.nope`: task `a` has no output `nope` (help: its outputs: value)"
     );
+    // Not retried: another attempt would read the same outputs.
+    assert_eq!(h.store.attempts("r", "d").unwrap().len(), 1);
     // The kind's own checks apply to the rendered value: 3 * 4 is over 10.
     let (status, error) = h.task("e");
     assert_eq!(status, TaskStatus::Failed);

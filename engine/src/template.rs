@@ -302,7 +302,8 @@ impl<'a> Renderer<'a> {
             return Ok(self.ctx.clone());
         }
         let mut errors = Vec::new();
-        let mut tasks: BTreeMap<String, Outputs> = BTreeMap::new();
+        // At load, the stand-ins for what `refs` read.
+        let mut stand_ins: BTreeMap<String, Outputs> = BTreeMap::new();
         for var in refs {
             let r = match OutputRef::parse(var) {
                 Ok(r) => r,
@@ -314,7 +315,7 @@ impl<'a> Renderer<'a> {
             match &self.outputs {
                 TaskOutputs::None => {}
                 TaskOutputs::StandIn => {
-                    let entry = tasks.entry(r.task).or_default();
+                    let entry = stand_ins.entry(r.task).or_default();
                     if let Some(name) = r.name {
                         stand_in(entry.entry(name).or_insert(STAND_IN.into()), &r.path);
                     }
@@ -359,7 +360,6 @@ impl<'a> Renderer<'a> {
                             walked = format!("{walked}.{key}");
                             value = next;
                         }
-                        tasks.insert(r.task, outputs.clone());
                     }
                 },
             }
@@ -367,9 +367,13 @@ impl<'a> Renderer<'a> {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let tasks: BTreeMap<String, BTreeMap<&str, &Outputs>> = tasks
+        let outputs = match &self.outputs {
+            TaskOutputs::Values(values) => values,
+            _ => &stand_ins,
+        };
+        let tasks: BTreeMap<&str, BTreeMap<&str, &Outputs>> = outputs
             .iter()
-            .map(|(id, o)| (id.clone(), BTreeMap::from([("outputs", o)])))
+            .map(|(id, o)| (id.as_str(), BTreeMap::from([("outputs", o)])))
             .collect();
         Ok(minijinja::context! { tasks => tasks, ..self.ctx.clone() })
     }
@@ -389,7 +393,7 @@ impl<'a> Renderer<'a> {
                 ),
             }]
         })?;
-        let (refs, mut unknown): (Vec<String>, Vec<String>) = tmpl
+        let (mut refs, mut unknown): (Vec<String>, Vec<String>) = tmpl
             .undeclared_variables(true)
             .into_iter()
             .filter(|v| !self.is_known(v))
@@ -401,7 +405,6 @@ impl<'a> Renderer<'a> {
         if !unknown.is_empty() {
             return Err(unknown.iter().map(|v| self.unknown_variable(v)).collect());
         }
-        let mut refs = refs;
         refs.sort();
         let ctx = self.context_for(&refs)?;
         tmpl.render(&ctx).map(Cow::Owned).map_err(|e| {

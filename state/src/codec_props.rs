@@ -226,11 +226,16 @@ fn table_record() -> impl Strategy<Value = TableRecord> {
             time(),
             opt_time(),
         ),
+        (
+            proptest::option::of(any::<u64>()),
+            proptest::collection::vec(undone_publish(), 0..3),
+        ),
     )
         .prop_map(
             |(
                 (name, location, format, columns, partition_columns, partitions, files),
                 (row_count, managed, created_by, created_at, updated_at, last_crawled_at),
+                (version, undone),
             )| TableRecord {
                 name,
                 location,
@@ -245,6 +250,31 @@ fn table_record() -> impl Strategy<Value = TableRecord> {
                 created_at,
                 updated_at,
                 last_crawled_at,
+                version,
+                undone,
+            },
+        )
+}
+
+fn undone_publish() -> impl Strategy<Value = UndonePublish> {
+    (
+        text(),
+        text(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        time(),
+    )
+        .prop_map(
+            |(run_id, task_id, version, rows, restored_in, restored_to, at)| UndonePublish {
+                run_id,
+                task_id,
+                version,
+                rows,
+                restored_in,
+                restored_to,
+                at,
             },
         )
 }

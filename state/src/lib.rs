@@ -51,7 +51,7 @@ use journal::Op;
 pub use records::{
     AttemptRecord, BackfillDate, BackfillRecord, BackfillStatus, ColumnRecord, DeliveryStatus,
     FileRecord, OutboxRecord, RunRecord, RunStatus, ScheduleRecord, SentRecord, TableRecord,
-    TaskRecord, TaskStatus, UsageRecord,
+    TaskRecord, TaskStatus, UndonePublish, UsageRecord,
 };
 
 /// Version of the persisted record format. Bump when a record changes shape in a way

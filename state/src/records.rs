@@ -213,6 +213,29 @@ pub struct TableRecord {
     pub updated_at: DateTime<Utc>,
     #[serde(default)]
     pub last_crawled_at: Option<DateTime<Utc>>,
+    /// A Delta table's (`format: delta`) version as of its last publish or restore: `state
+    /// check` compares it with the table's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// Publishes that `tables restore` undid, so `show` of their runs can say so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undone: Vec<UndonePublish>,
+}
+
+/// A publish undone by `orchestrator tables restore`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UndonePublish {
+    pub run_id: String,
+    pub task_id: String,
+    /// The version the publish committed.
+    pub version: u64,
+    /// Rows it had added.
+    pub rows: u64,
+    /// The version the restore committed.
+    pub restored_in: u64,
+    /// The version the table was restored to.
+    pub restored_to: u64,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

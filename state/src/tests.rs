@@ -203,6 +203,8 @@ fn catalog_tables_are_stored_and_dropped() {
         created_at: now,
         updated_at: now,
         last_crawled_at: Some(now),
+        version: None,
+        undone: Vec::new(),
     };
     store.commit(&[Write::Table(table.clone())]).unwrap();
     assert_eq!(store.table("stock_raw").unwrap(), Some(table.clone()));

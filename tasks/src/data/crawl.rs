@@ -586,6 +586,8 @@ async fn crawl(
         created_at: existing.as_ref().map_or(now, |t| t.created_at),
         updated_at: now,
         last_crawled_at: Some(now),
+        version: None,
+        undone: Vec::new(),
     };
     record.row_count = Some(match (csv, previous) {
         (Some((_, rows)), _) => rows,

@@ -1,5 +1,6 @@
-//! The local backend: DataFusion over the catalog's tables, managed tables written as
-//! Parquet under the warehouse directory (see [`super::warehouse`]).
+//! The local backend: DataFusion over the catalog's tables; published tables are Delta
+//! tables and work tables Parquet, under the warehouse directory (see
+//! [`super::warehouse`]).
 //!
 //! A kind's logic runs inside [`super::on_engine`] with a [`Local`]: one DataFusion
 //! session, rebuilt after every write so later queries see the new files.
@@ -18,7 +19,7 @@ use serde_json::Value;
 use super::backend::{
     ident, DataError, Refusal, SqlEngine, Statement, TableShape, Warehouse, Written,
 };
-use super::{count, one_row, rows_json, scalar_u64, session, warehouse, PauseHook};
+use super::{count, delta, one_row, rows_json, scalar_u64, session, warehouse, PauseHook};
 
 /// The view [`Local::candidates`] registers.
 const CANDIDATES: &str = "__publish_existing";
@@ -177,7 +178,8 @@ impl Warehouse for Local {
         Ok(CANDIDATES.to_string())
     }
 
-    /// A first publish shares the audited files instead of rewriting every row.
+    /// A first publish shares the audited files instead of rewriting every row, and makes
+    /// them a Delta table (see [`warehouse::create_published`]).
     async fn create_from(
         &self,
         to: &str,
@@ -189,36 +191,22 @@ impl Warehouse for Local {
             table: from.name.clone(),
             place: String::new(),
         })?;
-        let catalog = self.catalog.as_ref();
-        let shared = warehouse::create_table_sharing(
-            catalog,
+        let df = self
+            .session()
+            .sql(&format!("SELECT * FROM {}", from.name))
+            .await
+            .map_err(df_err)?;
+        let t = warehouse::create_published(
+            self.catalog.as_ref(),
             &self.warehouse,
             to,
             &source,
+            df,
             rows,
             &self.creator,
             self.pause.as_ref(),
         )
         .await?;
-        let t = match shared {
-            Some(t) => t,
-            None => {
-                let df = self
-                    .session()
-                    .sql(&format!("SELECT * FROM {}", from.name))
-                    .await
-                    .map_err(df_err)?;
-                warehouse::create_table(
-                    catalog,
-                    &self.warehouse,
-                    to,
-                    df,
-                    &self.creator,
-                    self.pause.as_ref(),
-                )
-                .await?
-            }
-        };
         self.refresh().await?;
         let n = t.row_count.unwrap_or(0);
         Ok(Written {
@@ -228,9 +216,9 @@ impl Warehouse for Local {
         })
     }
 
-    /// The new rows are written as one Parquet file under the warehouse's staging
-    /// directory and renamed into `to`'s directory: one rename, so a crash at any point
-    /// leaves `to` either unchanged or fully updated.
+    /// The new rows are appended to `to`'s Delta table as one commit (see
+    /// [`delta::append`]): a crash at any point leaves `to` at its old version or its new
+    /// one, and publishing again afterwards inserts exactly what is missing.
     async fn insert_new(
         &self,
         from: &TableShape,
@@ -262,36 +250,15 @@ impl Warehouse for Local {
             .await
             .map_err(df_err)?;
         let schema = new_rows.schema().as_arrow().clone();
-        // Appended, not `with_extension`: the name's `.123456-0a1b2c3d` (microseconds and a
-        // random suffix) is what keeps two publishes in one second from writing one file.
-        let staging = {
-            let mut p = warehouse::staging_path(&self.warehouse, &to.name)?.into_os_string();
-            p.push(".parquet");
-            PathBuf::from(p)
+        let dir = PathBuf::from(&target.location);
+        let who = delta::Committer::parse(&self.creator);
+        let appended = delta::append(&dir, new_rows, &who, self.pause.as_ref())
+            .await
+            .map_err(|e| DataError::Local(e.to_string()))?;
+        let (inserted, version) = match appended {
+            delta::Appended::Committed { version, rows } => (rows, version),
+            delta::Appended::AlreadyCommitted { version } => (0, version),
         };
-        let inserted = warehouse::write_parquet(new_rows, &staging, true).await?;
-        if let Some(p) = &self.pause {
-            p.reached("before-rename").await;
-        }
-        if inserted > 0 {
-            let dir = warehouse::table_dir(&self.warehouse, &to.name);
-            let name = staging
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "part.parquet".into());
-            let dest = dir.join(format!("part-{name}"));
-            if let Err(source) = std::fs::rename(&staging, &dest) {
-                return Err(warehouse::WarehouseError::MoveInto {
-                    from: staging,
-                    dir,
-                    source,
-                }
-                .into());
-            }
-        } else if staging.exists() {
-            let _ = std::fs::remove_file(&staging);
-        }
-        warehouse::remove_leftovers(&self.warehouse, &to.name);
         self.refresh().await?;
         let total = scalar_u64(
             &self.session(),
@@ -300,6 +267,7 @@ impl Warehouse for Local {
         .await?;
         let mut updated = target;
         updated.row_count = Some(total);
+        updated.version = Some(version);
         updated.updated_at = chrono::Utc::now();
         if updated.columns.len() != schema.fields().len() {
             updated.columns = warehouse::columns_of(&schema);
@@ -315,8 +283,28 @@ impl Warehouse for Local {
         })
     }
 
+    /// Nothing to insert: the catalog still learns the table's version, in case the
+    /// commit that inserted these rows was killed before its catalog write.
     async fn unchanged(&self, to: &str) -> Result<(), DataError> {
         warehouse::remove_leftovers(&self.warehouse, to);
+        if let Some(mut t) = self.record(to)? {
+            if t.format == super::DELTA {
+                let table = delta::open(std::path::Path::new(&t.location), None)
+                    .await
+                    .map_err(|e| DataError::Local(e.to_string()))?;
+                let version = delta::version_of(&table);
+                if t.version != Some(version) {
+                    t.version = Some(version);
+                    t.row_count = Some(
+                        scalar_u64(&self.session(), &format!("SELECT count(*) FROM {to}")).await?,
+                    );
+                    t.updated_at = chrono::Utc::now();
+                    self.catalog
+                        .put_table(t)
+                        .map_err(|e| DataError::Local(e.to_string()))?;
+                }
+            }
+        }
         Ok(())
     }
 

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod crawl;
 pub mod create_table_as;
 mod csv_scan;
+pub mod delta;
 pub mod isolated;
 pub mod local;
 pub mod publish;
@@ -72,6 +73,13 @@ pub enum EngineError {
         location: String,
         #[source]
         source: DataFusionError,
+    },
+    /// A Delta table could not be opened.
+    #[error("cannot read table `{table}`: {source}")]
+    Delta {
+        table: String,
+        #[source]
+        source: Box<delta::DeltaError>,
     },
     /// Planning or running a query failed.
     #[error(transparent)]
@@ -231,8 +239,31 @@ async fn register_all(
     Ok(ctx)
 }
 
-/// Registers one catalog table in `ctx`.
+/// The catalog's name for a Delta table's format.
+pub const DELTA: &str = "delta";
+
+/// Registers one catalog table in `ctx`: a Delta table at its latest version, any other
+/// as a listing table over its directory.
 pub async fn register(ctx: &SessionContext, table: &TableRecord) -> Result<(), EngineError> {
+    if table.format == DELTA {
+        let dir = Path::new(&table.location);
+        let provider = async {
+            let t = delta::open(dir, None).await?;
+            delta::provider(dir, &t).await
+        }
+        .await
+        .map_err(|e| EngineError::Delta {
+            table: table.name.clone(),
+            source: Box::new(e),
+        })?;
+        ctx.register_table(table.name.as_str(), provider)
+            .map_err(|source| EngineError::Register {
+                table: table.name.clone(),
+                location: table.location.clone(),
+                source,
+            })?;
+        return Ok(());
+    }
     let format = Format::parse(&table.format).ok_or_else(|| EngineError::UnknownFormat {
         table: table.name.clone(),
         format: table.format.clone(),

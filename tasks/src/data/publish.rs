@@ -90,6 +90,8 @@ impl Task for Publish {
                 on_engine(async move {
                     let lock = warehouse::table_lock(&to);
                     let _guard = lock.lock().await;
+                    // A table published before tables were Delta becomes one first.
+                    warehouse::convert_in_place(catalog.as_ref(), &to).await?;
                     let local = Local::open(catalog, wh, creator, pause, None).await?;
                     publish(&local, &output, &from, &to, &key).await
                 })

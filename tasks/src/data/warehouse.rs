@@ -1,16 +1,30 @@
 //! Managed tables: the files orchestrator owns under the warehouse directory.
 //!
-//! Layout: `{warehouse}/{table}/*.parquet` holds a table's files; `{warehouse}/.staging/`
-//! holds files being written. Nothing becomes visible until it is complete:
+//! Layout: `{warehouse}/{table}/` holds a table's files; `{warehouse}/.staging/` holds
+//! files being written. Two kinds of managed table:
 //!
-//! - creating a table writes a whole directory under `.staging/`, renames it to
-//!   `{warehouse}/{table}`, then records the table in the catalog;
+//! - **Published tables** (what `publish` writes) are Delta Lake tables (see
+//!   [`super::delta`]): the `_delta_log/` in the table's directory says which files form
+//!   each version, so any Delta reader sees exactly the published rows, and a publish is
+//!   one commit.
+//! - **Work tables** (temp tables, `create_table_as`, `CREATE TABLE AS` in a `sql` task)
+//!   are plain Parquet: they are rebuilt whole by the run that uses them, nobody else
+//!   reads them, and a plain directory is what lets a first publish share their files.
+//!
+//! Nothing becomes visible until it is complete:
+//!
+//! - creating a table writes a whole directory under `.staging/` (for a published table,
+//!   with its first Delta commit inside), renames it to `{warehouse}/{table}`, then
+//!   records the table in the catalog;
 //! - dropping a table removes its catalog entry, then its directory;
-//! - appending (publish) writes one file under `.staging/` and renames it into the table's
-//!   directory: one rename, so readers see all of the new rows or none.
+//! - a publish into an existing table writes its data files into the table's directory
+//!   and then commits one log entry naming them; until that commit, readers do not see
+//!   them.
 //!
 //! A crash between steps leaves at most an orphan directory without a catalog entry (not
-//! readable as a table, removed by the next create of that name) or a stale row count.
+//! readable as a table, removed by the next create of that name), uncommitted data files
+//! (never read; `tables vacuum` removes them), or a catalog version behind the log
+//! (brought up to date by the table's next publish; `state check` reports it).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -121,6 +135,8 @@ pub enum WarehouseError {
     Catalog(#[from] StateError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Delta(Box<super::delta::DeltaError>),
 }
 
 /// ` (created by RUN/TASK)`, or nothing.
@@ -267,60 +283,115 @@ pub async fn create_table(
     install(catalog, warehouse, &staging, record, pause).await
 }
 
-/// Creates managed table `name` holding exactly the rows of managed table `source` by
-/// sharing its files instead of rewriting them: each Parquet file is hard-linked (copied
-/// where the filesystem cannot link) into a staging directory, which is then installed
-/// and recorded as [`create_table`] does. Managed files are never modified once written,
-/// so two tables may share one; dropping either removes only its own links.
+/// Creates published table `name` as a Delta table holding exactly the rows of `rows`.
 ///
-/// Returns `Ok(None)`, having changed nothing, when `source`'s directory holds anything
-/// but plain Parquet files (the caller then rewrites the rows).
-pub async fn create_table_sharing(
+/// When `source` is a managed Parquet table whose rows `rows` are, its files are shared
+/// instead of rewritten: each is hard-linked (copied where the filesystem cannot link)
+/// into a staging directory. Managed files are never modified once written, so two
+/// tables may share one; dropping either removes only its own links. Otherwise `rows` is
+/// written there. Either way the staging directory then becomes a Delta table (version 0,
+/// committed by `creator`) and is installed and recorded as [`create_table`] does.
+#[allow(clippy::too_many_arguments)]
+pub async fn create_published(
     catalog: &dyn Catalog,
     warehouse: &Path,
     name: &str,
     source: &TableRecord,
-    rows: u64,
+    rows: DataFrame,
+    n: u64,
     creator: &str,
     pause: Option<&super::PauseHook>,
-) -> Result<Option<TableRecord>, WarehouseError> {
-    let Some(files) = shareable_files(source) else {
-        return Ok(None);
-    };
+) -> Result<TableRecord, WarehouseError> {
     make_room(catalog, name, creator)?;
     let staging = staging_path(warehouse, name)?;
-    if let Err(source) = std::fs::create_dir_all(&staging) {
-        return Err(crate::files::FileError::Create {
-            path: staging,
-            source,
-        }
-        .into());
-    }
-    for file in &files {
-        let Some(file_name) = file.file_name() else {
-            continue;
-        };
-        let to = staging.join(file_name);
-        if std::fs::hard_link(file, &to).is_err() {
-            if let Err(source) = std::fs::copy(file, &to) {
-                return Err(WarehouseError::Copy {
-                    from: file.clone(),
-                    to,
+    let schema = rows.schema().as_arrow().clone();
+    let columns = match shareable_files(source) {
+        Some(files) => {
+            if let Err(source) = std::fs::create_dir_all(&staging) {
+                return Err(crate::files::FileError::Create {
+                    path: staging,
                     source,
-                });
+                }
+                .into());
             }
+            for file in &files {
+                let Some(file_name) = file.file_name() else {
+                    continue;
+                };
+                let to = staging.join(file_name);
+                if std::fs::hard_link(file, &to).is_err() {
+                    if let Err(source) = std::fs::copy(file, &to) {
+                        return Err(WarehouseError::Copy {
+                            from: file.clone(),
+                            to,
+                            source,
+                        });
+                    }
+                }
+            }
+            source.columns.clone()
         }
-    }
-    let record = managed_record(
+        None => {
+            write_parquet(rows, &staging, false).await?;
+            columns_of(&schema)
+        }
+    };
+    std::fs::create_dir_all(&staging).map_err(|source| crate::files::FileError::Create {
+        path: staging.clone(),
+        source,
+    })?;
+    let who = super::delta::Committer::parse(creator);
+    let version = super::delta::convert(&staging, name, &schema, Some(&who), n)
+        .await
+        .map_err(|e| WarehouseError::Delta(Box::new(e)))?;
+    let mut record = managed_record(
         name,
         &table_dir(warehouse, name),
-        source.columns.clone(),
-        rows,
+        columns,
+        n,
         Some(creator.to_string()),
     );
-    install(catalog, warehouse, &staging, record, pause)
-        .await
-        .map(Some)
+    record.format = super::DELTA.into();
+    record.version = Some(version);
+    install(catalog, warehouse, &staging, record, pause).await
+}
+
+/// Makes managed Parquet table `name` (a published table made before tables were Delta)
+/// a Delta table in place, without rewriting a file: one commit, version 0, recorded in
+/// the catalog. Does nothing to a table that is not a managed Parquet table.
+pub async fn convert_in_place(
+    catalog: &dyn Catalog,
+    name: &str,
+) -> Result<Option<TableRecord>, WarehouseError> {
+    let Some(mut t) = catalog.table(name)? else {
+        return Ok(None);
+    };
+    if !t.managed || t.format != Format::Parquet.name() {
+        return Ok(None);
+    }
+    let dir = PathBuf::from(&t.location);
+    let schema = super::schema_of(&t)?;
+    let version = if super::delta::is_delta(&dir) {
+        // Converted by an earlier attempt that was killed before the catalog write.
+        super::delta::version_of(
+            &super::delta::open(&dir, None)
+                .await
+                .map_err(|e| WarehouseError::Delta(Box::new(e)))?,
+        )
+    } else {
+        super::delta::convert(&dir, name, &schema, None, t.row_count.unwrap_or(0))
+            .await
+            .map_err(|e| WarehouseError::Delta(Box::new(e)))?
+    };
+    tracing::info!(
+        "converted published table `{name}` at {} to Delta Lake (version {version})",
+        dir.display()
+    );
+    t.format = super::DELTA.into();
+    t.version = Some(version);
+    t.updated_at = Utc::now();
+    catalog.put_table(t.clone())?;
+    Ok(Some(t))
 }
 
 /// The Parquet files of managed table `source`, if its directory holds nothing else a
@@ -425,6 +496,8 @@ fn managed_record(
         created_at: now,
         updated_at: now,
         last_crawled_at: None,
+        version: None,
+        undone: Vec::new(),
     }
 }
 
@@ -552,8 +625,52 @@ pub fn leftovers(warehouse: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// What `state check` finds wrong with the catalog's Delta tables: a log that cannot be
+/// read, a catalog version the log does not agree with, data files an interrupted
+/// publish left uncommitted.
+pub async fn check_delta(tables: Vec<TableRecord>) -> Vec<String> {
+    let run = async move {
+        let mut problems = Vec::new();
+        for t in tables.iter().filter(|t| t.format == super::DELTA) {
+            let dir = Path::new(&t.location);
+            let table = match super::delta::open(dir, None).await {
+                Ok(table) => table,
+                Err(e) => {
+                    problems.push(format!("table `{}`: {e}", t.name));
+                    continue;
+                }
+            };
+            let latest = super::delta::version_of(&table);
+            match t.version {
+                Some(v) if v > latest => problems.push(format!(
+                    "table `{}`: the catalog records version {v}, but its Delta log ends at version {latest}: commits were removed from {}; restore them, or `orchestrator state recover --force` to re-register the table as it is",
+                    t.name,
+                    dir.join("_delta_log").display()
+                )),
+                Some(v) if v < latest => problems.push(format!(
+                    "table `{}`: its Delta log is at version {latest}, the catalog records {v} (a publish was killed after its commit); the table's next publish records it",
+                    t.name
+                )),
+                _ => {}
+            }
+            for f in super::delta::uncommitted(dir, &table) {
+                problems.push(format!(
+                    "{} was left uncommitted by an interrupted publish (no reader sees it); the next publish of `{}` removes it",
+                    f.display(),
+                    t.name
+                ));
+            }
+        }
+        problems
+    };
+    super::on_engine(run)
+        .await
+        .unwrap_or_else(|e| vec![e.to_string()])
+}
+
 /// Managed tables found in `warehouse` that `known` (catalog names) does not list: each
-/// directory of Parquet files, read back with its schema and row count. For `state
+/// Delta table (read from its log), and each other directory of Parquet files, read back
+/// with its schema and row count. For `state
 /// recover`, after a store was rebuilt from an older recovery point.
 pub async fn rediscover(
     warehouse: &Path,
@@ -579,6 +696,10 @@ pub async fn rediscover(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if super::delta::is_delta(&dir) {
+            found.push(read_delta_record(&name, &dir).await?);
+            continue;
+        }
         let has_parquet = std::fs::read_dir(&dir)
             .map(|d| {
                 d.flatten()
@@ -615,6 +736,41 @@ pub async fn rediscover(
         found.push(managed_record(&name, &dir, columns_of(&schema), rows, None));
     }
     Ok(found)
+}
+
+/// The catalog record of the Delta table in `dir`, read from its log: schema, rows and
+/// version as of its latest commit.
+pub async fn read_delta_record(name: &str, dir: &Path) -> Result<TableRecord, WarehouseError> {
+    let dir2 = dir.to_path_buf();
+    let (schema, rows, version) = super::on_engine(async move {
+        let delta_err = |e| WarehouseError::Delta(Box::new(e));
+        let table = super::delta::open(&dir2, None).await.map_err(delta_err)?;
+        let version = super::delta::version_of(&table);
+        let provider = super::delta::provider(&dir2, &table)
+            .await
+            .map_err(delta_err)?;
+        let ctx = datafusion::prelude::SessionContext::new();
+        let df = ctx
+            .read_table(provider)
+            .map_err(|source| WarehouseError::ReadTable {
+                dir: dir2.clone(),
+                source,
+            })?;
+        let schema = df.schema().as_arrow().clone();
+        let rows = df
+            .count()
+            .await
+            .map_err(|source| WarehouseError::CountTable {
+                dir: dir2.clone(),
+                source,
+            })?;
+        Ok::<_, WarehouseError>((schema, rows as u64, version))
+    })
+    .await??;
+    let mut record = managed_record(name, dir, columns_of(&schema), rows, None);
+    record.format = super::DELTA.into();
+    record.version = Some(version);
+    Ok(record)
 }
 
 #[cfg(test)]

@@ -74,12 +74,17 @@ enum Command {
     Notify(notify::Notify),
 }
 
+/// Our own info lines; delta-rs and its kernel narrate every snapshot they build at
+/// info, which is theirs to debug, not the user's to read.
+const DEFAULT_LOG: &str =
+    "info,deltalake=warn,deltalake_core=warn,delta_kernel=warn,buoyant_kernel=warn,buoyant_kernel_engine=warn";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ORCHESTRATOR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         // By default a failed write to stderr is reported with `eprintln!`, which panics

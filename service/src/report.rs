@@ -176,6 +176,8 @@ pub struct RunDetails {
     run: RunRecord,
     tasks: Vec<(TaskRecord, Vec<AttemptRecord>)>,
     notifications: Vec<orchestrator_engine::state::OutboxRecord>,
+    /// This run's publishes that `tables restore` undid: (table, what was undone).
+    rolled_back: Vec<(String, orchestrator_engine::state::UndonePublish)>,
 }
 
 impl RunDetails {
@@ -195,10 +197,22 @@ impl RunDetails {
             tasks.push((t, attempts));
         }
         let notifications = store.outbox(&run.id)?;
+        let rolled_back = store
+            .tables()?
+            .into_iter()
+            .flat_map(|t| {
+                let name = t.name;
+                t.undone
+                    .into_iter()
+                    .filter(|u| u.run_id == run.id)
+                    .map(move |u| (name.clone(), u))
+            })
+            .collect();
         Ok(RunDetails {
             run,
             tasks,
             notifications,
+            rolled_back,
         })
     }
 
@@ -304,6 +318,19 @@ impl RunDetails {
             &["TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"],
             &self.task_rows(),
         ));
+        for (table, u) in &self.rolled_back {
+            out.push_str(&format!(
+                "\n{} publish rolled back: `{table}` version {} ({} rows) was undone by a restore to version {} (committed as version {}, {}); `orchestrator rerun {} --from {}` publishes it again\n",
+                u.task_id,
+                u.version,
+                u.rows,
+                u.restored_to,
+                u.restored_in,
+                u.at.format("%Y-%m-%d %H:%M UTC"),
+                self.run.id,
+                u.task_id,
+            ));
+        }
         for (t, attempts) in &self.tasks {
             if !t.outputs.is_empty() {
                 out.push_str(&format!(
@@ -414,6 +441,15 @@ impl RunDetails {
             "execution_started_at": ts(Some(r.execution_start())),
             "ended_at": ts(r.ended_at),
             "tasks": tasks,
+            "rolled_back": self.rolled_back.iter().map(|(table, u)| json!({
+                "table": table,
+                "task": u.task_id,
+                "version": u.version,
+                "rows": u.rows,
+                "restored_to": u.restored_to,
+                "restored_in": u.restored_in,
+                "at": ts(Some(u.at)),
+            })).collect::<Vec<_>>(),
             "notifications": self.notifications.iter().map(|n| json!({
                 "id": n.id,
                 "event": n.event,
@@ -517,6 +553,7 @@ pub fn tables_table(tables: &[TableRecord]) -> String {
             vec![
                 t.name.clone(),
                 t.format.clone(),
+                t.version.map_or("-".into(), |v| v.to_string()),
                 t.row_count.map_or("-".into(), |n| n.to_string()),
                 t.columns.len().to_string(),
                 if t.partition_columns.is_empty() {
@@ -537,6 +574,7 @@ pub fn tables_table(tables: &[TableRecord]) -> String {
         &[
             "TABLE",
             "FORMAT",
+            "VERSION",
             "ROWS",
             "COLUMNS",
             "PARTITIONED BY",

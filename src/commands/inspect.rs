@@ -56,16 +56,74 @@ impl Query {
     }
 }
 
-/// List the catalog's tables.
+/// List the catalog's tables; `history` and `restore` for a published (Delta) table.
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Tables {
     /// Print JSON (a list of table records).
     #[arg(long)]
     json: bool,
+    #[command(subcommand)]
+    action: Option<TableAction>,
+}
+
+#[derive(clap::Subcommand)]
+enum TableAction {
+    /// List a published table's versions, newest first: time, operation, the run and
+    /// task that committed it, rows added.
+    History {
+        /// The table, as `tables` lists it.
+        table: String,
+        /// Print JSON (a list of {version, time, operation, run_id, task_id, rows_added,
+        /// restored_to}).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Undo publishes by restoring an earlier version of a published table (as a new
+    /// version). Shows which runs' publishes it undoes; changes nothing without --yes.
+    Restore {
+        /// The table, as `tables` lists it.
+        table: String,
+        /// The version to go back to (`tables history` lists them).
+        #[arg(
+            long,
+            conflicts_with = "before_run",
+            required_unless_present = "before_run"
+        )]
+        version: Option<u64>,
+        /// Go back to the version before this run's publish.
+        #[arg(long, value_name = "RUN_ID")]
+        before_run: Option<String>,
+        /// Restore; without it, only show what would be undone.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 impl Tables {
     pub async fn exec(self, ctx: &Context) -> Result<u8, Error> {
-        ops::inspect::tables(ctx, self.json).await
+        match self.action {
+            None => ops::inspect::tables(ctx, self.json).await,
+            Some(TableAction::History { table, json }) => {
+                ops::tables::history(ctx, &table, json).await
+            }
+            Some(TableAction::Restore {
+                table,
+                version,
+                before_run,
+                yes,
+            }) => {
+                let target = match (version, before_run) {
+                    (Some(v), _) => ops::tables::Target::Version(v),
+                    (None, Some(run)) => ops::tables::Target::BeforeRun(run),
+                    (None, None) => {
+                        return Err(Error::invalid(
+                            "error: give --version N or --before-run RUN_ID",
+                        ))
+                    }
+                };
+                ops::tables::restore(ctx, &table, target, yes).await
+            }
+        }
     }
 }

@@ -31,7 +31,7 @@ pub enum State {
 impl State {
     pub async fn exec(self, ctx: &Context) -> Result<u8, Error> {
         match self {
-            State::Check => ops::state::check(ctx),
+            State::Check => ops::state::check(ctx).await,
             State::Recover { warehouse, force } => ops::state::recover(ctx, warehouse, force).await,
         }
     }

@@ -9,6 +9,7 @@ pub mod execute;
 pub mod inspect;
 pub mod notify;
 pub mod state;
+pub mod tables;
 pub mod workflow;
 
 pub use crate::load::{load, load_for_rerun, load_on, today};

@@ -38,7 +38,7 @@ fn staging_report(whs: &BTreeSet<PathBuf>) -> Report {
     r
 }
 
-pub fn check(ctx: &Context) -> Result<u8, Error> {
+pub async fn check(ctx: &Context) -> Result<u8, Error> {
     let dir = ctx.dir();
     if !dir.join("db").exists() {
         return Err(Error::failed(format!(
@@ -61,6 +61,17 @@ pub fn check(ctx: &Context) -> Result<u8, Error> {
         }
     };
     report.merge(staging_report(&warehouses(dir, store.as_ref(), &[])));
+    if let Some(tables) = store.as_ref().and_then(|s| s.tables().ok()) {
+        let delta = tables.iter().filter(|t| t.format == "delta").count();
+        report.problems.extend(warehouse::check_delta(tables).await);
+        if delta > 0 {
+            report.facts.push(format!(
+                "{delta} Delta table{} checked against {} log",
+                if delta == 1 { "" } else { "s" },
+                if delta == 1 { "its" } else { "their" }
+            ));
+        }
+    }
     for f in &report.facts {
         outln!(ctx, "ok: {f}");
     }

@@ -254,7 +254,7 @@ fn a_backfill_killed_halfway_and_resumed_completes_without_duplicate_runs_or_row
     let mut cmd = sb.command(&a.iter().map(String::as_str).collect::<Vec<_>>());
     cmd.env(
         "ORCHESTRATOR_TEST_PAUSE",
-        format!("publish:before-rename:{}", hook.display()),
+        format!("publish:after-files:{}", hook.display()),
     )
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::null());

@@ -1,6 +1,7 @@
 //! The crash loop: `orchestrator run workflows/daily.yaml` killed with SIGKILL at every
 //! named pause point (ingest mid-write, create before its rename into the catalog,
-//! publish before its rename) and at 30 random moments, each run then resumed with
+//! publish before it writes, after its data files, after its Delta commit) and at 30
+//! random moments, each run then resumed with
 //! `rerun` to completion. After each, on one growing production table:
 //! - no (symbol, date) appears twice in `stock_daily`;
 //! - its row count is what the processed dates should give;
@@ -100,7 +101,9 @@ fn runs_killed_anywhere_resume_to_exactly_the_right_table() {
     let mut plan = [
         Kill::At("alpha_vantage:mid-write"),
         Kill::At("create_table_as:before-rename"),
-        Kill::At("publish:before-rename"),
+        Kill::At("publish:before-files"),
+        Kill::At("publish:after-files"),
+        Kill::At("publish:after-commit"),
         Kill::Never,
     ];
     let mut expected = 0;

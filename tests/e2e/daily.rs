@@ -12,7 +12,7 @@ fn repo(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-fn daily() -> String {
+pub(crate) fn daily() -> String {
     repo("workflows/daily.yaml").display().to_string()
 }
 
@@ -173,7 +173,7 @@ fn count(sb: &Sandbox, sql: &str) -> u64 {
     query(sb, sql)[0]["n"].as_u64().unwrap()
 }
 
-fn landing(sb: &Sandbox) -> String {
+pub(crate) fn landing(sb: &Sandbox) -> String {
     format!("landing={}", sb.path("landing").display())
 }
 
@@ -181,7 +181,7 @@ const KEY: &str = "test-api-key-daily-77e1";
 
 /// Every published row against the full-history computation (the lookback of each run
 /// must give the same windows as the whole history), every column.
-fn assert_matches_full_history(sb: &Sandbox, from: &str, to: &str) -> usize {
+pub(crate) fn assert_matches_full_history(sb: &Sandbox, from: &str, to: &str) -> usize {
     let rows = query(
         sb,
         "SELECT symbol, CAST(date AS VARCHAR) AS date, daily_return, avg_price, volatility, price_change_pct, rolling_avg_5d, \
@@ -382,13 +382,13 @@ fn rerunning_a_day_inserts_nothing() {
     assert_matches_full_history(&sb, "2026-05-11", "2026-05-11");
 }
 
+/// Every file under `dir` (its Delta log included), by relative path, with its bytes.
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
+    let mut out: Vec<(String, Vec<u8>)> = walk(dir)
+        .into_iter()
         .map(|p| {
             (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
+                p.strip_prefix(dir).unwrap().display().to_string(),
                 std::fs::read(&p).unwrap(),
             )
         })
@@ -439,7 +439,9 @@ fn publish_day_one(sb: &Sandbox) -> (u64, PathBuf, Vec<(String, Vec<u8>)>) {
         use std::os::unix::fs::MetadataExt;
         let mut v: Vec<u64> = std::fs::read_dir(dir)
             .unwrap()
-            .map(|e| e.unwrap().metadata().unwrap().ino())
+            .map(|e| e.unwrap())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+            .map(|e| e.metadata().unwrap().ino())
             .collect();
         v.sort();
         v
@@ -545,7 +547,7 @@ fn a_crash_during_publish_leaves_production_unchanged_and_rerun_completes_it() {
     let sb = Sandbox::new();
     let (published, prod, before) = publish_day_one(&sb);
 
-    // Stop publish after it wrote the new rows and before it moves them into place.
+    // Stop publish after it wrote the new rows' files and before it commits them.
     let hook = sb.path("hook");
     std::fs::create_dir(&hook).unwrap();
     let mut cmd = sb.command(&[
@@ -558,7 +560,7 @@ fn a_crash_during_publish_leaves_production_unchanged_and_rerun_completes_it() {
     ]);
     cmd.env(
         "ORCHESTRATOR_TEST_PAUSE",
-        format!("publish:before-rename:{}", hook.display()),
+        format!("publish:after-files:{}", hook.display()),
     )
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::null());
@@ -567,7 +569,24 @@ fn a_crash_during_publish_leaves_production_unchanged_and_rerun_completes_it() {
     child.kill().unwrap();
     child.wait().unwrap();
 
-    assert_eq!(files(&prod), before, "production files untouched");
+    // The log and every committed file are as they were; the new files are extra, and
+    // no reader sees them.
+    let after = files(&prod);
+    for f in &before {
+        assert!(after.contains(f), "{} changed or went", f.0);
+    }
+    let extra: Vec<&String> = after
+        .iter()
+        .filter(|f| !before.contains(f))
+        .map(|f| &f.0)
+        .collect();
+    assert!(
+        !extra.is_empty()
+            && extra
+                .iter()
+                .all(|f| f.ends_with(".parquet") && !f.contains("_delta_log")),
+        "{extra:?}"
+    );
     assert_eq!(
         count(&sb, "SELECT count(*) AS n FROM stock_daily"),
         published
@@ -575,21 +594,22 @@ fn a_crash_during_publish_leaves_production_unchanged_and_rerun_completes_it() {
     let runs: Value = serde_json::from_str(&sb.run(&["runs", "--json"]).stdout).unwrap();
     assert_eq!(runs[0]["status"], "interrupted");
     let id = runs[0]["id"].as_str().unwrap().to_string();
-    // The staged rows are a leftover, and `state check` says so.
-    let staging = sb.state_dir().join("warehouse/.staging");
-    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 1);
+    // The uncommitted files are leftovers, and `state check` says so.
     let check = sb.run(&["state", "check"]);
     assert_eq!(check.code, 1, "{check:?}");
     assert!(
-        check.stdout.contains(".staging/stock_daily-")
-            && check.stdout.contains("left by an interrupted write"),
+        check
+            .stdout
+            .contains("left uncommitted by an interrupted publish"),
         "{check:?}"
     );
 
     let out = sb.run(&["rerun", &id]);
     assert_eq!(out.code, 0, "{out:?}");
-    // The successful publish removed the leftover.
-    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
+    // The successful publish removed the leftovers before writing its own files.
+    for f in &extra {
+        assert!(!prod.join(f).exists(), "{f} is still there");
+    }
     let check = sb.run(&["state", "check"]);
     assert_eq!(check.code, 0, "{check:?}");
     let show = sb.show(&id);

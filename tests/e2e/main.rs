@@ -15,6 +15,7 @@ mod crashloop;
 mod daemon;
 mod daily;
 mod data;
+mod delta;
 mod gc;
 mod hostile;
 mod ingest;

@@ -1,0 +1,312 @@
+//! Published tables are Delta Lake tables: one version per publish, history, restore,
+//! rerun of an undone publish, an independent reader (the Python `deltalake` package)
+//! that sees exactly what `orchestrator query` sees, even mid-publish, and a warehouse
+//! published before tables were Delta converted with every row.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::common::{task, Sandbox};
+use crate::daily::{assert_matches_full_history, daily, landing};
+
+fn json(sb: &Sandbox, args: &[&str]) -> Value {
+    let out = sb.run(args);
+    assert_eq!(out.code, 0, "{args:?}: {out:?}");
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+fn count(sb: &Sandbox) -> u64 {
+    json(
+        sb,
+        &["query", "--json", "SELECT count(*) AS n FROM stock_daily"],
+    )[0]["n"]
+        .as_u64()
+        .unwrap()
+}
+
+fn history(sb: &Sandbox) -> Vec<Value> {
+    json(sb, &["tables", "history", "stock_daily", "--json"])
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Versions committed by `run`.
+fn versions_of(history: &[Value], run: &str) -> Vec<u64> {
+    history
+        .iter()
+        .filter(|v| v["run_id"] == run)
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect()
+}
+
+fn python() -> String {
+    std::env::var("ORCHESTRATOR_PYTHON").unwrap_or_else(|_| {
+        panic!("ORCHESTRATOR_PYTHON is not set: run the tests with scripts/test, which installs the Python `deltalake` package in its venv and sets it")
+    })
+}
+
+/// Every row of the Delta table at `dir` as the Python `deltalake` package reads it,
+/// sorted by (symbol, date), with its version.
+fn read_with_python(dir: &std::path::Path) -> (u64, Vec<Value>) {
+    let script = r#"
+import json, sys
+from deltalake import DeltaTable
+t = DeltaTable(sys.argv[1])
+rows = t.to_pyarrow_table().to_pylist()
+rows.sort(key=lambda r: (r["symbol"], r["date"]))
+print(json.dumps({"version": t.version(), "rows": rows}, default=str), flush=True)
+# deltalake's runtime threads may abort the interpreter's normal exit
+# ("terminate called without an active exception"); the answer is out by now.
+import os; os._exit(0)
+"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["version"].as_u64().unwrap(),
+        v["rows"].as_array().unwrap().clone(),
+    )
+}
+
+/// The two readers agree on every row and column (floats to the last bits).
+fn assert_same_rows(python: &[Value], ours: &[Value]) {
+    assert_eq!(python.len(), ours.len(), "row counts differ");
+    for (p, o) in python.iter().zip(ours) {
+        let (p, o) = (p.as_object().unwrap(), o.as_object().unwrap());
+        assert_eq!(
+            p.keys().collect::<Vec<_>>(),
+            o.keys().collect::<Vec<_>>(),
+            "columns differ"
+        );
+        for (col, pv) in p {
+            let ov = &o[col];
+            let same = match (pv.as_f64(), ov.as_f64()) {
+                (Some(a), Some(b)) => (a - b).abs() <= 1e-12 * a.abs().max(b.abs()).max(1.0),
+                _ => pv == ov,
+            };
+            assert!(same, "{col}: python reads {pv}, orchestrator {ov} ({o:?})");
+        }
+    }
+}
+
+fn ours(sb: &Sandbox) -> Vec<Value> {
+    json(
+        sb,
+        &[
+            "query",
+            "--json",
+            "SELECT * FROM stock_daily ORDER BY symbol, date",
+        ],
+    )
+    .as_array()
+    .unwrap()
+    .clone()
+}
+
+fn run_ids_by_date(sb: &Sandbox) -> std::collections::BTreeMap<String, String> {
+    json(sb, &["runs", "--json", "--limit", "100"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["logical_date"].as_str().unwrap().to_string(),
+                r["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn each_publish_is_one_version_a_restore_undoes_exactly_one_run_and_its_rerun_publishes_it_once() {
+    let sb = Sandbox::new();
+    let land = landing(&sb);
+    let out = sb.run(&[
+        "backfill",
+        &daily(),
+        "--from",
+        "2026-03-02",
+        "--to",
+        "2026-03-06",
+        "--param",
+        &land,
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let runs = run_ids_by_date(&sb);
+    assert_eq!(runs.len(), 5);
+    let h = history(&sb);
+    assert_eq!(h.len(), 5, "{h:?}");
+    let mut seen = Vec::new();
+    for (date, run) in &runs {
+        let v = versions_of(&h, run);
+        assert_eq!(v.len(), 1, "{date}: one version per run: {h:?}");
+        seen.extend(v);
+    }
+    seen.sort();
+    assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+    assert!(h.iter().all(|v| v["rows_added"] == 10), "{h:?}");
+    let tables = sb.run(&["tables"]);
+    assert!(
+        tables
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("stock_daily ") && l.contains(" delta ") && l.contains(" 4 ")),
+        "`tables` shows the format and version: {tables:?}"
+    );
+
+    // A replayed publish of the same run commits nothing.
+    let (last_date, last) = runs
+        .iter()
+        .find(|(_, run)| versions_of(&h, run) == vec![4])
+        .map(|(d, r)| (d.clone(), r.clone()))
+        .unwrap();
+    let out = sb.run(&["rerun", &last, "--from", "publish"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(task(&sb.show(&last), "publish")["outputs"]["inserted"], 0);
+    let h = history(&sb);
+    assert_eq!(h.len(), 5, "{h:?}");
+    assert_eq!(versions_of(&h, &last), vec![4]);
+
+    // Another reader sees exactly what we see.
+    let dir = sb.state_dir().join("warehouse/stock_daily");
+    let (version, rows) = read_with_python(&dir);
+    assert_eq!(version, 4);
+    assert_eq!(rows.len(), 50);
+    assert_same_rows(&rows, &ours(&sb));
+
+    // Without --yes, restore says what it would undo and changes nothing.
+    let out = sb.run(&["tables", "restore", "stock_daily", "--before-run", &last]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("undoes 1 publish (10 rows)")
+            && out
+                .stdout
+                .contains(&format!("version 4: run {last} task publish, 10 rows"))
+            && out.stdout.contains("nothing was changed; add --yes"),
+        "{out:?}"
+    );
+    assert_eq!(history(&sb).len(), 5);
+    assert_eq!(count(&sb), 50);
+
+    let out = sb.run(&[
+        "tables",
+        "restore",
+        "stock_daily",
+        "--before-run",
+        &last,
+        "--yes",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("restored `stock_daily` to version 3, committed as version 5"),
+        "{out:?}"
+    );
+    assert_eq!(count(&sb), 40);
+    let day = json(
+        &sb,
+        &[
+            "query",
+            "--json",
+            &format!("SELECT count(*) AS n FROM stock_daily WHERE date = DATE '{last_date}'"),
+        ],
+    );
+    assert_eq!(day[0]["n"], 0, "exactly that run's rows are gone");
+    let (version, rows) = read_with_python(&dir);
+    assert_eq!(version, 5);
+    assert_same_rows(&rows, &ours(&sb));
+    let h = history(&sb);
+    assert_eq!(h[0]["operation"], "RESTORE");
+    assert_eq!(h[0]["restored_to"], 3);
+    let show = sb.run(&["show", &last]);
+    assert!(
+        show.stdout
+            .contains("publish rolled back: `stock_daily` version 4 (10 rows)"),
+        "{show:?}"
+    );
+    assert_eq!(sb.show(&last)["rolled_back"][0]["table"], "stock_daily");
+    let check = sb.run(&["state", "check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+
+    // The undone date publishes again, once.
+    let out = sb.run(&["rerun", &last, "--from", "publish"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(task(&sb.show(&last), "publish")["outputs"]["inserted"], 10);
+    let out = sb.run(&["rerun", &last, "--from", "publish"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let h = history(&sb);
+    assert_eq!(versions_of(&h, &last), vec![6, 4], "{h:?}");
+    assert_eq!(count(&sb), 50);
+    assert_matches_full_history(&sb, "2026-03-02", "2026-03-06");
+    let check = sb.run(&["state", "check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+}
+
+#[test]
+fn a_reader_during_a_publish_sees_the_old_version_whole_then_the_new_one() {
+    let sb = Sandbox::new();
+    let land = landing(&sb);
+    let out = sb.run(&["run", &daily(), "--param", &land, "--date", "2026-03-02"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let dir = sb.state_dir().join("warehouse/stock_daily");
+    let before = read_with_python(&dir);
+
+    let hook = sb.path("hook");
+    std::fs::create_dir(&hook).unwrap();
+    let mut cmd = sb.command(&["run", &daily(), "--param", &land, "--date", "2026-03-03"]);
+    cmd.env(
+        "ORCHESTRATOR_TEST_PAUSE",
+        format!("publish:after-files:{}", hook.display()),
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    sb.wait_for_file("hook/paused");
+    // The new rows' files are on disk, the commit is not.
+    assert_eq!(read_with_python(&dir), before);
+    std::fs::write(hook.join("resume"), "").unwrap();
+    assert!(child.wait().unwrap().success());
+    let (version, rows) = read_with_python(&dir);
+    assert_eq!((version, rows.len()), (before.0 + 1, before.1.len() + 10));
+}
+
+#[test]
+fn a_warehouse_published_before_tables_were_delta_is_converted_with_every_row() {
+    let sb = Sandbox::new();
+    let land = landing(&sb);
+    let out = sb.run(&["run", &daily(), "--param", &land, "--date", "2026-03-02"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // What the previous release left: the same Parquet files, no log, and a catalog
+    // that calls the table Parquet.
+    let dir: PathBuf = sb.state_dir().join("warehouse/stock_daily");
+    std::fs::remove_dir_all(dir.join("_delta_log")).unwrap();
+    {
+        use orchestrator_state::{Store, Write};
+        let (store, _) = Store::open(&sb.state_dir(), "test").unwrap();
+        let mut t = store.table("stock_daily").unwrap().unwrap();
+        t.format = "parquet".into();
+        t.version = None;
+        store.commit(&[Write::Table(t)]).unwrap();
+    }
+    assert_eq!(count(&sb), 10, "the old layout reads as before");
+
+    let out = sb.run(&["run", &daily(), "--param", &land, "--date", "2026-03-03"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let h = history(&sb);
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!(h[1]["operation"], "CREATE TABLE", "{h:?}");
+    assert_eq!(h[1]["rows_added"], 10, "{h:?}");
+    assert_eq!(h[0]["rows_added"], 10, "{h:?}");
+    assert_eq!(count(&sb), 20);
+    assert_matches_full_history(&sb, "2026-03-02", "2026-03-03");
+    let (_, rows) = read_with_python(&dir);
+    assert_same_rows(&rows, &ours(&sb));
+    let check = sb.run(&["state", "check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+}

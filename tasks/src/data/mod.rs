@@ -8,6 +8,7 @@
 //! drives I/O and timers. They run on a dedicated runtime ([`on_engine`]), so the executor's
 //! event loop stays responsive (timeouts, cancellation, other tasks' output).
 
+pub mod as_of;
 pub mod backend;
 pub mod crawl;
 pub mod create_table_as;
@@ -15,6 +16,7 @@ mod csv_scan;
 pub mod delta;
 pub mod isolated;
 pub mod local;
+pub mod maintenance;
 pub mod publish;
 pub mod quality;
 pub mod sql;
@@ -316,6 +318,10 @@ pub async fn query_tables(
         // The information schema makes `SHOW TABLES` and `SHOW COLUMNS FROM t` work.
         let config = datafusion::prelude::SessionConfig::new().with_information_schema(true);
         let ctx = register_all(new_session(config), catalog.as_ref()).await?;
+        ctx.register_udtf(
+            as_of::NAME,
+            Arc::new(as_of::AsOf::new(catalog.tables().unwrap_or_default())),
+        );
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)

@@ -98,6 +98,28 @@ enum TableAction {
         #[arg(long)]
         yes: bool,
     },
+    /// Compact a published table's small files into few large ones, as a new version
+    /// with the same rows. Earlier versions stay readable until `vacuum`.
+    Optimize {
+        /// The table, as `tables` lists it.
+        table: String,
+        /// Z-order the files by these columns (comma-separated), so that queries
+        /// filtering on them skip more files.
+        #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
+        zorder_by: Vec<String>,
+    },
+    /// Delete a published table's files that left it (by optimize or restore) more than
+    /// --older-than ago. Versions older than that can no longer be read.
+    Vacuum {
+        /// The table, as `tables` lists it.
+        table: String,
+        /// How long a removed file is kept, e.g. 7d, 30d; at least 7d.
+        #[arg(long, value_name = "AGE", value_parser = super::parse::age)]
+        older_than: std::time::Duration,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 impl Tables {
@@ -107,6 +129,14 @@ impl Tables {
             Some(TableAction::History { table, json }) => {
                 ops::tables::history(ctx, &table, json).await
             }
+            Some(TableAction::Optimize { table, zorder_by }) => {
+                ops::tables::optimize(ctx, &table, zorder_by).await
+            }
+            Some(TableAction::Vacuum {
+                table,
+                older_than,
+                dry_run,
+            }) => ops::tables::vacuum(ctx, &table, older_than, dry_run).await,
             Some(TableAction::Restore {
                 table,
                 version,

@@ -7,7 +7,7 @@ use crate::common::{task, Sandbox};
 const CRAWL: &str =
     "name: crawl\ntasks:\n  crawl:\n    kind: crawl\n    path: raw\n    table: bars\n";
 
-fn bars(sb: &Sandbox, partition: &str, file: &str, rows: &[&str]) {
+pub(crate) fn bars(sb: &Sandbox, partition: &str, file: &str, rows: &[&str]) {
     let dir = sb.path(&format!("raw/{partition}"));
     std::fs::create_dir_all(&dir).unwrap();
     let mut text = String::from("symbol,date,close,volume\n");

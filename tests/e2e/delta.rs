@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::common::{task, Sandbox};
 use crate::daily::{assert_matches_full_history, daily, landing};
+use crate::data::bars;
 
 fn json(sb: &Sandbox, args: &[&str]) -> Value {
     let out = sb.run(args);
@@ -224,6 +225,38 @@ fn each_publish_is_one_version_a_restore_undoes_exactly_one_run_and_its_rerun_pu
     let h = history(&sb);
     assert_eq!(h[0]["operation"], "RESTORE");
     assert_eq!(h[0]["restored_to"], 3);
+
+    // Time travel: by version, and by the time a version was committed.
+    let n = |sql: &str| {
+        json(&sb, &["query", "--json", sql])[0]["n"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(n("SELECT count(*) AS n FROM as_of('stock_daily', 4)"), 50);
+    assert_eq!(n("SELECT count(*) AS n FROM as_of('stock_daily', 0)"), 10);
+    let v2_time = h.iter().find(|v| v["version"] == 2).unwrap()["time"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        n(&format!(
+            "SELECT count(*) AS n FROM as_of('stock_daily', '{v2_time}')"
+        )),
+        30
+    );
+    let out = sb.run(&["query", "SELECT * FROM as_of('stock_daily', 9)"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr
+            .contains("table `stock_daily` has no version 9: its versions are 0 to 5"),
+        "{out:?}"
+    );
+    let out = sb.run(&["query", "SELECT * FROM as_of('stock_daily', '2001-01-01')"]);
+    assert!(
+        out.stderr
+            .contains("no version committed at or before 2001-01-01 00:00:00 UTC"),
+        "{out:?}"
+    );
     let show = sb.run(&["show", &last]);
     assert!(
         show.stdout
@@ -307,6 +340,239 @@ fn a_warehouse_published_before_tables_were_delta_is_converted_with_every_row() 
     assert_matches_full_history(&sb, "2026-03-02", "2026-03-03");
     let (_, rows) = read_with_python(&dir);
     assert_same_rows(&rows, &ours(&sb));
+    let check = sb.run(&["state", "check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+}
+
+/// The table's live data files, as the Python `deltalake` package lists them.
+fn files_with_python(dir: &std::path::Path) -> usize {
+    let script = "import sys\nfrom deltalake import DeltaTable\nprint(len(DeltaTable(sys.argv[1]).file_uris()), flush=True)\nimport os; os._exit(0)\n";
+    let out = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn optimize_leaves_the_same_rows_in_fewer_files_and_the_version_before_still_reads() {
+    let sb = Sandbox::new();
+    let land = landing(&sb);
+    let out = sb.run(&[
+        "backfill",
+        &daily(),
+        "--from",
+        "2026-03-02",
+        "--to",
+        "2026-03-06",
+        "--param",
+        &land,
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let dir = sb.state_dir().join("warehouse/stock_daily");
+    let files = files_with_python(&dir);
+    assert!(files >= 5, "a file per publish at least: {files}");
+    let before = ours(&sb);
+
+    let out = sb.run(&["tables", "optimize", "stock_daily"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains(&format!(
+            "compacted `stock_daily`: {files} files into 1, committed as version 5"
+        )),
+        "{out:?}"
+    );
+    assert_eq!(files_with_python(&dir), 1);
+    assert_eq!(ours(&sb), before, "the same rows");
+    let (version, rows) = read_with_python(&dir);
+    assert_eq!(version, 5);
+    assert_same_rows(&rows, &before);
+    let as_of = json(
+        &sb,
+        &[
+            "query",
+            "--json",
+            "SELECT * FROM as_of('stock_daily', 4) ORDER BY symbol, date",
+        ],
+    );
+    assert_eq!(
+        as_of.as_array().unwrap(),
+        &before,
+        "the version before reads"
+    );
+    assert_eq!(history(&sb)[0]["operation"], "OPTIMIZE");
+    assert!(sb
+        .run(&["tables"])
+        .stdout
+        .lines()
+        .any(|l| l.starts_with("stock_daily ") && l.contains(" 5 ")));
+    let check = sb.run(&["state", "check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+    let out = sb.run(&["tables", "optimize", "stock_daily"]);
+    assert!(out.stdout.contains("compact already (1 file)"), "{out:?}");
+
+    // Vacuum keeps at least a week of history, and deletes nothing that recent.
+    let out = sb.run(&["tables", "vacuum", "stock_daily", "--older-than", "1d"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("under the safe minimum of 7d"),
+        "{out:?}"
+    );
+    let out = sb.run(&[
+        "tables",
+        "vacuum",
+        "stock_daily",
+        "--older-than",
+        "7d",
+        "--dry-run",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("would delete 0 files"), "{out:?}");
+
+    // The next publish appends to the compacted table; the replay guard still holds.
+    let out = sb.run(&["run", &daily(), "--param", &land, "--date", "2026-03-09"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(count(&sb), 60);
+    assert_matches_full_history(&sb, "2026-03-02", "2026-03-09");
+}
+
+#[test]
+fn a_maintenance_policy_compacts_after_every_n_publishes() {
+    let sb = Sandbox::new();
+    let land = landing(&sb);
+    let text = std::fs::read_to_string(daily()).unwrap();
+    assert!(text.contains("optimize_every: 20"), "daily.yaml's policy");
+    let wf = sb.write(
+        "daily.yaml",
+        &text.replace("optimize_every: 20", "optimize_every: 2"),
+    );
+    // The copy is not beside the bundled sample: say where it is.
+    let sample = PathBuf::from(daily())
+        .parent()
+        .unwrap()
+        .join("../data/sample/alpha_vantage");
+    let out = sb.run(&[
+        "backfill",
+        &wf.display().to_string(),
+        "--from",
+        "2026-03-02",
+        "--to",
+        "2026-03-06",
+        "--param",
+        &land,
+        "--param",
+        &format!("sample={}", sample.display()),
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let h = history(&sb);
+    let ops: Vec<&str> = h
+        .iter()
+        .rev()
+        .map(|v| v["operation"].as_str().unwrap())
+        .collect();
+    // Five publishes; a compaction after the 2nd and the 4th.
+    assert_eq!(
+        ops.iter().filter(|o| **o == "OPTIMIZE").count(),
+        2,
+        "{ops:?}"
+    );
+    assert_eq!(ops.last(), Some(&"WRITE"), "{ops:?}");
+    assert_eq!(count(&sb), 50);
+    let dir = sb.state_dir().join("warehouse/stock_daily");
+    assert_eq!(
+        files_with_python(&dir),
+        2,
+        "one compacted file and the 5th day's"
+    );
+    assert_matches_full_history(&sb, "2026-03-02", "2026-03-06");
+    let check = sb.run(&["state", "check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+}
+
+#[test]
+fn a_new_column_is_refused_unless_the_publish_says_schema_evolve() {
+    let sb = Sandbox::new();
+    let workflow = |columns: &str, schema: &str| {
+        format!(
+            r#"
+name: evolve
+tasks:
+  crawl:
+    kind: crawl
+    path: raw
+    table: bars
+  stage:
+    kind: sql
+    after: [crawl]
+    sql: DROP TABLE IF EXISTS staged; CREATE TABLE staged AS SELECT {columns} FROM bars
+  publish:
+    kind: publish
+    after: [stage]
+    from: staged
+    to: prod
+    key: [symbol, date]
+{schema}
+"#
+        )
+    };
+    bars(
+        &sb,
+        "dt=2025-04-09",
+        "a.csv",
+        &["NVDA,2025-04-09,101.5,1000"],
+    );
+    sb.write("wf.yaml", &workflow("symbol, date, close", ""));
+    assert_eq!(sb.run(&["run", "wf.yaml"]).code, 0);
+
+    bars(
+        &sb,
+        "dt=2025-04-10",
+        "b.csv",
+        &["NVDA,2025-04-10,102.5,1100"],
+    );
+    sb.write("wf.yaml", &workflow("symbol, date, close, volume", ""));
+    let out = sb.run(&["run", "wf.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let error = task(&sb.show(&out.run_id()), "publish")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("column `volume` of `staged` is not in `prod`")
+            && error.contains("set `schema: evolve` on the publish task"),
+        "{error}"
+    );
+    let prod = |sb: &Sandbox| json(sb, &["query", "--json", "SELECT * FROM prod ORDER BY date"]);
+    assert_eq!(prod(&sb).as_array().unwrap().len(), 1);
+
+    sb.write(
+        "wf.yaml",
+        &workflow("symbol, date, close, volume", "    schema: evolve"),
+    );
+    let out = sb.run(&["run", "wf.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let rows = prod(&sb);
+    assert_eq!(rows[0]["volume"], Value::Null, "{rows}");
+    assert_eq!(rows[1]["volume"], 1100, "{rows}");
+    let dir = sb.state_dir().join("warehouse/prod");
+    let (version, python) = {
+        let script = "import sys, json\nfrom deltalake import DeltaTable\nt = DeltaTable(sys.argv[1])\nrows = sorted(t.to_pyarrow_table().to_pylist(), key=lambda r: r['date'])\nprint(json.dumps({'version': t.version(), 'rows': rows}, default=str), flush=True)\nimport os; os._exit(0)\n";
+        let out = std::process::Command::new(python())
+            .args(["-c", script])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v["version"].as_u64().unwrap(), v["rows"].clone())
+    };
+    assert_eq!(version, 1);
+    assert_eq!(python[0]["volume"], Value::Null, "{python}");
+    assert_eq!(python[1]["volume"], 1100, "{python}");
+    let tables = sb.run(&["tables", "--json"]);
+    assert!(tables.stdout.contains("\"volume\""), "{tables:?}");
     let check = sb.run(&["state", "check"]);
     assert_eq!(check.code, 0, "{check:?}");
 }

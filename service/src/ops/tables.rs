@@ -1,9 +1,9 @@
-//! `tables history` and `tables restore`: a published (Delta) table's versions, and
-//! undoing publishes by restoring an earlier version.
+//! `tables history|restore|optimize|vacuum`: a published (Delta) table's versions,
+//! undoing publishes by restoring an earlier version, and its upkeep.
 //!
 //! History only reads the table's Delta log, so it works while a daemon owns the state
-//! dir. Restore writes the table and the catalog, so it needs the state dir to itself:
-//! with it held, no run of this state dir can be publishing.
+//! dir. The others write the table and the catalog, so they need the state dir to
+//! themselves: with it held, no run of this state dir can be publishing.
 
 use std::path::Path;
 
@@ -150,18 +150,111 @@ fn undone_by(versions: &[delta::Version], to: u64) -> Vec<Live> {
     live
 }
 
+/// The store, held so that no run of this state dir publishes while `what` writes a
+/// table.
+fn exclusive(ctx: &Context, what: &str) -> Result<Store, Error> {
+    match Store::open(ctx.dir(), &owner()) {
+        Ok((store, _)) => Ok(store),
+        Err(e @ orchestrator_engine::state::StateError::Locked { .. }) => Err(Error::invalid(format!(
+            "{e}\n  {what} needs the state dir to itself, so that no run is publishing meanwhile: stop the daemon, {what}, start it again"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Records `version` as the table's in the catalog.
+fn record_version(store: &Store, mut t: TableRecord, version: u64) -> Result<(), Error> {
+    if t.version != Some(version) {
+        t.version = Some(version);
+        t.updated_at = chrono::Utc::now();
+        store.commit(&[Write::Table(t)])?;
+    }
+    Ok(())
+}
+
+/// `tables optimize TABLE [--zorder-by COLS]`: compaction as a new version.
+pub async fn optimize(ctx: &Context, name: &str, zorder_by: Vec<String>) -> Result<u8, Error> {
+    let store = exclusive(ctx, "optimize")?;
+    let t = find(&store.tables()?, name)?;
+    if let Some(c) = zorder_by
+        .iter()
+        .find(|c| !t.columns.iter().any(|col| &col.name == *c))
+    {
+        let columns: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+        return Err(Error::invalid(format!(
+            "error: --zorder-by `{c}` is not a column of `{name}` (columns: {})",
+            columns.join(", ")
+        )));
+    }
+    let location = t.location.clone();
+    let o = on_engine(async move { delta::optimize(Path::new(&location), &zorder_by, None).await })
+        .await
+        .map_err(|e| Error::failed(format!("error: {e}")))?
+        .map_err(|e| Error::failed(format!("error: {e}")))?;
+    record_version(&store, t, o.version)?;
+    if o.files_added == 0 && o.files_removed == 0 {
+        outln!(
+            ctx,
+            "`{name}` is compact already ({} file{}); nothing was committed",
+            o.files_after,
+            if o.files_after == 1 { "" } else { "s" }
+        );
+    } else {
+        outln!(
+            ctx,
+            "compacted `{name}`: {} files into {}, committed as version {}; earlier versions still read until `tables vacuum` deletes the replaced files",
+            o.files_before,
+            o.files_after,
+            o.version
+        );
+    }
+    Ok(0)
+}
+
+/// `tables vacuum TABLE --older-than D [--dry-run]`.
+pub async fn vacuum(
+    ctx: &Context,
+    name: &str,
+    older_than: std::time::Duration,
+    dry_run: bool,
+) -> Result<u8, Error> {
+    let older = chrono::Duration::from_std(older_than)
+        .map_err(|_| Error::invalid("error: --older-than is too long"))?;
+    if older < delta::VACUUM_MINIMUM {
+        return Err(Error::invalid(format!(
+            "error: --older-than {} is under the safe minimum of 7d: a reader still on an older version (time travel, a long query) could lose its files; use 7d or more",
+            humantime::format_duration(older_than)
+        )));
+    }
+    let store = exclusive(ctx, "vacuum")?;
+    let t = find(&store.tables()?, name)?;
+    let location = t.location.clone();
+    let v = on_engine(async move {
+        delta::vacuum(Path::new(&location), older, chrono::Utc::now(), dry_run).await
+    })
+    .await
+    .map_err(|e| Error::failed(format!("error: {e}")))?
+    .map_err(|e| Error::failed(format!("error: {e}")))?;
+    if !dry_run {
+        record_version(&store, t, v.version)?;
+    }
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    outln!(
+        ctx,
+        "vacuum of `{name}` {verb} {} file{} that left the table more than {} ago",
+        v.files.len(),
+        if v.files.len() == 1 { "" } else { "s" },
+        humantime::format_duration(older_than)
+    );
+    for f in &v.files {
+        outln!(ctx, "  {f}");
+    }
+    Ok(0)
+}
+
 /// `tables restore TABLE (--version N | --before-run RUN) [--yes]`.
 pub async fn restore(ctx: &Context, name: &str, target: Target, yes: bool) -> Result<u8, Error> {
-    let dir = ctx.dir();
-    let store = match Store::open(dir, &owner()) {
-        Ok((store, _)) => store,
-        Err(e @ orchestrator_engine::state::StateError::Locked { .. }) => {
-            return Err(Error::invalid(format!(
-                "{e}\n  restore needs the state dir to itself, so that no run is publishing while it restores: stop the daemon, restore, start it again"
-            )))
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let store = exclusive(ctx, "restore")?;
     let mut t = find(&store.tables()?, name)?;
     let versions = read_history(&t).await?;
     let latest = versions.iter().map(|v| v.version).max().unwrap_or(0);

@@ -211,6 +211,11 @@ pub trait Warehouse: SqlEngine {
         String::new()
     }
 
+    /// Whether publish's insert can add a column to `to` (`schema: evolve`).
+    fn evolves(&self) -> bool {
+        false
+    }
+
     /// A relation holding the rows of `to` that can share a key with `from` (a backend
     /// may narrow `to` to the source's key ranges); `to` itself by default.
     async fn candidates(

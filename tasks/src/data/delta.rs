@@ -58,6 +58,16 @@ pub enum DeltaError {
         earliest: u64,
         latest: u64,
     },
+    /// Time travel to a time before the table's first version the log still holds.
+    #[error("table `{table}` has no version committed at or before {at}: {}", match first { Some(t) => format!("its first version was committed at {t}"), None => "its log has no commit times".to_string() })]
+    BeforeHistory {
+        table: String,
+        at: DateTime<Utc>,
+        first: Option<DateTime<Utc>>,
+    },
+    /// `vacuum` asked to keep less history than is safe.
+    #[error("vacuum of {location}: --older-than {asked_hours}h is under the safe minimum of 7 days (168h): a reader still on an older version could lose its files; use --older-than 7d or more")]
+    VacuumTooSoon { location: String, asked_hours: i64 },
     /// Writing the new rows failed.
     #[error("writing to Delta table at {location}: {source}")]
     Rows {
@@ -227,14 +237,20 @@ pub enum Appended {
 
 /// Appends the rows of `rows` to the Delta table at `dir` as one commit: the data files
 /// first (invisible until committed), then one log entry naming them, with `who` in its
-/// info and its application transaction. Pause points, for crash tests: `before-files`,
-/// `after-files` (written, not committed), `after-commit`.
+/// info and its application transaction. With `evolve`, columns of `rows` the table
+/// lacks are added to its schema (nullable: earlier rows read them as null) in the same
+/// commit. Pause points, for crash tests: `before-files`, `after-files` (written, not
+/// committed), `after-commit`.
 pub async fn append(
     dir: &Path,
     rows: DataFrame,
     who: &Committer,
     pause: Option<&PauseHook>,
+    evolve: bool,
 ) -> Result<Appended, DeltaError> {
+    use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+    use deltalake::kernel::MetadataExt;
+    use deltalake::writer::WriteMode;
     let table = open(dir, None).await?;
     let read_version = version_of(&table);
     // Writers of this table are serialised and one process owns the warehouse: files an
@@ -275,14 +291,51 @@ pub async fn append(
             continue;
         }
         n += batch.num_rows() as u64;
-        writer.write(batch).await.map_err(table_err(dir))?;
+        let mode = if evolve {
+            WriteMode::MergeSchema
+        } else {
+            WriteMode::Default
+        };
+        writer
+            .write_with_mode(batch, mode)
+            .await
+            .map_err(table_err(dir))?;
+    }
+    let mut actions: Vec<Action> = Vec::new();
+    let before = snapshot.snapshot().arrow_schema();
+    let after = writer.arrow_schema();
+    if evolve && after.fields().len() > before.fields().len() {
+        // New columns are nullable whatever the batch said: the files already in the
+        // table do not have them.
+        let fields: Vec<_> = after
+            .fields()
+            .iter()
+            .map(|f| match before.field_with_name(f.name()) {
+                Ok(_) => f.clone(),
+                Err(_) => Arc::new(f.as_ref().clone().with_nullable(true)),
+            })
+            .collect();
+        let widened: deltalake::kernel::StructType = (&Schema::new(fields))
+            .try_into_kernel()
+            .map_err(|e| table_err(dir)(e.into()))?;
+        let metadata = snapshot
+            .metadata()
+            .clone()
+            .with_schema(&widened)
+            .map_err(|e| table_err(dir)(e.into()))?;
+        actions.push(Action::Metadata(metadata));
     }
     let adds = writer.flush().await.map_err(table_err(dir))?;
     if let Some(p) = pause {
         p.reached("after-files").await;
     }
     let finalized = CommitBuilder::from(who.properties(n, Some(read_version)))
-        .with_actions(adds.into_iter().map(Action::Add).collect())
+        .with_actions(
+            actions
+                .into_iter()
+                .chain(adds.into_iter().map(Action::Add))
+                .collect(),
+        )
         .build(
             Some(snapshot),
             table.log_store(),
@@ -415,4 +468,199 @@ pub async fn restore(dir: &Path, version: u64, undone_runs: &[String]) -> Result
         .await
         .map_err(table_err(dir))?;
     Ok(version_of(&table))
+}
+
+/// What [`optimize`] did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Optimized {
+    /// The version it committed, or the table's version if there was nothing to compact.
+    pub version: u64,
+    pub files_before: u64,
+    pub files_after: u64,
+    pub files_removed: u64,
+    pub files_added: u64,
+}
+
+fn file_count(dir: &Path, table: &DeltaTable) -> Result<u64, DeltaError> {
+    Ok(table.get_file_uris().map_err(table_err(dir))?.count() as u64)
+}
+
+/// Compacts the table's small files into few large ones (bin-packing, or Z-ordered by
+/// `zorder_by` when given), as one new version that holds the same rows. The replaced
+/// files stay on disk, so earlier versions still read, until [`vacuum`] deletes them.
+pub async fn optimize(
+    dir: &Path,
+    zorder_by: &[String],
+    who: Option<&Committer>,
+) -> Result<Optimized, DeltaError> {
+    use deltalake::operations::optimize::OptimizeType;
+    let table = open(dir, None).await?;
+    let files_before = file_count(dir, &table)?;
+    let schema = table
+        .snapshot()
+        .map_err(table_err(dir))?
+        .snapshot()
+        .arrow_schema();
+    let kind = if zorder_by.is_empty() {
+        OptimizeType::Compact
+    } else {
+        OptimizeType::ZOrder(zorder_by.to_vec())
+    };
+    let info = json!({
+        "run_id": who.map(|w| w.run_id.clone()),
+        "task_id": who.map(|w| w.task_id.clone()),
+        "maintenance": "optimize",
+    });
+    let (table, metrics) = table
+        .optimize()
+        .with_type(kind)
+        .with_writer_properties(writer_properties(&schema))
+        .with_commit_properties(
+            CommitProperties::default().with_metadata([(INFO_KEY.to_string(), info)]),
+        )
+        .await
+        .map_err(table_err(dir))?;
+    Ok(Optimized {
+        version: version_of(&table),
+        files_before,
+        files_after: file_count(dir, &table)?,
+        files_removed: metrics.num_files_removed,
+        files_added: metrics.num_files_added,
+    })
+}
+
+/// The shortest `vacuum` retention: Delta's default `deletedFileRetentionDuration`. A
+/// reader that planned a query on an older version (another process, a long dashboard
+/// query) may still be reading files removed less than this long ago.
+pub const VACUUM_MINIMUM: chrono::Duration = chrono::Duration::days(7);
+
+/// What [`vacuum`] did (or, dry, would do).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Vacuumed {
+    pub version: u64,
+    /// The files deleted (or that would be), relative to the table's directory.
+    pub files: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// A fixed "now" for vacuum (tests ask what a vacuum a week from now deletes).
+#[derive(Debug)]
+struct At(i64);
+
+impl deltalake::operations::vacuum::Clock for At {
+    fn current_timestamp_millis(&self) -> i64 {
+        self.0
+    }
+}
+
+/// Deletes the data files that no version newer than `older_than` before `now` needs:
+/// files a restore or an optimize removed from the table more than `older_than` ago.
+/// Versions older than that can no longer be read. Refuses a retention under
+/// [`VACUUM_MINIMUM`].
+pub async fn vacuum(
+    dir: &Path,
+    older_than: chrono::Duration,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Vacuumed, DeltaError> {
+    if older_than < VACUUM_MINIMUM {
+        return Err(DeltaError::VacuumTooSoon {
+            location: dir.display().to_string(),
+            asked_hours: older_than.num_hours(),
+        });
+    }
+    let table = open(dir, None).await?;
+    let (table, metrics) = table
+        .vacuum()
+        .with_retention_period(older_than)
+        .with_clock(Arc::new(At(now.timestamp_millis())))
+        .with_dry_run(dry_run)
+        .await
+        .map_err(table_err(dir))?;
+    let mut files = metrics.files_deleted;
+    files.sort();
+    Ok(Vacuumed {
+        version: version_of(&table),
+        files,
+        dry_run,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::prelude::SessionContext;
+
+    fn schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]))
+    }
+
+    async fn append_ids(dir: &Path, ids: Vec<i64>, run: &str) -> u64 {
+        let batch = RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(ids))]).unwrap();
+        let df = SessionContext::new().read_batch(batch).unwrap();
+        let who = Committer::parse(&format!("{run}/publish"));
+        match append(dir, df, &who, None, false).await.unwrap() {
+            Appended::Committed { version, .. } => version,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn rows(dir: &Path, version: Option<u64>) -> Result<usize, String> {
+        let t = open(dir, version).await.map_err(|e| e.to_string())?;
+        let p = provider(dir, &t).await.map_err(|e| e.to_string())?;
+        let ctx = SessionContext::new();
+        ctx.register_table("t", p).unwrap();
+        let batches = ctx
+            .sql("SELECT * FROM t")
+            .await
+            .map_err(|e| e.to_string())?
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(batches.iter().map(|b| b.num_rows()).sum())
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn vacuum_deletes_only_files_removed_longer_ago_than_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("t");
+        std::fs::create_dir(&dir).unwrap();
+        convert(&dir, "t", &schema(), None, 0).await.unwrap();
+        for (i, run) in ["a", "b", "c"].iter().enumerate() {
+            append_ids(&dir, vec![i as i64 * 10, i as i64 * 10 + 1], run).await;
+        }
+        let o = optimize(&dir, &[], None).await.unwrap();
+        assert_eq!((o.files_before, o.files_after, o.version), (3, 1, 4));
+
+        // Now: the replaced files are fresh; a week's retention keeps them.
+        let now = Utc::now();
+        let v = vacuum(&dir, VACUUM_MINIMUM, now, false).await.unwrap();
+        assert!(v.files.is_empty(), "{v:?}");
+        assert_eq!(rows(&dir, Some(3)).await, Ok(6));
+
+        // Under the minimum: refused, whatever the clock says.
+        let e = vacuum(&dir, chrono::Duration::days(1), now, false)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("safe minimum of 7 days"), "{e}");
+
+        // Eight days on, the three replaced files go; the table reads whole, the
+        // versions before the compaction no longer do.
+        let later = now + chrono::Duration::days(8);
+        let dry = vacuum(&dir, VACUUM_MINIMUM, later, true).await.unwrap();
+        assert_eq!(dry.files.len(), 3, "{dry:?}");
+        let v = vacuum(&dir, VACUUM_MINIMUM, later, false).await.unwrap();
+        assert_eq!(v.files, dry.files);
+        assert_eq!(rows(&dir, None).await, Ok(6));
+        assert!(rows(&dir, Some(3)).await.is_err());
+        let parquet = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+            .count();
+        assert_eq!(parquet, 1);
+    }
 }

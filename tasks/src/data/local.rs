@@ -132,6 +132,15 @@ impl Warehouse for Local {
         String::new()
     }
 
+    fn evolves(&self) -> bool {
+        true
+    }
+
+    fn add_column_hint(&self, _table: &str, _column: &str, _data_type: &str) -> String {
+        ", or set `schema: evolve` on the publish task to add it (earlier rows read it as null)"
+            .to_string()
+    }
+
     async fn table(&self, name: &str) -> Result<Option<TableShape>, DataError> {
         Ok(self.record(name)?.map(|t| TableShape {
             name: t.name.clone(),
@@ -252,7 +261,9 @@ impl Warehouse for Local {
         let schema = new_rows.schema().as_arrow().clone();
         let dir = PathBuf::from(&target.location);
         let who = delta::Committer::parse(&self.creator);
-        let appended = delta::append(&dir, new_rows, &who, self.pause.as_ref())
+        // `publish` widened `to` with the source's new columns only under `schema: evolve`.
+        let evolve = to.columns.len() > target.columns.len();
+        let appended = delta::append(&dir, new_rows, &who, self.pause.as_ref(), evolve)
             .await
             .map_err(|e| DataError::Local(e.to_string()))?;
         let (inserted, version) = match appended {

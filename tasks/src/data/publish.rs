@@ -26,7 +26,7 @@ use serde_json::json;
 
 use super::backend::{ident, idents, object, DataError, Refusal, TableShape, Warehouse};
 use super::local::Local;
-use super::{on_engine, warehouse, PauseHook};
+use super::{delta, maintenance, on_engine, warehouse, PauseHook};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +37,23 @@ pub struct PublishConfig {
     to: String,
     /// Columns that identify a row; a row whose key is already in `to` is not inserted.
     key: Vec<String>,
+    /// Whether a new column of `from` may be added to `to`.
+    #[serde(default)]
+    schema: SchemaMode,
+    /// Compaction and retention of `to`, applied after each publish that commits.
+    #[serde(default)]
+    maintenance: maintenance::Policy,
+}
+
+/// `schema:` of a publish: what a column of `from` that `to` lacks does.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaMode {
+    /// Refused: `to`'s columns change only when the workflow says so.
+    #[default]
+    Strict,
+    /// A new nullable column is added to `to`; its earlier rows read it as null.
+    Evolve,
 }
 
 impl TaskConfig for PublishConfig {
@@ -56,10 +73,13 @@ impl TaskConfig for PublishConfig {
         if self.from == self.to {
             return Err("`from` and `to` are the same table".into());
         }
+        self.maintenance.check()?;
         Ok(Arc::new(Publish {
             from: self.from,
             to: self.to,
             key: self.key,
+            schema: self.schema,
+            maintenance: self.maintenance,
             target: crate::aws::Target::of(ctx),
         }))
     }
@@ -70,6 +90,8 @@ struct Publish {
     from: String,
     to: String,
     key: Vec<String>,
+    schema: SchemaMode,
+    maintenance: maintenance::Policy,
     target: crate::aws::Target,
 }
 
@@ -77,28 +99,90 @@ struct Publish {
 impl Task for Publish {
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
         let (from, to, key) = (self.from.clone(), self.to.clone(), self.key.clone());
+        let evolve = self.schema == SchemaMode::Evolve;
         let output = ctx.output.clone();
         let outputs = match &self.target {
             crate::aws::Target::Aws(block) => {
                 let athena = crate::aws::Athena::new(block, ctx).await;
-                publish(&athena, &output, &from, &to, &key).await?
+                let outputs = publish(&athena, &output, &from, &to, &key, evolve).await?;
+                if !self.maintenance.is_empty() {
+                    output.line(&format!(
+                        "{to}: `maintenance` applies to the local warehouse's Delta tables; on backend aws, compact the Iceberg table with Athena's OPTIMIZE and VACUUM"
+                    ));
+                }
+                outputs
             }
             crate::aws::Target::Local => {
                 let (catalog, wh) = (ctx.catalog.clone(), ctx.warehouse.clone());
                 let pause = PauseHook::from_env("publish");
                 let creator = format!("{}/{}", ctx.run_id, ctx.task_id);
+                let policy = self.maintenance.clone();
                 on_engine(async move {
                     let lock = warehouse::table_lock(&to);
                     let _guard = lock.lock().await;
                     // A table published before tables were Delta becomes one first.
                     warehouse::convert_in_place(catalog.as_ref(), &to).await?;
-                    let local = Local::open(catalog, wh, creator, pause, None).await?;
-                    publish(&local, &output, &from, &to, &key).await
+                    let who = delta::Committer::parse(&creator);
+                    let local = Local::open(catalog.clone(), wh, creator, pause, None).await?;
+                    let mut outputs = publish(&local, &output, &from, &to, &key, evolve).await?;
+                    let committed = outputs.get("inserted").and_then(|v| v.as_u64()) > Some(0);
+                    if committed && !policy.is_empty() {
+                        // Still under the table's lock: nothing writes `to` meanwhile.
+                        if let Some(done) =
+                            maintain(catalog.as_ref(), &to, &policy, &who, &output).await
+                        {
+                            outputs.insert("maintenance".into(), done);
+                        }
+                    }
+                    Ok::<_, DataError>(outputs)
                 })
                 .await??
             }
         };
         Ok(outputs)
+    }
+}
+
+/// Applies a publish's `maintenance:` policy to `to` after its commit, and records the
+/// table's new version in the catalog. What went wrong is said in the output and the
+/// outputs, not as a failure: the publish itself committed.
+async fn maintain(
+    catalog: &dyn orchestrator_engine::catalog::Catalog,
+    to: &str,
+    policy: &maintenance::Policy,
+    who: &delta::Committer,
+    output: &OutputSink,
+) -> Option<serde_json::Value> {
+    let mut record = catalog.table(to).ok().flatten()?;
+    let dir = std::path::PathBuf::from(&record.location);
+    match maintenance::apply(&dir, policy, who).await {
+        Ok((done, version)) => {
+            if record.version != Some(version) {
+                record.version = Some(version);
+                record.updated_at = chrono::Utc::now();
+                if let Err(e) = catalog.put_table(record) {
+                    output.line(&format!("{to}: maintenance done, but the catalog did not record version {version}: {e}; `orchestrator state check` compares them"));
+                }
+            }
+            if let Some(o) = done.as_ref().and_then(|d| d.get("optimized")) {
+                output.line(&format!(
+                    "{to}: compacted {} files into {} (version {})",
+                    o["files_before"], o["files_after"], o["version"]
+                ));
+            }
+            if let Some(n) = done.as_ref().and_then(|d| d.get("vacuumed_files")) {
+                output.line(&format!(
+                    "{to}: vacuum deleted {n} files no version still needs"
+                ));
+            }
+            done
+        }
+        Err(e) => {
+            output.line(&format!(
+                "{to}: maintenance failed (the publish is committed; the next publish tries again): {e}"
+            ));
+            Some(json!({"error": e.to_string()}))
+        }
     }
 }
 
@@ -116,6 +200,7 @@ pub async fn publish(
     from: &str,
     to: &str,
     key: &[String],
+    evolve: bool,
 ) -> Result<Outputs, DataError> {
     let Some(source) = b.table(from).await? else {
         return Err(Refusal::NoTable {
@@ -134,9 +219,21 @@ pub async fn publish(
             .into());
         }
     }
-    let target = b.table(to).await?;
-    if let Some(t) = &target {
-        compatible(b, &source, t)?;
+    let mut target = b.table(to).await?;
+    if let Some(t) = &mut target {
+        let added = compatible(b, &source, t, evolve)?;
+        if !added.is_empty() {
+            output.line(&format!(
+                "{to}: adding column{} {} (schema: evolve)",
+                if added.len() == 1 { "" } else { "s" },
+                added
+                    .iter()
+                    .map(|(n, ty)| format!("`{n}` {ty}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            t.columns.extend(added);
+        }
     }
 
     let keys = idents(key);
@@ -239,8 +336,16 @@ fn pair(cells: &[u64], what: &str) -> Result<[u64; 2], DataError> {
     }
 }
 
-/// `from`'s columns are `to`'s: the same names, of the same types.
-fn compatible(b: &dyn Warehouse, from: &TableShape, to: &TableShape) -> Result<(), DataError> {
+/// `from`'s columns are `to`'s: the same names, of the same types. With `evolve`, a
+/// column of `from` that `to` lacks is allowed on a backend that can add it, and
+/// returned (name, type), to be added by the insert.
+fn compatible(
+    b: &dyn Warehouse,
+    from: &TableShape,
+    to: &TableShape,
+    evolve: bool,
+) -> Result<Vec<(String, String)>, DataError> {
+    let mut added = Vec::new();
     if let Some(why) = &to.read_only {
         return Err(Refusal::NotWritable {
             table: to.name.clone(),
@@ -261,6 +366,7 @@ fn compatible(b: &dyn Warehouse, from: &TableShape, to: &TableShape) -> Result<(
                 }
                 .into())
             }
+            None if evolve && b.evolves() => added.push((name.clone(), from_type.clone())),
             None => {
                 return Err(Refusal::NotInTarget {
                     column: name.clone(),
@@ -280,7 +386,7 @@ fn compatible(b: &dyn Warehouse, from: &TableShape, to: &TableShape) -> Result<(
         }
         .into());
     }
-    Ok(())
+    Ok(added)
 }
 
 /// The refusal for `n` keys repeated in `from`, with a sample of them.

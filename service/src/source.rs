@@ -237,6 +237,24 @@ impl orchestrator_web::Source for StoreSource {
         serde_json::to_value(tables).map_err(failed)
     }
 
+    async fn table_history(&self, name: &str) -> Result<Value, Error> {
+        use orchestrator_tasks::data::{delta, on_engine, DELTA};
+        let Some(t) = self.store.table(name).map_err(failed)? else {
+            return Err(Error::not_found(format!(
+                "no table `{name}` in the catalog"
+            )));
+        };
+        if t.format != DELTA {
+            return Ok(Value::Null);
+        }
+        let dir = std::path::PathBuf::from(&t.location);
+        let versions = on_engine(async move { delta::history(&dir).await })
+            .await
+            .map_err(failed)?
+            .map_err(failed)?;
+        serde_json::to_value(versions).map_err(failed)
+    }
+
     fn version(&self) -> Option<u64> {
         Some(
             self.store

@@ -274,6 +274,24 @@ fn the_stocks_dashboard_draws_one_series_per_symbol_from_stock_daily() {
     // The anomalies table is a table.
     b.find(r#"section.panel[data-panel="Anomalies (moves over 5 %)"] table.result"#);
     b.screenshot("dashboard-stocks");
+
+    // The catalog page of the published table lists its versions (one per trading day
+    // published) with the commands to read or restore each.
+    b.goto(&format!("{url}/catalog/tables/stock_daily"));
+    assert_eq!(b.find_all("table.history tbody tr").len(), 11);
+    let page = b.source();
+    for command in [
+        "orchestrator tables restore stock_daily --version 9",
+        "orchestrator tables restore stock_daily --before-run ",
+        "SELECT * FROM as_of('stock_daily', 10) LIMIT 50",
+    ] {
+        assert!(page.contains(command), "{command}: {page}");
+    }
+    b.click(&b.find(r#"table.history a[href*="as_of"]"#));
+    wait_until("the as_of query's answer", || {
+        b.url().contains("/catalog?sql=") && !b.find_all("table.result tbody tr").is_empty()
+    });
+    assert_eq!(b.find_all("table.result tbody tr").len(), 50);
     let (code, log) = d.terminate();
     assert_eq!(code, 0, "{log}");
 }

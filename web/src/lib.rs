@@ -63,6 +63,11 @@ pub trait Source: Send + Sync + 'static {
     async fn alerts(&self, limit: usize) -> Result<Value, Error>;
     /// `tables --json`.
     async fn tables(&self) -> Result<Value, Error>;
+    /// `tables history NAME --json` for a published (Delta) table; `null` for a table
+    /// without versions.
+    async fn table_history(&self, _name: &str) -> Result<Value, Error> {
+        Ok(Value::Null)
+    }
     /// `query --json`: an array of row objects, columns in order. `sql` is typed by
     /// whoever uses the UI: the source must bound what it can cost (the binary runs it
     /// in a child process).

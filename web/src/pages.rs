@@ -506,6 +506,12 @@ async fn table_page(State(ui): State<Shared>, UrlPath(name): UrlPath<String>) ->
     };
     let preview_sql = format!("SELECT * FROM \"{}\" LIMIT 50", name.replace('"', "\"\""));
     let (preview, error) = query_table(&ui, &preview_sql).await;
+    // A published table's versions, each with the commands that act on it: the page
+    // shows them to copy; changing a table stays a deliberate act at a terminal.
+    let (history, history_error) = match ui.source.table_history(&name).await {
+        Ok(h) => (history_rows(&name, &table, h), None),
+        Err(e) => (Value::Null, Some(e.message)),
+    };
     ui.render(
         "table.html",
         json!({
@@ -514,8 +520,50 @@ async fn table_page(State(ui): State<Shared>, UrlPath(name): UrlPath<String>) ->
             "preview": preview,
             "preview_sql": preview_sql,
             "error": error,
+            "history": history,
+            "history_error": history_error,
         }),
     )
+}
+
+/// `tables history --json` rows for the table page: each with the SQL that reads the
+/// table as of it, the restore command that goes back to it, whether a restore undid
+/// it, and (for a publish) the restore command that undoes that run.
+fn history_rows(name: &str, table: &Value, history: Value) -> Value {
+    let Value::Array(versions) = history else {
+        return Value::Null;
+    };
+    let undone: Vec<u64> = table["undone"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u["version"].as_u64())
+        .collect();
+    let latest = versions.first().and_then(|v| v["version"].as_u64());
+    let rows: Vec<Value> = versions
+        .into_iter()
+        .map(|mut v| {
+            let version = v["version"].as_u64().unwrap_or(0);
+            let sql = format!("SELECT * FROM as_of('{name}', {version}) LIMIT 50");
+            v["as_of_sql"] = json!(sql);
+            v["as_of_href"] = json!(format!("/catalog?sql={}", enc(&sql)));
+            v["undone"] = json!(undone.contains(&version));
+            if Some(version) != latest {
+                v["restore_to"] = json!(format!(
+                    "orchestrator tables restore {name} --version {version}"
+                ));
+            }
+            if let Some(run) = v["run_id"].as_str().filter(|_| v["restored_to"].is_null()) {
+                if version > 0 {
+                    v["undo"] = json!(format!(
+                        "orchestrator tables restore {name} --before-run {run}"
+                    ));
+                }
+            }
+            v
+        })
+        .collect();
+    Value::Array(rows)
 }
 
 async fn sql_csv(State(ui): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {

@@ -15,6 +15,7 @@ mod athena;
 pub mod fake;
 mod glue;
 pub mod s3;
+pub use s3::lake_store;
 
 use std::time::Duration;
 
@@ -130,14 +131,7 @@ impl Aws {
     /// anything unless `AWS_ENDPOINT_URL` points somewhere: a test that forgot its local
     /// endpoint fails instead of reaching AWS.
     pub fn guard(&self) -> Result<(), AwsError> {
-        let required = std::env::var_os("ORCHESTRATOR_REQUIRE_ENDPOINT").is_some();
-        let set = std::env::var("AWS_ENDPOINT_URL").is_ok_and(|u| !u.is_empty());
-        if required && !set {
-            return Err(AwsError::Call(
-                "ORCHESTRATOR_REQUIRE_ENDPOINT is set but AWS_ENDPOINT_URL is not: refusing to call AWS".into(),
-            ));
-        }
-        Ok(())
+        s3::require_endpoint()
     }
 
     /// The Athena client. Calls made with it directly skip [`Aws::guard`]: call that first.

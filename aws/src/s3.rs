@@ -21,6 +21,74 @@ pub fn split_url(url: &str) -> Result<(String, String), AwsError> {
     Ok((bucket.to_string(), key.trim_matches('/').to_string()))
 }
 
+/// A client of `bucket` for a Delta Lake warehouse on S3 (`warehouse: s3://...` with the
+/// local backend): credentials, region and endpoint from the environment, as the SDK reads
+/// them, and conditional puts (`If-None-Match: *`, which S3 has honoured since 2024-08),
+/// so that a Delta commit, or a warehouse claim, never overwrites another writer's.
+pub fn lake_store(bucket: &str) -> Result<AmazonS3, AwsError> {
+    require_endpoint()?;
+    if bucket.is_empty() {
+        return Err(AwsError::Call(
+            "an s3:// warehouse URL names no bucket".into(),
+        ));
+    }
+    let mut b = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+    if let Ok(endpoint) =
+        std::env::var("AWS_ENDPOINT_URL_S3").or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+    {
+        b = b
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_endpoint(endpoint);
+    }
+    b.build()
+        .map_err(|e| AwsError::Call(format!("S3 bucket {bucket}: {e}")))
+}
+
+/// Writes `content` to `url` unless an object is there already (`If-None-Match: *`):
+/// `None` when this call created it, otherwise what the object holds. For claims that two
+/// processes may race for, such as a warehouse's owner.
+pub async fn create_or_read(url: &str, content: &str) -> Result<Option<String>, AwsError> {
+    let (bucket, key) = split_url(url)?;
+    let store = lake_store(&bucket)?;
+    let path = ObjectPath::from(key.as_str());
+    let opts = object_store::PutOptions {
+        mode: object_store::PutMode::Create,
+        ..Default::default()
+    };
+    match store
+        .put_opts(&path, PutPayload::from(content.as_bytes().to_vec()), opts)
+        .await
+    {
+        Ok(_) => Ok(None),
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            let got = store
+                .get(&path)
+                .await
+                .map_err(|e| AwsError::Call(format!("reading {url}: {e}")))?;
+            let bytes = got
+                .bytes()
+                .await
+                .map_err(|e| AwsError::Call(format!("reading {url}: {e}")))?;
+            Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+        }
+        Err(e) => Err(AwsError::Call(format!("writing {url}: {e}"))),
+    }
+}
+
+/// See [`Aws::guard`].
+pub fn require_endpoint() -> Result<(), AwsError> {
+    let required = std::env::var_os("ORCHESTRATOR_REQUIRE_ENDPOINT").is_some();
+    let set = std::env::var("AWS_ENDPOINT_URL").is_ok_and(|u| !u.is_empty());
+    if required && !set {
+        return Err(AwsError::Call(
+            "ORCHESTRATOR_REQUIRE_ENDPOINT is set but AWS_ENDPOINT_URL is not: refusing to call AWS".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Aws {
     /// The bucket's client, made once per bucket (each holds its own HTTP connection pool).
     fn bucket(&self, bucket: &str) -> Result<std::sync::Arc<AmazonS3>, AwsError> {

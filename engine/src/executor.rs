@@ -489,6 +489,7 @@ impl Loop<'_> {
             logical_date: self.ex.run.logical_date.clone(),
             base_dir: self.ex.workflow.base_dir(),
             warehouse: self.ex.workflow.warehouse.clone(),
+            lake: self.ex.workflow.lake.clone(),
             catalog: self.ex.catalog.clone(),
             usage: self.ex.usage.clone(),
             sent: self.ex.sent.clone(),

@@ -40,6 +40,9 @@ pub struct Workflow {
     /// Where created tables are written (absolute): `warehouse:`, relative to the file's
     /// directory, or `{state-dir}/warehouse`.
     pub warehouse: PathBuf,
+    /// `warehouse: s3://bucket/prefix` with the local backend: where published (Delta)
+    /// tables are stored; work tables stay in `warehouse` (`{state-dir}/warehouse`).
+    pub lake: Option<String>,
     /// `channels:`, by name (templates rendered), over the shared channels file's.
     pub channels: BTreeMap<String, Channel>,
     /// `--channels FILE`, when given (see [`crate::load::LoadOptions::channels_file`]).

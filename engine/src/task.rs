@@ -99,6 +99,8 @@ pub struct TaskContext {
     pub base_dir: PathBuf,
     /// Where tables created by the workflow are written (absolute).
     pub warehouse: PathBuf,
+    /// Where published tables go when the warehouse is on S3 (`s3://bucket/prefix`).
+    pub lake: Option<String>,
     pub catalog: Arc<dyn Catalog>,
     /// Daily counters of calls to external services (quotas), across runs.
     pub usage: Arc<dyn UsageCounters>,

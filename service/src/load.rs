@@ -100,6 +100,10 @@ pub fn claim_warehouse(wf: &Workflow, dir: &Path) -> Result<(), String> {
     {
         orchestrator_tasks::data::warehouse::claim(&wf.warehouse, dir)
             .map_err(|e| e.to_string())?;
+        if let Some(lake) = &wf.lake {
+            orchestrator_tasks::data::warehouse::claim_remote(lake, dir)
+                .map_err(|e| e.to_string())?;
+        }
     }
     Ok(())
 }

@@ -576,3 +576,171 @@ tasks:
     let check = sb.run(&["state", "check"]);
     assert_eq!(check.code, 0, "{check:?}");
 }
+
+/// `warehouse: s3://...` with the local backend: DataFusion computes, the published
+/// table is a Delta table on S3 (moto), one commit per publish, read by Python
+/// `deltalake` from S3 with the same rows; another state dir is refused the warehouse.
+#[test]
+fn a_warehouse_on_s3_holds_the_published_delta_table_and_refuses_a_second_writer() {
+    let moto = crate::common::Moto::start();
+    moto.bucket("lake");
+    let env: Vec<(&str, String)> = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let sb = Sandbox::new();
+    let land = landing(&sb);
+    let text = std::fs::read_to_string(daily()).unwrap();
+    assert!(text.contains("timezone: UTC\n"));
+    let wf = sb.write(
+        "daily.yaml",
+        &text.replace(
+            "timezone: UTC\n",
+            "timezone: UTC\nwarehouse: s3://lake/wh\n",
+        ),
+    );
+    let sample = PathBuf::from(daily())
+        .parent()
+        .unwrap()
+        .join("../data/sample/alpha_vantage");
+    let sample = format!("sample={}", sample.display());
+    let wf = wf.display().to_string();
+    let backfill = |sb: &Sandbox, from: &str, to: &str| {
+        sb.run_with_env(
+            &[
+                "backfill", &wf, "--from", from, "--to", to, "--param", &land, "--param", &sample,
+            ],
+            &env,
+        )
+    };
+    let out = backfill(&sb, "2026-03-02", "2026-03-04");
+    assert_eq!(out.code, 0, "{out:?}");
+
+    let tables = sb.run_with_env(&["tables", "--json"], &env);
+    let tables: Value = serde_json::from_str(&tables.stdout).unwrap();
+    let t = tables
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "stock_daily")
+        .unwrap()
+        .clone();
+    assert_eq!(t["location"], "s3://lake/wh/stock_daily", "{t}");
+    assert_eq!(t["format"], "delta", "{t}");
+    assert_eq!(t["version"], 2, "{t}");
+    // The work tables stay in the local warehouse.
+    assert!(sb.state_dir().join("warehouse/stock_daily_tmp").is_dir());
+    let log: Vec<String> = moto
+        .keys("lake", "wh/stock_daily/_delta_log/")
+        .into_iter()
+        .filter(|k| k.ends_with(".json"))
+        .collect();
+    assert_eq!(log.len(), 3, "one commit per publish: {log:?}");
+    assert_eq!(moto.keys("lake", "wh/.orchestrator-owner").len(), 1);
+
+    let h: Vec<Value> = {
+        let out = sb.run_with_env(&["tables", "history", "stock_daily", "--json"], &env);
+        assert_eq!(out.code, 0, "{out:?}");
+        serde_json::from_str::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(h.len(), 3, "{h:?}");
+    assert!(h.iter().all(|v| v["rows_added"] == 10), "{h:?}");
+
+    let ours: Vec<Value> = {
+        let out = sb.run_with_env(
+            &[
+                "query",
+                "--json",
+                "SELECT * FROM stock_daily ORDER BY symbol, date",
+            ],
+            &env,
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+        serde_json::from_str::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(ours.len(), 30);
+    let script = r#"
+import json, sys
+from deltalake import DeltaTable
+opts = {"AWS_ENDPOINT_URL": sys.argv[2], "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+t = DeltaTable(sys.argv[1], storage_options=opts)
+rows = t.to_pyarrow_table().to_pylist()
+rows.sort(key=lambda r: (r["symbol"], r["date"]))
+print(json.dumps({"version": t.version(), "rows": rows}, default=str), flush=True)
+import os; os._exit(0)
+"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", script, "s3://lake/wh/stock_daily", &moto.url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["version"], 2);
+    assert_same_rows(v["rows"].as_array().unwrap(), &ours);
+
+    // Another state dir writing to the same warehouse is refused before anything runs.
+    let other = Sandbox::new();
+    let out = other.run_with_env(
+        &[
+            "run",
+            &wf,
+            "--date",
+            "2026-03-05",
+            "--param",
+            &land,
+            "--param",
+            &sample,
+        ],
+        &env,
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("s3://lake/wh") && out.stderr.contains("belongs to state dir"),
+        "{out:?}"
+    );
+    let log_after = moto
+        .keys("lake", "wh/stock_daily/_delta_log/")
+        .into_iter()
+        .filter(|k| k.ends_with(".json"))
+        .count();
+    assert_eq!(log_after, 3, "the refused run committed nothing");
+
+    // The owner goes on publishing; compaction, time travel and restore work on S3.
+    let out = backfill(&sb, "2026-03-05", "2026-03-05");
+    assert_eq!(out.code, 0, "{out:?}");
+    let n = |sql: &str| -> u64 {
+        let out = sb.run_with_env(&["query", "--json", sql], &env);
+        assert_eq!(out.code, 0, "{out:?}");
+        serde_json::from_str::<Value>(&out.stdout).unwrap()[0]["n"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(n("SELECT count(*) AS n FROM stock_daily"), 40);
+    let out = sb.run_with_env(&["tables", "optimize", "stock_daily"], &env);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("committed as version 4"), "{out:?}");
+    assert_eq!(n("SELECT count(*) AS n FROM stock_daily"), 40);
+    assert_eq!(n("SELECT count(*) AS n FROM as_of('stock_daily', 2)"), 30);
+    let out = sb.run_with_env(
+        &[
+            "tables",
+            "restore",
+            "stock_daily",
+            "--version",
+            "2",
+            "--yes",
+        ],
+        &env,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(n("SELECT count(*) AS n FROM stock_daily"), 30);
+    let check = sb.run_with_env(&["state", "check"], &env);
+    assert_eq!(check.code, 0, "{check:?}");
+}

@@ -83,6 +83,17 @@ impl Loader<'_, '_> {
     /// `warehouse:`: where created tables are written (relative to the file's directory).
     pub(super) fn warehouse(&mut self, v: &Node) -> Option<PathBuf> {
         match self.read::<String>(v, "in `warehouse`")? {
+            w if w.starts_with("s3://") => {
+                let bucket = w["s3://".len()..].split('/').next().unwrap_or_default();
+                if bucket.is_empty() {
+                    self.err(
+                        Some(v.pos),
+                        format!("`warehouse: {w}` names no bucket; write s3://BUCKET/PREFIX"),
+                    );
+                    return None;
+                }
+                Some(PathBuf::from(w))
+            }
             w if !w.trim().is_empty() => Some(PathBuf::from(w)),
             _ => {
                 self.err(

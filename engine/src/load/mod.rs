@@ -264,7 +264,16 @@ impl Loader<'_, '_> {
             max_active_runs: top.max_active_runs.unwrap_or(1),
             backend: self.backend,
             aws: self.aws.clone(),
+            lake: top
+                .warehouse
+                .as_ref()
+                .and_then(|w| w.to_str())
+                .filter(|w| w.starts_with("s3://") && self.backend == Backend::Local)
+                .map(|w| w.trim_end_matches('/').to_string()),
             warehouse: match top.warehouse.take() {
+                Some(w) if w.to_str().is_some_and(|w| w.starts_with("s3://")) => {
+                    self.opts.default_warehouse.clone()
+                }
                 Some(w) if w.is_absolute() => w,
                 Some(w) => base_dir.join(w),
                 None => self.opts.default_warehouse.clone(),
@@ -418,6 +427,25 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("retention"), "{e}");
+    }
+
+    #[test]
+    fn an_s3_warehouse_holds_published_tables_and_work_tables_stay_local() {
+        let wf = load("name: w\nwarehouse: s3://lake/wh/\ntasks:\n  a:\n    kind: noop\n").unwrap();
+        assert_eq!(wf.lake.as_deref(), Some("s3://lake/wh"));
+        assert_eq!(wf.warehouse, Path::new("/tmp/wh"));
+        let wf = load("name: w\nwarehouse: lake\ntasks:\n  a:\n    kind: noop\n").unwrap();
+        assert_eq!(
+            (wf.lake, wf.warehouse),
+            (None, Path::new("/tmp/lake").into())
+        );
+        let e = load("name: w\nwarehouse: s3:///wh\ntasks:\n  a:\n    kind: noop\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("w.yaml:2:12: `warehouse: s3:///wh` names no bucket"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -16,7 +16,10 @@ fn warehouses(dir: &Path, store: Option<&Store>, extra: &[PathBuf]) -> BTreeSet<
     let mut out: BTreeSet<PathBuf> = extra.iter().cloned().collect();
     out.insert(std::path::absolute(dir.join("warehouse")).unwrap_or(dir.join("warehouse")));
     if let Some(tables) = store.and_then(|s| s.tables().ok()) {
-        for t in tables.iter().filter(|t| t.managed) {
+        for t in tables
+            .iter()
+            .filter(|t| t.managed && !t.location.starts_with("s3://"))
+        {
             if let Some(parent) = Path::new(&t.location).parent() {
                 out.insert(parent.to_path_buf());
             }
@@ -149,7 +152,7 @@ pub async fn recover(ctx: &Context, extra: Vec<PathBuf>, force: bool) -> Result<
     }
     if let Some(e) = &export {
         for t in &e.tables {
-            if !Path::new(&t.location).exists() {
+            if !t.location.starts_with("s3://") && !Path::new(&t.location).exists() {
                 outln!(
                     ctx,
                     "lost: table `{}`: its files at {} are gone (drop it, or restore them)",

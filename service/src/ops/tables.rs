@@ -137,7 +137,7 @@ fn undone_by(versions: &[delta::Version], to: u64) -> Vec<Live> {
             live.retain(|l| l.version <= back_to);
             continue;
         }
-        if let Some(run_id) = v.run_id.clone().filter(|r| !r.is_empty()) {
+        if let Some(run_id) = v.run_id.clone().filter(|_| v.is_publish()) {
             live.push(Live {
                 version: v.version,
                 run_id,
@@ -264,7 +264,7 @@ pub async fn restore(ctx: &Context, name: &str, target: Target, yes: bool) -> Re
         Target::BeforeRun(run) => {
             let published = versions
                 .iter()
-                .filter(|v| v.run_id.as_deref() == Some(run.as_str()) && v.restored_to.is_none())
+                .filter(|v| v.is_publish() && v.run_id.as_deref() == Some(run.as_str()))
                 .map(|v| v.version)
                 .min()
                 .ok_or_else(|| {
@@ -388,5 +388,19 @@ mod tests {
         assert_eq!(runs, vec![(1, "b"), (4, "c")]);
         assert_eq!(undone_by(&versions, 3).len(), 1);
         assert!(undone_by(&versions, 4).is_empty());
+    }
+
+    #[test]
+    fn an_optimize_a_run_triggered_is_not_that_runs_publish() {
+        let mut optimize = v(2, Some("b"), 0, None);
+        optimize.operation = "OPTIMIZE".into();
+        let versions = vec![
+            optimize,
+            v(1, Some("b"), 10, None),
+            v(0, Some("a"), 100, None),
+        ];
+        let undone = undone_by(&versions, 0);
+        assert_eq!(undone.len(), 1, "{undone:?}");
+        assert_eq!((undone[0].version, undone[0].rows), (1, 10));
     }
 }

@@ -12,7 +12,15 @@
 //! (delta-rs records `txn` but does not enforce it; the key check in `publish` is the
 //! first line, this is the second, for a commit whose catalog write was lost.) After a
 //! `restore` the table's version moves past the recorded one, so a rerun of an undone
-//! publish commits again, once.
+//! publish commits again, once. A publish commits against the version it read or not at
+//! all (`max_retries` 0): delta-rs would otherwise rebase a blind append onto a commit
+//! another writer made meanwhile, and its rows were chosen against the version it read.
+//!
+//! A table's location is what the catalog stores: a directory, or an `s3://bucket/prefix`
+//! URL (a warehouse on S3, see [`register_s3`]), carried in a `Path` like a directory.
+//! Commits to S3 are `PutObject` with `If-None-Match: *` (S3's conditional writes), so of
+//! two writers committing the same version exactly one succeeds: that, with the warehouse
+//! claim, is what makes S3 safe without a DynamoDB lock.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -68,6 +76,13 @@ pub enum DeltaError {
     /// `vacuum` asked to keep less history than is safe.
     #[error("vacuum of {location}: --older-than {asked_hours}h is under the safe minimum of 7 days (168h): a reader still on an older version could lose its files; use --older-than 7d or more")]
     VacuumTooSoon { location: String, asked_hours: i64 },
+    /// Another writer committed while this publish wrote: it committed nothing.
+    #[error("another writer committed version {latest} of the Delta table at {location} while this publish was writing against version {read}; this publish committed nothing (its rows were chosen against version {read}): run the task again (`orchestrator rerun RUN_ID`) to publish against the new version")]
+    Raced {
+        location: String,
+        read: u64,
+        latest: u64,
+    },
     /// Writing the new rows failed.
     #[error("writing to Delta table at {location}: {source}")]
     Rows {
@@ -84,9 +99,64 @@ fn table_err(location: &Path) -> impl FnOnce(DeltaTableError) -> DeltaError + '_
     }
 }
 
-/// Whether `dir` holds a Delta table.
+/// The `s3://` URL a location holds, if it is one.
+pub fn remote(location: &Path) -> Option<&str> {
+    location.to_str().filter(|l| l.starts_with("s3://"))
+}
+
+/// Whether `dir` holds a Delta table. An S3 location is taken to: opening it says if not.
 pub fn is_delta(dir: &Path) -> bool {
-    dir.join("_delta_log").is_dir()
+    remote(dir).is_some() || dir.join("_delta_log").is_dir()
+}
+
+/// Lets delta-rs reach `s3://` locations through our S3 client (`orchestrator_aws`:
+/// credentials, region and endpoint from the environment, `ORCHESTRATOR_REQUIRE_ENDPOINT`
+/// honoured), with conditional puts for its commits, and the default log store, which
+/// commits with `PutMode::Create`. Registered once per process, on first use; without
+/// delta-rs's `s3` feature, whose DynamoDB lock client we do not need.
+pub fn register_s3() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use deltalake::logstore::{
+            default_logstore, logstore_factories, object_store_factories, LogStore,
+            LogStoreFactory, ObjectStoreFactory, ObjectStoreRef, StorageConfig,
+        };
+        struct S3;
+        impl ObjectStoreFactory for S3 {
+            fn parse_url_opts(
+                &self,
+                url: &url::Url,
+                _config: &StorageConfig,
+            ) -> deltalake::DeltaResult<(ObjectStoreRef, deltalake::Path)> {
+                let bucket = url.host_str().unwrap_or_default();
+                let store = orchestrator_aws::lake_store(bucket)
+                    .map_err(|e| DeltaTableError::Generic(e.to_string()))?;
+                let path = deltalake::Path::from_url_path(url.path())
+                    .map_err(|e| DeltaTableError::Generic(e.to_string()))?;
+                Ok((Arc::new(store), path))
+            }
+        }
+        impl LogStoreFactory for S3 {
+            fn with_options(
+                &self,
+                prefixed_store: ObjectStoreRef,
+                root_store: ObjectStoreRef,
+                location: &url::Url,
+                options: &StorageConfig,
+            ) -> deltalake::DeltaResult<Arc<dyn LogStore>> {
+                Ok(default_logstore(
+                    prefixed_store,
+                    root_store,
+                    location,
+                    options,
+                ))
+            }
+        }
+        if let Ok(scheme) = url::Url::parse("s3://") {
+            object_store_factories().insert(scheme.clone(), Arc::new(S3));
+            logstore_factories().insert(scheme, Arc::new(S3));
+        }
+    });
 }
 
 /// Who commits, recorded in the commit's info and as its application transaction.
@@ -123,6 +193,13 @@ impl Committer {
 }
 
 fn url(dir: &Path) -> Result<url::Url, DeltaError> {
+    if let Some(remote) = remote(dir) {
+        register_s3();
+        return url::Url::parse(remote.trim_end_matches('/')).map_err(|e| DeltaError::Table {
+            location: remote.to_string(),
+            source: DeltaTableError::InvalidTableLocation(e.to_string()),
+        });
+    }
     let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     deltalake::ensure_table_uri(abs.display().to_string()).map_err(table_err(dir))
 }
@@ -211,6 +288,57 @@ pub async fn convert(
             .map_err(table_err(dir))?
     };
     Ok(version_of(&table))
+}
+
+/// Creates a Delta table at `loc` (an S3 location, where files cannot be shared by hard
+/// links) holding the rows of `rows`, as one commit, version 0, by `who`: the data files
+/// first, then the log entry that names them, written only if no version 0 exists (a
+/// second creator fails). Returns the version and the rows written.
+pub async fn create(
+    loc: &Path,
+    name: &str,
+    rows: DataFrame,
+    who: &Committer,
+) -> Result<(u64, u64), DeltaError> {
+    use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+    let rows_err = |source| DeltaError::Rows {
+        location: loc.display().to_string(),
+        source,
+    };
+    let schema = Arc::new(rows.schema().as_arrow().clone());
+    let mut writer = RecordBatchWriter::try_new(url(loc)?.as_str(), schema.clone(), None, None)
+        .map_err(table_err(loc))?
+        .with_writer_properties(writer_properties(&schema));
+    let mut stream = rows.execute_stream().await.map_err(rows_err)?;
+    let mut n = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(rows_err)?;
+        n += batch.num_rows() as u64;
+        if batch.num_rows() > 0 {
+            writer.write(batch).await.map_err(table_err(loc))?;
+        }
+    }
+    let adds = writer.flush().await.map_err(table_err(loc))?;
+    let kernel: deltalake::kernel::StructType =
+        schema
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| DeltaError::Table {
+                location: loc.display().to_string(),
+                source: e.into(),
+            })?;
+    let table = DeltaTable::try_from_url(url(loc)?)
+        .await
+        .map_err(table_err(loc))?
+        .create()
+        .with_table_name(name)
+        .with_columns(kernel.fields().cloned().collect::<Vec<_>>())
+        .with_actions(adds.into_iter().map(Action::Add))
+        .with_save_mode(SaveMode::ErrorIfExists)
+        .with_commit_properties(who.properties(n, Some(0)))
+        .await
+        .map_err(table_err(loc))?;
+    Ok((version_of(&table), n))
 }
 
 /// How new rows are written: Snappy, and no dictionary for floating-point columns, as
@@ -330,6 +458,7 @@ pub async fn append(
         p.reached("after-files").await;
     }
     let finalized = CommitBuilder::from(who.properties(n, Some(read_version)))
+        .with_max_retries(0)
         .with_actions(
             actions
                 .into_iter()
@@ -345,8 +474,21 @@ pub async fn append(
                 predicate: None,
             },
         )
-        .await
-        .map_err(table_err(dir))?;
+        .await;
+    let finalized = match finalized {
+        Ok(f) => f,
+        Err(e) => {
+            let latest = open(dir, None).await.map(|t| version_of(&t));
+            return Err(match latest {
+                Ok(latest) if latest > read_version => DeltaError::Raced {
+                    location: dir.display().to_string(),
+                    read: read_version,
+                    latest,
+                },
+                _ => table_err(dir)(e),
+            });
+        }
+    };
     if let Some(p) = pause {
         p.reached("after-commit").await;
     }
@@ -361,6 +503,11 @@ pub async fn append(
 /// Files a later commit removed (restore, optimize) are older than that commit, and
 /// time travel may still need them, so they are never counted here.
 pub fn uncommitted(dir: &Path, table: &DeltaTable) -> Vec<std::path::PathBuf> {
+    if remote(dir).is_some() {
+        // Object stores have no cheap mtime listing; `tables vacuum` deletes what no
+        // version references once it is older than its retention.
+        return Vec::new();
+    }
     let latest = version_of(table);
     let log_entry = dir.join("_delta_log").join(format!("{latest:020}.json"));
     let Ok(committed_at) = std::fs::metadata(&log_entry).and_then(|m| m.modified()) else {
@@ -405,6 +552,18 @@ pub struct Version {
     pub rows_added: Option<u64>,
     /// For a restore: the version it restored.
     pub restored_to: Option<u64>,
+}
+
+impl Version {
+    /// Whether this version is a run's publish (its rows came from a run), as opposed to
+    /// a restore, a conversion, or an OPTIMIZE a run's maintenance policy triggered
+    /// (which names the run but adds no rows of its own).
+    pub fn is_publish(&self) -> bool {
+        self.run_id.as_deref().is_some_and(|r| !r.is_empty())
+            && self.restored_to.is_none()
+            && self.operation != "RESTORE"
+            && self.operation != "OPTIMIZE"
+    }
 }
 
 /// Every version the log still holds, newest first.
@@ -554,7 +713,8 @@ impl deltalake::operations::vacuum::Clock for At {
 }
 
 /// Deletes the data files that no version newer than `older_than` before `now` needs:
-/// files a restore or an optimize removed from the table more than `older_than` ago.
+/// files a restore or an optimize removed from the table more than `older_than` ago, and
+/// files no version ever named (a publish killed before its commit) older than that.
 /// Versions older than that can no longer be read. Refuses a retention under
 /// [`VACUUM_MINIMUM`].
 pub async fn vacuum(
@@ -572,6 +732,9 @@ pub async fn vacuum(
     let table = open(dir, None).await?;
     let (table, metrics) = table
         .vacuum()
+        // Full: also the data files no version names (a publish killed before its
+        // commit), once they are older than the retention, not only those a commit removed.
+        .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
         .with_retention_period(older_than)
         .with_clock(Arc::new(At(now.timestamp_millis())))
         .with_dry_run(dry_run)
@@ -662,5 +825,49 @@ mod tests {
             .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
             .count();
         assert_eq!(parquet, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_publish_another_writer_overtook_commits_nothing_and_says_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("t");
+        std::fs::create_dir(&dir).unwrap();
+        convert(&dir, "t", &schema(), None, 0).await.unwrap();
+        append_ids(&dir, vec![1], "a").await;
+        // Run b stops with its files written, not committed; run c commits meanwhile.
+        let hook = PauseHook {
+            point: "after-files".into(),
+            dir: tmp.path().to_path_buf(),
+        };
+        let b = {
+            let dir = dir.clone();
+            tokio::spawn(async move {
+                let batch =
+                    RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(vec![2]))])
+                        .unwrap();
+                let df = SessionContext::new().read_batch(batch).unwrap();
+                append(&dir, df, &Committer::parse("b/publish"), Some(&hook), false).await
+            })
+        };
+        while !tmp.path().join("paused").exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(append_ids(&dir, vec![3], "c").await, 2);
+        std::fs::write(tmp.path().join("resume"), "").unwrap();
+        let e = b.await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DeltaError::Raced {
+                    read: 1,
+                    latest: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("committed nothing"), "{e}");
+        assert_eq!(rows(&dir, None).await, Ok(2), "rows of a and c only");
+        assert_eq!(version_of(&open(&dir, None).await.unwrap()), 2);
     }
 }

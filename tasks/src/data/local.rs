@@ -27,6 +27,8 @@ const CANDIDATES: &str = "__publish_existing";
 pub struct Local {
     catalog: Arc<dyn Catalog>,
     warehouse: PathBuf,
+    /// A warehouse on S3 (`s3://bucket/prefix`): where a first publish creates its table.
+    lake: Option<String>,
     /// `RUN_ID/TASK_ID`: who created a table (a retried task may replace its own).
     creator: String,
     pause: Option<PauseHook>,
@@ -48,11 +50,18 @@ impl Local {
         Ok(Local {
             catalog,
             warehouse,
+            lake: None,
             creator,
             pause,
             location,
             session: Mutex::new(session),
         })
+    }
+
+    /// Published tables this backend creates go to `lake` (an `s3://` warehouse).
+    pub fn with_lake(mut self, lake: Option<String>) -> Local {
+        self.lake = lake;
+        self
     }
 
     fn session(&self) -> SessionContext {
@@ -205,6 +214,23 @@ impl Warehouse for Local {
             .sql(&format!("SELECT * FROM {}", from.name))
             .await
             .map_err(df_err)?;
+        if let Some(lake) = &self.lake {
+            let t = warehouse::create_published_remote(
+                self.catalog.as_ref(),
+                lake,
+                to,
+                df,
+                &self.creator,
+            )
+            .await?;
+            self.refresh().await?;
+            let n = t.row_count.unwrap_or(0);
+            return Ok(Written {
+                rows: Some(n),
+                table_rows: Some(n),
+                location: Some(t.location),
+            });
+        }
         let t = warehouse::create_published(
             self.catalog.as_ref(),
             &self.warehouse,

@@ -70,7 +70,7 @@ fn publishes_since_optimize(history: &[delta::Version]) -> u32 {
     history
         .iter()
         .take_while(|v| v.operation != "OPTIMIZE")
-        .filter(|v| v.run_id.is_some() && v.rows_added.unwrap_or(0) > 0)
+        .filter(|v| v.is_publish() && v.rows_added.unwrap_or(0) > 0)
         .count() as u32
 }
 

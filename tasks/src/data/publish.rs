@@ -114,6 +114,7 @@ impl Task for Publish {
             }
             crate::aws::Target::Local => {
                 let (catalog, wh) = (ctx.catalog.clone(), ctx.warehouse.clone());
+                let lake = ctx.lake.clone();
                 let pause = PauseHook::from_env("publish");
                 let creator = format!("{}/{}", ctx.run_id, ctx.task_id);
                 let policy = self.maintenance.clone();
@@ -123,7 +124,9 @@ impl Task for Publish {
                     // A table published before tables were Delta becomes one first.
                     warehouse::convert_in_place(catalog.as_ref(), &to).await?;
                     let who = delta::Committer::parse(&creator);
-                    let local = Local::open(catalog.clone(), wh, creator, pause, None).await?;
+                    let local = Local::open(catalog.clone(), wh, creator, pause, None)
+                        .await?
+                        .with_lake(lake);
                     let mut outputs = publish(&local, &output, &from, &to, &key, evolve).await?;
                     let committed = outputs.get("inserted").and_then(|v| v.as_u64()) > Some(0);
                     if committed && !policy.is_empty() {

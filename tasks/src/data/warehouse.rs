@@ -137,6 +137,10 @@ pub enum WarehouseError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Delta(Box<super::delta::DeltaError>),
+    #[error("{location} holds a Delta table that this catalog does not know as `{table}` and that this publish did not create; it is never overwritten: delete that prefix (`aws s3 rm --recursive {location}/`) or publish to another table")]
+    RemoteExists { table: String, location: String },
+    #[error("cannot claim the warehouse at {url} for this state dir: {reason}; check the bucket, the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE) and AWS_ENDPOINT_URL")]
+    RemoteClaim { url: String, reason: String },
 }
 
 /// ` (created by RUN/TASK)`, or nothing.
@@ -432,6 +436,51 @@ fn make_room(catalog: &dyn Catalog, name: &str, creator: &str) -> Result<(), War
     Ok(())
 }
 
+/// Creates published table `name` as a Delta table at `{lake}/{name}` on S3 (a warehouse
+/// on S3), holding exactly the rows of `rows`: one commit, version 0, by `creator`, then
+/// the catalog entry. A table already there that this same publish created (its catalog
+/// write was lost to a crash) is taken as it is; any other is refused, never overwritten.
+pub async fn create_published_remote(
+    catalog: &dyn Catalog,
+    lake: &str,
+    name: &str,
+    rows: DataFrame,
+    creator: &str,
+) -> Result<TableRecord, WarehouseError> {
+    make_room(catalog, name, creator)?;
+    let location = format!("{}/{name}", lake.trim_end_matches('/'));
+    let loc = Path::new(&location);
+    let delta_err = |e| WarehouseError::Delta(Box::new(e));
+    let schema = rows.schema().as_arrow().clone();
+    let who = super::delta::Committer::parse(creator);
+    let (version, n) = match super::delta::open(loc, None).await {
+        Ok(table) => {
+            let history = super::delta::history(loc).await.map_err(delta_err)?;
+            let first = history.iter().min_by_key(|v| v.version);
+            let ours = first.is_some_and(|v| {
+                v.run_id.as_deref() == Some(who.run_id.as_str())
+                    && v.task_id.as_deref() == Some(who.task_id.as_str())
+            });
+            if !ours {
+                return Err(WarehouseError::RemoteExists {
+                    table: name.to_string(),
+                    location,
+                });
+            }
+            let n = first.and_then(|v| v.rows_added).unwrap_or(0);
+            (super::delta::version_of(&table), n)
+        }
+        Err(_) => super::delta::create(loc, name, rows, &who)
+            .await
+            .map_err(delta_err)?,
+    };
+    let mut record = managed_record(name, loc, columns_of(&schema), n, Some(creator.to_string()));
+    record.format = super::DELTA.into();
+    record.version = Some(version);
+    catalog.put_table(record.clone())?;
+    Ok(record)
+}
+
 /// Renames the complete directory `staging` to the table's directory (one rename: the
 /// table's files appear all at once), then writes `record`, the table's catalog entry.
 async fn install(
@@ -576,6 +625,44 @@ pub fn claim(warehouse: &Path, state_dir: &Path) -> Result<(), WarehouseError> {
         me,
         owner_file: path,
     })
+}
+
+/// [`claim`] for a warehouse on S3 (`s3://bucket/prefix`): `{lake}/.orchestrator-owner`
+/// is created only if absent (`If-None-Match: *`), so of two state dirs claiming at once
+/// exactly one wins, and every later run of the other is refused. Blocks: it runs on a
+/// thread of its own with its own runtime, as it is called before a run starts.
+pub fn claim_remote(lake: &str, state_dir: &Path) -> Result<(), WarehouseError> {
+    let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let me = state_dir.display().to_string();
+    let url = format!("{}/{OWNER_FILE}", lake.trim_end_matches('/'));
+    let call = {
+        let (url, me) = (url.clone(), format!("{me}\n"));
+        move || -> Result<Option<String>, String> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(orchestrator_aws::s3::create_or_read(&url, &me))
+                .map_err(|e| e.to_string())
+        }
+    };
+    let answer = std::thread::spawn(call)
+        .join()
+        .unwrap_or_else(|_| Err("the S3 claim's thread panicked".into()))
+        .map_err(|e| WarehouseError::RemoteClaim {
+            url: url.clone(),
+            reason: e,
+        })?;
+    match answer {
+        None => Ok(()),
+        Some(owner) if owner.trim() == me => Ok(()),
+        Some(owner) => Err(WarehouseError::Owned {
+            warehouse: PathBuf::from(lake),
+            owner: owner.trim().to_string(),
+            me,
+            owner_file: PathBuf::from(url),
+        }),
+    }
 }
 
 /// Whether `entry` (a name under `.staging/`) was written for table `table`: staging

@@ -1,7 +1,8 @@
 //! Published tables are Delta Lake tables: one version per publish, history, restore,
 //! rerun of an undone publish, an independent reader (the Python `deltalake` package)
-//! that sees exactly what `orchestrator query` sees, even mid-publish, and a warehouse
-//! published before tables were Delta converted with every row.
+//! that sees exactly what `orchestrator query` sees, even mid-publish, a warehouse
+//! published before tables were Delta converted with every row, compaction and retention,
+//! and a warehouse on S3 (moto).
 
 use std::path::PathBuf;
 

@@ -157,7 +157,7 @@ pub async fn provider(
     when: When,
 ) -> Result<Arc<dyn TableProvider>, DeltaError> {
     let version = resolve(dir, table, when).await?;
-    let t = delta::open(dir, Some(version)).await?;
+    let t = delta::read(dir, Some(version)).await?;
     delta::provider(dir, &t).await
 }
 

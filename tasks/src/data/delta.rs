@@ -218,6 +218,128 @@ pub async fn open(dir: &Path, version: Option<u64>) -> Result<DeltaTable, DeltaE
     builder.load().await.map_err(table_err(dir))
 }
 
+/// Tables this process has read, by location: the snapshot a query loaded, which the
+/// next query brings up to date by reading only the commits since (one listing of the log
+/// from the next version), instead of replaying the log from its last checkpoint. That
+/// replay is most of a small query's time: a dashboard's panels each paid it. Versions
+/// read by time travel are kept too (a version never changes), a few per table.
+///
+/// Only reads of local tables go through it ([`read`]); writes open the table afresh.
+/// [`forget`] drops a location whose table this process deletes or replaces. A kept
+/// snapshot is used only while its version's commit file is the one it was read from
+/// (same modification time): a table replaced by another process is read afresh.
+mod loaded {
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::SystemTime;
+
+    use deltalake::DeltaTable;
+
+    /// Versions kept per location, besides the latest.
+    const PAST: usize = 8;
+
+    /// A snapshot, and the modification time of its version's commit file.
+    pub(super) type Kept = (DeltaTable, SystemTime);
+
+    #[derive(Default)]
+    pub(super) struct Entry {
+        pub latest: Option<Kept>,
+        pub past: Vec<(u64, Kept)>,
+    }
+
+    pub(super) fn with<R>(f: impl FnOnce(&mut HashMap<String, Entry>) -> R) -> R {
+        static TABLES: OnceLock<Mutex<HashMap<String, Entry>>> = OnceLock::new();
+        let mut map = TABLES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut map)
+    }
+
+    /// When the commit file of `version` at `dir` was written, if it is there.
+    pub(super) fn stamp(dir: &Path, version: u64) -> Option<SystemTime> {
+        std::fs::metadata(dir.join(format!("_delta_log/{version:020}.json")))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
+    pub(super) fn keep_past(entry: &mut Entry, version: u64, kept: Kept) {
+        entry.past.retain(|(v, _)| *v != version);
+        if entry.past.len() >= PAST {
+            entry.past.remove(0);
+        }
+        entry.past.push((version, kept));
+    }
+}
+
+/// The Delta table at `dir` for reading, at its latest version or at `version`, from the
+/// tables this process has read when it can (see [`loaded`]).
+pub async fn read(dir: &Path, version: Option<u64>) -> Result<DeltaTable, DeltaError> {
+    if remote(dir).is_some() {
+        // An S3 table's object store holds connections of the runtime that opened it,
+        // and reads come from more than one runtime (time travel plans on its own).
+        return open(dir, version).await;
+    }
+    let key = dir.display().to_string();
+    let fresh = |v: u64, at: &std::time::SystemTime| loaded::stamp(dir, v).as_ref() == Some(at);
+    if let Some(v) = version {
+        let hit = loaded::with(|m| {
+            m.get(&key).and_then(|e| {
+                e.past
+                    .iter()
+                    .find(|(pv, _)| *pv == v)
+                    .map(|(_, k)| k.clone())
+            })
+        });
+        if let Some((t, at)) = hit {
+            if fresh(v, &at) {
+                return Ok(t);
+            }
+        }
+        let t = open(dir, Some(v)).await?;
+        if let Some(at) = loaded::stamp(dir, v) {
+            loaded::with(|m| loaded::keep_past(m.entry(key).or_default(), v, (t.clone(), at)));
+        }
+        return Ok(t);
+    }
+    let cached = loaded::with(|m| m.get(&key).and_then(|e| e.latest.clone()));
+    let t = match cached {
+        Some((mut t, at)) if fresh(version_of(&t), &at) => match t.update_incremental(None).await {
+            Ok(()) => t,
+            Err(_) => {
+                forget(dir);
+                open(dir, None).await?
+            }
+        },
+        Some(_) => {
+            // Replaced since: nothing kept of it holds.
+            forget(dir);
+            open(dir, None).await?
+        }
+        None => open(dir, None).await?,
+    };
+    if let Some(at) = loaded::stamp(dir, version_of(&t)) {
+        loaded::with(|m| {
+            let e = m.entry(key).or_default();
+            // A concurrent read may have kept a later snapshot: keep the later.
+            if e.latest
+                .as_ref()
+                .is_none_or(|(l, _)| version_of(l) <= version_of(&t))
+            {
+                e.latest = Some((t.clone(), at));
+            }
+        });
+    }
+    Ok(t)
+}
+
+/// Drops what this process has read of the table at `dir`: it is deleted or replaced.
+pub fn forget(dir: &Path) {
+    let key = dir.display().to_string();
+    loaded::with(|m| m.remove(&key));
+}
+
 /// The table's current version.
 pub fn version_of(table: &DeltaTable) -> u64 {
     table.version().unwrap_or(0)
@@ -679,6 +801,16 @@ pub async fn optimize(
         )
         .await
         .map_err(table_err(dir))?;
+    // A checkpoint of the compacted version: every reader (a query, another process,
+    // any Delta reader) starts from it instead of replaying the commits since the last
+    // one. The optimize is committed either way; a failed checkpoint costs only speed.
+    if let Err(e) = deltalake::checkpoints::create_checkpoint(&table, None).await {
+        tracing::warn!(
+            "compacted {} but could not write a checkpoint of version {}: {e}",
+            dir.display(),
+            version_of(&table)
+        );
+    }
     Ok(Optimized {
         version: version_of(&table),
         files_before,
@@ -784,6 +916,64 @@ mod tests {
             .await
             .map_err(|e| e.to_string())?;
         Ok(batches.iter().map(|b| b.num_rows()).sum())
+    }
+
+    async fn read_rows(dir: &Path, version: Option<u64>) -> usize {
+        let t = read(dir, version).await.unwrap();
+        let p = provider(dir, &t).await.unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_table("t", p).unwrap();
+        let batches = ctx
+            .sql("SELECT * FROM t")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_read_after_a_commit_sees_it_and_a_replaced_table_is_read_afresh() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("t");
+        std::fs::create_dir(&dir).unwrap();
+        convert(&dir, "t", &schema(), None, 0).await.unwrap();
+        append_ids(&dir, vec![1, 2], "a").await;
+        assert_eq!(read_rows(&dir, None).await, 2);
+        // Committed after the first read was kept: the next read brings it up to date.
+        append_ids(&dir, vec![3], "b").await;
+        assert_eq!(version_of(&read(&dir, None).await.unwrap()), 2);
+        assert_eq!(read_rows(&dir, None).await, 3);
+        assert_eq!(read_rows(&dir, Some(1)).await, 2);
+        assert_eq!(
+            read_rows(&dir, Some(1)).await,
+            2,
+            "a kept version reads the same"
+        );
+
+        // Replaced behind this process's back (another process dropped and made it
+        // again): its log starts over, and the kept snapshot is not used.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        convert(&dir, "t", &schema(), None, 0).await.unwrap();
+        append_ids(&dir, vec![7], "c").await;
+        assert_eq!(version_of(&read(&dir, None).await.unwrap()), 1);
+        assert_eq!(read_rows(&dir, None).await, 1);
+
+        // Replaced by this process: forgotten, the same.
+        forget(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        convert(&dir, "t", &schema(), None, 0).await.unwrap();
+        append_ids(&dir, vec![8, 9, 10, 11], "d").await;
+        append_ids(&dir, vec![12], "e").await;
+        assert_eq!(read_rows(&dir, None).await, 5);
+        assert_eq!(
+            read_rows(&dir, Some(1)).await,
+            4,
+            "not the old table's version 1"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]

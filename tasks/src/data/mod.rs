@@ -250,7 +250,7 @@ pub async fn register(ctx: &SessionContext, table: &TableRecord) -> Result<(), E
     if table.format == DELTA {
         let dir = Path::new(&table.location);
         let provider = async {
-            let t = delta::open(dir, None).await?;
+            let t = delta::read(dir, None).await?;
             delta::provider(dir, &t).await
         }
         .await

@@ -495,6 +495,7 @@ async fn install(
     }
     let name = record.name.as_str();
     let dir = table_dir(warehouse, name);
+    super::delta::forget(&dir);
     if dir.exists() {
         // An orphan from a crash after rename and before the catalog write: no table
         // refers to it.
@@ -569,6 +570,7 @@ pub fn drop_table(
     catalog.drop_table(name)?;
     if table.managed {
         let dir = Path::new(&table.location);
+        super::delta::forget(dir);
         if dir.exists() {
             if let Err(source) = std::fs::remove_dir_all(dir) {
                 return Err(WarehouseError::RemoveDropped {

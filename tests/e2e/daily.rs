@@ -213,7 +213,7 @@ pub(crate) fn assert_matches_full_history(sb: &Sandbox, from: &str, to: &str) ->
 }
 
 #[test]
-fn backfill_of_30_trading_days_then_a_daily_run_equals_the_full_history_with_one_request_per_symbol(
+fn backfill_of_30_trading_days_then_a_daily_run_equals_the_full_history_for_us_and_another_delta_reader_with_one_request_per_symbol(
 ) {
     let api = FakeApi::start(|symbol, _| (200, sample_response(symbol)));
     let sb = Sandbox::new();
@@ -267,6 +267,10 @@ fn backfill_of_30_trading_days_then_a_daily_run_equals_the_full_history_with_one
         assert_matches_full_history(&sb, "2025-06-20", "2025-08-04"),
         310
     );
+    // Another Delta reader (the Python `deltalake` package) reads the published table
+    // with every row and column equal to what was just checked.
+    let (_, rows) = super::delta::read_with_python(&sb.state_dir().join("warehouse/stock_daily"));
+    super::delta::assert_same_rows(&rows, &super::delta::ours(&sb));
     let mut symbols = api.symbols_requested();
     symbols.sort();
     assert_eq!(

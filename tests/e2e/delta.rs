@@ -51,7 +51,7 @@ fn python() -> String {
 
 /// Every row of the Delta table at `dir` as the Python `deltalake` package reads it,
 /// sorted by (symbol, date), with its version.
-fn read_with_python(dir: &std::path::Path) -> (u64, Vec<Value>) {
+pub(crate) fn read_with_python(dir: &std::path::Path) -> (u64, Vec<Value>) {
     let script = r#"
 import json, sys
 from deltalake import DeltaTable
@@ -77,7 +77,7 @@ import os; os._exit(0)
 }
 
 /// The two readers agree on every row and column (floats to the last bits).
-fn assert_same_rows(python: &[Value], ours: &[Value]) {
+pub(crate) fn assert_same_rows(python: &[Value], ours: &[Value]) {
     assert_eq!(python.len(), ours.len(), "row counts differ");
     for (p, o) in python.iter().zip(ours) {
         let (p, o) = (p.as_object().unwrap(), o.as_object().unwrap());
@@ -97,7 +97,7 @@ fn assert_same_rows(python: &[Value], ours: &[Value]) {
     }
 }
 
-fn ours(sb: &Sandbox) -> Vec<Value> {
+pub(crate) fn ours(sb: &Sandbox) -> Vec<Value> {
     json(
         sb,
         &[

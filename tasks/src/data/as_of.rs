@@ -156,6 +156,13 @@ pub async fn provider(
     table: &str,
     when: When,
 ) -> Result<Arc<dyn TableProvider>, DeltaError> {
+    // A version the log holds opens directly; the table's history (every commit's info,
+    // read from the log) is needed only for a time, or to say which versions there are.
+    if let When::Version(v) = when {
+        if let Ok(t) = delta::read(dir, Some(v)).await {
+            return delta::provider(dir, &t).await;
+        }
+    }
     let version = resolve(dir, table, when).await?;
     let t = delta::read(dir, Some(version)).await?;
     delta::provider(dir, &t).await

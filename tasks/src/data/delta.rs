@@ -304,20 +304,23 @@ pub async fn read(dir: &Path, version: Option<u64>) -> Result<DeltaTable, DeltaE
         return Ok(t);
     }
     let cached = loaded::with(|m| m.get(&key).and_then(|e| e.latest.clone()));
-    let t = match cached {
-        Some((mut t, at)) if fresh(version_of(&t), &at) => match t.update_incremental(None).await {
-            Ok(()) => t,
-            Err(_) => {
+    let kept = cached.is_some();
+    let updated = match cached {
+        Some((mut t, at)) if fresh(version_of(&t), &at) => {
+            t.update_incremental(None).await.ok().map(|()| t)
+        }
+        // Replaced since it was kept (or none kept).
+        _ => None,
+    };
+    let t = match updated {
+        Some(t) => t,
+        None => {
+            if kept {
+                // Nothing kept of a replaced table holds.
                 forget(dir);
-                open(dir, None).await?
             }
-        },
-        Some(_) => {
-            // Replaced since: nothing kept of it holds.
-            forget(dir);
             open(dir, None).await?
         }
-        None => open(dir, None).await?,
     };
     if let Some(at) = loaded::stamp(dir, version_of(&t)) {
         loaded::with(|m| {
@@ -903,9 +906,9 @@ mod tests {
         }
     }
 
-    async fn rows(dir: &Path, version: Option<u64>) -> Result<usize, String> {
-        let t = open(dir, version).await.map_err(|e| e.to_string())?;
-        let p = provider(dir, &t).await.map_err(|e| e.to_string())?;
+    /// The rows of `t` (the table at `dir`) as a DataFusion scan counts them.
+    async fn count(dir: &Path, t: &DeltaTable) -> Result<usize, String> {
+        let p = provider(dir, t).await.map_err(|e| e.to_string())?;
         let ctx = SessionContext::new();
         ctx.register_table("t", p).unwrap();
         let batches = ctx
@@ -918,19 +921,15 @@ mod tests {
         Ok(batches.iter().map(|b| b.num_rows()).sum())
     }
 
+    async fn rows(dir: &Path, version: Option<u64>) -> Result<usize, String> {
+        let t = open(dir, version).await.map_err(|e| e.to_string())?;
+        count(dir, &t).await
+    }
+
     async fn read_rows(dir: &Path, version: Option<u64>) -> usize {
-        let t = read(dir, version).await.unwrap();
-        let p = provider(dir, &t).await.unwrap();
-        let ctx = SessionContext::new();
-        ctx.register_table("t", p).unwrap();
-        let batches = ctx
-            .sql("SELECT * FROM t")
+        count(dir, &read(dir, version).await.unwrap())
             .await
             .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        batches.iter().map(|b| b.num_rows()).sum()
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -123,6 +123,8 @@ impl Daemon {
             "daemon: workflow {name}: run {run_id} started ({}, logical date {date})",
             due.trigger
         );
+        let late = (chrono::Utc::now() - due.at).to_std().unwrap_or_default();
+        orchestrator_engine::metrics::fired(name, late);
         self.spawn(
             name,
             run_id.clone(),

@@ -255,7 +255,19 @@ pub async fn execute(ex: Execution<'_>) -> Result<RunRecord, StateError> {
         retry_queue: BTreeSet::new(),
     };
     lp.sla_due = lp.ex.workflow.sla.map(|d| Instant::now() + d);
-    lp.run().await
+    let workflow = lp.ex.workflow.name.clone();
+    crate::metrics::run_started(&workflow);
+    let result = lp.run().await;
+    let (status, ended) = match &result {
+        Ok(run) => (
+            run.status.as_str(),
+            run.ended_at.unwrap_or_else(Utc::now).timestamp_millis() as f64 / 1000.0,
+        ),
+        // The store refused a commit: the run stops here, and recovery marks it.
+        Err(_) => ("failed", Utc::now().timestamp_millis() as f64 / 1000.0),
+    };
+    crate::metrics::run_finished(&workflow, status, ended);
+    result
 }
 
 impl Loop<'_> {
@@ -579,6 +591,12 @@ impl Loop<'_> {
                 rec.outputs = outputs;
                 self.writes.push(Write::Attempt(a));
                 self.writes.push(Write::Task(rec.clone()));
+                crate::metrics::attempt_finished(
+                    &self.ex.workflow.name,
+                    &def.id,
+                    "succeeded",
+                    f.elapsed,
+                );
                 self.ex.observer.event(&Event::Succeeded {
                     task: &def.id,
                     attempt: f.attempt,
@@ -595,6 +613,12 @@ impl Loop<'_> {
                 rec.error = a.error.clone();
                 self.writes.push(Write::Attempt(a));
                 self.writes.push(Write::Task(rec.clone()));
+                crate::metrics::attempt_finished(
+                    &self.ex.workflow.name,
+                    &def.id,
+                    "cancelled",
+                    f.elapsed,
+                );
                 self.ex.observer.event(&Event::Cancelled { task: &def.id });
                 self.done(t, Upstream::Cancelled);
             }
@@ -649,6 +673,11 @@ impl Loop<'_> {
                         format!("{}.{}", def.id, f.attempt),
                         &payload,
                     );
+                }
+                let workflow = &self.ex.workflow.name;
+                crate::metrics::attempt_finished(workflow, &def.id, "failed", f.elapsed);
+                if retry_in.is_some() {
+                    crate::metrics::retried(workflow, &def.id);
                 }
                 self.ex.observer.event(&Event::Failed {
                     task: &def.id,

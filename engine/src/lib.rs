@@ -16,6 +16,7 @@ pub mod error;
 pub mod executor;
 pub mod late;
 pub mod load;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod orphans;

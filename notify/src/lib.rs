@@ -387,6 +387,7 @@ async fn deliver_queue(
             }
         }
         store.commit(&[Write::Outbox(rec.clone())])?;
+        orchestrator_engine::metrics::notification(&rec.channel, rec.status.as_str());
         if rec.status != DeliveryStatus::Delivered {
             failed.push(rec);
         }

@@ -22,6 +22,7 @@ pub mod backfill;
 pub mod client;
 pub mod console;
 pub mod load;
+mod metrics;
 pub mod notify;
 pub mod ops;
 pub mod render;

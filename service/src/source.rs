@@ -22,6 +22,8 @@ pub struct StoreSource {
     commands: Option<orchestrator_daemon::Commands>,
     /// Task graphs by workflow definition (runs of one version share it); bounded.
     upstream: Mutex<HashMap<String, Value>>,
+    /// Each workflow's last success, read from the store at the first scrape.
+    last_success: Arc<std::sync::OnceLock<HashMap<String, f64>>>,
 }
 
 fn failed(e: impl std::fmt::Display) -> Error {
@@ -39,6 +41,7 @@ impl StoreSource {
             store,
             commands,
             upstream: Mutex::new(HashMap::new()),
+            last_success: Arc::default(),
         }
     }
 
@@ -369,6 +372,39 @@ impl orchestrator_web::Source for StoreSource {
             Text::Query(sql) => render::query_output(self.store.clone(), sql, json, true).await,
             Text::Backfills => backfills_output(&self.store, json),
         }
+    }
+
+    async fn metrics(&self) -> Result<String, Error> {
+        let known = self.known_workflows().await;
+        let (store, seed) = (self.store.clone(), self.last_success.clone());
+        // The first scrape reads the run history once (the last successes).
+        let scrape = tokio::task::spawn_blocking(move || {
+            let workflows: Vec<_> = known
+                .iter()
+                .map(|w| (w.name.as_str(), &w.workflow))
+                .collect();
+            crate::metrics::scrape(&store, &workflows, &seed)
+        })
+        .await
+        .map_err(failed)?;
+        Ok(orchestrator_engine::metrics::encode(&scrape))
+    }
+}
+
+impl StoreSource {
+    /// The workflows the daemon knows; none without a daemon.
+    async fn known_workflows(&self) -> Vec<orchestrator_daemon::WorkflowStatus> {
+        let Some(commands) = &self.commands else {
+            return Vec::new();
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if commands
+            .send(orchestrator_daemon::Command::Status { reply })
+            .is_err()
+        {
+            return Vec::new();
+        }
+        answer.await.map(|s| s.workflows).unwrap_or_default()
     }
 }
 

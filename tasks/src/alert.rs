@@ -195,6 +195,7 @@ impl Task for Alert {
                 ctx.sent
                     .mark(&stored, &ctx.run_id)
                     .map_err(|e| TaskFailure::new(e.to_string()))?;
+                orchestrator_engine::metrics::alert_sent(&self.workflow, name);
                 delivered += 1;
             }
             if delivered == 0 {

@@ -25,13 +25,18 @@ pub struct Browser {
 /// The W3C element reference key.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("address").port()
 }
 
 /// One HTTP/1.1 exchange with the driver; the answer's JSON.
-fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+pub(crate) fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, String> {
     let mut conn = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     let body = body.map(Value::to_string).unwrap_or_default();
     write!(

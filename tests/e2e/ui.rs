@@ -372,6 +372,12 @@ fn a_reachable_address_needs_auth_and_a_viewer_cannot_rerun() {
     assert!(body.contains("`wallboard` is a viewer"), "{body}");
     let (code, body) = request(&url, "POST", &rerun, Some("operator-token-0123456789"));
     assert_eq!(code, 200, "an operator may: {body}");
+    // Prometheus's scrape needs a token too, and a viewer's is enough.
+    let (code, _) = request(&url, "GET", "/metrics", None);
+    assert_eq!(code, 401);
+    let (code, body) = request(&url, "GET", "/metrics", Some("viewer-token-0123456789"));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("orchestrator_build_info{version="), "{body}");
     let (code, log) = d.terminate();
     assert_eq!(code, 0, "{log}");
 }

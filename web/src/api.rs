@@ -227,6 +227,7 @@ pub fn router(source: Arc<dyn Source>) -> Router {
         .route("/api/alerts", get(alerts))
         .route("/api/backfills", get(backfills).post(start_backfill))
         .route("/api/backfills/{id}", get(backfill))
+        .route("/metrics", get(metrics))
         .with_state(source)
 }
 
@@ -337,4 +338,19 @@ async fn backfill(State(s): Src, UrlPath(id): UrlPath<String>) -> Response {
 
 async fn start_backfill(State(s): Src, JsonBody(b): JsonBody<BackfillRequest>) -> Response {
     typed(s.start_backfill(b).await)
+}
+
+/// Prometheus scrapes this (a viewer's token is enough: the gate lets any caller GET).
+async fn metrics(State(s): Src) -> Response {
+    match s.metrics().await {
+        Ok(body) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => error(&e),
+    }
 }

@@ -105,6 +105,9 @@ pub trait Source: Send + Sync + 'static {
     ) -> Result<api::BackfillStarted, Error>;
     /// A command's output as it prints it (`?format=text`, `?format=command-json`).
     async fn output(&self, output: api::Output) -> Result<String, Error>;
+    /// `GET /metrics`: the process's metrics in the OpenMetrics text format
+    /// (`orchestrator_engine::metrics::encode`).
+    async fn metrics(&self) -> Result<String, Error>;
 }
 
 pub struct Options {

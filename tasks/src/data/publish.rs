@@ -142,6 +142,9 @@ impl Task for Publish {
                 .await??
             }
         };
+        if let Some(rows) = outputs.get("inserted").and_then(|v| v.as_u64()) {
+            orchestrator_engine::metrics::published(&self.to, rows);
+        }
         Ok(outputs)
     }
 }

@@ -361,6 +361,38 @@ impl Loop<'_> {
         self.writes.extend(records.into_iter().map(Write::Outbox));
     }
 
+    /// With `lineage:`, the OpenLineage event of attempt `attempt` of task `t` goes into
+    /// the outbox, in the commit of the transition it reports.
+    fn lineage(
+        &mut self,
+        t: usize,
+        attempt: u32,
+        transition: crate::lineage::Transition,
+        outputs: Option<&crate::task::Outputs>,
+        error: Option<&str>,
+    ) {
+        let wf = self.ex.workflow;
+        let Some(lineage) = &wf.lineage else {
+            return;
+        };
+        let def = &wf.tasks[t];
+        let place = crate::lineage::Place {
+            warehouse: &wf.warehouse,
+        };
+        let datasets = def.task.lineage(place, outputs);
+        let event = crate::lineage::Event {
+            lineage,
+            run: &self.ex.run,
+            task: &def.id,
+            attempt,
+            transition,
+            datasets: &datasets,
+            error,
+            at: Utc::now(),
+        };
+        self.writes.push(Write::Outbox(event.outbox()));
+    }
+
     fn id(&self, t: usize) -> &str {
         &self.ex.workflow.tasks[t].id
     }
@@ -470,6 +502,7 @@ impl Loop<'_> {
             };
             self.writes.push(Write::Attempt(a.clone()));
             self.attempts[t].push(a);
+            self.lineage(t, attempt, crate::lineage::Transition::Start, None, None);
             self.to_spawn.push(t);
             self.ex.observer.event(&Event::Started {
                 task: self.id(t),
@@ -591,6 +624,15 @@ impl Loop<'_> {
                 rec.outputs = outputs;
                 self.writes.push(Write::Attempt(a));
                 self.writes.push(Write::Task(rec.clone()));
+                let outputs = rec.outputs.clone();
+                self.lineage(
+                    t,
+                    f.attempt,
+                    crate::lineage::Transition::Complete,
+                    Some(&outputs),
+                    None,
+                );
+                let def = &self.ex.workflow.tasks[t];
                 crate::metrics::attempt_finished(
                     &self.ex.workflow.name,
                     &def.id,
@@ -613,6 +655,8 @@ impl Loop<'_> {
                 rec.error = a.error.clone();
                 self.writes.push(Write::Attempt(a));
                 self.writes.push(Write::Task(rec.clone()));
+                self.lineage(t, f.attempt, crate::lineage::Transition::Abort, None, None);
+                let def = &self.ex.workflow.tasks[t];
                 crate::metrics::attempt_finished(
                     &self.ex.workflow.name,
                     &def.id,
@@ -656,8 +700,17 @@ impl Loop<'_> {
                     rec.status = TaskStatus::Failed;
                     rec.ended_at = Some(now);
                 }
+                let failed_outputs = a.outputs.clone();
                 self.writes.push(Write::Attempt(a));
                 self.writes.push(Write::Task(rec.clone()));
+                self.lineage(
+                    t,
+                    f.attempt,
+                    crate::lineage::Transition::Fail,
+                    Some(&failed_outputs),
+                    Some(&error),
+                );
+                let def = &self.ex.workflow.tasks[t];
                 if let Some(delay) = retry_in {
                     let payload = crate::notify::retry_payload(
                         &self.ex.run,

@@ -15,6 +15,7 @@ pub mod diag;
 pub mod error;
 pub mod executor;
 pub mod late;
+pub mod lineage;
 pub mod load;
 pub mod metrics;
 pub mod model;

@@ -45,6 +45,8 @@ pub struct Workflow {
     pub lake: Option<String>,
     /// `channels:`, by name (templates rendered), over the shared channels file's.
     pub channels: BTreeMap<String, Channel>,
+    /// `lineage:`: OpenLineage events go to the channel [`crate::lineage::CHANNEL`].
+    pub lineage: Option<crate::lineage::Lineage>,
     /// `--channels FILE`, when given (see [`crate::load::LoadOptions::channels_file`]).
     pub channels_file: Option<PathBuf>,
     /// `{{ trigger.files }}` it was loaded with (recorded with the run, so that a rerun

@@ -49,6 +49,18 @@ pub trait Task: Send + Sync + fmt::Debug {
     fn default_date(&self) -> Option<DefaultDate> {
         None
     }
+
+    /// The datasets this task reads and writes, for OpenLineage events
+    /// ([`crate::lineage`]): asked when an attempt starts (`outputs` is `None`) and when
+    /// it ends (its outputs, a failure's too), so a kind may add what it learnt (a
+    /// quality check's results, the rows a publish inserted). Most kinds name none.
+    fn lineage(
+        &self,
+        _place: crate::lineage::Place<'_>,
+        _outputs: Option<&Outputs>,
+    ) -> crate::lineage::Datasets {
+        crate::lineage::Datasets::default()
+    }
 }
 
 /// A task's answer to [`Task::default_date`].

@@ -35,6 +35,18 @@ pub type Resolve<'a> = dyn Fn(&OutboxRecord) -> Result<Channel, String> + Send +
 /// Sends `event` to `channel` once. `name` is the channel's name, for errors. Errors
 /// never contain the channel's URL (it is often a secret).
 pub async fn deliver(channel: &Channel, name: &str, event: &Value) -> Result<(), String> {
+    let id = event.get("id").and_then(Value::as_str);
+    deliver_as(channel, name, event, id).await
+}
+
+/// [`deliver`], with the idempotency key a webhook receiver sees as `X-Orchestrator-Id`
+/// given apart from the event (an OpenLineage event has no field for it).
+async fn deliver_as(
+    channel: &Channel,
+    name: &str,
+    event: &Value,
+    id: Option<&str>,
+) -> Result<(), String> {
     match channel {
         Channel::File { path } => append(path, event).map_err(|e| {
             format!(
@@ -57,7 +69,7 @@ pub async fn deliver(channel: &Channel, name: &str, event: &Value) -> Result<(),
                 .timeout(DELIVERY_TIMEOUT)
                 .header("Content-Type", "application/json")
                 .header("User-Agent", "orchestrator");
-            if let Some(id) = event.get("id").and_then(Value::as_str) {
+            if let Some(id) = id {
                 request = request.header("X-Orchestrator-Id", id);
             }
             if let Some(secret) = secret {
@@ -348,7 +360,7 @@ async fn deliver_queue(
     for mut rec in queue {
         let attempt = async {
             match resolve(&rec) {
-                Ok(channel) => deliver(&channel, &rec.channel, &rec.payload)
+                Ok(channel) => deliver_as(&channel, &rec.channel, &rec.payload, Some(&rec.id))
                     .await
                     .map_err(|e| redact_for(&channel, &e)),
                 Err(e) => Err(Redactor::from_env().redact(&e).into_owned()),

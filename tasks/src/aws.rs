@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use orchestrator_aws::{Aws, QueryOutcome, QueryResults, Settings};
+use orchestrator_engine::lineage::{Dataset, Place};
 use orchestrator_engine::task::{
     BuildContext, OutputSink, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
 };
@@ -40,6 +41,28 @@ impl Target {
             (Backend::Local, _) => Target::Local,
         }
     }
+
+    /// A table's OpenLineage dataset: where the local catalog places it, or Athena's.
+    pub fn table_dataset(&self, place: Place<'_>, table: &str) -> Dataset {
+        match self {
+            Target::Local => Dataset::local_table(place.warehouse, table),
+            Target::Aws(block) => table_dataset(block, table),
+        }
+    }
+}
+
+/// An Athena table of the `aws:` block's database, as an OpenLineage dataset.
+pub fn table_dataset(block: &AwsBlock, table: &str) -> Dataset {
+    let region = block
+        .region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok())
+        .unwrap_or_else(|| "us-east-1".into());
+    Dataset::athena_table(
+        &region,
+        block.database.as_deref().unwrap_or("default"),
+        table,
+    )
 }
 
 pub fn settings(b: &AwsBlock) -> Settings {

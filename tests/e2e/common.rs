@@ -275,6 +275,8 @@ pub struct Hook {
 
 #[derive(Debug, Clone)]
 pub struct Posted {
+    /// The request's path (`/hook...`).
+    pub path: String,
     pub headers: std::collections::BTreeMap<String, String>,
     pub body: String,
 }
@@ -325,6 +327,11 @@ impl Hook {
                 let nth = {
                     let mut list = got2.lock().unwrap();
                     list.push(Posted {
+                        path: line
+                            .split_whitespace()
+                            .nth(1)
+                            .unwrap_or_default()
+                            .to_string(),
                         headers,
                         body: String::from_utf8_lossy(&body).into_owned(),
                     });

@@ -20,6 +20,7 @@ mod gc;
 mod hostile;
 mod ingest;
 mod intraday;
+mod lineage;
 mod metrics;
 mod notify;
 mod readme;

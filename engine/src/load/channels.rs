@@ -15,9 +15,17 @@ use crate::yaml::Node;
 impl Loader<'_, '_> {
     /// The channels the workflow may use: its own `channels:` (`node`), over those of the
     /// shared channels file (`--channels FILE`, or `channels.yaml` beside the workflow).
-    pub(super) fn all_channels(&mut self, node: Option<&Node>, renderer: &Renderer) {
+    pub(super) fn all_channels(
+        &mut self,
+        node: Option<&Node>,
+        lineage: Option<&Node>,
+        renderer: &Renderer,
+    ) {
         if let Some(node) = node {
             self.channels(node, renderer);
+        }
+        if let Some(node) = lineage {
+            self.lineage(node, renderer);
         }
         let path = self.file;
         if let Some(file) = &self.opts.channels_file {
@@ -30,6 +38,91 @@ impl Loader<'_, '_> {
         {
             self.shared_channels(&shared, renderer);
         }
+    }
+
+    /// `lineage: {kind: http, url: ...}` or `{kind: file, path: ...}`: where OpenLineage
+    /// events go, kept as the channel [`crate::lineage::CHANNEL`] so that the outbox
+    /// delivers them like notifications.
+    fn lineage(&mut self, node: &Node, renderer: &Renderer) {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Kind {
+            Http,
+            File,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Spec {
+            kind: Kind,
+            url: Option<String>,
+            endpoint: Option<String>,
+            path: Option<std::path::PathBuf>,
+            namespace: Option<String>,
+        }
+        const SHAPE: &str = "lineage: { kind: http, url: \"http://marquez:5000\" } or { kind: file, path: lineage.jsonl }";
+        let mut node = node.clone();
+        let before = self.errs.len();
+        self.render(&mut node, renderer, "`lineage`", None);
+        if self.errs.len() != before {
+            return;
+        }
+        let spec = match node.parse::<Spec>() {
+            Ok(s) => s,
+            Err(e) => {
+                self.de_err(e, &format!("in `lineage` ({SHAPE})"), &[]);
+                return;
+            }
+        };
+        let at = |f: &str| node.get(f).map_or(node.pos, |n| n.pos);
+        let channel = match spec.kind {
+            Kind::Http => {
+                let Some(url) = spec
+                    .url
+                    .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+                else {
+                    self.err(
+                        Some(at("url")),
+                        "`lineage` of kind http needs `url`, an http:// or https:// URL (the receiver's base: events are POSTed to URL/api/v1/lineage)",
+                    )
+                    .help = Some("e.g. lineage: { kind: http, url: \"{{ env.MARQUEZ_URL }}\" }".into());
+                    return;
+                };
+                let endpoint = spec.endpoint.unwrap_or_else(|| "api/v1/lineage".into());
+                Channel::Webhook {
+                    url: format!(
+                        "{}/{}",
+                        url.trim_end_matches('/'),
+                        endpoint.trim_start_matches('/')
+                    ),
+                    format: None,
+                    secret: None,
+                }
+            }
+            Kind::File => {
+                let Some(path) = spec.path else {
+                    self.err(
+                        Some(node.pos),
+                        "`lineage` of kind file needs `path` (one JSON event per line; a relative path is in the state dir)",
+                    );
+                    return;
+                };
+                Channel::File {
+                    path: if path.is_relative() {
+                        self.opts
+                            .default_warehouse
+                            .parent()
+                            .map_or_else(|| path.clone(), |dir| dir.join(&path))
+                    } else {
+                        path
+                    },
+                }
+            }
+        };
+        self.channels
+            .insert(crate::lineage::CHANNEL.to_string(), channel);
+        self.lineage = Some(crate::lineage::Lineage {
+            namespace: spec.namespace.unwrap_or_else(|| "orchestrator".into()),
+        });
     }
 
     /// `channels:`, rendered (a webhook URL usually comes from `{{ env.NAME }}`) and checked.
@@ -160,16 +253,23 @@ impl Loader<'_, '_> {
                 return;
             }
         };
-        let Some(channels) = node.get("channels") else {
+        let (channels, lineage) = (node.get("channels"), node.get("lineage"));
+        if channels.is_none() && lineage.is_none() {
             self.err(
                 None,
-                format!("{shown}: expected `channels:` at the top, a mapping of channel name to channel"),
+                format!("{shown}: expected `channels:` at the top, a mapping of channel name to channel (and optionally `lineage:`)"),
             );
             return;
-        };
+        }
         let own = std::mem::take(&mut self.channels);
         let before = self.errs.len();
-        self.channels(channels, renderer);
+        if let Some(channels) = channels {
+            self.channels(channels, renderer);
+        }
+        // The workflow's own `lineage:` wins.
+        if let Some(l) = lineage.filter(|_| self.lineage.is_none()) {
+            self.lineage(l, renderer);
+        }
         for e in &mut self.errs[before..] {
             let at = e.pos.take().map_or_else(
                 || shown.clone(),

@@ -46,6 +46,7 @@ const TOP_FIELDS: &[&str] = &[
     "aws",
     "channels",
     "notify",
+    "lineage",
     "sla",
     "retention",
     "deadline",
@@ -126,6 +127,7 @@ pub fn load_str(path: &Path, source: String, opts: &LoadOptions) -> Result<Workf
         backend: Backend::Local,
         aws: None,
         channels: BTreeMap::new(),
+        lineage: None,
         workflow: String::new(),
         file: path,
         source: &source,
@@ -158,6 +160,8 @@ struct Loader<'a, 'e> {
     backend: Backend,
     aws: Option<AwsBlock>,
     channels: BTreeMap<String, Channel>,
+    /// `lineage:` (the workflow's, or the shared channels file's).
+    lineage: Option<crate::lineage::Lineage>,
     /// The workflow's `name:` (empty if missing or invalid), for its tasks' `BuildContext`.
     workflow: String,
     /// The file (its directory is the workflow's) and its text, to point config errors
@@ -197,6 +201,7 @@ struct Top<'n> {
     /// Read once the params are known (templates) and the channels defined.
     channels: Option<&'n Node>,
     notify: Option<&'n Node>,
+    lineage: Option<&'n Node>,
     tasks: Option<&'n Node>,
 }
 
@@ -228,7 +233,7 @@ impl Loader<'_, '_> {
         let task_entries = self.task_entries(top.tasks, &root)?;
         let vars = self.template_vars(&params);
         let renderer = Renderer::new(&vars);
-        self.all_channels(top.channels, &renderer);
+        self.all_channels(top.channels, top.lineage, &renderer);
         let notify = top.notify.map(|n| self.notify(n)).unwrap_or_default();
         let base_dir = self
             .file
@@ -279,6 +284,7 @@ impl Loader<'_, '_> {
                 None => self.opts.default_warehouse.clone(),
             },
             channels: self.channels.clone(),
+            lineage: self.lineage.take(),
             channels_file: self.opts.channels_file.clone(),
             trigger_files: self.opts.trigger_files.clone(),
             notify,
@@ -350,6 +356,7 @@ impl Loader<'_, '_> {
             "on" => set(&mut top.on_files, self.on(v)),
             "channels" => top.channels = Some(v),
             "notify" => top.notify = Some(v),
+            "lineage" => top.lineage = Some(v),
             "tasks" => top.tasks = Some(v),
             other => self.unknown_top_field(key, other),
         }

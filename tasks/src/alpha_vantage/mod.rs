@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
+use orchestrator_engine::lineage::{Dataset, Datasets, Place};
 use orchestrator_engine::task::{
     BuildContext, Dur, Outputs, Task, TaskConfig, TaskContext, TaskFailure, SHORT_CIRCUIT,
 };
@@ -394,6 +395,18 @@ struct Report {
 
 #[async_trait::async_trait]
 impl Task for AlphaVantage {
+    /// The landing zone's bars (what a crawl of `{output}/bars` reads).
+    fn lineage(&self, _: Place<'_>, _: Option<&Outputs>) -> Datasets {
+        let bars = match &self.output {
+            Output::Dir(dir) => Some(Dataset::file(&dir.join("bars"))),
+            Output::S3(url, _) => Dataset::s3(&format!("{}/bars", url.trim_end_matches('/'))),
+        };
+        Datasets {
+            inputs: Vec::new(),
+            outputs: bars.into_iter().collect(),
+        }
+    }
+
     fn default_date(&self) -> Option<orchestrator_engine::task::DefaultDate> {
         let (newest, dir) = self.sample_newest()?;
         Some(orchestrator_engine::task::DefaultDate {

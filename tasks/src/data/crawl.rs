@@ -22,6 +22,7 @@ use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use orchestrator_engine::catalog::Catalog;
+use orchestrator_engine::lineage::{Dataset, Datasets, Place};
 use orchestrator_engine::state::{ColumnRecord, StateError, TableRecord};
 use orchestrator_engine::task::{
     BuildContext, Invalid, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
@@ -260,6 +261,13 @@ struct GlueCrawl {
 
 #[async_trait::async_trait]
 impl Task for GlueCrawl {
+    fn lineage(&self, _: Place<'_>, _: Option<&Outputs>) -> Datasets {
+        Datasets {
+            inputs: Dataset::s3(&self.path).into_iter().collect(),
+            outputs: vec![crate::aws::table_dataset(&self.block, &self.table)],
+        }
+    }
+
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
         let athena = crate::aws::Athena::new(&self.block, ctx).await;
         let path = format!("{}/", self.path.trim_end_matches('/'));
@@ -313,6 +321,13 @@ struct Crawl {
 
 #[async_trait::async_trait]
 impl Task for Crawl {
+    fn lineage(&self, place: Place<'_>, _: Option<&Outputs>) -> Datasets {
+        Datasets {
+            inputs: vec![Dataset::file(&self.dir)],
+            outputs: vec![Dataset::local_table(place.warehouse, &self.table)],
+        }
+    }
+
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
         let (dir, table, format, catalog) = (
             self.dir.clone(),

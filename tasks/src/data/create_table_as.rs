@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use orchestrator_engine::lineage::{Datasets, Place};
 use orchestrator_engine::task::{
     BuildContext, OutputSink, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
 };
@@ -57,6 +58,7 @@ impl TaskConfig for CreateTableAsConfig {
             return Err(all);
         }
         Ok(Arc::new(CreateTableAs {
+            reads: super::tables_read(&self.sql),
             table: self.table,
             sql: self.sql,
             target,
@@ -68,6 +70,8 @@ impl TaskConfig for CreateTableAsConfig {
 #[derive(Debug)]
 struct CreateTableAs {
     table: String,
+    /// The tables its SQL reads (for lineage).
+    reads: Vec<String>,
     sql: String,
     target: crate::aws::Target,
     /// `FILE:LINE` of `sql:`, for errors.
@@ -76,6 +80,21 @@ struct CreateTableAs {
 
 #[async_trait::async_trait]
 impl Task for CreateTableAs {
+    fn lineage(&self, place: Place<'_>, outputs: Option<&Outputs>) -> Datasets {
+        let mut output = self.target.table_dataset(place, &self.table);
+        if let Some(rows) = outputs.and_then(|o| o.get("rows")).and_then(|r| r.as_u64()) {
+            output = output.with_row_count(rows);
+        }
+        Datasets {
+            inputs: self
+                .reads
+                .iter()
+                .map(|t| self.target.table_dataset(place, t))
+                .collect(),
+            outputs: vec![output],
+        }
+    }
+
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
         let (table, sql) = (self.table.clone(), self.sql.clone());
         let output = ctx.output.clone();

@@ -363,6 +363,23 @@ fn syntax_error(error: &str) -> Option<(&str, Option<(usize, usize)>)> {
 
 /// Parses a task's SQL when the workflow loads. A syntax error points at its line and
 /// column inside the YAML value of `field`; other errors are the task's.
+/// The tables a SQL text reads (not its CTEs), as written; none if it does not parse
+/// in DataFusion's dialect. For lineage only: nothing is decided by it.
+pub(crate) fn tables_read(sql: &str) -> Vec<String> {
+    let Ok(statements) = datafusion::sql::parser::DFParser::parse_sql(sql) else {
+        return Vec::new();
+    };
+    let mut tables: Vec<String> = statements
+        .iter()
+        .filter_map(|s| datafusion::sql::resolve::resolve_table_references(s, true).ok())
+        .flat_map(|(relations, _ctes)| relations)
+        .map(|t| t.table().to_string())
+        .collect();
+    tables.sort();
+    tables.dedup();
+    tables
+}
+
 pub(crate) fn check_syntax(
     sql: &str,
     field: &'static str,

@@ -18,6 +18,7 @@
 
 use std::sync::Arc;
 
+use orchestrator_engine::lineage::{Datasets, Place};
 use orchestrator_engine::task::{
     BuildContext, OutputSink, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
 };
@@ -97,6 +98,21 @@ struct Publish {
 
 #[async_trait::async_trait]
 impl Task for Publish {
+    /// The audited table into the production table, with the rows this publish inserted.
+    fn lineage(&self, place: Place<'_>, outputs: Option<&Outputs>) -> Datasets {
+        let mut to = self.target.table_dataset(place, &self.to);
+        if let Some(rows) = outputs
+            .and_then(|o| o.get("inserted"))
+            .and_then(|r| r.as_u64())
+        {
+            to = to.with_row_count(rows);
+        }
+        Datasets {
+            inputs: vec![self.target.table_dataset(place, &self.from)],
+            outputs: vec![to],
+        }
+    }
+
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
         let (from, to, key) = (self.from.clone(), self.to.clone(), self.key.clone());
         let evolve = self.schema == SchemaMode::Evolve;

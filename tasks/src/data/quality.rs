@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use orchestrator_engine::lineage::{Datasets, Place};
 use orchestrator_engine::task::{
     BuildContext, Outputs, Task, TaskConfig, TaskContext, TaskFailure,
 };
@@ -223,6 +224,38 @@ struct QualityCheck {
 
 #[async_trait::async_trait]
 impl Task for QualityCheck {
+    /// The checked table, with one assertion per rule once the rules ran (each rule's
+    /// own `passed`).
+    fn lineage(&self, place: Place<'_>, outputs: Option<&Outputs>) -> Datasets {
+        let mut input = self.target.table_dataset(place, &self.table);
+        if let Some(checks) = outputs
+            .and_then(|o| o.get("checks"))
+            .and_then(|c| c.as_array())
+        {
+            let assertions: Vec<(String, Option<String>, bool)> = checks
+                .iter()
+                .map(|c| {
+                    let rule = c["rule"].as_str().unwrap_or_default().to_string();
+                    // `not_null(symbol)`: one column; `unique(symbol, date)`: the table.
+                    let column = rule
+                        .split_once('(')
+                        .and_then(|(_, rest)| rest.strip_suffix(')'))
+                        .filter(|c| {
+                            !c.is_empty()
+                                && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                        })
+                        .map(str::to_string);
+                    (rule, column, c["passed"] == true)
+                })
+                .collect();
+            input = input.with_assertions(&assertions);
+        }
+        Datasets {
+            inputs: vec![input],
+            outputs: Vec::new(),
+        }
+    }
+
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
         let (table, rules) = (self.table.clone(), self.rules.clone());
         let results = match &self.target {

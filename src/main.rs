@@ -41,6 +41,15 @@ struct Cli {
         value_name = "FILE"
     )]
     channels: Option<PathBuf>,
+    /// Ship the state store's commits off this host, continuously: s3://bucket/prefix or
+    /// a directory (a mounted volume). `state recover --from URL` rebuilds from it.
+    #[arg(
+        long,
+        global = true,
+        env = "ORCHESTRATOR_REPLICATE",
+        value_name = "URL"
+    )]
+    replicate: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -116,6 +125,8 @@ fn main() -> ExitCode {
             "error: the command stopped unexpectedly: {e}"
         )))
     });
+    // `--replicate`: what the command committed since the last shipment goes now.
+    orchestrator_service::replicate::finish();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -129,6 +140,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
     let mut ctx = Context::new(cli.state_dir, Arc::new(out::Std));
     if let Some(file) = &cli.channels {
         ctx = ctx.with_channels_file(file)?;
+    }
+    if let Some(url) = &cli.replicate {
+        ctx = ctx.with_replica(url)?;
     }
     let ctx = &ctx;
     match cli.command {

@@ -26,6 +26,7 @@ mod metrics;
 pub mod notify;
 pub mod ops;
 pub mod render;
+pub mod replicate;
 pub mod report;
 pub mod serve;
 pub mod source;
@@ -46,6 +47,8 @@ pub struct Context {
     /// `--channels FILE` (absolute), or the file a rerun's run recorded.
     pub channels: Option<PathBuf>,
     pub console: Arc<dyn Console>,
+    /// `--replicate URL`: where writing commands ship the store's commits.
+    pub replicate: Option<replicate::Target>,
 }
 
 impl Context {
@@ -54,6 +57,7 @@ impl Context {
             state_dir: state_dir.into(),
             channels: None,
             console,
+            replicate: None,
         }
     }
 
@@ -72,6 +76,14 @@ impl Context {
             )));
         }
         self.channels = Some(abs);
+        Ok(self)
+    }
+
+    /// With `--replicate URL` (`s3://bucket/prefix` or a directory): the stores this
+    /// process opens to write log their commits, and [`replicate`] ships them.
+    pub fn with_replica(mut self, url: &str) -> Result<Context, Error> {
+        self.replicate = Some(replicate::Target::parse(url)?);
+        orchestrator_engine::state::replica::enable();
         Ok(self)
     }
 

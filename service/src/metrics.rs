@@ -73,6 +73,11 @@ pub(crate) fn scrape(
             .collect(),
         store_bytes: store.size_on_disk(),
         free_bytes: orchestrator_engine::state::disk::free_bytes(store.dir()).ok(),
+        replication_lag: store
+            .replication_lag()
+            .ok()
+            .flatten()
+            .map(|d| d.as_secs_f64()),
         ..Scrape::default()
     };
     let mut outbox: BTreeMap<(String, &str), u64> = BTreeMap::new();

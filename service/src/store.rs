@@ -40,7 +40,9 @@ pub fn open_store_or_daemon(ctx: &Context) -> Result<Writer, Error> {
                 errln!(ctx, "{}", interrupted_note(id));
             }
             crate::notify::queue_interrupted(ctx, &store, &recovered);
-            Ok(Writer::Local(Arc::new(store)))
+            let store = Arc::new(store);
+            crate::replicate::attach(ctx, &store);
+            Ok(Writer::Local(store))
         }
         // Only a daemon takes work from others; a foreground run holds the dir alone.
         Err(e @ StateError::Locked { .. }) => match crate::client::Client::discover(dir) {

@@ -25,6 +25,10 @@ pub enum State {
         /// Rebuild even if the store opens and reads cleanly.
         #[arg(long)]
         force: bool,
+        /// Rebuild from a replica (`--replicate URL` of the lost host: s3://bucket/prefix
+        /// or a directory) into a state dir that holds no store.
+        #[arg(long, value_name = "URL", conflicts_with_all = ["warehouse", "force"])]
+        from: Option<String>,
     },
 }
 
@@ -32,7 +36,12 @@ impl State {
     pub async fn exec(self, ctx: &Context) -> Result<u8, Error> {
         match self {
             State::Check => ops::state::check(ctx).await,
-            State::Recover { warehouse, force } => ops::state::recover(ctx, warehouse, force).await,
+            State::Recover {
+                from: Some(url), ..
+            } => ops::state::recover_from(ctx, &url).await,
+            State::Recover {
+                warehouse, force, ..
+            } => ops::state::recover(ctx, warehouse, force).await,
         }
     }
 }

@@ -35,6 +35,7 @@ pub mod disk;
 pub mod journal;
 pub mod records;
 pub mod recovery;
+pub mod replica;
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -176,6 +177,10 @@ pub struct Store {
     /// sled's blob files already made durable, and the blob directory's modification
     /// time when last looked at (see [`Store::sync_blobs`]).
     blobs: Mutex<(Option<std::time::SystemTime>, HashSet<std::ffi::OsString>)>,
+    /// Commits kept for replication, and where they were shipped (see [`replica`]).
+    changes: sled::Tree,
+    /// The next commit's sequence number, when logging changes.
+    next_seq: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -307,6 +312,7 @@ impl Store {
         // A store from a newer binary is refused before its journal is read.
         store.check_schema()?;
         store.replay_journal()?;
+        store.settle_changes()?;
         let recovered = store.recover_interrupted()?;
         Ok((store, recovered))
     }
@@ -381,6 +387,7 @@ impl Store {
         // The copy is ours to write: complete an interrupted commit in it, so what is
         // read is what a writable open would see.
         store.replay_journal()?;
+        store.settle_changes()?;
         Ok((
             store,
             Some(format!(
@@ -442,6 +449,7 @@ impl Store {
         self.refuse_if_read_only()?;
         let mut removed = 0u64;
         let _turn = self.write_turn();
+        let mut per_run = Vec::new();
         for id in runs {
             let key = run_key(id);
             let Some(value) = self.db.get(&key).map_err(|e| self.db_err(e))? else {
@@ -456,14 +464,19 @@ impl Store {
                 }
             }
             removed += ops.len() as u64 - 1;
-            // One piece per run, whatever its size: a crash never leaves half a run.
-            self.write_pieces(std::iter::once(&ops[..]))?;
+            per_run.push(ops);
         }
         let ops: Vec<Op> = backfills
             .iter()
             .map(|id| Op::Del(backfill_key(id)))
             .collect();
         removed += ops.len() as u64;
+        // Logged whole before any of it is written (see `replica`).
+        self.log_change(&[per_run.concat(), ops.clone()].concat())?;
+        for run_ops in &per_run {
+            // One piece per run, whatever its size: a crash never leaves half a run.
+            self.write_pieces(std::iter::once(&run_ops[..]))?;
+        }
         self.write_pieces(journal::pieces(&ops))?;
         self.flush()?;
         Ok(removed)
@@ -526,6 +539,7 @@ impl Store {
         copy: Option<tempfile::TempDir>,
     ) -> Result<Store> {
         let journal = db.open_tree(journal::TREE).map_err(|e| sled_err(dir, e))?;
+        let changes = db.open_tree(replica::TREE).map_err(|e| sled_err(dir, e))?;
         Ok(Store {
             dir: dir.to_path_buf(),
             db,
@@ -539,6 +553,8 @@ impl Store {
             commits: std::sync::atomic::AtomicU64::new(0),
             awaiting: Mutex::new(Vec::new()),
             blobs: Mutex::new((None, HashSet::new())),
+            changes,
+            next_seq: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -699,6 +715,7 @@ impl Store {
         }
         let ops = ops_of(writes);
         let _turn = self.write_turn();
+        self.log_change(&ops)?;
         self.write_pieces(journal::pieces(&ops))?;
         self.sync_blobs()?;
         self.flush()

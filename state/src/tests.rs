@@ -578,3 +578,85 @@ fn a_full_disk_message_does_not_contradict_itself_at_margin_zero() {
         "{below}"
     );
 }
+
+/// Everything the store holds, as (key, value) of its records' tree.
+fn dump(store: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store
+        .db
+        .iter()
+        .map(|i| i.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_base_and_the_segments_after_it_rebuild_the_store_at_its_last_shipped_commit() {
+    crate::replica::enable();
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    store
+        .commit(&[Write::Run(run("r1", RunStatus::Succeeded, 10))])
+        .unwrap();
+    let (seq, base) = store.base().unwrap();
+    assert_eq!(seq, 1, "the base stands at the one commit made");
+    store.mark_shipped("dir", "g1", seq).unwrap();
+    assert!(store
+        .pending_changes(usize::MAX)
+        .unwrap()
+        .commits
+        .is_empty());
+    store
+        .commit(&[
+            Write::Run(run("r2", RunStatus::Running, 20)),
+            Write::Task(task("r2", "a", TaskStatus::Running)),
+        ])
+        .unwrap();
+    let first = store.pending_changes(usize::MAX).unwrap();
+    assert_eq!((first.first(), first.last()), (Some(2), Some(2)));
+    store.mark_shipped("dir", "g1", 2).unwrap();
+    store
+        .commit(&[Write::Run(run("r2", RunStatus::Failed, 20))])
+        .unwrap();
+    store.delete_runs(&["r1".to_string()], &[]).unwrap();
+    let second = store.pending_changes(usize::MAX).unwrap();
+    assert_eq!((second.first(), second.last()), (Some(3), Some(4)));
+    assert!(store.replication_lag().unwrap().is_some());
+
+    // Any order, a segment twice: each commit is applied once, in sequence.
+    let other = tempfile::tempdir().unwrap();
+    let (copy, _) = Store::open(other.path(), "test").unwrap();
+    let files = vec![
+        ("seg-2".to_string(), second.segment()),
+        ("base".to_string(), base),
+        ("seg-1".to_string(), first.segment()),
+        ("seg-1-again".to_string(), first.segment()),
+    ];
+    assert_eq!(copy.restore(&files).unwrap(), 4);
+    assert_eq!(dump(&copy), dump(&store));
+    assert!(
+        copy.run("r1").unwrap().is_none(),
+        "the deletion was replayed"
+    );
+    assert_eq!(copy.run("r2").unwrap().unwrap().status, RunStatus::Failed);
+}
+
+#[test]
+fn the_newest_change_completes_a_commit_a_crash_cut_short() {
+    crate::replica::enable();
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    let writes = [
+        Write::Run(run("r1", RunStatus::Succeeded, 10)),
+        Write::Task(task("r1", "a", TaskStatus::Succeeded)),
+    ];
+    // The change entry is written, then the crash: none of the commit's own writes.
+    let ops = ops_of(&writes);
+    store.log_change(&ops).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    assert_eq!(
+        store.run("r1").unwrap().unwrap().status,
+        RunStatus::Succeeded
+    );
+    assert_eq!(store.tasks("r1").unwrap().len(), 1);
+}

@@ -24,6 +24,7 @@ mod lineage;
 mod metrics;
 mod notify;
 mod readme;
+mod replicate;
 mod rerun;
 mod retries;
 mod safe;

@@ -86,6 +86,7 @@ pub async fn daemon(
         hurry,
     };
     let store = Arc::new(store);
+    crate::replicate::attach(ctx, &store);
     // Other processes read through this while the daemon holds the store.
     // It serves until the daemon has stopped, grace period included.
     let api_stop = CancellationToken::new();

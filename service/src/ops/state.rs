@@ -63,6 +63,9 @@ pub async fn check(ctx: &Context) -> Result<u8, Error> {
             None
         }
     };
+    if let Some(s) = &store {
+        replication_report(s, &mut report);
+    }
     report.merge(staging_report(&warehouses(dir, store.as_ref(), &[])));
     if let Some(tables) = store.as_ref().and_then(|s| s.tables().ok()) {
         let delta = tables.iter().filter(|t| t.format == "delta").count();
@@ -93,6 +96,50 @@ pub async fn check(ctx: &Context) -> Result<u8, Error> {
         );
         Ok(1)
     }
+}
+
+/// Where the store is replicated and how far behind the replica is (`--replicate`).
+fn replication_report(store: &Store, report: &mut orchestrator_engine::state::check::Report) {
+    let (Ok(marker), Ok(Some(lag))) = (store.replica_marker(), store.replication_lag()) else {
+        return;
+    };
+    let behind = humantime::format_duration(std::time::Duration::from_secs(lag.as_secs()));
+    let to = match &marker {
+        Some(m) => format!(
+            "replicated to {} (generation {}, commit {} shipped)",
+            m.url, m.generation, m.shipped
+        ),
+        None => "replication: not shipped anywhere yet".to_string(),
+    };
+    if lag > std::time::Duration::from_secs(60) {
+        report.problems.push(format!(
+            "{to}: the oldest commit not shipped waits for {behind}; the replicating process's log says why (it retries every interval)"
+        ));
+    } else {
+        report.facts.push(format!("{to}; replication lag {behind}"));
+    }
+}
+
+/// `state recover --from URL`: a new store in the state dir from the replica at `url`.
+pub async fn recover_from(ctx: &Context, url: &str) -> Result<u8, Error> {
+    let dir = ctx.dir();
+    let r = crate::replicate::recover(dir, url).await?;
+    // Opened again as any command would: runs the lost host had in flight are marked
+    // interrupted (and resumable) now.
+    let (store, interrupted) = Store::open(dir, &owner())?;
+    let runs = store.runs(None, usize::MAX)?.len();
+    outln!(
+        ctx,
+        "recovered {} from {url}: generation {}, {} files, up to commit {}; {runs} runs",
+        dir.display(),
+        r.generation,
+        r.files,
+        r.last_commit
+    );
+    for id in &interrupted {
+        outln!(ctx, "{}", orchestrator_engine::state::interrupted_note(id));
+    }
+    Ok(0)
 }
 
 pub async fn recover(ctx: &Context, extra: Vec<PathBuf>, force: bool) -> Result<u8, Error> {
@@ -334,6 +381,8 @@ pub fn gc(ctx: &Context, request: Gc) -> Result<u8, Error> {
     } else {
         let removed = store.delete_runs(&plan.runs, &plan.backfills)?;
         let store = store.compact(&owner())?;
+        // The compacted db is new to the replica: a new generation, with a base.
+        crate::replicate::once(ctx, &store);
         let after = store.size_on_disk();
         outln!(ctx,
             "deleted {} of {} runs started before {cutoff_text} ({removed} records, {} succeeded backfills)",

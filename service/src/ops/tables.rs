@@ -334,6 +334,7 @@ pub async fn restore(ctx: &Context, name: &str, target: Target, yes: bool) -> Re
     t.row_count = t.row_count.map(|n| n.saturating_sub(rows));
     t.updated_at = now;
     store.commit(&[Write::Table(t)])?;
+    crate::replicate::once(ctx, &store);
     outln!(
         ctx,
         "restored `{name}` to version {to}, committed as version {new_version}"

@@ -272,8 +272,12 @@ impl Store {
         .unwrap_or_default();
         writeln!(out, "{header}").map_err(io_err)?;
         let mut records = 0u64;
-        for item in self.scan_raw(b"") {
-            let (key, value) = item?;
+        // One read turn for the whole export: no commit lands while it reads, so the
+        // point is the store as of one commit boundary (commits wait for it; a point is
+        // written at most once a minute).
+        let _turn = self.read_turn();
+        for item in self.db.iter() {
+            let (key, value) = item.map_err(|e| self.db_err(e))?;
             let kind = match key.first() {
                 Some(b'r') if key.starts_with(b"r\0") => "run",
                 Some(b't') if key.starts_with(b"t\0") => "task",

@@ -340,8 +340,8 @@ pub struct Recovered {
 }
 
 /// Rebuilds the store in `dir` (which must hold none) from the newest generation at
-/// `url` that has a base.
-pub async fn recover(dir: &Path, url: &str) -> Result<Recovered, Error> {
+/// `url` that has a base; `owner` as `Store::open` takes it.
+pub async fn recover(dir: &Path, url: &str, owner: &str) -> Result<Recovered, Error> {
     let target = Target::parse(url)?;
     if dir.join("db").exists() {
         return Err(Error::invalid(format!(
@@ -382,7 +382,7 @@ pub async fn recover(dir: &Path, url: &str) -> Result<Recovered, Error> {
         })?;
         files.push((name.clone(), bytes));
     }
-    let (store, _) = Store::open(dir, &crate::store::owner())?;
+    let (store, _) = Store::open(dir, owner)?;
     let last_commit = store.restore(&files)?;
     Ok(Recovered {
         generation,

@@ -123,7 +123,7 @@ fn replication_report(store: &Store, report: &mut orchestrator_engine::state::ch
 /// `state recover --from URL`: a new store in the state dir from the replica at `url`.
 pub async fn recover_from(ctx: &Context, url: &str) -> Result<u8, Error> {
     let dir = ctx.dir();
-    let r = crate::replicate::recover(dir, url).await?;
+    let r = crate::replicate::recover(dir, url, &owner()).await?;
     // Opened again as any command would: runs the lost host had in flight are marked
     // interrupted (and resumable) now.
     let (store, interrupted) = Store::open(dir, &owner())?;

@@ -356,6 +356,9 @@ async fn deliver_queue(
     queue: Vec<OutboxRecord>,
     deadline: Option<tokio::time::Instant>,
 ) -> Result<(usize, Vec<OutboxRecord>), StateError> {
+    if let Some(done) = append_all(store, resolve, &queue)? {
+        return Ok(done);
+    }
     let (mut delivered, mut failed) = (0, Vec::new());
     for mut rec in queue {
         let attempt = async {
@@ -405,6 +408,84 @@ async fn deliver_queue(
         }
     }
     Ok((delivered, failed))
+}
+
+/// A queue bound for one file (a `file` channel, an OpenLineage file: a run's lineage is
+/// two events per task): every line in one append and one sync, every outcome in one
+/// commit, instead of two durable writes per message. `None` when the queue is not all
+/// for one file.
+fn append_all(
+    store: &Store,
+    resolve: &Resolve<'_>,
+    queue: &[OutboxRecord],
+) -> Result<Option<(usize, Vec<OutboxRecord>)>, StateError> {
+    let mut path = None;
+    for rec in queue {
+        match resolve(rec) {
+            Ok(Channel::File { path: p }) if path.as_ref().is_none_or(|q| *q == p) => {
+                path = Some(p)
+            }
+            _ => return Ok(None),
+        }
+    }
+    let (Some(path), true) = (path, queue.len() > 1) else {
+        return Ok(None);
+    };
+    let lines: String = queue.iter().map(|r| format!("{}\n", r.payload)).collect();
+    let result = (|| -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        f.write_all(lines.as_bytes())?;
+        f.sync_data()
+    })();
+    let at = Utc::now();
+    let mut done = Vec::with_capacity(queue.len());
+    let mut failed = Vec::new();
+    for rec in queue {
+        let mut rec = rec.clone();
+        rec.attempts += 1;
+        match &result {
+            Ok(()) => {
+                rec.status = DeliveryStatus::Delivered;
+                rec.delivered_at = Some(at);
+                rec.last_error = None;
+            }
+            Err(e) => {
+                rec.last_error = Some(format!(
+                    "channel `{}`: cannot append to {} ({e})",
+                    rec.channel,
+                    path.display()
+                ));
+                rec.status = if rec.attempts >= MAX_ATTEMPTS {
+                    DeliveryStatus::GaveUp
+                } else {
+                    rec.next_at = at
+                        + chrono::Duration::from_std(backoff(rec.attempts - 1))
+                            .unwrap_or_else(|_| chrono::Duration::hours(1));
+                    DeliveryStatus::Failed
+                };
+                failed.push(rec.clone());
+            }
+        }
+        done.push(rec);
+    }
+    if let Err(e) = &result {
+        tracing::warn!(
+            "{} notifications not appended to {}: {e}",
+            queue.len(),
+            path.display()
+        );
+    }
+    store.commit(&done.iter().cloned().map(Write::Outbox).collect::<Vec<_>>())?;
+    for rec in &done {
+        orchestrator_engine::metrics::notification(&rec.channel, rec.status.as_str());
+    }
+    Ok(Some((done.len() - failed.len(), failed)))
 }
 
 /// A delivery error as it may be logged and stored: the process's secrets (environment

@@ -127,7 +127,9 @@ fn a_host_lost_after_a_tick_is_rebuilt_from_s3_without_a_second_fire_or_alert() 
     wait_until("the slow task to start", || pid_file.exists());
     // Everything so far is on S3: the replica's lag is zero.
     wait_until("the replica to catch up", || {
-        metrics(&sb).contains("orchestrator_replication_lag_seconds 0.0")
+        metrics(&sb)
+            .lines()
+            .any(|l| l.trim() == "orchestrator_replication_lag_seconds 0.0")
     });
     let before = runs(&sb, &env_ref);
     assert_eq!(before.len(), 3, "{before:#?}");
@@ -141,7 +143,11 @@ fn a_host_lost_after_a_tick_is_rebuilt_from_s3_without_a_second_fire_or_alert() 
 
     let out = sb.run_with_env(&["state", "recover", "--from", REPLICA], &env_ref);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("3 runs"), "{out:?}");
+    assert!(
+        out.stdout.contains("3 runs"),
+        "{out:?}\nreplica: {:#?}",
+        moto.keys("replica", "prod/")
+    );
     assert!(
         out.stdout.contains(&slow_run),
         "the in-flight run is named: {out:?}"
@@ -184,4 +190,56 @@ fn a_host_lost_after_a_tick_is_rebuilt_from_s3_without_a_second_fire_or_alert() 
     assert!(!d.log().contains("catch-up"), "{}", d.log());
     let (code, log) = d.terminate();
     assert_eq!(code, 0, "{log}");
+}
+
+#[test]
+fn a_directory_replica_recovers_its_newest_generation_and_state_check_reports_the_lag() {
+    let sb = Sandbox::new();
+    sb.write("a.yaml", "name: a\ntasks:\n  t:\n    kind: noop\n");
+    let replica = sb.path("replica");
+    let rep = replica.display().to_string();
+    let out = sb.run(&["--replicate", &rep, "run", "a.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let first = out.run_id();
+    let out = sb.run(&["state", "check"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains(&format!("replicated to {rep} (generation g"))
+            && out.stdout.contains("replication lag 0s"),
+        "{out:?}"
+    );
+    // A commit without --replicate leaves a gap: the store forgets the replica, and the
+    // next replicated command starts a new generation with a new base.
+    let out = sb.run(&["run", "a.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = sb.run(&["state", "check"]);
+    assert!(!out.stdout.contains("replicated to"), "{out:?}");
+    let out = sb.run(&["--replicate", &rep, "run", "a.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let generations = std::fs::read_dir(&replica).unwrap().count();
+    assert_eq!(generations, 2);
+
+    let other = sb.path("other");
+    let other = other.display().to_string();
+    let out = sb.run(&["--state-dir", &other, "state", "recover", "--from", &rep]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("3 runs"), "{out:?}");
+    let out = sb.run(&["--state-dir", &other, "show", &first]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // Recovering over a store is refused.
+    let out = sb.run(&["--state-dir", &other, "state", "recover", "--from", &rep]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("already holds a state store"),
+        "{out:?}"
+    );
+    // A URL that is neither a directory nor S3 is refused before anything runs.
+    let out = sb.run(&["--replicate", "https://example.com/x", "run", "a.yaml"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("give s3://bucket/prefix or a directory"),
+        "{out:?}"
+    );
 }

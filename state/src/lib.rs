@@ -181,6 +181,8 @@ pub struct Store {
     changes: sled::Tree,
     /// The next commit's sequence number, when logging changes.
     next_seq: std::sync::atomic::AtomicU64,
+    /// The `changes` tree may hold entries or a marker.
+    logged: AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -555,6 +557,7 @@ impl Store {
             blobs: Mutex::new((None, HashSet::new())),
             changes,
             next_seq: std::sync::atomic::AtomicU64::new(1),
+            logged: AtomicBool::new(false),
         })
     }
 

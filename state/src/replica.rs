@@ -147,6 +147,8 @@ impl Store {
         }
         let last = self.last_seq()?;
         self.next_seq.store(last + 1, Ordering::Release);
+        self.logged
+            .store(!self.changes.is_empty(), Ordering::Release);
         Ok(())
     }
 
@@ -167,7 +169,8 @@ impl Store {
         if !enabled() {
             // A commit the replica will never see: its entries and marker go first (in
             // this commit's flush), so the next replicated process starts a generation.
-            if !self.changes.is_empty() {
+            // (A flag, not a look at the tree: this is every commit's path.)
+            if self.logged.swap(false, Ordering::AcqRel) {
                 self.changes.clear().map_err(|e| self.db_err(e))?;
             }
             return Ok(());
@@ -178,6 +181,7 @@ impl Store {
         self.changes
             .insert(entry_key(seq), value)
             .map_err(|e| self.db_err(e))?;
+        self.logged.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -239,6 +243,7 @@ impl Store {
         self.changes
             .insert(MARKER, value)
             .map_err(|e| self.db_err(e))?;
+        self.logged.store(true, Ordering::Release);
         for item in self.changes.range(entry_key(0)..=entry_key(shipped)) {
             let (k, _) = item.map_err(|e| self.db_err(e))?;
             self.changes.remove(k).map_err(|e| self.db_err(e))?;

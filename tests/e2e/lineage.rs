@@ -308,3 +308,46 @@ fn a_lineage_block_without_its_target_or_with_a_typo_is_refused_at_its_line() {
     assert!(out.stderr.contains("b.yaml:2:"), "{out:?}");
     assert!(out.stderr.contains("did you mean `path`"), "{out:?}");
 }
+
+#[test]
+fn lineage_in_the_shared_channels_file_applies_to_a_workflow_without_its_own() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path("wf")).unwrap();
+    sb.write(
+        "wf/channels.yaml",
+        "lineage: { kind: file, path: shared-lineage.jsonl, namespace: team }\n",
+    );
+    sb.write(
+        "wf/w.yaml",
+        "name: w\ntasks:\n  a:\n    kind: noop\n  b:\n    kind: shell\n    command: exit 4\n    after: [a]\n",
+    );
+    let out = sb.run(&["run", "wf/w.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let text = std::fs::read_to_string(sb.state_dir().join("shared-lineage.jsonl")).unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    validate(&sb, &events);
+    let mut seen: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["job"]["name"].as_str().unwrap(),
+                e["eventType"].as_str().unwrap()
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ["w.a COMPLETE", "w.a START", "w.b FAIL", "w.b START"]);
+    assert!(events.iter().all(|e| e["job"]["namespace"] == "team"));
+    let fail = events.iter().find(|e| e["eventType"] == "FAIL").unwrap();
+    assert!(
+        fail["run"]["facets"]["errorMessage"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exit"),
+        "{fail}"
+    );
+}

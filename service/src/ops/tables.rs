@@ -192,6 +192,7 @@ pub async fn optimize(ctx: &Context, name: &str, zorder_by: Vec<String>) -> Resu
         .map_err(|e| Error::failed(format!("error: {e}")))?
         .map_err(|e| Error::failed(format!("error: {e}")))?;
     record_version(&store, t, o.version)?;
+    crate::replicate::once(ctx, &store);
     if o.files_added == 0 && o.files_removed == 0 {
         outln!(
             ctx,
@@ -237,6 +238,7 @@ pub async fn vacuum(
     .map_err(|e| Error::failed(format!("error: {e}")))?;
     if !dry_run {
         record_version(&store, t, v.version)?;
+        crate::replicate::once(ctx, &store);
     }
     let verb = if dry_run { "would delete" } else { "deleted" };
     outln!(

@@ -351,3 +351,44 @@ fn lineage_in_the_shared_channels_file_applies_to_a_workflow_without_its_own() {
         "{fail}"
     );
 }
+
+#[test]
+fn a_cancelled_attempt_ends_its_lineage_run_with_abort() {
+    let sb = Sandbox::new();
+    let started = sb.path("started");
+    sb.write(
+        "w.yaml",
+        &format!(
+            "name: w\nlineage: {{ kind: file, path: lineage.jsonl }}\ntasks:\n  wait:\n    kind: shell\n    command: touch {} && exec sleep 30\n",
+            started.display()
+        ),
+    );
+    let mut child = sb
+        .command(&["run", "w.yaml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    crate::common::wait_until("the task to start", || started.exists());
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "a cancelled run exits 1");
+    let text = std::fs::read_to_string(sb.state_dir().join("lineage.jsonl")).unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    validate(&sb, &events);
+    let wait: BTreeMap<String, &Value> = events
+        .iter()
+        .filter(|e| e["job"]["name"] == "w.wait")
+        .map(|e| (e["eventType"].as_str().unwrap().to_string(), e))
+        .collect();
+    assert_eq!(
+        wait.keys().collect::<Vec<_>>(),
+        ["ABORT", "START"],
+        "{events:#?}"
+    );
+    assert_eq!(wait["ABORT"]["run"]["runId"], wait["START"]["run"]["runId"]);
+}

@@ -624,12 +624,18 @@ impl Loop<'_> {
                 rec.outputs = outputs;
                 self.writes.push(Write::Attempt(a));
                 self.writes.push(Write::Task(rec.clone()));
-                let outputs = rec.outputs.clone();
+                // Copied only for a lineage event: this is every task's path.
+                let outputs = self
+                    .ex
+                    .workflow
+                    .lineage
+                    .is_some()
+                    .then(|| rec.outputs.clone());
                 self.lineage(
                     t,
                     f.attempt,
                     crate::lineage::Transition::Complete,
-                    Some(&outputs),
+                    outputs.as_ref(),
                     None,
                 );
                 let def = &self.ex.workflow.tasks[t];
@@ -700,14 +706,19 @@ impl Loop<'_> {
                     rec.status = TaskStatus::Failed;
                     rec.ended_at = Some(now);
                 }
-                let failed_outputs = a.outputs.clone();
+                let failed_outputs = self
+                    .ex
+                    .workflow
+                    .lineage
+                    .is_some()
+                    .then(|| a.outputs.clone());
                 self.writes.push(Write::Attempt(a));
                 self.writes.push(Write::Task(rec.clone()));
                 self.lineage(
                     t,
                     f.attempt,
                     crate::lineage::Transition::Fail,
-                    Some(&failed_outputs),
+                    failed_outputs.as_ref(),
                     Some(&error),
                 );
                 let def = &self.ex.workflow.tasks[t];

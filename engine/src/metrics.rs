@@ -354,16 +354,12 @@ pub fn encode(scrape: &Scrape) -> String {
         "Undelivered notifications by channel and state (waiting, failed)",
         outbox,
     );
-    if let Some(oldest) = scrape.outbox_oldest {
-        let g = FloatGauge::default();
-        g.set(oldest);
-        reg.register_with_unit(
-            "outbox_oldest_created_timestamp",
-            "When the oldest undelivered notification was created (Unix time)",
-            Unit::Seconds,
-            g,
-        );
-    }
+    seconds(
+        &mut reg,
+        "outbox_oldest_created_timestamp",
+        "When the oldest undelivered notification was created (Unix time)",
+        scrape.outbox_oldest,
+    );
     reg.register(
         "alerts_sent",
         "Data alert messages delivered, by workflow and channel",
@@ -393,38 +389,46 @@ pub fn encode(scrape: &Scrape) -> String {
         Unit::Seconds,
         updated,
     );
-    let size: Gauge = Gauge::default();
-    size.set(i64::try_from(scrape.store_bytes).unwrap_or(i64::MAX));
-    reg.register_with_unit(
+    bytes(
+        &mut reg,
         "state_store_size",
         "The state store's size on disk",
-        Unit::Bytes,
-        size,
+        Some(scrape.store_bytes),
     );
-    if let Some(free) = scrape.free_bytes {
-        let g: Gauge = Gauge::default();
-        g.set(i64::try_from(free).unwrap_or(i64::MAX));
-        reg.register_with_unit(
-            "state_disk_free",
-            "Free space on the state store's file system",
-            Unit::Bytes,
-            g,
-        );
-    }
-    if let Some(lag) = scrape.replication_lag {
-        let g = FloatGauge::default();
-        g.set(lag);
-        reg.register_with_unit(
-            "replication_lag",
-            "How far behind the store's newest commit the replica is",
-            Unit::Seconds,
-            g,
-        );
-    }
+    bytes(
+        &mut reg,
+        "state_disk_free",
+        "Free space on the state store's file system",
+        scrape.free_bytes,
+    );
+    seconds(
+        &mut reg,
+        "replication_lag",
+        "How far behind the store's newest commit the replica is",
+        scrape.replication_lag,
+    );
     let mut text = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &reg);
     text
+}
+
+/// A gauge of one value in seconds, registered when there is a value.
+fn seconds(reg: &mut Registry, name: &str, help: &str, value: Option<f64>) {
+    if let Some(v) = value {
+        let g = FloatGauge::default();
+        g.set(v);
+        reg.register_with_unit(name, help, Unit::Seconds, g);
+    }
+}
+
+/// A gauge of one value in bytes, registered when there is a value.
+fn bytes(reg: &mut Registry, name: &str, help: &str, value: Option<u64>) {
+    if let Some(v) = value {
+        let g: Gauge = Gauge::default();
+        g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        reg.register_with_unit(name, help, Unit::Bytes, g);
+    }
 }
 
 #[cfg(test)]

@@ -159,14 +159,9 @@ impl orchestrator_web::Source for StoreSource {
     }
 
     async fn workflows(&self) -> Result<Value, Error> {
-        let Some(commands) = &self.commands else {
+        let Some(status) = self.daemon_status().await? else {
             return Ok(json!({"daemon": false, "workflows": [], "invalid": []}));
         };
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        commands
-            .send(orchestrator_daemon::Command::Status { reply })
-            .map_err(|_| stopping())?;
-        let status = answer.await.map_err(|_| stopping())?;
         let workflows: Vec<Value> = status
             .workflows
             .iter()
@@ -375,7 +370,11 @@ impl orchestrator_web::Source for StoreSource {
     }
 
     async fn metrics(&self) -> Result<String, Error> {
-        let known = self.known_workflows().await;
+        // A stopping daemon still answers from the store.
+        let known = match self.daemon_status().await {
+            Ok(Some(status)) => status.workflows,
+            Ok(None) | Err(_) => Vec::new(),
+        };
         let (store, seed) = (self.store.clone(), self.last_success.clone());
         // The first scrape reads the run history once (the last successes).
         let scrape = tokio::task::spawn_blocking(move || {
@@ -392,19 +391,16 @@ impl orchestrator_web::Source for StoreSource {
 }
 
 impl StoreSource {
-    /// The workflows the daemon knows; none without a daemon.
-    async fn known_workflows(&self) -> Vec<orchestrator_daemon::WorkflowStatus> {
+    /// The daemon's view of its workflows; `None` without a daemon.
+    async fn daemon_status(&self) -> Result<Option<orchestrator_daemon::Status>, Error> {
         let Some(commands) = &self.commands else {
-            return Vec::new();
+            return Ok(None);
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        if commands
+        commands
             .send(orchestrator_daemon::Command::Status { reply })
-            .is_err()
-        {
-            return Vec::new();
-        }
-        answer.await.map(|s| s.workflows).unwrap_or_default()
+            .map_err(|_| stopping())?;
+        answer.await.map(Some).map_err(|_| stopping())
     }
 }
 

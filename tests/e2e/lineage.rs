@@ -126,28 +126,23 @@ fn a_daily_run_posts_valid_events_whose_graph_is_ingest_raw_temp_published() {
         landed,
         [format!("file:{}", sb.path("landing/bars").display())]
     );
-    assert_eq!(names(&complete("crawl")["inputs"]), landed);
-    assert_eq!(names(&complete("crawl")["outputs"]), [table("stock_raw")]);
-    assert_eq!(
-        names(&complete("create_temp")["inputs"]),
-        [table("stock_raw")]
-    );
-    assert_eq!(
-        names(&complete("create_temp")["outputs"]),
-        [table("stock_daily_tmp")]
-    );
-    assert_eq!(
-        names(&complete("quality_check")["inputs"]),
-        [table("stock_daily_tmp")]
-    );
-    assert_eq!(
-        names(&complete("publish")["inputs"]),
-        [table("stock_daily_tmp")]
-    );
-    assert_eq!(
-        names(&complete("publish")["outputs"]),
-        [table("stock_daily")]
-    );
+    let raw = table("stock_raw");
+    let temp = table("stock_daily_tmp");
+    for (task, side, want) in [
+        ("crawl", "inputs", &landed[0]),
+        ("crawl", "outputs", &raw),
+        ("create_temp", "inputs", &raw),
+        ("create_temp", "outputs", &temp),
+        ("quality_check", "inputs", &temp),
+        ("publish", "inputs", &temp),
+        ("publish", "outputs", &table("stock_daily")),
+    ] {
+        assert_eq!(
+            names(&complete(task)[side]),
+            std::slice::from_ref(want),
+            "{task} {side}"
+        );
+    }
     // The publish's output statistics are the rows it inserted.
     let inserted = crate::common::task(&show, "publish")["outputs"]["inserted"].as_u64();
     assert!(inserted.is_some_and(|n| n > 0), "{show}");

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use orchestrator_service::{Context, Error};
 
-use commands::{backfill, daemon, doctor, inspect, notify, run, state, workflow};
+use commands::{backfill, daemon, doctor, inspect, notify, plugins, run, state, workflow};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +50,10 @@ struct Cli {
         value_name = "URL"
     )]
     replicate: Option<String>,
+    /// The plugins directory: task kinds as executables, each named after its kind
+    /// (default: `plugins/` in the workflow's directory, then in its parent).
+    #[arg(long, global = true, env = "ORCHESTRATOR_PLUGINS", value_name = "DIR")]
+    plugins: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,6 +85,9 @@ enum Command {
     Gc(state::Gc),
     #[command(subcommand)]
     Notify(notify::Notify),
+    #[command(subcommand)]
+    Plugins(plugins::Plugins),
+    Schema(plugins::Schema),
 }
 
 /// Our own info lines; delta-rs and its kernel narrate every snapshot they build at
@@ -90,6 +97,12 @@ const DEFAULT_LOG: &str =
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(dir) = &cli.plugins {
+        // Every registry this process (and its children) builds finds plugins there:
+        // set once, before any other thread exists.
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+        std::env::set_var(orchestrator_service::ops::plugins::PLUGINS_ENV, dir);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ORCHESTRATOR_LOG")
@@ -166,6 +179,8 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Notify(a) => a.exec(ctx).await,
         Command::State(a) => a.exec(ctx).await,
         Command::Gc(a) => a.exec(ctx),
+        Command::Plugins(a) => a.exec(ctx),
+        Command::Schema(a) => a.exec(ctx),
     }
 }
 

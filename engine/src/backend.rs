@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 /// Where a workflow's data tasks run (`backend:`, or `run --backend`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// DataFusion, the catalog in the state store, local directories.
@@ -33,7 +33,7 @@ impl Backend {
 
 /// The `aws:` block: where the AWS backend's work goes. Checked without calling AWS;
 /// `orchestrator doctor --backend aws` makes the calls.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsBlock {
     pub region: Option<String>,

@@ -9,7 +9,7 @@ use serde::Deserialize;
 pub const SHARED_CHANNELS: &str = "channels.yaml";
 
 /// Where messages go (`channels:`): alerts from `kind: alert` tasks.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Channel {
     /// Appends one JSON object per message to a file (a relative path is in the state

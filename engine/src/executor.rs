@@ -115,7 +115,9 @@ enum Outcome {
     /// The task could not be made (its fields read an upstream output that is not
     /// there): failed, and not retried, since another attempt would read the same.
     Unrunnable(String),
-    TimedOut(Duration),
+    /// With what the task said as it stopped, if it did within the grace period (a
+    /// plugin names itself and what it was doing).
+    TimedOut(Duration, Option<String>),
     Cancelled,
 }
 
@@ -561,7 +563,7 @@ impl Loop<'_> {
                 }
             };
             let outcome = match outcome {
-                Outcome::Failed(_) | Outcome::TimedOut(_) if run_cancel.is_cancelled() => {
+                Outcome::Failed(_) | Outcome::TimedOut(..) if run_cancel.is_cancelled() => {
                     Outcome::Cancelled
                 }
                 o => o,
@@ -672,18 +674,23 @@ impl Loop<'_> {
                 self.ex.observer.event(&Event::Cancelled { task: &def.id });
                 self.done(t, Upstream::Cancelled);
             }
-            Outcome::Failed(_) | Outcome::TimedOut(_) | Outcome::Unrunnable(_) => {
-                let retryable = !matches!(f.outcome, Outcome::Unrunnable(_));
+            Outcome::Failed(_) | Outcome::TimedOut(..) | Outcome::Unrunnable(_) => {
+                let retryable = match &f.outcome {
+                    Outcome::Unrunnable(_) => false,
+                    Outcome::Failed(e) => e.retryable,
+                    _ => true,
+                };
                 let (error, exit_code) = match f.outcome {
                     Outcome::Failed(e) => {
                         a.outputs = e.outputs;
                         (e.message, e.exit_code)
                     }
                     Outcome::Unrunnable(why) => (why, None),
-                    Outcome::TimedOut(d) => (
+                    Outcome::TimedOut(d, said) => (
                         format!(
-                            "timed out after {}; the task and its child processes were killed (raise `timeout:` if it needs longer)",
-                            humantime::format_duration(d)
+                            "timed out after {}; the task and its child processes were killed (raise `timeout:` if it needs longer){}",
+                            humantime::format_duration(d),
+                            said.map(|s| format!(": {s}")).unwrap_or_default()
                         ),
                         None,
                     ),
@@ -898,8 +905,11 @@ where
         _ = timer => {
             cancel.cancel();
             // Past the grace period the task's future is dropped, which stops it.
-            let _ = tokio::time::timeout(CANCEL_GRACE, &mut inner).await;
-            Outcome::TimedOut(timeout.unwrap_or_default())
+            let said = match tokio::time::timeout(CANCEL_GRACE, &mut inner).await {
+                Ok(Ok(Err(failure))) if failure.message != "cancelled" => Some(failure.message),
+                _ => None,
+            };
+            Outcome::TimedOut(timeout.unwrap_or_default(), said)
         }
         _ = cancel.cancelled() => {
             let _ = tokio::time::timeout(CANCEL_GRACE, &mut inner).await;

@@ -87,6 +87,13 @@ impl Late {
                     None,
                 ),
                 BuildError::Invalid(i) => (i.message, i.help),
+                BuildError::Problems(ps) => (
+                    ps.iter()
+                        .map(|p| p.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    ps.into_iter().find_map(|p| p.help),
+                ),
             };
             let help = help.map(|h| format!(" (help: {h})")).unwrap_or_default();
             format!("task `{id}`: with upstream outputs filled in, its config is invalid: {message}{help}")

@@ -461,7 +461,7 @@ mod run_tests {
     use crate::task::{BuildContext, Invalid, Outputs, Task, TaskConfig, TaskContext, TaskFailure};
 
     /// Panics in its first poll, or (`later: true`) after it has waited once.
-    #[derive(Debug, serde::Deserialize)]
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
     struct Panics {
         later: bool,
     }

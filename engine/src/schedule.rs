@@ -86,7 +86,7 @@ impl FromStr for Overlap {
 }
 
 /// What the daemon does with fire times missed while it was down (`catchup:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Catchup {
     /// Start nothing for them.
@@ -100,7 +100,7 @@ pub enum Catchup {
 
 /// What the daemon does when a run is due while the workflow's previous run is still
 /// going (`concurrency:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Concurrency {
     /// Record the due run as `skipped`, with the reason.

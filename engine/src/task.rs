@@ -80,6 +80,9 @@ pub struct TaskFailure {
     /// What the attempt found before failing (e.g. each audit rule's result); stored with
     /// the attempt like a success's outputs.
     pub outputs: Outputs,
+    /// Whether the task's `retries:` apply. `false` when another attempt would fail the
+    /// same way (a plugin that answered `failed`, or broke the protocol).
+    pub retryable: bool,
 }
 
 impl TaskFailure {
@@ -88,7 +91,14 @@ impl TaskFailure {
             message: message.into(),
             exit_code: None,
             outputs: Outputs::new(),
+            retryable: true,
         }
+    }
+
+    /// This failure, not retried whatever the task's `retries:`.
+    pub fn permanent(mut self) -> Self {
+        self.retryable = false;
+        self
     }
 }
 
@@ -141,6 +151,16 @@ pub struct OutputSink {
     task_id: Arc<str>,
     redactor: Arc<Redactor>,
     tail: Arc<Mutex<Tail>>,
+    progress: Arc<Mutex<Option<Progress>>>,
+}
+
+/// How far a running attempt says it is (a plugin's `progress` message): shown by the
+/// CLI as an output line and by the web UI beside the running task.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Progress {
+    /// 0.0 to 1.0.
+    pub fraction: f64,
+    pub message: String,
 }
 
 impl fmt::Debug for OutputSink {
@@ -166,7 +186,44 @@ impl OutputSink {
             task_id: task_id.into(),
             redactor,
             tail: Arc::default(),
+            progress: Arc::default(),
         }
+    }
+
+    /// This sink (same tail, same progress) also masking `secrets`: a plugin's secret
+    /// values, whatever their names.
+    pub fn masking(&self, secrets: impl IntoIterator<Item = String>) -> OutputSink {
+        OutputSink {
+            redactor: Arc::new(self.redactor.as_ref().clone().with(secrets)),
+            ..self.clone()
+        }
+    }
+
+    /// Masks the secrets this sink masks in `text`.
+    pub fn redact<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        self.redactor.redact(text)
+    }
+
+    /// Records the attempt's progress (clamped to 0..=1) and writes it as an output line.
+    pub fn progress(&self, fraction: f64, message: &str) {
+        let fraction = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let message = self.redactor.redact(message).into_owned();
+        self.line(&format!(
+            "[progress {:.0}%] {message}",
+            (fraction * 100.0).floor()
+        ));
+        if let Ok(mut p) = self.progress.lock() {
+            *p = Some(Progress { fraction, message });
+        }
+    }
+
+    /// The last progress reported, if any.
+    pub fn last_progress(&self) -> Option<Progress> {
+        self.progress.lock().ok()?.clone()
     }
 
     pub fn line(&self, line: &str) {
@@ -230,6 +287,14 @@ pub fn live_tail(run_id: &str, task_id: &str) -> Option<String> {
     let map = live().lock().ok()?;
     map.get(&(run_id.to_string(), task_id.to_string()))
         .map(OutputSink::tail)
+}
+
+/// The progress the attempt in progress of task `task_id` in run `run_id` last reported,
+/// if one is running in this process and reported any.
+pub fn live_progress(run_id: &str, task_id: &str) -> Option<Progress> {
+    let map = live().lock().ok()?;
+    map.get(&(run_id.to_string(), task_id.to_string()))?
+        .last_progress()
 }
 
 /// Registers an attempt's output for [`live_tail`] until dropped.
@@ -351,25 +416,79 @@ impl From<&str> for Invalid {
     }
 }
 
-/// A task kind's typed config: the deserialized YAML is the factory.
-pub trait TaskConfig: DeserializeOwned + Send + Sync + 'static {
+/// A kind's typed config: the deserialized YAML is the factory. Its JSON Schema
+/// (`schemars`, from the same struct) is what `plugins describe` and `orchestrator
+/// schema` show, so the two cannot drift.
+pub trait TaskConfig: DeserializeOwned + schemars::JsonSchema + Send + Sync + 'static {
     /// The `kind:` name.
     const KIND: &'static str;
+
+    /// The outputs an attempt may set, each with what it holds (for `plugins describe`).
+    const OUTPUTS: &'static [(&'static str, &'static str)] = &[];
+
+    /// Whether the kind honours `short_circuit: true` ([`SHORT_CIRCUIT`]).
+    const SHORT_CIRCUIT: bool = false;
 
     /// Makes the task. An `Err` is a validation error reported at the task's line, or
     /// inside a field's value when it says where.
     fn build(self, ctx: &BuildContext) -> Result<Arc<dyn Task>, Invalid>;
 }
 
+/// Where a kind comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KindSource {
+    Builtin,
+    /// A plugin executable (absolute path).
+    Plugin(PathBuf),
+}
+
+impl fmt::Display for KindSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KindSource::Builtin => f.write_str("builtin"),
+            KindSource::Plugin(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// What a kind says of itself: `plugins describe`, and the workflow's JSON Schema.
+#[derive(Debug, Clone)]
+pub struct KindInfo {
+    pub kind: String,
+    pub source: KindSource,
+    pub description: Option<String>,
+    /// A JSON Schema (draft 2020-12) of the kind's own fields: an object schema whose
+    /// refs point into `#/$defs/` (a plugin's schema holds its own; a built-in kind's
+    /// are in the generator it was made with).
+    pub fields: serde_json::Value,
+    /// Output name and what it holds.
+    pub outputs: Vec<(String, String)>,
+    pub short_circuit: bool,
+}
+
 /// A registered kind, type-erased.
 pub trait TaskKind: Send + Sync {
     fn build(&self, config: &Node, ctx: &BuildContext) -> Result<Arc<dyn Task>, BuildError>;
+
+    /// Its description; built-in kinds add their schema's definitions to `generator`.
+    fn info(&self, generator: &mut schemars::SchemaGenerator) -> KindInfo;
 }
 
 #[derive(Debug)]
 pub enum BuildError {
     Config(DeError),
     Invalid(Invalid),
+    /// Problems at exact places in the file (a plugin's fields checked against its
+    /// schema), each reported as it is.
+    Problems(Vec<Problem>),
+}
+
+/// One problem of a task's config at a place in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub pos: crate::yaml::Pos,
+    pub message: String,
+    pub help: Option<String>,
 }
 
 struct ConfigKind<C>(std::marker::PhantomData<fn() -> C>);
@@ -379,27 +498,104 @@ impl<C: TaskConfig> TaskKind for ConfigKind<C> {
         let config: C = config.parse().map_err(BuildError::Config)?;
         config.build(ctx).map_err(BuildError::Invalid)
     }
+
+    fn info(&self, generator: &mut schemars::SchemaGenerator) -> KindInfo {
+        let mut fields = generator.root_schema_for::<C>().to_value();
+        let description = fields
+            .as_object_mut()
+            .and_then(|o| {
+                // Definitions stay in the generator, shared by every kind.
+                o.remove("$defs");
+                o.remove("$schema");
+                o.remove("title");
+                o.remove("description")
+            })
+            .and_then(|d| d.as_str().map(str::to_string));
+        KindInfo {
+            kind: C::KIND.to_string(),
+            source: KindSource::Builtin,
+            description,
+            fields,
+            outputs: C::OUTPUTS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            short_circuit: C::SHORT_CIRCUIT,
+        }
+    }
 }
 
-/// The task kinds a workflow may use.
-#[derive(Default)]
+/// Finds task kinds that are not built in: plugins (`orchestrator_tasks::plugin`).
+pub trait PluginFinder: Send + Sync {
+    /// Kind `kind` for a workflow in `workflow_dir`: from `path` when the workflow's
+    /// `plugins:` names one, else from the plugins directory. `None`: no such plugin;
+    /// `Some(Err)`: found but unusable (its `describe` failed), in words that say what
+    /// to do.
+    fn find(
+        &self,
+        kind: &str,
+        path: Option<&std::path::Path>,
+        workflow_dir: &std::path::Path,
+    ) -> Option<Result<Arc<dyn TaskKind>, String>>;
+
+    /// Where plugins are looked for, for a workflow in `workflow_dir` (for messages).
+    fn dirs(&self, workflow_dir: &std::path::Path) -> Vec<PathBuf>;
+}
+
+/// The task kinds a workflow may use: the built-in ones, and plugins through a
+/// [`PluginFinder`].
+#[derive(Default, Clone)]
 pub struct Registry {
-    kinds: BTreeMap<&'static str, Arc<dyn TaskKind>>,
+    kinds: BTreeMap<String, Arc<dyn TaskKind>>,
+    plugins: Option<Arc<dyn PluginFinder>>,
 }
 
 impl Registry {
     pub fn register<C: TaskConfig>(&mut self) -> &mut Self {
-        self.kinds
-            .insert(C::KIND, Arc::new(ConfigKind::<C>(std::marker::PhantomData)));
+        self.kinds.insert(
+            C::KIND.to_string(),
+            Arc::new(ConfigKind::<C>(std::marker::PhantomData)),
+        );
         self
     }
 
+    /// With plugins found by `finder` for kinds that are not built in.
+    pub fn with_plugins(mut self, finder: Arc<dyn PluginFinder>) -> Self {
+        self.plugins = Some(finder);
+        self
+    }
+
+    /// A built-in kind.
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn TaskKind>> {
         self.kinds.get(kind)
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.kinds.keys().copied()
+    /// A plugin kind (see [`PluginFinder::find`]).
+    pub fn plugin(
+        &self,
+        kind: &str,
+        path: Option<&std::path::Path>,
+        workflow_dir: &std::path::Path,
+    ) -> Option<Result<Arc<dyn TaskKind>, String>> {
+        self.plugins.as_ref()?.find(kind, path, workflow_dir)
+    }
+
+    /// Where plugins are looked for, for a workflow in `workflow_dir`.
+    pub fn plugin_dirs(&self, workflow_dir: &std::path::Path) -> Vec<PathBuf> {
+        self.plugins
+            .as_ref()
+            .map(|p| p.dirs(workflow_dir))
+            .unwrap_or_default()
+    }
+
+    /// The built-in kinds' names.
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.kinds.keys().map(String::as_str)
+    }
+
+    /// The built-in kinds.
+    pub fn kinds(&self) -> impl Iterator<Item = &Arc<dyn TaskKind>> + '_ {
+        self.kinds.values()
     }
 }
 
@@ -431,6 +627,37 @@ impl<'de> serde::Deserialize<'de> for Dur {
             serde::de::Error::custom(format!(
                 "`{s}` is not a duration; write a number and a unit, e.g. 500ms, 30s, 5m, 1h30m"
             ))
+        })
+    }
+}
+
+/// Written `500ms`, `30s`, `5m`, `1h30m`: a string in the schema.
+const DURATION_PATTERN: &str = r"^\s*([0-9]+\s*[a-zA-Z]+\s*)+$";
+
+impl schemars::JsonSchema for Dur {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "description": "A duration: a number and a unit, e.g. 500ms, 30s, 5m, 1h30m.",
+        })
+    }
+}
+
+impl schemars::JsonSchema for Timeout {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Timeout".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "description": "How long an attempt may take before it is killed and fails, e.g. 30s, 5m, 1h30m; greater than 0.",
         })
     }
 }

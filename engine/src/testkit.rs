@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::task::{BuildContext, Invalid, Outputs, Task, TaskConfig, TaskContext, TaskFailure};
 
 /// `kind: noop`: succeeds at once.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 pub(crate) struct Noop {}
 
 #[derive(Debug)]

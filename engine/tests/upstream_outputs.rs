@@ -14,7 +14,7 @@ use orchestrator_engine::task::{
 
 /// `kind: echo`: outputs `value` (any YAML) as `value`; with `fail_unless`, fails
 /// while that file does not exist; with `count`, refuses a count over 10 at build.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Echo {
     value: serde_json::Value,

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod inspect;
 pub mod notify;
 pub mod parse;
+pub mod plugins;
 pub mod run;
 pub mod state;
 pub mod workflow;

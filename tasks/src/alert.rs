@@ -23,7 +23,7 @@ use crate::data::backend::DataError;
 use crate::data::local::Local;
 use crate::data::{on_engine, SqlEngine};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertConfig {
     /// The rows to alert on.

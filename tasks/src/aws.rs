@@ -490,7 +490,7 @@ fn needs_aws(kind: &'static str, ctx: &BuildContext) -> Result<AwsBlock, NeedsAw
 
 /// `kind: athena_query` — one statement on Athena; its result rows (at most `max_rows`)
 /// are the task's outputs.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AthenaQueryConfig {
     sql: String,
@@ -543,7 +543,7 @@ impl Task for AthenaQuery {
 }
 
 /// `kind: glue_job` — starts a Glue job run and waits for its end.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GlueJobConfig {
     job_name: String,

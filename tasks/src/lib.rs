@@ -14,6 +14,8 @@ pub mod aws;
 pub mod data;
 pub mod files;
 mod noop;
+pub mod plugin;
+mod process;
 mod shell;
 
 pub use alert::AlertConfig;
@@ -30,8 +32,13 @@ pub use shell::ShellConfig;
 
 use orchestrator_engine::task::Registry;
 
-/// Every built-in task kind.
+/// Every built-in task kind, and plugins (found as [`plugin::Finder::from_env`] says).
 pub fn registry() -> Registry {
+    builtin().with_plugins(std::sync::Arc::new(plugin::Finder::from_env()))
+}
+
+/// Every built-in task kind, without plugins.
+pub fn builtin() -> Registry {
     let mut r = Registry::default();
     r.register::<NoopConfig>()
         .register::<ShellConfig>()

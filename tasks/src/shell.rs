@@ -13,29 +13,21 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use orchestrator_engine::task::{
     BuildContext, OutputSink, Outputs, Task, TaskConfig, TaskContext, TaskFailure, SHORT_CIRCUIT,
 };
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
+
+use crate::process::{read_lines, GroupGuard, DRAIN_AFTER_EXIT, TERM_GRACE};
 
 /// The exit status that short-circuits a task with `short_circuit: true`.
 pub const SKIP_EXIT_CODE: i32 = 99;
 
-/// How long a cancelled command gets to exit after SIGTERM before SIGKILL.
-const TERM_GRACE: Duration = Duration::from_secs(5);
-/// How long to keep reading output after the command exited (a background process may
-/// hold the pipe open forever).
-const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
-/// Longest line kept whole; longer lines are cut.
-const MAX_LINE: usize = 8 * 1024;
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShellConfig {
     /// The command line, run with `sh -c`.
@@ -76,24 +68,6 @@ struct Shell {
     command: String,
     env: BTreeMap<String, String>,
     workdir: PathBuf,
-}
-
-/// Kills the process group when dropped, unless the command exited on its own.
-struct GroupGuard(Option<Pid>);
-
-impl GroupGuard {
-    fn signal(&self, sig: Signal) {
-        if let Some(pgid) = self.0 {
-            // ESRCH (already gone) is fine.
-            let _ = killpg(pgid, sig);
-        }
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.signal(Signal::SIGKILL);
-    }
 }
 
 #[async_trait::async_trait]
@@ -182,6 +156,7 @@ impl Task for Shell {
                 ),
                 exit_code: Some(code),
                 outputs: Outputs::new(),
+                retryable: true,
             }),
             None => {
                 use std::os::unix::process::ExitStatusExt;
@@ -192,53 +167,6 @@ impl Task for Shell {
                 )))
             }
         }
-    }
-}
-
-/// Streams `stream` to `sink` line by line, holding at most [`MAX_LINE`] bytes of a line:
-/// a task that prints hundreds of megabytes without a newline must not make us buffer
-/// them (`read_until` would). The rest of an over-long line is read and dropped.
-fn read_lines<R: AsyncRead + Unpin + Send + 'static>(
-    stream: R,
-    sink: OutputSink,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(stream);
-        let mut line: Vec<u8> = Vec::new();
-        let mut cut = false;
-        loop {
-            let chunk = match reader.fill_buf().await {
-                Ok(c) if !c.is_empty() => c,
-                _ => break,
-            };
-            let newline = chunk.iter().position(|b| *b == b'\n');
-            let body = &chunk[..newline.unwrap_or(chunk.len())];
-            let room = MAX_LINE.saturating_sub(line.len());
-            if body.len() > room {
-                cut = true;
-            }
-            line.extend_from_slice(&body[..body.len().min(room)]);
-            let used = newline.map_or(chunk.len(), |i| i + 1);
-            reader.consume(used);
-            if newline.is_some() {
-                emit(&sink, &line, cut);
-                line.clear();
-                cut = false;
-            }
-        }
-        if !line.is_empty() || cut {
-            emit(&sink, &line, cut);
-        }
-    })
-}
-
-fn emit(sink: &OutputSink, line: &[u8], cut: bool) {
-    let text = String::from_utf8_lossy(line);
-    let text = text.trim_end_matches('\r');
-    if cut {
-        sink.line(&format!("{text} … [line cut at {MAX_LINE} bytes]"));
-    } else {
-        sink.line(text);
     }
 }
 

@@ -23,6 +23,7 @@ mod intraday;
 mod lineage;
 mod metrics;
 mod notify;
+mod plugins;
 mod readme;
 mod replicate;
 mod rerun;

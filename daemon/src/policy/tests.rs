@@ -16,7 +16,7 @@ use orchestrator_engine::workflow::{self, LoadOptions, Workflow};
 use super::*;
 
 /// A `noop` task kind: these workflows are loaded, never run.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 struct Noop {}
 
 #[derive(Debug)]

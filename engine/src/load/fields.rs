@@ -29,6 +29,49 @@ impl Loader<'_, '_> {
         self.read::<Option<String>>(v, "in `description`")?
     }
 
+    /// `plugins:`: kind name to plugin executable, relative to the workflow file.
+    pub(super) fn plugins(&mut self, v: &Node) -> Option<BTreeMap<String, (PathBuf, Pos)>> {
+        let Some(entries) = v.as_map() else {
+            self.err(
+                Some(v.pos),
+                format!(
+                    "`plugins` must be a mapping of kind to executable (e.g. `dbt_build: ./plugins/dbt-build`), found {}",
+                    v.describe()
+                ),
+            );
+            return None;
+        };
+        let mut out = BTreeMap::new();
+        for (k, path) in entries {
+            let kind = k.as_str().unwrap_or_default();
+            let ok = !kind.is_empty()
+                && kind
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !ok {
+                self.err(Some(k.pos), format!("invalid plugin kind `{kind}`"))
+                    .help =
+                    Some("a kind is lowercase letters, digits and `_`, e.g. `dbt_build`".into());
+                continue;
+            }
+            match path
+                .as_str()
+                .filter(|p| !p.trim().is_empty() && !path.is_null())
+            {
+                Some(p) => {
+                    out.insert(kind.to_string(), (PathBuf::from(p), path.pos));
+                }
+                None => {
+                    self.err(
+                        Some(path.pos),
+                        format!("`plugins.{kind}` must be the path of the plugin's executable"),
+                    );
+                }
+            }
+        }
+        Some(out)
+    }
+
     pub(super) fn params(&mut self, v: &Node) -> Option<BTreeMap<String, String>> {
         self.read::<Option<BTreeMap<String, String>>>(v, "in `params` (a mapping of name: value)")
             .map(Option::unwrap_or_default)

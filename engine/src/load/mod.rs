@@ -14,6 +14,7 @@ mod channels;
 mod fields;
 mod report;
 mod schedule;
+mod schema;
 mod tasks;
 mod templates;
 
@@ -33,6 +34,7 @@ use crate::task::Registry;
 use crate::template::Renderer;
 use crate::yaml::{self, Node, Pos};
 
+pub use schema::workflow_schema;
 pub use tasks::{COMMON_TASK_FIELDS, MAX_ID_LEN};
 
 /// Every top-level field, for suggestions.
@@ -47,6 +49,7 @@ const TOP_FIELDS: &[&str] = &[
     "channels",
     "notify",
     "lineage",
+    "plugins",
     "sla",
     "retention",
     "deadline",
@@ -132,6 +135,7 @@ pub fn load_str(path: &Path, source: String, opts: &LoadOptions) -> Result<Workf
         file: path,
         source: &source,
         reads: Vec::new(),
+        plugins: BTreeMap::new(),
     }
     .load();
     match result {
@@ -171,6 +175,8 @@ struct Loader<'a, 'e> {
     /// The upstream outputs (`tasks.ID.outputs.NAME`) the task being read refers to, with
     /// where: checked against the DAG once every task is read.
     reads: Vec<(String, Pos)>,
+    /// `plugins:`: kind to executable (as written) and where it is written.
+    plugins: BTreeMap<String, (PathBuf, Pos)>,
 }
 
 /// The top-level fields as read, before the checks and the work that need several of
@@ -336,6 +342,11 @@ impl Loader<'_, '_> {
             "name" => set(&mut top.name, self.name(v)),
             "description" => set(&mut top.description, self.description(v)),
             "params" => set(&mut top.params, self.params(v)),
+            "plugins" => {
+                if let Some(p) = self.plugins(v) {
+                    self.plugins = p;
+                }
+            }
             "max_parallel" => set(&mut top.max_parallel, self.max_parallel(v)),
             "max_active_runs" => set(&mut top.max_active_runs, self.max_active_runs(v)),
             "sla" => set(&mut top.sla, self.sla(v)),

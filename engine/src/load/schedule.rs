@@ -14,15 +14,15 @@ use crate::schedule::{self, Catchup, Concurrency, DaemonPolicy, Dst, Expr, Sched
 use crate::task::Dur;
 use crate::yaml::{Node, NodeKind, Pos};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct OnSpec {
+pub(super) struct OnSpec {
     files: Option<FilesSpec>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct FilesSpec {
+pub(super) struct FilesSpec {
     path: String,
     pattern: Option<String>,
     debounce: Option<Dur>,
@@ -30,9 +30,9 @@ struct FilesSpec {
     poll: Option<Dur>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct DstSpec {
+pub(super) struct DstSpec {
     gap: Option<String>,
     overlap: Option<String>,
 }

@@ -14,7 +14,7 @@ use crate::dag::Dag;
 use crate::late::Late;
 use crate::model::{RetryPolicy, TaskDef};
 use crate::suggest::closest;
-use crate::task::{BuildContext, BuildError, Dur, Timeout};
+use crate::task::{BuildContext, BuildError, Dur, TaskKind, Timeout};
 use crate::template::{OutputRef, Renderer};
 use crate::trigger::TriggerRule;
 use crate::yaml::{Node, NodeKind, Pos};
@@ -36,29 +36,51 @@ pub const COMMON_TASK_FIELDS: &[&str] = &[
 pub const MAX_ID_LEN: usize = 128;
 
 /// `defaults:`, for every task that does not set its own.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DefaultsSpec {
+    /// Attempts after the first when a task fails (default 0).
     retries: Option<u32>,
+    /// Wait before the first retry (default 5s).
     retry_delay: Option<Dur>,
+    /// Each later retry waits this many times longer (default 2.0; at least 1.0).
     pub(super) retry_backoff: Option<f64>,
     timeout: Option<Timeout>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CommonSpec {
+pub(super) struct CommonSpec {
+    /// The task's kind: a built-in kind or a plugin's.
     kind: String,
+    /// What the task does, for people (shown by `show` and the web UI).
     description: Option<String>,
+    /// The tasks that must finish first: one id or a list.
     // Read from the node directly to keep each entry's position.
     #[allow(dead_code)]
+    #[schemars(with = "Option<After>")]
     after: Option<serde::de::IgnoredAny>,
+    /// When the task starts, given its upstream tasks' outcomes (default all_success).
     trigger: Option<TriggerRule>,
+    /// Attempts after the first when the task fails (default 0, or `defaults:`).
     retries: Option<u32>,
+    /// Wait before the first retry (default 5s).
     retry_delay: Option<Dur>,
+    /// Each later retry waits this many times longer (default 2.0; at least 1.0).
     retry_backoff: Option<f64>,
     timeout: Option<Timeout>,
+    /// The task may end its branch with "nothing to do": downstream tasks are skipped
+    /// and the run can still succeed.
     short_circuit: Option<bool>,
+}
+
+/// `after:` in the schema: the tasks that must finish first (one id or a list).
+#[derive(schemars::JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum After {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// A task as read, before its `after:` names are resolved.
@@ -254,18 +276,7 @@ impl Loader<'_, '_> {
         self.render(&mut config_node, renderer, &format!("task `{id}`"), None);
         pending.reads = std::mem::take(&mut self.reads);
         let templates_ok = self.errs.len() == before;
-        let Some(kind) = self.opts.registry.get(&spec.kind) else {
-            let kind_pos = node.get("kind").map(|n| n.pos);
-            let names: Vec<&str> = self.opts.registry.names().collect();
-            let help = match closest(&spec.kind, names.iter().copied()) {
-                Some(s) => format!("did you mean `{s}`?"),
-                None => format!("known kinds: {}", names.join(", ")),
-            };
-            self.err(
-                kind_pos,
-                format!("unknown task kind `{}` in task `{id}`", spec.kind),
-            )
-            .help = Some(help);
+        let Some(kind) = self.kind(&spec.kind, node, &id, base_dir) else {
             return pending;
         };
         let retry_backoff = spec.retry_backoff.or(defaults.retry_backoff).unwrap_or(2.0);
@@ -298,6 +309,12 @@ impl Loader<'_, '_> {
             Err(BuildError::Config(e)) => {
                 let context = format!("in task `{id}` (kind {})", spec.kind);
                 self.de_err(e, &context, COMMON_TASK_FIELDS);
+                return pending;
+            }
+            Err(BuildError::Problems(problems)) => {
+                for p in problems {
+                    self.err(Some(p.pos), p.message).help = p.help;
+                }
                 return pending;
             }
             Err(BuildError::Invalid(mut invalid)) => {
@@ -355,6 +372,71 @@ impl Loader<'_, '_> {
             late,
         });
         pending
+    }
+
+    /// Task `id`'s kind: built in, named in `plugins:`, or found in the plugins
+    /// directory; `None` with the error reported.
+    fn kind(
+        &mut self,
+        name: &str,
+        node: &Node,
+        id: &str,
+        base_dir: &Path,
+    ) -> Option<Arc<dyn TaskKind>> {
+        let registry = self.opts.registry;
+        if let Some(kind) = registry.get(name) {
+            return Some(kind.clone());
+        }
+        let kind_pos = node.get("kind").map(|n| n.pos);
+        let named = self.plugins.get(name).cloned();
+        let path = named.as_ref().map(|(p, _)| base_dir.join(p));
+        match registry.plugin(name, path.as_deref(), base_dir) {
+            Some(Ok(kind)) => return Some(kind),
+            Some(Err(why)) => {
+                let pos = named.as_ref().map(|(_, pos)| *pos).or(kind_pos);
+                self.err(pos, format!("task `{id}`: {why}"));
+                return None;
+            }
+            None => {}
+        }
+        if let (Some((written, pos)), Some(path)) = (&named, &path) {
+            self.err(
+                Some(*pos),
+                format!(
+                    "plugin `{name}` (used by task `{id}`): {} does not exist or is not an executable file",
+                    path.display()
+                ),
+            )
+            .help = Some(format!(
+                "fix the path `{}` under `plugins:` (relative to the workflow file), or make the file executable (chmod +x)",
+                written.display()
+            ));
+            return None;
+        }
+        let names: Vec<&str> = registry.names().collect();
+        let dirs: Vec<String> = registry
+            .plugin_dirs(base_dir)
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        let looked = if dirs.is_empty() {
+            String::new()
+        } else {
+            format!("; no plugin `{name}` in {}", dirs.join(" or "))
+        };
+        let help = match closest(name, names.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!(
+                "built-in kinds: {}; a plugin is an executable named after its kind in the plugins directory (--plugins DIR), or one named under `plugins:`",
+                names.join(", ")
+            ),
+        };
+        self.err(
+            kind_pos,
+            format!("unknown task kind `{name}` in task `{id}`{looked}"),
+        )
+        .help = Some(help);
+        None
     }
 
     /// Each upstream output a task's fields read names a task that runs before it: one

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod execute;
 pub mod inspect;
 pub mod notify;
+pub mod plugins;
 pub mod state;
 pub mod tables;
 pub mod workflow;

@@ -48,7 +48,7 @@ use serde_json::{json, Value};
 
 pub use answer::{bars_csv, parse_daily, Bar, ResponseError};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlphaVantageConfig {
     symbols: Vec<String>,
@@ -79,7 +79,7 @@ pub struct AlphaVantageConfig {
     sample_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputSize {
     Compact,
@@ -791,6 +791,7 @@ impl AlphaVantage {
                 message: problems.join("\n"),
                 exit_code: None,
                 outputs,
+                retryable: true,
             });
         }
         if !with_bar.is_empty() {
@@ -826,6 +827,7 @@ impl AlphaVantage {
                     ),
                     exit_code: None,
                     outputs,
+                    retryable: true,
                 })
             }
             (_, Some(newest)) if day > *newest && closed.is_none() => {
@@ -839,6 +841,7 @@ impl AlphaVantage {
                         ),
                         exit_code: None,
                         outputs,
+                        retryable: true,
                     });
                 }
                 return Err(TaskFailure {
@@ -848,6 +851,7 @@ impl AlphaVantage {
                     ),
                     exit_code: None,
                     outputs,
+                    retryable: true,
                 })
             }
             _ => match closed {
@@ -866,6 +870,7 @@ impl AlphaVantage {
                 ),
                 exit_code: None,
                 outputs,
+                retryable: true,
             })
         }
     }

@@ -26,14 +26,14 @@ use super::answer::{document, parse_daily, ResponseError};
 use super::{scrub, write_atomic, IngestError, DEFAULT_KEY_ENV, USAGE_COUNTER};
 
 /// `symbols:` as a list, or as one comma-separated string (what a param renders to).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum Symbols {
     List(Vec<String>),
     Text(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuoteConfig {
     symbols: Symbols,

@@ -176,7 +176,7 @@ impl From<CrawlError> for TaskFailure {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CrawlConfig {
     /// The directory to scan; relative to the workflow file's directory.

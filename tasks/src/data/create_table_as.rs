@@ -15,7 +15,7 @@ use super::backend::{object, DataError, Warehouse};
 use super::local::Local;
 use super::{on_engine, warehouse, Format};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTableAsConfig {
     table: String,

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::delta::{self, Committer, DeltaError};
 
 /// `maintenance:` of a `publish` task.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Compact the table after this many publishes that committed rows since the last

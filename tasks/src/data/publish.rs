@@ -29,7 +29,7 @@ use super::backend::{ident, idents, object, DataError, Refusal, TableShape, Ware
 use super::local::Local;
 use super::{delta, maintenance, on_engine, warehouse, PauseHook};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishConfig {
     /// The audited table.
@@ -47,7 +47,7 @@ pub struct PublishConfig {
 }
 
 /// `schema:` of a publish: what a column of `from` that `to` lacks does.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SchemaMode {
     /// Refused: `to`'s columns change only when the workflow says so.

@@ -20,7 +20,7 @@ use super::on_engine;
 
 const SAMPLES: usize = 5;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QualityCheckConfig {
     table: String,
@@ -38,6 +38,17 @@ struct MaybeCheck(Result<Check, BadRule>);
 #[error("{0}")]
 struct BadRule(String);
 
+/// A rule's schema is [`Check`]'s: the wrapper only changes how errors are collected.
+impl schemars::JsonSchema for MaybeCheck {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        Check::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        Check::json_schema(generator)
+    }
+}
+
 impl<'de> Deserialize<'de> for MaybeCheck {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // The workflow loader deserializes from a tree of nodes, so a failed rule leaves
@@ -49,7 +60,7 @@ impl<'de> Deserialize<'de> for MaybeCheck {
 }
 
 /// One rule. Column names are plain identifiers.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum Check {
     /// `row_count: {min: 1, max: 1000000}`
@@ -66,14 +77,14 @@ enum Check {
     Sql(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Bounds {
     min: Option<u64>,
     max: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Range {
     column: String,
@@ -81,7 +92,7 @@ struct Range {
     max: Option<f64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Values {
     column: String,
@@ -318,6 +329,7 @@ impl Task for QualityCheck {
             message,
             exit_code: None,
             outputs,
+            retryable: true,
         })
     }
 }

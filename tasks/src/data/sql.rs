@@ -22,7 +22,7 @@ use super::backend::{object, DataError, Refusal, Statement, Warehouse};
 use super::local::Local;
 use super::on_engine;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SqlConfig {
     /// One or more statements separated by `;`.

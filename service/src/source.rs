@@ -152,6 +152,10 @@ impl orchestrator_web::Source for StoreSource {
                     if let Some(tail) = orchestrator_engine::task::live_tail(&run_id, &task_id) {
                         last["output_tail"] = Value::String(tail);
                     }
+                    // What a plugin says of how far it is.
+                    if let Some(p) = orchestrator_engine::task::live_progress(&run_id, &task_id) {
+                        t["progress"] = json!({"fraction": p.fraction, "message": p.message});
+                    }
                 }
             }
         }

@@ -23,6 +23,7 @@ use crate::data::backend::DataError;
 use crate::data::local::Local;
 use crate::data::{on_engine, SqlEngine};
 
+/// Sends one message per row a query returns to the workflow's channels, each row once per channel (deduplicated by `dedupe_key`).
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertConfig {

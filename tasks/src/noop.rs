@@ -8,6 +8,7 @@ use orchestrator_engine::task::{
 };
 use serde::Deserialize;
 
+/// Does nothing and succeeds: joins, placeholders, and measuring the engine's overhead.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoopConfig {}

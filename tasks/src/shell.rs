@@ -27,6 +27,7 @@ use crate::process::{read_lines, GroupGuard, DRAIN_AFTER_EXIT, TERM_GRACE};
 /// The exit status that short-circuits a task with `short_circuit: true`.
 pub const SKIP_EXIT_CODE: i32 = 99;
 
+/// Runs `sh -c COMMAND` in its own process group; a non-zero exit fails the attempt (99 short-circuits with `short_circuit: true`).
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShellConfig {
@@ -42,6 +43,9 @@ pub struct ShellConfig {
 
 impl TaskConfig for ShellConfig {
     const KIND: &'static str = "shell";
+    const OUTPUTS: &'static [(&'static str, &'static str)] =
+        &[("exit_code", "the command's exit status")];
+    const SHORT_CIRCUIT: bool = true;
 
     fn build(
         self,

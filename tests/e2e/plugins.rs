@@ -93,9 +93,16 @@ fn describe_runs_once_per_plugin_file_and_a_missing_or_broken_plugin_is_a_valida
     let out = sb.run(&["validate", "missing.yaml"]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
-        out.stderr.contains(
-            "missing.yaml:4:11: unknown task kind `stepp` in task `a`; no plugin `stepp` in"
-        ),
+        out.stderr
+            .contains("missing.yaml:4:11: unknown task kind `stepp` in task `a`"),
+        "{out:?}"
+    );
+    let plugins_dir = sb.path("plugins");
+    assert!(
+        out.stderr.contains(&format!(
+            "and no plugin `stepp` in {}",
+            plugins_dir.display()
+        )),
         "{out:?}"
     );
 

@@ -528,3 +528,56 @@ fn a_running_tasks_output_follows_live_on_its_page() {
     let (code, log) = d.terminate();
     assert_eq!(code, 0, "{log}");
 }
+
+#[test]
+fn a_running_plugins_progress_and_then_its_outputs_show_on_its_page() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path("wf/plugins")).unwrap();
+    // A plugin (in `plugins/` beside the workflow) that reports 40 %, waits for the file
+    // `go` (in the workflow's directory), then sets an output.
+    let plugin = sb.write(
+        "wf/plugins/copy",
+        r#"#!/bin/sh
+read -r req
+case "$req" in *'"describe"'*)
+  echo '{"type":"describe","protocol":1,"kind":"copy","fields":{"type":"object","properties":{}}}'; exit 0;;
+esac
+echo '{"type":"progress","fraction":0.4,"message":"copying part 2 of 5"}'
+while [ ! -f go ]; do sleep 0.05; done
+echo '{"type":"output","key":"parts","value":5}'
+echo '{"type":"result","status":"succeeded"}'
+"#,
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    sb.write(
+        "wf/copy.yaml",
+        "name: copy\nschedule: \"0 0 1 1 *\"\ntasks:\n  work:\n    kind: copy\n",
+    );
+    let d = Daemon::start(&sb, &[]);
+    d.wait_log("daemon ready", 1);
+    let url = ui_url(&sb);
+    let out = sb.run(&["trigger", "copy"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let id = out.run_id();
+    let b = Browser::start();
+    b.goto(&format!("{url}/runs/{id}"));
+    let text = |css: &str| {
+        b.execute(&format!(
+            r#"const e = document.querySelector('section[data-task="work"] {css}'); return e ? e.textContent : '';"#
+        ))
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    };
+    wait_until("the plugin's progress while it runs", || {
+        text("p.progress") == " 40% copying part 2 of 5"
+    });
+    sb.write("wf/go", "");
+    wait_until("its output, and the run's end, without a reload", || {
+        text("table.outputs").contains("parts") && b.text(&b.find("#run-status")) == "succeeded"
+    });
+    assert_eq!(text("p.progress"), "", "no progress once it has ended");
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}

@@ -419,21 +419,18 @@ impl Loader<'_, '_> {
             .iter()
             .map(|d| d.display().to_string())
             .collect();
-        let looked = if dirs.is_empty() {
-            String::new()
-        } else {
-            format!("; no plugin `{name}` in {}", dirs.join(" or "))
-        };
         let help = match closest(name, names.iter().copied()) {
             Some(s) => format!("did you mean `{s}`?"),
+            None if dirs.is_empty() => format!("known kinds: {}", names.join(", ")),
             None => format!(
-                "built-in kinds: {}; a plugin is an executable named after its kind in the plugins directory (--plugins DIR), or one named under `plugins:`",
-                names.join(", ")
+                "built-in kinds: {}; and no plugin `{name}` in {} (a plugin is an executable named after its kind there, or one named under `plugins:`; `--plugins DIR` names the directory)",
+                names.join(", "),
+                dirs.join(" or ")
             ),
         };
         self.err(
             kind_pos,
-            format!("unknown task kind `{name}` in task `{id}`{looked}"),
+            format!("unknown task kind `{name}` in task `{id}`"),
         )
         .help = Some(help);
         None

@@ -48,6 +48,7 @@ use serde_json::{json, Value};
 
 pub use answer::{bars_csv, parse_daily, Bar, ResponseError};
 
+/// Lands daily bars (Alpha Vantage TIME_SERIES_DAILY) under their trading date, rate-limited and within a daily quota; offline from bundled sample responses.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlphaVantageConfig {
@@ -160,6 +161,14 @@ impl From<IngestError> for orchestrator_engine::task::Invalid {
 
 impl TaskConfig for AlphaVantageConfig {
     const KIND: &'static str = "alpha_vantage";
+    const OUTPUTS: &'static [(&'static str, &'static str)] = &[
+        ("landed", "symbols with a bar for the date"),
+        ("fetched", "symbols requested from the service"),
+        ("from_cache", "symbols answered by a kept response"),
+        ("new_bars", "bars not landed before"),
+        ("revised", "bars whose values changed"),
+    ];
+    const SHORT_CIRCUIT: bool = true;
 
     fn build(
         self,

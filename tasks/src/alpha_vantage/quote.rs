@@ -33,6 +33,7 @@ enum Symbols {
     Text(String),
 }
 
+/// Lands one quote tick per symbol (Alpha Vantage GLOBAL_QUOTE), under the run's partition; offline, the next bundled bar.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuoteConfig {
@@ -54,6 +55,7 @@ pub struct QuoteConfig {
 
 impl TaskConfig for QuoteConfig {
     const KIND: &'static str = "alpha_vantage_quote";
+    const SHORT_CIRCUIT: bool = true;
 
     fn build(
         self,

@@ -176,6 +176,7 @@ impl From<CrawlError> for TaskFailure {
     }
 }
 
+/// Scans a directory of CSV, JSON or Parquet files (Hive `key=value` partitions) into a catalog table, like a Glue crawler; on AWS, runs one.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CrawlConfig {
@@ -193,6 +194,14 @@ pub struct CrawlConfig {
 
 impl TaskConfig for CrawlConfig {
     const KIND: &'static str = "crawl";
+    const OUTPUTS: &'static [(&'static str, &'static str)] = &[
+        ("table", "the catalog table"),
+        ("files_seen", "files found"),
+        ("new_files", "files not seen by an earlier crawl"),
+        ("new_partitions", "partitions not seen before"),
+        ("schema_changes", "columns added or widened"),
+        ("row_count", "the table's rows"),
+    ];
 
     fn build(
         self,

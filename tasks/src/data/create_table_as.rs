@@ -15,6 +15,7 @@ use super::backend::{object, DataError, Warehouse};
 use super::local::Local;
 use super::{on_engine, warehouse, Format};
 
+/// Creates (or replaces) a work table from a SELECT: written under a staging directory and renamed into place locally, Athena CTAS on AWS.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTableAsConfig {
@@ -27,6 +28,11 @@ pub struct CreateTableAsConfig {
 
 impl TaskConfig for CreateTableAsConfig {
     const KIND: &'static str = "create_table_as";
+    const OUTPUTS: &'static [(&'static str, &'static str)] = &[
+        ("table", "the table created"),
+        ("rows", "its rows"),
+        ("location", "where its files are"),
+    ];
 
     fn build(
         self,

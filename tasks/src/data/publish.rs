@@ -29,6 +29,7 @@ use super::backend::{ident, idents, object, DataError, Refusal, TableShape, Ware
 use super::local::Local;
 use super::{delta, maintenance, on_engine, warehouse, PauseHook};
 
+/// Publishes an audited table into the production table, idempotently: rows whose key is already there are not inserted (a Delta commit locally, MERGE INTO on Athena).
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishConfig {
@@ -59,6 +60,12 @@ pub enum SchemaMode {
 
 impl TaskConfig for PublishConfig {
     const KIND: &'static str = "publish";
+    const OUTPUTS: &'static [(&'static str, &'static str)] = &[
+        ("inserted", "rows inserted"),
+        ("already_present", "rows whose key was already in `to`"),
+        ("rows", "rows of `from`"),
+        ("created", "whether `to` was created"),
+    ];
 
     fn build(
         self,

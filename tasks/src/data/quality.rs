@@ -20,6 +20,7 @@ use super::on_engine;
 
 const SAMPLES: usize = 5;
 
+/// Audits a table: each rule counts its violating rows and samples a few; any violation fails the task (write-audit-publish's audit).
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QualityCheckConfig {
@@ -116,6 +117,10 @@ fn literal(v: &str) -> String {
 
 impl TaskConfig for QualityCheckConfig {
     const KIND: &'static str = "quality_check";
+    const OUTPUTS: &'static [(&'static str, &'static str)] = &[
+        ("table", "the table checked"),
+        ("checks", "each rule: rule, passed, violations, samples"),
+    ];
 
     fn build(
         self,

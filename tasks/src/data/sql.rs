@@ -22,6 +22,7 @@ use super::backend::{object, DataError, Refusal, Statement, Warehouse};
 use super::local::Local;
 use super::on_engine;
 
+/// Runs SQL statements (DROP, CREATE, INSERT, ...) against the warehouse: DataFusion locally, Athena on AWS.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SqlConfig {
@@ -31,6 +32,11 @@ pub struct SqlConfig {
 
 impl TaskConfig for SqlConfig {
     const KIND: &'static str = "sql";
+    const OUTPUTS: &'static [(&'static str, &'static str)] = &[
+        ("dropped", "tables dropped"),
+        ("created", "tables created"),
+        ("rows", "rows written"),
+    ];
 
     fn build(
         self,

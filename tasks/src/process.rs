@@ -81,3 +81,12 @@ fn emit(sink: &OutputSink, line: &[u8], cut: bool) {
         sink.line(text);
     }
 }
+
+/// `; last output: LINE` (the last non-empty line the task wrote), for a failure message.
+pub fn last_line(sink: &OutputSink) -> String {
+    let tail = sink.tail();
+    match tail.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(l) => format!("; last output: {}", l.trim()),
+        None => String::new(),
+    }
+}

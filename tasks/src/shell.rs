@@ -17,12 +17,12 @@ use std::sync::Arc;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use orchestrator_engine::task::{
-    BuildContext, OutputSink, Outputs, Task, TaskConfig, TaskContext, TaskFailure, SHORT_CIRCUIT,
+    BuildContext, Outputs, Task, TaskConfig, TaskContext, TaskFailure, SHORT_CIRCUIT,
 };
 use serde::Deserialize;
 use tokio::process::Command;
 
-use crate::process::{read_lines, GroupGuard, DRAIN_AFTER_EXIT, TERM_GRACE};
+use crate::process::{last_line, read_lines, GroupGuard, DRAIN_AFTER_EXIT, TERM_GRACE};
 
 /// The exit status that short-circuits a task with `short_circuit: true`.
 pub const SKIP_EXIT_CODE: i32 = 99;
@@ -171,13 +171,5 @@ impl Task for Shell {
                 )))
             }
         }
-    }
-}
-
-fn last_line(sink: &OutputSink) -> String {
-    let tail = sink.tail();
-    match tail.lines().rev().find(|l| !l.trim().is_empty()) {
-        Some(l) => format!("; last output: {}", l.trim()),
-        None => String::new(),
     }
 }

@@ -391,9 +391,17 @@ echo "{\"type\":\"progress\",\"fraction\":0.5,\"message\":\"progress: $secret\"}
 echo "{\"type\":\"output\",\"key\":\"dsn\",\"value\":{\"url\":\"db://$secret@host\"}}"
 echo "{\"type\":\"result\",\"status\":\"failed\",\"message\":\"refused: $secret\"}""#;
     sh_plugin(&sb, "leaky", NO_FIELDS, body);
+    // And one that breaks the protocol with it: the failure quotes what it sent.
+    sh_plugin(
+        &sb,
+        "blurts",
+        NO_FIELDS,
+        r#"secret=$(printf '%s' "$req" | sed 's/.*"DB_CREDS":"\([^"]*\)".*/\1/')
+echo "not json: $secret""#,
+    );
     sb.write(
         "w.yaml",
-        "name: w\ntasks:\n  a:\n    kind: leaky\n    secrets: [DB_CREDS]\n",
+        "name: w\ntasks:\n  a:\n    kind: leaky\n    secrets: [DB_CREDS]\n  b:\n    kind: blurts\n    secrets: [DB_CREDS]\n",
     );
     let out = sb.run_with_env(&["run", "w.yaml"], &[("DB_CREDS", SECRET)]);
     assert_eq!(out.code, 1, "{out:?}");
@@ -410,6 +418,7 @@ echo "{\"type\":\"result\",\"status\":\"failed\",\"message\":\"refused: $secret\
     let shown = sb.run(&["show", &out.run_id(), "--json"]);
     assert!(shown.stdout.contains("refused: ***"), "{shown:?}");
     assert!(shown.stdout.contains("db://***@host"), "{shown:?}");
+    assert!(shown.stdout.contains("not json: ***"), "{shown:?}");
     assert!(!shown.stdout.contains(SECRET));
     for file in crate::common::walk(&sb.state_dir()) {
         let bytes = std::fs::read(&file).unwrap_or_default();

@@ -35,7 +35,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use crate::process::{read_lines, GroupGuard, DRAIN_AFTER_EXIT, TERM_GRACE};
+use crate::process::{last_line, read_lines, GroupGuard, DRAIN_AFTER_EXIT, TERM_GRACE};
 use protocol::{Description, Ending, Message, Violation};
 
 /// The environment variable naming the plugins directory (`--plugins` sets it).
@@ -541,7 +541,8 @@ impl Task for PluginTask {
             if let Some(r) = stderr {
                 r.abort();
             }
-            return Err(self.broke(what));
+            // It may quote what the plugin sent, secrets and all.
+            return Err(self.broke(sink.redact(&what)));
         }
         // stdout closed: the plugin should be exiting.
         let status = match tokio::time::timeout(DRAIN_AFTER_EXIT, child.wait()).await {
@@ -669,14 +670,6 @@ fn mask_json(value: Value, sink: &OutputSink) -> Value {
                 .collect(),
         ),
         other => other,
-    }
-}
-
-fn last_line(sink: &OutputSink) -> String {
-    let tail = sink.tail();
-    match tail.lines().rev().find(|l| !l.trim().is_empty()) {
-        Some(l) => format!("; last output: {}", l.trim()),
-        None => String::new(),
     }
 }
 

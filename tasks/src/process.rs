@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use orchestrator_engine::task::OutputSink;
+use orchestrator_engine::task::{OutputSink, TaskContext};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 /// How long a cancelled process gets to exit after SIGTERM before SIGKILL.
@@ -89,4 +89,25 @@ pub fn last_line(sink: &OutputSink) -> String {
         Some(l) => format!("; last output: {}", l.trim()),
         None => String::new(),
     }
+}
+
+/// A task's child process: in a process group of its own (killed on drop), stdout and
+/// stderr piped, in `dir`, and with the attempt in its environment. `ORCHESTRATOR_RUN_ID`
+/// is also how a crashed run's leftovers are found (`orchestrator_engine::orphans`).
+pub fn task_command(
+    program: impl AsRef<std::ffi::OsStr>,
+    dir: &std::path::Path,
+    ctx: &TaskContext,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.current_dir(dir)
+        .env("ORCHESTRATOR_RUN_ID", &ctx.run_id)
+        .env("ORCHESTRATOR_TASK_ID", &ctx.task_id)
+        .env("ORCHESTRATOR_ATTEMPT", ctx.attempt.to_string())
+        .env("ORCHESTRATOR_LOGICAL_DATE", &ctx.logical_date)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    cmd
 }

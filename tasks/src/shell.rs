@@ -20,9 +20,10 @@ use orchestrator_engine::task::{
     BuildContext, Outputs, Task, TaskConfig, TaskContext, TaskFailure, SHORT_CIRCUIT,
 };
 use serde::Deserialize;
-use tokio::process::Command;
 
-use crate::process::{last_line, read_lines, GroupGuard, DRAIN_AFTER_EXIT, TERM_GRACE};
+use crate::process::{
+    last_line, read_lines, task_command, GroupGuard, DRAIN_AFTER_EXIT, TERM_GRACE,
+};
 
 /// The exit status that short-circuits a task with `short_circuit: true`.
 pub const SKIP_EXIT_CODE: i32 = 99;
@@ -77,20 +78,11 @@ struct Shell {
 #[async_trait::async_trait]
 impl Task for Shell {
     async fn run(&self, ctx: &TaskContext) -> Result<Outputs, TaskFailure> {
-        let mut cmd = Command::new("sh");
+        let mut cmd = task_command("sh", &self.workdir, ctx);
         cmd.arg("-c")
             .arg(&self.command)
-            .current_dir(&self.workdir)
             .envs(&self.env)
-            .env("ORCHESTRATOR_RUN_ID", &ctx.run_id)
-            .env("ORCHESTRATOR_TASK_ID", &ctx.task_id)
-            .env("ORCHESTRATOR_ATTEMPT", ctx.attempt.to_string())
-            .env("ORCHESTRATOR_LOGICAL_DATE", &ctx.logical_date)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
+            .stdin(Stdio::null());
         let mut child = cmd.spawn().map_err(|e| {
             TaskFailure::new(format!(
                 "cannot start `sh -c` in {}: {e}; check that the directory exists",

@@ -33,9 +33,10 @@ use orchestrator_engine::task::{
 use orchestrator_engine::yaml::{Node, NodeKind};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::process::Command;
 
-use crate::process::{last_line, read_lines, GroupGuard, DRAIN_AFTER_EXIT, TERM_GRACE};
+use crate::process::{
+    last_line, read_lines, task_command, GroupGuard, DRAIN_AFTER_EXIT, TERM_GRACE,
+};
 use protocol::{Description, Ending, Message, Violation};
 
 /// The environment variable naming the plugins directory (`--plugins` sets it).
@@ -475,17 +476,8 @@ impl Task for PluginTask {
             },
             "secrets": secrets,
         });
-        let mut child = Command::new(&self.path)
-            .current_dir(&ctx.base_dir)
-            .env("ORCHESTRATOR_RUN_ID", &ctx.run_id)
-            .env("ORCHESTRATOR_TASK_ID", &ctx.task_id)
-            .env("ORCHESTRATOR_ATTEMPT", ctx.attempt.to_string())
-            .env("ORCHESTRATOR_LOGICAL_DATE", &ctx.logical_date)
+        let mut child = task_command(&self.path, &ctx.base_dir, ctx)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
                 TaskFailure::new(format!(

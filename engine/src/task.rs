@@ -631,8 +631,14 @@ impl<'de> serde::Deserialize<'de> for Dur {
     }
 }
 
-/// Written `500ms`, `30s`, `5m`, `1h30m`: a string in the schema.
-const DURATION_PATTERN: &str = r"^\s*([0-9]+\s*[a-zA-Z]+\s*)+$";
+/// A duration's schema: a string written `500ms`, `30s`, `5m`, `1h30m`.
+fn duration_schema(description: &str) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "pattern": r"^\s*([0-9]+\s*[a-zA-Z]+\s*)+$",
+        "description": description,
+    })
+}
 
 impl schemars::JsonSchema for Dur {
     fn schema_name() -> std::borrow::Cow<'static, str> {
@@ -640,11 +646,7 @@ impl schemars::JsonSchema for Dur {
     }
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "type": "string",
-            "pattern": DURATION_PATTERN,
-            "description": "A duration: a number and a unit, e.g. 500ms, 30s, 5m, 1h30m.",
-        })
+        duration_schema("A duration: a number and a unit, e.g. 500ms, 30s, 5m, 1h30m.")
     }
 }
 
@@ -654,10 +656,8 @@ impl schemars::JsonSchema for Timeout {
     }
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "type": "string",
-            "pattern": DURATION_PATTERN,
-            "description": "How long an attempt may take before it is killed and fails, e.g. 30s, 5m, 1h30m; greater than 0.",
-        })
+        duration_schema(
+            "How long an attempt may take before it is killed and fails, e.g. 30s, 5m, 1h30m; greater than 0.",
+        )
     }
 }

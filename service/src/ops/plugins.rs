@@ -24,13 +24,21 @@ type Found = (String, PathBuf, Result<Arc<dyn TaskKind>, String>);
 /// Each plugin of the plugins directory, described (or why it cannot be).
 fn plugins(dir: &Path) -> Vec<Found> {
     let finder = Finder::from_env();
+    let builtin = orchestrator_tasks::builtin();
     finder
         .list(dir)
         .into_iter()
         .map(|(kind, path)| {
-            let found = finder
-                .find(&kind, Some(&path), dir)
-                .unwrap_or_else(|| Err(format!("{} is not executable", path.display())));
+            // A plugin of a built-in kind's name is never used: not run, and said so.
+            let found = if builtin.get(&kind).is_some() {
+                Err(format!(
+                    "shadowed by the built-in kind `{kind}`; rename the plugin"
+                ))
+            } else {
+                finder
+                    .find(&kind, Some(&path), dir)
+                    .unwrap_or_else(|| Err(format!("{} is not executable", path.display())))
+            };
             (kind, path, found)
         })
         .collect()
@@ -54,11 +62,6 @@ pub fn list(ctx: &Context, as_json: bool) -> Result<u8, Error> {
         match found {
             Ok(k) => row["description"] = info(k.as_ref()).description.into(),
             Err(e) => row["error"] = e.into(),
-        }
-        // A plugin of a built-in kind's name is never used: say so.
-        if builtin.get(&kind).is_some() {
-            row["error"] =
-                format!("shadowed by the built-in kind `{kind}`; rename the plugin").into();
         }
         rows.push(row);
     }

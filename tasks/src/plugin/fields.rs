@@ -184,7 +184,14 @@ impl Checker<'_> {
                 return;
             }
         }
-        let json = to_json(node, schema, self);
+        // A collection's JSON is only compared when the schema lists values for it;
+        // building it at every level would copy each subtree once per level above it.
+        let compared = s.contains_key("enum") || s.contains_key("const");
+        let json = if compared || matches!(node.kind, NodeKind::Scalar { .. }) {
+            to_json(node, schema, self)
+        } else {
+            Value::Null
+        };
         if let Some(options) = s.get("enum").and_then(Value::as_array) {
             if !options.iter().any(|o| loosely_equal(o, &json)) {
                 let list = options

@@ -285,7 +285,9 @@ impl Loop<'_> {
             self.decide();
             self.start_ready();
             if !self.writes.is_empty() {
-                self.ex.store.commit(&self.writes)?;
+                // Awaited, not blocking: while this commit waits for the disk, this
+                // worker thread runs other runs, whose commits share the next write.
+                self.ex.store.commit_async(&self.writes).await?;
                 self.writes.clear();
             }
             // Each attempt is polled once here, on the loop's own thread: one that is done
@@ -327,7 +329,7 @@ impl Loop<'_> {
                 _ = self.ex.cancel.cancelled(), if !self.cancelling => self.cancel_waiting(),
             }
         }
-        self.finish_run()
+        self.finish_run().await
     }
 
     /// The run is still going after `sla:`: queue `sla_miss` (committed next turn).
@@ -803,7 +805,7 @@ impl Loop<'_> {
         }
     }
 
-    fn finish_run(&mut self) -> Result<RunRecord, StateError> {
+    async fn finish_run(&mut self) -> Result<RunRecord, StateError> {
         let statuses = self.ex.records.iter().map(|r| r.status);
         let mut status = RunStatus::Succeeded;
         for s in statuses {
@@ -826,7 +828,7 @@ impl Loop<'_> {
             let payload = crate::notify::run_payload(event, &run, &self.ex.records);
             self.queue_notifications(event, &run, (run.reruns + 1).to_string(), &payload);
         }
-        self.ex.store.commit(&self.writes)?;
+        self.ex.store.commit_async(&self.writes).await?;
         self.writes.clear();
         Ok(run)
     }

@@ -304,7 +304,7 @@ async fn launch(
 ) -> Result<RunRecord, RunError> {
     let mut writes = vec![Write::Run(run.clone())];
     writes.extend(records.iter().cloned().map(Write::Task));
-    env.store.commit(&writes)?;
+    env.store.commit_async(&writes).await?;
     let run = execute(Execution {
         store: env.store,
         catalog: env.catalog,

@@ -224,35 +224,35 @@ pub struct DateView {
 
 /// Each date's state, from the record and the runs' records.
 pub fn view(store: &Store, bf: &BackfillRecord) -> Result<Vec<DateView>, Error> {
-    let mut out = Vec::with_capacity(bf.dates.len());
-    for d in &bf.dates {
-        let v = match (&d.run_id, &d.skipped) {
-            (_, Some(why)) => DateView {
+    bf.dates.iter().map(|d| view_date(store, d)).collect()
+}
+
+/// One date of a backfill, as [`view`] shows it.
+fn view_date(store: &Store, d: &BackfillDate) -> Result<DateView, Error> {
+    Ok(match (&d.run_id, &d.skipped) {
+        (_, Some(why)) => DateView {
+            date: d.date.clone(),
+            run_id: None,
+            status: "skipped".into(),
+            note: Some(why.clone()),
+        },
+        (Some(id), None) => {
+            let run = store.run(id)?;
+            let status = run.as_ref().map_or("pending", |r| r.status.as_str());
+            DateView {
                 date: d.date.clone(),
-                run_id: None,
-                status: "skipped".into(),
-                note: Some(why.clone()),
-            },
-            (Some(id), None) => {
-                let run = store.run(id)?;
-                let status = run.as_ref().map_or("pending", |r| r.status.as_str());
-                DateView {
-                    date: d.date.clone(),
-                    run_id: Some(id.clone()),
-                    status: status.into(),
-                    note: run_note(store, id)?,
-                }
+                run_id: Some(id.clone()),
+                status: status.into(),
+                note: run_note(store, id)?,
             }
-            (None, None) => DateView {
-                date: d.date.clone(),
-                run_id: None,
-                status: "pending".into(),
-                note: None,
-            },
-        };
-        out.push(v);
-    }
-    Ok(out)
+        }
+        (None, None) => DateView {
+            date: d.date.clone(),
+            run_id: None,
+            status: "pending".into(),
+            note: None,
+        },
+    })
 }
 
 /// Why a run ended early (its short-circuit reason) or failed (the first failed task).
@@ -343,6 +343,9 @@ impl Observer for Quiet {
 /// Executes the backfill's dates (those neither skipped nor already finished), at most
 /// `parallel` at once, writing the record as it goes; `on_done` is called with each date
 /// that ends. Returns the final record.
+/// How often a running backfill's record is saved while it starts runs.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
 pub async fn drive(
     exec: Executor,
     mut bf: BackfillRecord,
@@ -351,7 +354,8 @@ pub async fn drive(
     on_done: &(dyn Fn(&DateView) + Sync),
 ) -> Result<BackfillRecord, Error> {
     let store = exec.store().clone();
-    store.commit(&[Write::Backfill(bf.clone())])?;
+    store.commit_async(&[Write::Backfill(bf.clone())]).await?;
+    let mut saved = std::time::Instant::now();
     let exec = Arc::new(exec);
     let req = request_of(&bf);
     let label = trigger(&bf.id);
@@ -390,7 +394,14 @@ pub async fn drive(
             match fut.await {
                 Ok((run_id, handle)) => {
                     bf.dates[i].run_id = Some(run_id);
-                    store.commit(&[Write::Backfill(bf.clone())])?;
+                    // The run's own record names this backfill (its trigger), which is
+                    // what `reopen` links a date to after a crash; the backfill's record
+                    // is saved at most once a second for those who watch it, not once
+                    // per run (it holds every date: that was quadratic in the range).
+                    if saved.elapsed() >= SAVE_EVERY {
+                        store.commit_async(&[Write::Backfill(bf.clone())]).await?;
+                        saved = std::time::Instant::now();
+                    }
                     running.spawn(async move { (i, handle.await) });
                 }
                 Err(e) => error = Some(e),
@@ -403,9 +414,7 @@ pub async fn drive(
         if let Err(e) = result {
             error.get_or_insert(e);
         }
-        if let Some(v) = view(&store, &bf)?.into_iter().nth(i) {
-            on_done(&v);
-        }
+        on_done(&view_date(&store, &bf.dates[i])?);
     }
     let views = view(&store, &bf)?;
     bf.status = if error.is_some() {
@@ -425,7 +434,7 @@ pub async fn drive(
         BackfillStatus::Succeeded
     };
     bf.ended_at = Some(Utc::now());
-    store.commit(&[Write::Backfill(bf.clone())])?;
+    store.commit_async(&[Write::Backfill(bf.clone())]).await?;
     match error {
         Some(e) => Err(e),
         None => Ok(bf),

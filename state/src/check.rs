@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::{disk, recovery, AttemptRecord, RunRecord, Store, TableRecord, TaskRecord};
+use crate::{disk, recovery, AttemptRecord, Store, TableRecord, TaskRecord};
 
 /// Findings of a check: `problems` make it fail; `facts` are for the reader.
 #[derive(Debug, Default)]
@@ -96,7 +96,14 @@ impl Store {
             let bad = |e: crate::StateError| format!("record {shown}: {e}");
             match key.split(|b| *b == 0).next() {
                 Some(b"meta") => {}
-                Some(b"r") => match self.decode::<RunRecord>(&key, &value) {
+                // Workflow texts, by hash (a run names a missing one: `decode_run` says).
+                Some(b"d") => {
+                    if std::str::from_utf8(&value).is_err() {
+                        r.problems
+                            .push(format!("record {shown}: definition is not UTF-8"));
+                    }
+                }
+                Some(b"r") => match self.decode_run(&key, &value) {
                     Ok(run) => {
                         runs.insert(run.id);
                     }

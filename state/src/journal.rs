@@ -36,7 +36,7 @@
 //! 100,000-task run) is atomic piece by piece: a crash leaves a prefix of its pieces,
 //! and writers put the record that makes the others meaningful first.
 
-use crate::{Result, StateError, Store};
+use crate::{Core, Result, StateError};
 
 /// The name of the tree that holds the journal entry.
 pub(crate) const TREE: &[u8] = b"journal";
@@ -92,6 +92,43 @@ pub(crate) fn pieces(ops: &[Op]) -> impl Iterator<Item = &[Op]> {
         rest = tail;
         Some(piece)
     })
+}
+
+/// Splits a batch of commits into pieces: `units` are consecutive ranges of `ops`, one per
+/// commit. Whole commits are packed together up to [`PIECE_BYTES`]; a commit is split only
+/// when it alone is larger than a piece (as [`pieces`] splits it), so every commit that
+/// fits in a piece stays atomic.
+pub(crate) fn pack<'a>(ops: &'a [Op], units: &[std::ops::Range<usize>]) -> Vec<&'a [Op]> {
+    let mut out = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut bytes = 0;
+    for unit in units {
+        let size: usize = ops[unit.clone()].iter().map(Op::bytes).sum();
+        if size > PIECE_BYTES {
+            if let Some(s) = start.take() {
+                out.push(&ops[s..unit.start]);
+            }
+            out.extend(pieces(&ops[unit.clone()]));
+            bytes = 0;
+            continue;
+        }
+        if let Some(s) = start {
+            if bytes + size > PIECE_BYTES {
+                out.push(&ops[s..unit.start]);
+                start = None;
+            }
+        }
+        if start.is_none() {
+            start = Some(unit.start);
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if let Some(s) = start {
+        out.push(&ops[s..units.last().map_or(s, |u| u.end)]);
+    }
+    out.retain(|p| !p.is_empty());
+    out
 }
 
 /// `[VERSION] ( [PUT] key_len:u32le key value_len:u32le value | [DEL] key_len:u32le key )*`
@@ -164,7 +201,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Op>, String> {
     Ok(ops)
 }
 
-impl Store {
+impl Core {
     /// Writes each piece through the journal, atomically (see the module docs). The caller
     /// holds the `turn` lock and flushes afterwards.
     pub(crate) fn write_pieces<'a>(&self, pieces: impl Iterator<Item = &'a [Op]>) -> Result<()> {

@@ -6,12 +6,14 @@
 //! Layout: one sled tree of records, keys prefixed by record type (and a `journal` tree
 //! holding at most the commit in progress). Every group of transitions the
 //! engine makes is one [`Store::commit`]: atomic through a journal entry of our own (see
-//! [`journal`]) and made durable with one flush (group commit), one disk write:
+//! [`journal`]) and made durable with one flush, one disk write, which concurrent commits
+//! share (see [`group`]):
 //!
 //! | key                                   | value            |
 //! |---------------------------------------|------------------|
 //! | `meta\0schema`                        | schema version   |
-//! | `r\0{run}`                            | [`RunRecord`]    |
+//! | `r\0{run}`                            | [`RunRecord`] (its `definition` as a hash: see [`SCHEMA_VERSION`]) |
+//! | `d\0{sha256 hex}`                     | a workflow file's text, once per distinct text |
 //! | `i\0{started_at, fixed width}\0{run}` | the run's workflow name (newest-first index; empty in entries written before) |
 //! | `t\0{run}\0{task}`                    | [`TaskRecord`]   |
 //! | `a\0{run}\0{task}\0{attempt:010}`     | [`AttemptRecord`] |
@@ -32,6 +34,7 @@
 
 pub mod check;
 pub mod disk;
+pub mod group;
 pub mod journal;
 pub mod records;
 pub mod recovery;
@@ -42,7 +45,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -61,7 +64,20 @@ pub use records::{
 /// v2: runs may be `skipped`, and carry `trigger` and `note`; schedule records. A v1 store
 /// is read as it is and marked v2 when opened for writing, so an older binary then
 /// refuses it instead of misreading it.
-pub const SCHEMA_VERSION: u32 = 2;
+///
+/// v3: a run record's `definition` names its workflow text by content hash
+/// (`\0sha256:HEX`); the text is stored once, under `d\0HEX`. Opening a v2 store for
+/// writing marks it v3 and rewrites its runs that way (see [`Store::migrate_definitions`]);
+/// records still holding their text read as before.
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// How a stored run record's `definition` refers to its text under `d\0{hex}`. A NUL
+/// cannot start a workflow file's text (YAML refuses it), so nothing real looks like it.
+const DEF_REF: &str = "\0sha256:";
+
+/// Present while runs of an older store still hold their definition's text: the
+/// migration runs (again) at the next writable open. Written with the schema bump.
+const MIGRATE_KEY: &[u8] = b"meta\0migrate-definitions";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -152,16 +168,23 @@ pub enum Write {
 
 /// The state store of one state directory.
 pub struct Store {
+    core: Arc<Core>,
+    // Held for the lifetime of the store; the OS releases the lock if the process dies.
+    _lock: Option<File>,
+    // The temporary copy of the db a read-only store reads, deleted on drop.
+    _copy: Option<tempfile::TempDir>,
+}
+
+/// What the store shares with its committer thread (see [`group`]): everything but the
+/// directory lock. [`Store`] derefs to it; nothing outside this crate uses it.
+#[doc(hidden)]
+pub struct Core {
     dir: PathBuf,
     db: sled::Db,
     /// The journal entry of the commit in progress, in a tree of its own (see [`journal`]).
     journal: sled::Tree,
     /// Why this store cannot be written to, if it cannot (see [`Store::open_read_only`]).
     read_only: Option<String>,
-    // Held for the lifetime of the store; the OS releases the lock if the process dies.
-    _lock: Option<File>,
-    // The temporary copy of the db a read-only store reads, deleted on drop.
-    _copy: Option<tempfile::TempDir>,
     /// Serializes commits (write) against each other and against each single read (read),
     /// so the journal's pieces are atomic to readers too (see [`journal`]).
     turn: RwLock<()>,
@@ -183,6 +206,104 @@ pub struct Store {
     next_seq: std::sync::atomic::AtomicU64,
     /// The `changes` tree may hold entries or a marker.
     logged: AtomicBool,
+    /// Commits waiting to share a durable write (see [`group`]).
+    group: Arc<group::Group>,
+    /// Durable writes (batches of commits) made through this handle.
+    batches: std::sync::atomic::AtomicU64,
+    /// Workflow texts read by their hash (see [`DEF_REF`]): a history of runs shares a
+    /// handful of definitions.
+    definitions: Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl Core {
+    /// Writes one batch of commits (see [`group`]): `units` are the ranges of `ops` that
+    /// belong to one commit each, kept whole within a journal piece.
+    pub(crate) fn write_ops(&self, ops: &[Op], units: &[std::ops::Range<usize>]) -> Result<()> {
+        let _turn = self.write_turn();
+        // The margin is checked before every batch, not only at open: a disk that fills
+        // while a daemon runs is refused here, before sled meets ENOSPC (after which sled
+        // fails every write until the process restarts).
+        if let Err((free_mb, need_mb)) = disk::check_free_space(&self.dir) {
+            return Err(StateError::DiskFull {
+                dir: self.dir.clone(),
+                free_mb,
+                need_mb,
+            });
+        }
+        self.log_change(ops)?;
+        self.write_pieces(journal::pack(ops, units).into_iter())?;
+        self.sync_blobs()?;
+        self.flush()
+    }
+
+    /// Makes sled's new blob files durable before the flush that makes the log entries
+    /// pointing at them durable. sled 0.34 writes anything logged in one piece over 128
+    /// KiB (a large record, a large leaf of small ones) to `db/blobs/LSN` and never syncs
+    /// it: a power loss could keep the log's pointer and lose the blob. One `stat` per
+    /// commit tells whether the directory changed; only then are new files synced.
+    fn sync_blobs(&self) -> Result<()> {
+        let dir = self.dir.join("db").join("blobs");
+        let Ok(modified) = std::fs::metadata(&dir).and_then(|m| m.modified()) else {
+            return Ok(()); // No blob directory yet.
+        };
+        let mut blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
+        if blobs.0 == Some(modified) {
+            return Ok(());
+        }
+        let io = |source| StateError::Io {
+            dir: self.dir.clone(),
+            source,
+        };
+        let mut present = HashSet::new();
+        for entry in std::fs::read_dir(&dir).map_err(io)? {
+            let name = entry.map_err(io)?.file_name();
+            if !blobs.1.contains(&name) {
+                match File::open(dir.join(&name)) {
+                    Ok(f) => f.sync_all().map_err(io)?,
+                    // sled removed it meanwhile (a blob it no longer needs).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io(e)),
+                }
+            }
+            present.insert(name);
+        }
+        // The new names themselves.
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(io)?;
+        *blobs = (Some(modified), present);
+        Ok(())
+    }
+
+    /// Holds off commits for the length of one read, so it sees none half done.
+    fn read_turn(&self) -> RwLockReadGuard<'_, ()> {
+        self.turn.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Holds off every other commit and read while a commit writes its pieces.
+    fn write_turn(&self) -> RwLockWriteGuard<'_, ()> {
+        self.turn.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush().map(|_| ()).map_err(|e| self.db_err(e))
+    }
+
+    fn db_err(&self, source: sled::Error) -> StateError {
+        sled_err(&self.dir, source)
+    }
+}
+
+impl std::ops::Deref for Store {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.core.group.close();
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -315,6 +436,7 @@ impl Store {
         store.check_schema()?;
         store.replay_journal()?;
         store.settle_changes()?;
+        store.migrate_definitions()?;
         let recovered = store.recover_interrupted()?;
         Ok((store, recovered))
     }
@@ -542,13 +664,11 @@ impl Store {
     ) -> Result<Store> {
         let journal = db.open_tree(journal::TREE).map_err(|e| sled_err(dir, e))?;
         let changes = db.open_tree(replica::TREE).map_err(|e| sled_err(dir, e))?;
-        Ok(Store {
+        let core = Core {
             dir: dir.to_path_buf(),
             db,
             journal,
             read_only,
-            _lock: lock,
-            _copy: copy,
             turn: RwLock::new(()),
             torn: AtomicBool::new(false),
             failure: Mutex::new(None),
@@ -558,7 +678,20 @@ impl Store {
             changes,
             next_seq: std::sync::atomic::AtomicU64::new(1),
             logged: AtomicBool::new(false),
+            group: Default::default(),
+            batches: std::sync::atomic::AtomicU64::new(0),
+            definitions: Mutex::new(Default::default()),
+        };
+        Ok(Store {
+            core: Arc::new(core),
+            _lock: lock,
+            _copy: copy,
         })
+    }
+
+    /// The part of the store its committer thread shares.
+    fn core(&self) -> &Arc<Core> {
+        &self.core
     }
 
     pub fn dir(&self) -> &Path {
@@ -568,10 +701,6 @@ impl Store {
     /// Why this store refuses writes, if it does.
     pub fn read_only(&self) -> Option<&str> {
         self.read_only.as_deref()
-    }
-
-    fn db_err(&self, source: sled::Error) -> StateError {
-        sled_err(&self.dir, source)
     }
 
     fn check_schema(&self) -> Result<()> {
@@ -589,6 +718,11 @@ impl Store {
                     });
                 }
                 if found < SCHEMA_VERSION && self.read_only.is_none() {
+                    if found < 3 {
+                        self.db
+                            .insert(MIGRATE_KEY, &b"1"[..])
+                            .map_err(|e| self.db_err(e))?;
+                    }
                     self.db
                         .insert(KEY, SCHEMA_VERSION.to_string().as_bytes())
                         .map_err(|e| self.db_err(e))?;
@@ -688,15 +822,7 @@ impl Store {
     /// (a run before its tasks).
     pub fn commit(&self, writes: &[Write]) -> Result<()> {
         self.refuse_if_read_only()?;
-        let result = self.commit_inner(writes);
-        let mut failure = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
-        match &result {
-            Ok(()) => *failure = None,
-            Err(e) => *failure = Some(e.to_string()),
-        }
-        self.commits
-            .fetch_add(1, std::sync::atomic::Ordering::Release);
-        result
+        self.core().commit_ops(self.ops_of(writes))
     }
 
     /// How many commits this store has made: a change means something may have changed.
@@ -705,60 +831,19 @@ impl Store {
         self.commits.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    fn commit_inner(&self, writes: &[Write]) -> Result<()> {
-        // The margin is checked before every commit, not only at open: a disk that fills
-        // while a daemon runs is refused here, before sled meets ENOSPC (after which sled
-        // fails every write until the process restarts).
-        if let Err((free_mb, need_mb)) = disk::check_free_space(&self.dir) {
-            return Err(StateError::DiskFull {
-                dir: self.dir.clone(),
-                free_mb,
-                need_mb,
-            });
-        }
-        let ops = ops_of(writes);
-        let _turn = self.write_turn();
-        self.log_change(&ops)?;
-        self.write_pieces(journal::pieces(&ops))?;
-        self.sync_blobs()?;
-        self.flush()
+    /// How many durable writes those commits took: fewer than commits when concurrent
+    /// commits shared one (see [`group`]). `scripts/bench-throughput` reports both.
+    pub fn batch_count(&self) -> u64 {
+        self.batches.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Makes sled's new blob files durable before the flush that makes the log entries
-    /// pointing at them durable. sled 0.34 writes anything logged in one piece over 128
-    /// KiB (a large record, a large leaf of small ones) to `db/blobs/LSN` and never syncs
-    /// it: a power loss could keep the log's pointer and lose the blob. One `stat` per
-    /// commit tells whether the directory changed; only then are new files synced.
-    fn sync_blobs(&self) -> Result<()> {
-        let dir = self.dir.join("db").join("blobs");
-        let Ok(modified) = std::fs::metadata(&dir).and_then(|m| m.modified()) else {
-            return Ok(()); // No blob directory yet.
-        };
-        let mut blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
-        if blobs.0 == Some(modified) {
-            return Ok(());
-        }
-        let io = |source| StateError::Io {
-            dir: self.dir.clone(),
-            source,
-        };
-        let mut present = HashSet::new();
-        for entry in std::fs::read_dir(&dir).map_err(io)? {
-            let name = entry.map_err(io)?.file_name();
-            if !blobs.1.contains(&name) {
-                match File::open(dir.join(&name)) {
-                    Ok(f) => f.sync_all().map_err(io)?,
-                    // sled removed it meanwhile (a blob it no longer needs).
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io(e)),
-                }
-            }
-            present.insert(name);
-        }
-        // The new names themselves.
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(io)?;
-        *blobs = (Some(modified), present);
-        Ok(())
+    /// [`Store::commit`] for async callers (the executor, the daemon, backfill): while the
+    /// commit waits for a batch its worker thread runs other runs, whose commits then share
+    /// the same durable write (see [`group`]). The records are encoded now; the future
+    /// only waits.
+    pub fn commit_async(&self, writes: &[Write]) -> group::Commit<'_> {
+        let ops = self.refuse_if_read_only().map(|()| self.ops_of(writes));
+        group::Commit::new(self, ops)
     }
 
     /// Why the last commit failed, or `None` if it succeeded. A long-running process
@@ -769,16 +854,6 @@ impl Store {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-    }
-
-    /// Holds off commits for the length of one read, so it sees none half done.
-    fn read_turn(&self) -> RwLockReadGuard<'_, ()> {
-        self.turn.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Holds off every other commit and read while a commit writes its pieces.
-    fn write_turn(&self) -> RwLockWriteGuard<'_, ()> {
-        self.turn.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
@@ -795,16 +870,110 @@ impl Store {
         }
     }
 
-    fn flush(&self) -> Result<()> {
-        self.db.flush().map(|_| ()).map_err(|e| self.db_err(e))
-    }
-
     pub fn run(&self, id: &str) -> Result<Option<RunRecord>> {
         let key = run_key(id);
         match self.get(&key)? {
-            Some(v) => Ok(Some(self.decode(&key, &v)?)),
+            Some(v) => Ok(Some(self.decode_run(&key, &v)?)),
             None => Ok(None),
         }
+    }
+
+    /// A run record with its workflow text in place (see [`DEF_REF`]).
+    fn decode_run(&self, key: &[u8], bytes: &[u8]) -> Result<RunRecord> {
+        let mut run: RunRecord = self.decode(key, bytes)?;
+        if let Some(hex) = run.definition.strip_prefix(DEF_REF) {
+            run.definition = self.definition(key, hex)?;
+        }
+        Ok(run)
+    }
+
+    /// The workflow text stored under `hex` (read once per process).
+    fn definition(&self, key: &[u8], hex: &str) -> Result<String> {
+        let mut cache = self
+            .definitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(text) = cache.get(hex) {
+            return Ok(text.clone());
+        }
+        // Without the read turn (callers may hold it): a definition never changes, and
+        // is written no later than the first run that names it.
+        let Some(bytes) = self.db.get(def_key(hex)).map_err(|e| self.db_err(e))? else {
+            return Err(self.corrupt(
+                key,
+                format!("its workflow definition (sha256 {hex}) is missing"),
+            ));
+        };
+        let text = String::from_utf8(bytes.to_vec())
+            .map_err(|_| self.corrupt(&def_key(hex), "definition is not UTF-8"))?;
+        if cache.len() >= 256 {
+            cache.clear();
+        }
+        cache.insert(hex.to_string(), text.clone());
+        Ok(text)
+    }
+
+    /// The key-level changes `writes` make, in order. A run's workflow text is written
+    /// once per distinct text, before the first run that refers to it (see [`DEF_REF`]).
+    fn ops_of(&self, writes: &[Write]) -> Vec<Op> {
+        let mut ops = Vec::with_capacity(writes.len() + 1);
+        for w in writes {
+            let w = match w {
+                Write::Run(r) if !r.definition.is_empty() && !r.definition.starts_with(DEF_REF) => {
+                    let hex = sha256_hex(&r.definition);
+                    let key = def_key(&hex);
+                    // Known when this process read or wrote it; else ask the db (a commit
+                    // of the same text in flight may write it twice: the same bytes).
+                    let known = self
+                        .definitions
+                        .lock()
+                        .map(|c| c.contains_key(&hex))
+                        .unwrap_or(false)
+                        || self.db.contains_key(&key).unwrap_or(false);
+                    if !known {
+                        ops.push(Op::Put(key, r.definition.as_bytes().to_vec()));
+                    }
+                    let mut stored = r.clone();
+                    stored.definition = format!("{DEF_REF}{hex}");
+                    ops_of(std::slice::from_ref(&Write::Run(stored)), &mut ops);
+                    continue;
+                }
+                w => w,
+            };
+            ops_of(std::slice::from_ref(w), &mut ops);
+        }
+        ops
+    }
+
+    /// Rewrites the runs of a store from before v3 so that each refers to its workflow
+    /// text by hash, a few hundred runs per commit; then drops [`MIGRATE_KEY`]. A crash
+    /// midway leaves the key, and the next open goes on (rewriting a run twice is
+    /// harmless).
+    fn migrate_definitions(&self) -> Result<()> {
+        if self.read_only.is_some()
+            || !self
+                .db
+                .contains_key(MIGRATE_KEY)
+                .map_err(|e| self.db_err(e))?
+        {
+            return Ok(());
+        }
+        let mut batch = Vec::new();
+        for item in self.scan_raw(b"r\0") {
+            let (key, value) = item?;
+            let run: RunRecord = self.decode(&key, &value)?;
+            if !run.definition.is_empty() && !run.definition.starts_with(DEF_REF) {
+                batch.push(Write::Run(run));
+            }
+            if batch.len() == 256 {
+                self.commit(&std::mem::take(&mut batch))?;
+            }
+        }
+        if !batch.is_empty() {
+            self.commit(&batch)?;
+        }
+        self.db.remove(MIGRATE_KEY).map_err(|e| self.db_err(e))?;
+        self.flush()
     }
 
     /// Runs, newest first, optionally of one workflow, at most `limit`.
@@ -867,7 +1036,12 @@ impl Store {
     }
 
     fn all_runs(&self) -> Result<Vec<RunRecord>> {
-        self.scan(b"r\0".to_vec())
+        self.scan_raw(b"r\0")
+            .map(|item| {
+                let (k, v) = item?;
+                self.decode_run(&k, &v)
+            })
+            .collect()
     }
 
     /// Task records of a run, in no particular order.
@@ -1124,9 +1298,9 @@ fn open_sled(dir: &Path, db_dir: &Path) -> Result<sled::Db> {
     }
 }
 
-/// The key-level changes `writes` make, in order.
-fn ops_of(writes: &[Write]) -> Vec<Op> {
-    let mut ops = Vec::with_capacity(writes.len() + 1);
+/// Appends the key-level changes `writes` make, in order, to `ops` (run records as they
+/// are: see [`Store::ops_of`]).
+fn ops_of(writes: &[Write], ops: &mut Vec<Op>) {
     for w in writes {
         match w {
             Write::Run(r) => {
@@ -1160,7 +1334,6 @@ fn ops_of(writes: &[Write]) -> Vec<Op> {
             }
         }
     }
-    ops
 }
 
 /// A prefix scan whose every step is one read under [`Store::read_turn`].
@@ -1232,6 +1405,20 @@ fn pending_key(run_id: &str, id: &str) -> Vec<u8> {
     let mut k = prefix(&["p", run_id]);
     k.extend_from_slice(id.as_bytes());
     k
+}
+
+fn def_key(hex: &str) -> Vec<u8> {
+    let mut k = prefix(&["d"]);
+    k.extend_from_slice(hex.as_bytes());
+    k
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn backfill_key(id: &str) -> Vec<u8> {

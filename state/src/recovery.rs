@@ -289,12 +289,19 @@ impl Store {
                 Some(b'b') if key.starts_with(b"b\0") => "backfill",
                 Some(b's') if key.starts_with(b"s\0") => "sent",
                 Some(b'o') if key.starts_with(b"o\0") => "outbox",
-                // The run index and meta keys are derived, not exported.
+                // The run index, the definitions (in their runs) and the meta keys are
+                // derived, not exported.
                 _ => continue,
             };
-            // Values are stored as JSON already; copy them byte for byte.
             write!(out, "{{\"{kind}\":").map_err(io_err)?;
-            out.write_all(&value).map_err(io_err)?;
+            if kind == "run" {
+                // With its workflow text in place: a recovery point stands alone.
+                let run = self.decode_run(&key, &value)?;
+                out.write_all(&crate::encode(&run)).map_err(io_err)?;
+            } else {
+                // Values are stored as JSON already; copy them byte for byte.
+                out.write_all(&value).map_err(io_err)?;
+            }
             out.write_all(b"}\n").map_err(io_err)?;
             records += 1;
         }

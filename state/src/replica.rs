@@ -23,7 +23,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{self, Op};
-use crate::{Result, StateError, Store};
+use crate::{Core, Result, StateError, Store};
 
 /// The tree of change entries and the marker.
 pub(crate) const TREE: &[u8] = b"changes";
@@ -129,6 +129,32 @@ pub(crate) fn read_segment(bytes: &[u8]) -> std::result::Result<Vec<(u64, Vec<Op
     Ok(out)
 }
 
+impl Core {
+    /// Called by a commit under the write turn, before its pieces: logs its ops.
+    pub(crate) fn log_change(&self, ops: &[Op]) -> Result<()> {
+        if self.read_only.is_some() {
+            return Ok(());
+        }
+        if !enabled() {
+            // A commit the replica will never see: its entries and marker go first (in
+            // this commit's flush), so the next replicated process starts a generation.
+            // (A flag, not a look at the tree: this is every commit's path.)
+            if self.logged.swap(false, Ordering::AcqRel) {
+                self.changes.clear().map_err(|e| self.db_err(e))?;
+            }
+            return Ok(());
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
+        let mut value = Utc::now().timestamp_millis().to_be_bytes().to_vec();
+        value.extend_from_slice(&journal::encode(ops));
+        self.changes
+            .insert(entry_key(seq), value)
+            .map_err(|e| self.db_err(e))?;
+        self.logged.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
 impl Store {
     /// At open: re-applies the newest change (see the module docs), then, without
     /// replication in a writable store, drops the entries and the marker.
@@ -159,30 +185,6 @@ impl Store {
             None => 0,
         };
         Ok(newest.max(self.replica_marker()?.map_or(0, |m| m.shipped)))
-    }
-
-    /// Called by a commit under the write turn, before its pieces: logs its ops.
-    pub(crate) fn log_change(&self, ops: &[Op]) -> Result<()> {
-        if self.read_only.is_some() {
-            return Ok(());
-        }
-        if !enabled() {
-            // A commit the replica will never see: its entries and marker go first (in
-            // this commit's flush), so the next replicated process starts a generation.
-            // (A flag, not a look at the tree: this is every commit's path.)
-            if self.logged.swap(false, Ordering::AcqRel) {
-                self.changes.clear().map_err(|e| self.db_err(e))?;
-            }
-            return Ok(());
-        }
-        let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
-        let mut value = Utc::now().timestamp_millis().to_be_bytes().to_vec();
-        value.extend_from_slice(&journal::encode(ops));
-        self.changes
-            .insert(entry_key(seq), value)
-            .map_err(|e| self.db_err(e))?;
-        self.logged.store(true, Ordering::Release);
-        Ok(())
     }
 
     /// Where this store's changes were shipped, if anywhere.

@@ -1,5 +1,12 @@
 use super::*;
 
+/// The ops of `writes`, run records as they are.
+fn ops_of(writes: &[Write]) -> Vec<journal::Op> {
+    let mut ops = Vec::new();
+    super::ops_of(writes, &mut ops);
+    ops
+}
+
 fn run(id: &str, status: RunStatus, secs: i64) -> RunRecord {
     RunRecord {
         id: id.into(),
@@ -659,4 +666,220 @@ fn the_newest_change_completes_a_commit_a_crash_cut_short() {
         RunStatus::Succeeded
     );
     assert_eq!(store.tasks("r1").unwrap().len(), 1);
+}
+
+/// Runs `fut` to completion on this thread (the state crate has no async runtime).
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn concurrent_commits_share_one_durable_write_and_none_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    let before = (store.commit_count(), store.batch_count());
+    // Hold the write turn: the first committer leads and waits for it; everyone else
+    // queues behind it.
+    let turn = store.write_turn();
+    const N: usize = 12;
+    std::thread::scope(|s| {
+        let store = &store;
+        for i in 0..N {
+            s.spawn(move || {
+                let id = format!("run-{i:02}");
+                if i % 2 == 0 {
+                    store.commit(&[Write::Run(run(&id, RunStatus::Running, i as i64))])
+                } else {
+                    block_on(store.commit_async(&[Write::Run(run(
+                        &id,
+                        RunStatus::Running,
+                        i as i64,
+                    ))]))
+                }
+                .unwrap();
+            });
+        }
+        // The leader took its own entry; the other N - 1 wait in the queue.
+        while store.group.queued() < N - 1 {
+            std::thread::yield_now();
+        }
+        drop(turn);
+    });
+    assert_eq!(store.commit_count() - before.0, N as u64);
+    // One write for the leader's commit, one for everything that queued behind it.
+    assert_eq!(store.batch_count() - before.1, 2);
+    drop(store);
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    assert_eq!(store.runs(None, 100).unwrap().len(), N);
+}
+
+#[test]
+fn a_lone_commit_is_written_by_its_caller_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    let before = store.batch_count();
+    for i in 0..5 {
+        let id = format!("r{i}");
+        block_on(store.commit_async(&[Write::Run(run(&id, RunStatus::Running, i))])).unwrap();
+        // Ready as soon as it returns: readable, and one write each.
+        assert!(store.run(&id).unwrap().is_some());
+    }
+    assert_eq!(store.batch_count() - before, 5);
+}
+
+#[test]
+fn a_failed_batch_fails_every_commit_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    // More free space required than any disk has: the batch is refused before writing.
+    std::env::set_var("ORCHESTRATOR_MIN_FREE_MB", "999999999");
+    let turn = store.write_turn();
+    let results = std::thread::scope(|s| {
+        let store = &store;
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                s.spawn(move || {
+                    store.commit(&[Write::Run(run(&format!("f{i}"), RunStatus::Running, i))])
+                })
+            })
+            .collect();
+        while store.group.queued() < 3 {
+            std::thread::yield_now();
+        }
+        drop(turn);
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    std::env::remove_var("ORCHESTRATOR_MIN_FREE_MB");
+    for r in results {
+        assert!(matches!(r, Err(StateError::DiskFull { .. })), "{r:?}");
+    }
+    assert!(store.write_failure().is_some());
+}
+
+#[test]
+fn pack_keeps_each_commit_whole_and_splits_only_oversized_ones() {
+    use journal::{pack, Op, PIECE_BYTES};
+    let op = |n: usize| Op::Put(vec![b'k'], vec![0; n]);
+    // Three commits of 30 KiB, one of 150 KiB (three ops of 50 KiB), one tiny.
+    let ops = vec![
+        op(30 << 10),
+        op(30 << 10),
+        op(30 << 10),
+        op(50 << 10),
+        op(50 << 10),
+        op(50 << 10),
+        op(10),
+    ];
+    let units = [0..1, 1..2, 2..3, 3..6, 6..7];
+    let pieces = pack(&ops, &units);
+    let lens: Vec<usize> = pieces.iter().map(|p| p.len()).collect();
+    // 30+30 fit a piece, the third starts the next; the big commit goes op by op.
+    assert_eq!(lens, vec![2, 1, 1, 1, 1, 1]);
+    let total: usize = lens.iter().sum();
+    assert_eq!(total, ops.len());
+    for p in &pieces {
+        let bytes: usize = p
+            .iter()
+            .map(|o| match o {
+                Op::Put(k, v) => k.len() + v.len(),
+                Op::Del(k) => k.len(),
+            })
+            .sum();
+        assert!(p.len() == 1 || bytes <= PIECE_BYTES);
+    }
+    // Many small commits share pieces; none straddles two.
+    let small: Vec<Op> = (0..100).map(|_| op(1000)).collect();
+    let units: Vec<_> = (0..50).map(|i| 2 * i..2 * i + 2).collect();
+    for p in pack(&small, &units) {
+        assert_eq!(p.len() % 2, 0);
+    }
+}
+
+#[test]
+fn a_thousand_runs_of_one_definition_store_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    let text = format!("name: demo\n# {}\n", "a long comment ".repeat(200));
+    for chunk in 0..10 {
+        let writes: Vec<Write> = (0..100)
+            .map(|i| {
+                let mut r = run(
+                    &format!("r{chunk:02}-{i:03}"),
+                    RunStatus::Succeeded,
+                    chunk * 100 + i,
+                );
+                r.definition = text.clone();
+                Write::Run(r)
+            })
+            .collect();
+        store.commit(&writes).unwrap();
+    }
+    let mut other = run("other", RunStatus::Succeeded, 5000);
+    other.definition = "name: other\n".into();
+    store.commit(&[Write::Run(other)]).unwrap();
+    drop(store);
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    let defs: Vec<_> = store.db.scan_prefix(b"d\0").map(|kv| kv.unwrap()).collect();
+    assert_eq!(defs.len(), 2, "one record per distinct definition");
+    let texts: Vec<&[u8]> = defs.iter().map(|(_, v)| v.as_ref()).collect();
+    assert!(texts.contains(&text.as_bytes()));
+    // No run record holds the text itself.
+    for kv in store.db.scan_prefix(b"r\0") {
+        let (_, v) = kv.unwrap();
+        assert!(v.len() < 1000, "run record of {} bytes", v.len());
+    }
+    // Every way of reading a run gives the text back.
+    assert_eq!(store.run("r03-007").unwrap().unwrap().definition, text);
+    let listed = store.runs(None, 2000).unwrap();
+    assert_eq!(listed.len(), 1001);
+    assert!(listed
+        .iter()
+        .all(|r| r.definition == text || r.definition == "name: other\n"));
+    // A recovery point holds the text with each run, so it stands alone.
+    let point = store.write_recovery_point().unwrap();
+    let export = recovery::read(&point).unwrap();
+    assert!(export
+        .runs
+        .iter()
+        .all(|r| !r.definition.starts_with(DEF_REF)));
+    assert!(
+        store.check().problems.is_empty(),
+        "{:?}",
+        store.check().problems
+    );
+}
+
+#[test]
+fn a_run_whose_definition_is_missing_is_reported_not_emptied() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    store
+        .commit(&[Write::Run(run("r1", RunStatus::Succeeded, 1))])
+        .unwrap();
+    let (k, _) = store.db.scan_prefix(b"d\0").next().unwrap().unwrap();
+    store.db.remove(k).unwrap();
+    store.definitions.lock().unwrap().clear();
+    let err = store.run("r1").unwrap_err().to_string();
+    assert!(
+        err.contains("workflow definition") && err.contains("missing"),
+        "{err}"
+    );
+    assert!(!store.check().problems.is_empty());
 }

@@ -22,6 +22,7 @@ mod ingest;
 mod intraday;
 mod lineage;
 mod metrics;
+mod migrate;
 mod notify;
 mod plugins;
 mod readme;

@@ -96,6 +96,14 @@ impl Store {
             let bad = |e: crate::StateError| format!("record {shown}: {e}");
             match key.split(|b| *b == 0).next() {
                 Some(b"meta") => {}
+                // The active-run index: its run must exist.
+                Some(b"x") => {
+                    let id = String::from_utf8_lossy(&key[2..]).into_owned();
+                    if !matches!(self.run(&id), Ok(Some(_))) {
+                        r.problems
+                            .push(format!("record {shown}: indexes a run that does not exist"));
+                    }
+                }
                 // Workflow texts, by hash (a run names a missing one: `decode_run` says).
                 Some(b"d") => {
                     if std::str::from_utf8(&value).is_err() {

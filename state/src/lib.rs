@@ -15,6 +15,7 @@
 //! | `r\0{run}`                            | [`RunRecord`] (its `definition` as a hash: see [`SCHEMA_VERSION`]) |
 //! | `d\0{sha256 hex}`                     | a workflow file's text, once per distinct text |
 //! | `i\0{started_at, fixed width}\0{run}` | the run's workflow name (newest-first index; empty in entries written before) |
+//! | `x\0{run}`                            | empty: the run is running, or interrupted and not resumed (what an open looks at) |
 //! | `t\0{run}\0{task}`                    | [`TaskRecord`]   |
 //! | `a\0{run}\0{task}\0{attempt:010}`     | [`AttemptRecord`] |
 //! | `c\0{table}`                          | [`TableRecord`] (the catalog) |
@@ -65,7 +66,7 @@ pub use records::{
 /// is read as it is and marked v2 when opened for writing, so an older binary then
 /// refuses it instead of misreading it.
 ///
-/// v3: a run record's `definition` names its workflow text by content hash
+/// v3: an index of active runs (`x\0`); a run record's `definition` names its workflow text by content hash
 /// (`\0sha256:HEX`); the text is stored once, under `d\0HEX`. Opening a v2 store for
 /// writing marks it v3 and rewrites its runs that way (see [`Store::migrate_definitions`]);
 /// records still holding their text read as before.
@@ -580,14 +581,18 @@ impl Store {
                 continue;
             };
             let run: RunRecord = self.decode(&key, &value)?;
-            let mut ops = vec![Op::Del(index_key(&run.started_at, id)), Op::Del(key)];
+            let mut ops = vec![
+                Op::Del(index_key(&run.started_at, id)),
+                Op::Del(active_key(id)),
+                Op::Del(key),
+            ];
             for kind in ["t", "a", "o", "p"] {
                 for item in self.db.scan_prefix(prefix(&[kind, id])) {
                     let (k, _) = item.map_err(|e| self.db_err(e))?;
                     ops.push(Op::Del(k.to_vec()));
                 }
             }
-            removed += ops.len() as u64 - 1;
+            removed += ops.len() as u64 - 2; // The index entries are not records.
             per_run.push(ops);
         }
         let ops: Vec<Op> = backfills
@@ -761,7 +766,17 @@ impl Store {
         let mut recovered = Vec::new();
         let mut writes = Vec::new();
         let mut awaiting: Vec<(DateTime<Utc>, String)> = Vec::new();
-        for run in self.all_runs()? {
+        // Only the runs indexed as active: an open costs nothing per run of history.
+        let mut active = Vec::new();
+        for item in self.scan_raw(b"x\0") {
+            let (key, _) = item?;
+            let id = String::from_utf8_lossy(&key[2..]).into_owned();
+            match self.run(&id)? {
+                Some(run) => active.push(run),
+                None => return Err(self.corrupt(&key, "active-run entry without a run record")),
+            }
+        }
+        for run in active {
             if run.status == RunStatus::Interrupted && run.resume_pending {
                 awaiting.push((run.started_at, run.id.clone()));
             }
@@ -962,8 +977,12 @@ impl Store {
         for item in self.scan_raw(b"r\0") {
             let (key, value) = item?;
             let run: RunRecord = self.decode(&key, &value)?;
-            if !run.definition.is_empty() && !run.definition.starts_with(DEF_REF) {
-                batch.push(Write::Run(run));
+            // Rewritten: runs holding their text, and active runs (whose index entry,
+            // new in v3, the rewrite adds).
+            if (!run.definition.is_empty() && !run.definition.starts_with(DEF_REF))
+                || is_active(&run)
+            {
+                batch.push(Write::Run(self.decode_run(&key, &value)?));
             }
             if batch.len() == 256 {
                 self.commit(&std::mem::take(&mut batch))?;
@@ -1033,15 +1052,6 @@ impl Store {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-    }
-
-    fn all_runs(&self) -> Result<Vec<RunRecord>> {
-        self.scan_raw(b"r\0")
-            .map(|item| {
-                let (k, v) = item?;
-                self.decode_run(&k, &v)
-            })
-            .collect()
     }
 
     /// Task records of a run, in no particular order.
@@ -1309,6 +1319,12 @@ fn ops_of(writes: &[Write], ops: &mut Vec<Op>) {
                 // runs reads no other run's record.
                 let name = r.workflow.as_bytes().to_vec();
                 ops.push(Op::Put(index_key(&r.started_at, &r.id), name));
+                // The runs an open must look at (see `recover_interrupted`).
+                if is_active(r) {
+                    ops.push(Op::Put(active_key(&r.id), Vec::new()));
+                } else {
+                    ops.push(Op::Del(active_key(&r.id)));
+                }
             }
             Write::Task(t) => ops.push(Op::Put(task_key(&t.run_id, &t.task_id), encode(t))),
             Write::Attempt(a) => ops.push(Op::Put(
@@ -1366,6 +1382,17 @@ fn prefix(parts: &[&str]) -> Vec<u8> {
         k.extend_from_slice(p.as_bytes());
         k.push(0);
     }
+    k
+}
+
+/// A run still running (so a crash may have left it), or interrupted and not resumed yet.
+fn is_active(r: &RunRecord) -> bool {
+    r.status == RunStatus::Running || (r.status == RunStatus::Interrupted && r.resume_pending)
+}
+
+fn active_key(id: &str) -> Vec<u8> {
+    let mut k = prefix(&["x"]);
+    k.extend_from_slice(id.as_bytes());
     k
 }
 

@@ -883,3 +883,42 @@ fn a_run_whose_definition_is_missing_is_reported_not_emptied() {
     );
     assert!(!store.check().problems.is_empty());
 }
+
+#[test]
+fn an_open_reads_only_the_active_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    let done: Vec<Write> = (0..200)
+        .map(|i| Write::Run(run(&format!("done-{i:03}"), RunStatus::Succeeded, i)))
+        .collect();
+    store.commit(&done).unwrap();
+    store
+        .commit(&[Write::Run(run("live", RunStatus::Running, 500))])
+        .unwrap();
+    let mut waiting = run("waiting", RunStatus::Interrupted, 400);
+    waiting.resume_pending = true;
+    store.commit(&[Write::Run(waiting.clone())]).unwrap();
+    // A finished run's record an open would choke on, were it to read it.
+    store
+        .db
+        .insert(run_key("done-007"), &b"{not json"[..])
+        .unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let (store, recovered) = Store::open(dir.path(), "test").unwrap();
+    assert_eq!(recovered, vec!["live".to_string()]);
+    assert_eq!(
+        store.runs_awaiting_resume(),
+        vec!["waiting".to_string(), "live".to_string()]
+    );
+    // Resumed and finished: out of the index, so the next open does not look at it.
+    waiting.status = RunStatus::Succeeded;
+    waiting.resume_pending = false;
+    store.commit(&[Write::Run(waiting)]).unwrap();
+    let active: Vec<_> = store
+        .db
+        .scan_prefix(b"x\0")
+        .map(|kv| kv.unwrap().0)
+        .collect();
+    assert_eq!(active, vec![sled::IVec::from(&b"x\0live"[..])]);
+}

@@ -204,7 +204,7 @@ impl Daemon {
     ) -> Result<String, Refused> {
         let source = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let run_id = runner::new_run_id();
+        let run_id = runner::new_run_id_in(&self.store);
         let params = RunParams {
             run_id: run_id.clone(),
             date: date.clone(),

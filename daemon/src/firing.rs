@@ -60,7 +60,7 @@ impl Daemon {
 
     /// Records `due` as a run that was not started, saying `why`, and logs it.
     pub(crate) fn record_skipped(&self, name: &str, wf: &Workflow, due: &Due, why: &str) {
-        let run_id = runner::new_run_id();
+        let run_id = runner::new_run_id_in(&self.store);
         let date = due
             .date
             .clone()

@@ -71,7 +71,7 @@ impl Daemon {
         let Some(entry) = self.entries.get(name) else {
             return Err(format!("workflow {name} is not scheduled any more"));
         };
-        let run_id = runner::new_run_id();
+        let run_id = runner::new_run_id_in(&self.store);
         let date = due
             .date
             .clone()

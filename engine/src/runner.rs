@@ -26,11 +26,44 @@ pub enum RunError {
 /// A new run id: UTC start time plus a random suffix, e.g. `20261122T204949-3fa2`.
 /// Sorts by time, and is short enough to type.
 pub fn new_run_id() -> String {
-    format!(
-        "{}-{:04x}",
-        Utc::now().format("%Y%m%dT%H%M%S"),
-        fastrand::u16(..)
-    )
+    // Unique within this process: a backfill or a busy daemon starts hundreds of runs in
+    // one second, and 16 random bits alone collide among them (a second run with the id
+    // of another would overwrite its records).
+    static USED: std::sync::Mutex<(i64, Vec<u16>)> = std::sync::Mutex::new((0, Vec::new()));
+    let mut used = USED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let now = Utc::now();
+        if used.0 != now.timestamp() {
+            *used = (now.timestamp(), Vec::new());
+        }
+        if used.1.len() >= 60_000 {
+            // This second's ids are nearly spent: take the next second's.
+            drop(used);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            used = USED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            continue;
+        }
+        let n = fastrand::u16(..);
+        if let Err(at) = used.1.binary_search(&n) {
+            used.1.insert(at, n);
+            return format!("{}-{n:04x}", now.format("%Y%m%dT%H%M%S"));
+        }
+    }
+}
+
+/// [`new_run_id`], also not the id of a run already in `store` (one an earlier process
+/// started in the same second).
+pub fn new_run_id_in(store: &Store) -> String {
+    loop {
+        let id = new_run_id();
+        if !matches!(store.run(&id), Ok(Some(_))) {
+            return id;
+        }
+    }
 }
 
 /// A logical date: exactly `YYYY-MM-DD`, a real day, year 1900–2999. chrono alone
@@ -259,7 +292,9 @@ pub fn plan_rerun(
     }
     // A run that succeeded has nothing to resume, even if some of its tasks were
     // skipped (an `any_failed` handler when nothing failed, a short-circuited branch).
-    if roots.is_empty() || (run.status == RunStatus::Succeeded && from.is_none()) {
+    // One whose every task succeeded but which did not record its own end (killed in
+    // between) resumes with nothing to execute: it ends, as it would have.
+    if run.status == RunStatus::Succeeded && from.is_none() {
         return Err(RunError::Refused(format!(
             "run {} already succeeded; nothing to rerun. Use --from TASK to re-execute a task and everything downstream of it",
             run.id

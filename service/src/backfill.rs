@@ -164,6 +164,19 @@ pub fn reopen(store: &Store, id: &str) -> Result<BackfillRecord, Error> {
         _ => {}
     }
     let label = trigger(id);
+    // A link saved while its run was being started may name a run a crash kept from
+    // being recorded (and whose id a later run may have taken): keep only links to
+    // this backfill's run of that date; the others are found below, or started anew.
+    for d in &mut bf.dates {
+        if let Some(run_id) = &d.run_id {
+            let ours = store
+                .run(run_id)?
+                .is_some_and(|r| r.logical_date == d.date && r.trigger.as_deref() == Some(&label));
+            if !ours {
+                d.run_id = None;
+            }
+        }
+    }
     let runs = store.runs(Some(&bf.workflow), usize::MAX)?;
     for d in &mut bf.dates {
         if d.run_id.is_none() && d.skipped.is_none() {
@@ -380,7 +393,7 @@ pub async fn drive(
             // The workflow is loaded with this run's id and date (templates need them).
             let (run_id, resume) = match &d.run_id {
                 Some(id) => (id.clone(), true),
-                None => (runner::new_run_id(), false),
+                None => (runner::new_run_id_in(&store), false),
             };
             let fut = run_one(
                 exec.clone(),

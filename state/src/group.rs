@@ -146,6 +146,16 @@ impl Group {
             .len()
     }
 
+    /// A batch is being written (tests wait on it).
+    #[cfg(test)]
+    pub(crate) fn leading(&self) -> bool {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .leader
+            != Leader::None
+    }
+
     /// Ends the committer thread (the store is being dropped).
     pub(crate) fn close(&self) {
         self.queue
@@ -169,67 +179,44 @@ impl Core {
     /// Writes the queue as it is now (the leader's own entry, at least), then passes
     /// leadership to the committer thread if more queued meanwhile.
     fn lead_inline(self: &Arc<Self>) {
-        let batch = self.take_batch();
+        let batch = std::mem::take(&mut self.queue().entries);
         self.write_batch(batch);
-        let mut q = self
-            .group
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut q = self.queue();
         if q.entries.is_empty() {
             q.leader = Leader::None;
             return;
         }
         q.leader = Leader::Thread;
         if !q.thread {
-            q.thread = true;
             let group = self.group.clone();
             let core = Arc::downgrade(self);
-            let started = std::thread::Builder::new()
+            q.thread = std::thread::Builder::new()
                 .name("state-commit".into())
-                .spawn(move || committer(group, core));
-            if let Err(e) = started {
-                // No thread: this caller writes what is queued itself, until it is empty.
-                q.thread = false;
-                drop(q);
-                let _ = e;
-                self.drain_inline();
-                return;
+                .spawn(move || committer(group, core))
+                .is_ok();
+            if !q.thread {
+                // No thread to be had: this caller writes what is queued, until none is.
+                loop {
+                    if q.entries.is_empty() {
+                        q.leader = Leader::None;
+                        return;
+                    }
+                    let batch = std::mem::take(&mut q.entries);
+                    drop(q);
+                    self.write_batch(batch);
+                    q = self.queue();
+                }
             }
         }
         drop(q);
         self.group.work.notify_all();
     }
 
-    /// Without a committer thread: write batches here until the queue is empty.
-    fn drain_inline(&self) {
-        loop {
-            let batch = self.take_batch();
-            if batch.is_empty() {
-                let mut q = self
-                    .group
-                    .queue
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if q.entries.is_empty() {
-                    q.leader = Leader::None;
-                    return;
-                }
-                continue;
-            }
-            self.write_batch(batch);
-        }
-    }
-
-    fn take_batch(&self) -> Vec<Entry> {
-        std::mem::take(
-            &mut self
-                .group
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entries,
-        )
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.group
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Writes `batch` as one durable write and completes each of its entries.

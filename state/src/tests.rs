@@ -699,6 +699,13 @@ fn concurrent_commits_share_one_durable_write_and_none_is_lost() {
     std::thread::scope(|s| {
         let store = &store;
         for i in 0..N {
+            if i == 1 {
+                // The first commit has taken its own entry and waits for the turn as
+                // the leader; the others queue behind it.
+                while !(store.group.leading() && store.group.queued() == 0) {
+                    std::thread::yield_now();
+                }
+            }
             s.spawn(move || {
                 let id = format!("run-{i:02}");
                 if i % 2 == 0 {
@@ -752,6 +759,11 @@ fn a_failed_batch_fails_every_commit_in_it() {
         let store = &store;
         let handles: Vec<_> = (0..4)
             .map(|i| {
+                if i == 1 {
+                    while !(store.group.leading() && store.group.queued() == 0) {
+                        std::thread::yield_now();
+                    }
+                }
                 s.spawn(move || {
                     store.commit(&[Write::Run(run(&format!("f{i}"), RunStatus::Running, i))])
                 })

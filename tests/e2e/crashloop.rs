@@ -8,8 +8,15 @@
 //! - no run is left `running`, and every run of the loop succeeded in the end;
 //! - `state check` finds nothing, so no staging file is left where a query could see it.
 //!
+//! And with many runs in flight: a backfill of 64 runs at a time killed with SIGKILL at 20
+//! random moments (their commits share durable writes), resumed each time: no date the
+//! process reported done is lost, no run is left running or interrupted, each date ends
+//! with exactly one run, which succeeded.
+//!
 //! Seeded: `ORCHESTRATOR_CRASH_SEED=N` replays a sequence; a failure prints its seed.
 
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufRead as _;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -72,16 +79,20 @@ enum Kill {
     Never,
 }
 
-#[test]
-fn runs_killed_anywhere_resume_to_exactly_the_right_table() {
-    let seed = std::env::var("ORCHESTRATOR_CRASH_SEED")
+fn seed() -> u64 {
+    std::env::var("ORCHESTRATOR_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64 | 1)
-        });
+        })
+}
+
+#[test]
+fn runs_killed_anywhere_resume_to_exactly_the_right_table() {
+    let seed = seed();
     let _guard = SeedOnFailure(seed);
     let mut rng = Rng(seed);
 
@@ -188,4 +199,129 @@ fn runs_killed_anywhere_resume_to_exactly_the_right_table() {
         let check = sb.run(&["state", "check"]);
         assert_eq!(check.code, 0, "{context}: state check: {check:?}");
     }
+}
+
+#[test]
+fn sixty_four_runs_in_flight_killed_twenty_times_lose_nothing_and_all_resume() {
+    let seed = seed();
+    let _guard = SeedOnFailure(seed);
+    let mut rng = Rng(seed);
+    let sb = Sandbox::new();
+    // Each run's middle task takes a little while, so 64 are in flight at any moment.
+    let wf = sb.write(
+        "many.yaml",
+        "name: many\nmax_active_runs: 64\ntasks:\n  a: { kind: noop }\n  b: { kind: shell, command: \"sleep 0.05\", after: [a] }\n  c: { kind: noop, after: [b] }\n",
+    );
+    let wf = wf.display().to_string();
+    const DATES: usize = 3000;
+    let (from, to) = ("2015-01-01", "2023-03-19"); // 3,000 days.
+    let mut done: HashMap<String, String> = HashMap::new(); // date -> run, as reported
+    let mut id = String::new();
+    let mut kills = 0;
+    while kills < 20 {
+        let args: Vec<&str> = if id.is_empty() {
+            vec![
+                "backfill",
+                &wf,
+                "--from",
+                from,
+                "--to",
+                to,
+                "--max-active-runs",
+                "64",
+            ]
+        } else {
+            vec!["backfill", "--resume", &id, "--max-active-runs", "64"]
+        };
+        let mut child = sb
+            .command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        // What the process reports, read as it comes: a date is reported once its run
+        // ended, durably.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut lines = Vec::new();
+        if id.is_empty() {
+            // The first process: its header names the backfill.
+            lines.push(rx.recv().expect("the backfill's header line"));
+        }
+        let wait = Duration::from_millis(20 + rng.next() % 200);
+        std::thread::sleep(wait);
+        let finished = child.try_wait().unwrap().is_some();
+        if !finished {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        reader.join().unwrap();
+        lines.extend(rx.try_iter());
+        let context = format!("kill {kills} after {wait:?}, seed {seed}");
+        for line in &lines {
+            if let Some(rest) = line.strip_prefix("backfill ") {
+                if id.is_empty() {
+                    id = rest.split(':').next().unwrap().trim().to_string();
+                }
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let [date, "run", run, "succeeded", ..] = words[..] {
+                done.insert(date.to_string(), run.to_string());
+            }
+        }
+        assert!(!id.is_empty(), "{context}: no backfill id in {lines:?}");
+        assert!(
+            !finished,
+            "{context}: the backfill finished before 20 kills; give it more dates"
+        );
+        // Every date reported done is done in the store, by the run reported.
+        let runs = json(&sb, &["runs", "--json", "--limit", "10000"]);
+        let status: HashMap<&str, &str> = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["id"].as_str().unwrap(), r["status"].as_str().unwrap()))
+            .collect();
+        for (date, run) in &done {
+            assert_eq!(
+                status.get(run.as_str()).copied(),
+                Some("succeeded"),
+                "{context}: {date} was reported done by run {run}"
+            );
+        }
+    }
+    // Resumed to the end.
+    let out = sb.run(&["backfill", "--resume", &id, "--max-active-runs", "64"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let runs = json(&sb, &["runs", "--json", "--limit", "10000"]);
+    let mut per_date: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for r in runs.as_array().unwrap() {
+        per_date
+            .entry(r["logical_date"].as_str().unwrap().to_string())
+            .or_default()
+            .push((
+                r["id"].as_str().unwrap().into(),
+                r["status"].as_str().unwrap().into(),
+            ));
+    }
+    assert_eq!(per_date.len(), DATES);
+    for (date, runs) in &per_date {
+        // An interrupted run was resumed in place, not replaced.
+        assert_eq!(runs.len(), 1, "{date}: {runs:?}, seed {seed}");
+        assert_eq!(runs[0].1, "succeeded", "{date}: {runs:?}, seed {seed}");
+        if let Some(run) = done.get(date) {
+            assert_eq!(
+                &runs[0].0, run,
+                "{date}: reported done by another run, seed {seed}"
+            );
+        }
+    }
+    let check = sb.run(&["state", "check"]);
+    assert_eq!(check.code, 0, "state check: {check:?}");
 }

@@ -76,6 +76,10 @@ pub async fn backfill(ctx: &Context, args: Args) -> Result<u8, Error> {
         return Ok(0);
     }
     let _api = super::execute::serve_readers(ctx, &store).await;
+    // Recorded before its id is printed: `--resume ID` must find what was announced.
+    store
+        .commit_async(&[orchestrator_engine::state::Write::Backfill(b.clone())])
+        .await?;
     outln!(ctx, "{}", bf::header(&b, parallel));
     for v in bf::view(&store, &b)?
         .iter()

@@ -127,12 +127,39 @@ impl orchestrator_web::Source for StoreSource {
             status.is_none_or(|s| s == r.status)
                 && f.date.as_ref().is_none_or(|d| *d == r.logical_date)
         };
-        let (runs, more) = self
-            .store
-            .runs_page(f.workflow.as_deref(), keep, f.offset, f.limit)
-            .map_err(failed)?;
+        let cursor = match (&f.before, &f.after) {
+            (Some(id), _) => Some((id, true)),
+            (None, Some(id)) => Some((id, false)),
+            (None, None) => None,
+        };
+        let (runs, more, newer) = match cursor {
+            Some((id, older)) => {
+                let Some((runs, beyond)) = self
+                    .store
+                    .runs_from(f.workflow.as_deref(), keep, id, older, f.limit)
+                    .map_err(failed)?
+                else {
+                    return Err(Error::not_found(format!(
+                        "no run `{id}` to page from; start from the first page"
+                    )));
+                };
+                // Coming from one side, there is more on that side.
+                if older {
+                    (runs, beyond, true)
+                } else {
+                    (runs, true, beyond)
+                }
+            }
+            None => {
+                let (runs, more) = self
+                    .store
+                    .runs_page(f.workflow.as_deref(), keep, f.offset, f.limit)
+                    .map_err(failed)?;
+                (runs, more, f.offset > 0)
+            }
+        };
         let list: Value = serde_json::from_str(&report::runs_json(&runs)).map_err(failed)?;
-        Ok(json!({"runs": list, "more": more}))
+        Ok(json!({"runs": list, "more": more, "newer": newer}))
     }
 
     async fn run(&self, id: &str) -> Result<Value, Error> {

@@ -191,6 +191,8 @@ async fn what_does_not_exist_is_404_from_the_error_kind() {
     let f = Fixture::start().await;
     for (method, path, body) in [
         ("GET", "/api/runs/nope", ""),
+        ("GET", "/api/runs?before=nope", ""),
+        ("GET", "/api/runs?after=nope", ""),
         ("POST", "/api/runs/nope/rerun", "{}"),
         ("POST", "/api/runs/nope/cancel", "{}"),
         ("GET", "/api/backfills/nope", ""),

@@ -1045,6 +1045,71 @@ impl Store {
         Ok((out, false))
     }
 
+    /// One page of the runs `keep` accepts next to the run `from`, newest first, at most
+    /// `limit`: the older ones (`older`, as a page's "next" link reads) or the newer ones.
+    /// Returns them and whether more match beyond them. A page costs the same however deep
+    /// in the history it is: the scan starts at `from`'s index entry. `None` if there is no
+    /// run `from`.
+    pub fn runs_from(
+        &self,
+        workflow: Option<&str>,
+        keep: impl Fn(&RunRecord) -> bool,
+        from: &str,
+        older: bool,
+        limit: usize,
+    ) -> Result<Option<(Vec<RunRecord>, bool)>> {
+        let Some(anchor) = self.run(from)? else {
+            return Ok(None);
+        };
+        let at = index_key(&anchor.started_at, &anchor.id);
+        let entries: Box<dyn Iterator<Item = Result<(sled::IVec, sled::IVec)>>> = if older {
+            Box::new(
+                Scan {
+                    store: self,
+                    iter: self.db.range(b"i\0".to_vec()..at),
+                }
+                .rev(),
+            )
+        } else {
+            let mut after = at;
+            after.push(0); // just past `from`'s own entry
+            Box::new(Scan {
+                store: self,
+                iter: self.db.range(after..b"i\x01".to_vec()),
+            })
+        };
+        let mut out = Vec::new();
+        let mut more = false;
+        for item in entries {
+            let (key, named) = item?;
+            if let Some(w) = workflow {
+                if !named.is_empty() && named.as_ref() != w.as_bytes() {
+                    continue;
+                }
+            }
+            let id = key
+                .rsplit(|b| *b == 0)
+                .next()
+                .map(|id| String::from_utf8_lossy(id).into_owned())
+                .unwrap_or_default();
+            let Some(run) = self.run(&id)? else {
+                return Err(self.corrupt(&key, "index entry without a run record"));
+            };
+            if workflow.is_some_and(|w| w != run.workflow) || !keep(&run) {
+                continue;
+            }
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push(run);
+        }
+        if !older {
+            out.reverse();
+        }
+        Ok(Some((out, more)))
+    }
+
     /// Runs a crash left `interrupted` that nothing had resumed when this store was
     /// opened (those this open marked, and those an earlier process marked), oldest first.
     pub fn runs_awaiting_resume(&self) -> Vec<String> {

@@ -934,3 +934,56 @@ fn an_open_reads_only_the_active_runs() {
         .collect();
     assert_eq!(active, vec![sled::IVec::from(&b"x\0live"[..])]);
 }
+
+#[test]
+fn cursor_pages_match_offset_pages_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    let writes: Vec<Write> = (0..95)
+        .map(|i| {
+            let mut r = run(&format!("r{i:03}"), RunStatus::Succeeded, i);
+            if i % 3 == 0 {
+                r.workflow = "other".into();
+            }
+            Write::Run(r)
+        })
+        .collect();
+    store.commit(&writes).unwrap();
+    let ids = |runs: &[RunRecord]| runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    for workflow in [None, Some("demo")] {
+        // Walk older with `before`, comparing each page with the offset page.
+        let mut pages = Vec::new();
+        let (mut page, mut more) = store.runs_page(workflow, |_| true, 0, 10).unwrap();
+        loop {
+            let (want, _) = store
+                .runs_page(workflow, |_| true, pages.len() * 10, 10)
+                .unwrap();
+            assert_eq!(ids(&page), ids(&want));
+            pages.push(page.clone());
+            if !more {
+                break;
+            }
+            let last = page.last().unwrap().id.clone();
+            (page, more) = store
+                .runs_from(workflow, |_| true, &last, true, 10)
+                .unwrap()
+                .unwrap();
+        }
+        let total: usize = pages.iter().map(Vec::len).sum();
+        assert_eq!(total, if workflow.is_some() { 63 } else { 95 });
+        // And back newer with `after`, from the last page's first run.
+        for k in (0..pages.len() - 1).rev() {
+            let first = pages[k + 1].first().unwrap().id.clone();
+            let (newer, beyond) = store
+                .runs_from(workflow, |_| true, &first, false, 10)
+                .unwrap()
+                .unwrap();
+            assert_eq!(ids(&newer), ids(&pages[k]));
+            assert_eq!(beyond, k > 0);
+        }
+    }
+    assert!(store
+        .runs_from(None, |_| true, "nope", true, 10)
+        .unwrap()
+        .is_none());
+}

@@ -581,3 +581,81 @@ echo '{"type":"result","status":"succeeded"}'
     let (code, log) = d.terminate();
     assert_eq!(code, 0, "{log}");
 }
+
+#[test]
+fn the_runs_pages_walk_the_history_with_cursors_both_ways() {
+    let sb = Sandbox::new();
+    sb.write(
+        "n.yaml",
+        "name: n\nmax_active_runs: 8\ntasks:\n  a: { kind: noop }\n",
+    );
+    // 120 runs, one per date: the runs page lists 50 a page.
+    let out = sb.run(&[
+        "backfill",
+        "n.yaml",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-04-30",
+        "--max-active-runs",
+        "8",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut child = sb
+        .command(&["ui", "--workflows", "."])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = ui_url(&sb);
+    let ids = |page: &str| -> Vec<String> {
+        let mut found = Vec::new();
+        for part in page.split("href=\"/runs/").skip(1) {
+            let id: String = part.chars().take_while(|c| *c != '"').collect();
+            if !found.contains(&id) {
+                found.push(id);
+            }
+        }
+        found
+    };
+    let link = |page: &str, label: &str| -> Option<String> {
+        let at = page.find(label)?;
+        let start = page[..at].rfind("href=\"/runs?")? + "href=\"/runs".len();
+        let end = start + page[start..].find('"')?;
+        Some(page[start..end].replace("&amp;", "&"))
+    };
+    let all: Vec<String> =
+        serde_json::from_str::<Value>(&sb.run(&["runs", "--json", "--limit", "200"]).stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+    assert_eq!(all.len(), 120);
+    // Older, page by page: each page is the next 50 of the history, newest first.
+    let mut pages = Vec::new();
+    let (code, mut page) = request(&url, "GET", "/runs", None);
+    assert_eq!(code, 200, "{page}");
+    loop {
+        pages.push(page.clone());
+        let Some(next) = link(&page, "older →") else {
+            break;
+        };
+        assert!(next.contains("before="), "{next}");
+        let (code, body) = request(&url, "GET", &format!("/runs{next}"), None);
+        assert_eq!(code, 200, "{body}");
+        page = body;
+    }
+    let walked: Vec<String> = pages.iter().flat_map(|p| ids(p)).collect();
+    assert_eq!(walked, all);
+    assert_eq!(pages.len(), 3);
+    assert!(link(&pages[0], "← newer").is_none());
+    // And back: the last page's "newer" link gives the middle page again.
+    let prev = link(&pages[2], "← newer").expect("a newer link on the last page");
+    assert!(prev.contains("after="), "{prev}");
+    let (_, back) = request(&url, "GET", &format!("/runs{prev}"), None);
+    assert_eq!(ids(&back), ids(&pages[1]));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -246,6 +246,8 @@ pub(crate) fn filter_of(q: &HashMap<String, String>, page_size: usize) -> RunFil
         date: nonempty("date"),
         offset: (page - 1) * page_size,
         limit: page_size,
+        before: nonempty("before"),
+        after: nonempty("after"),
     }
 }
 

@@ -47,13 +47,18 @@ pub struct RunFilter {
     /// Runs to skip (newest first) and to list.
     pub offset: usize,
     pub limit: usize,
+    /// A cursor instead of `offset`: the runs older than this run (`?before=ID`, the
+    /// "older" link), or newer than it (`?after=ID`, "newer"). A page deep in the
+    /// history costs what the first does.
+    pub before: Option<String>,
+    pub after: Option<String>,
 }
 
 /// Where the UI's data comes from, in the shapes of the CLI's `--json` (README documents
 /// them). Implemented by the binary over the store and the daemon.
 #[async_trait::async_trait]
 pub trait Source: Send + Sync + 'static {
-    /// `{"runs": [runs --json rows], "more": bool}`.
+    /// `{"runs": [runs --json rows], "more": bool (older ones match), "newer": bool}`.
     async fn runs(&self, filter: &RunFilter) -> Result<Value, Error>;
     /// `show --json`, plus `"upstream": {task: [tasks]}` from the run's definition.
     async fn run(&self, id: &str) -> Result<Value, Error>;

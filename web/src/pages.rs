@@ -238,10 +238,11 @@ fn filter_of(q: &HashMap<String, String>) -> RunFilter {
 
 async fn runs_page(State(ui): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
     let filter = filter_of(&q);
-    let page = filter.offset / PAGE + 1;
     match ui.source.runs(&filter).await {
         Ok(runs) => {
-            let query = |p: usize| {
+            // Links carry the filters and a cursor (the run at the page's edge), so a page
+            // deep in the history costs what the first does.
+            let query = |cursor: Option<(&str, &str)>| {
                 let mut parts: Vec<String> = ["workflow", "status", "date"]
                     .iter()
                     .filter_map(|k| {
@@ -250,20 +251,31 @@ async fn runs_page(State(ui): State<Shared>, Query(q): Query<HashMap<String, Str
                             .map(|v| format!("{k}={}", enc(v)))
                     })
                     .collect();
-                parts.push(format!("page={p}"));
+                if let Some((k, id)) = cursor {
+                    parts.push(format!("{k}={}", enc(id)));
+                }
                 format!("?{}", parts.join("&"))
             };
+            let list = runs["runs"].as_array().cloned().unwrap_or_default();
+            let edge = |i: Option<&Value>| i.and_then(|r| r["id"].as_str()).map(str::to_string);
+            let (first, last) = (edge(list.first()), edge(list.last()));
+            let here = match (&filter.before, &filter.after) {
+                (Some(id), _) => query(Some(("before", id))),
+                (None, Some(id)) => query(Some(("after", id))),
+                (None, None) => query(None),
+            };
+            let newer = runs["newer"].as_bool().unwrap_or(false);
+            let older = runs["more"].as_bool().unwrap_or(false);
             ui.render(
                 "runs.html",
                 json!({
                     "page_name": "runs",
                     "partial": q.contains_key("partial"),
-                    "live_events": format!("/events/runs{}", query(page)),
+                    "live_events": format!("/events/runs{here}"),
                     "runs": runs["runs"],
                     "filter": {"workflow": filter.workflow, "status": filter.status, "date": filter.date},
-                    "page": page,
-                    "prev": (page > 1).then(|| query(page - 1)),
-                    "next": runs["more"].as_bool().unwrap_or(false).then(|| query(page + 1)),
+                    "prev": first.filter(|_| newer).map(|id| query(Some(("after", &id)))),
+                    "next": last.filter(|_| older).map(|id| query(Some(("before", &id)))),
                     "statuses": ["running", "succeeded", "failed", "cancelled", "interrupted", "skipped"],
                 }),
             )

@@ -78,16 +78,21 @@ struct Done {
 struct Slot {
     result: Option<Result<()>>,
     waker: Option<Waker>,
+    /// A thread sleeps on `ready` (a lone leader's own commit has none to wake: no
+    /// futex call on a chain's path).
+    sleeping: bool,
 }
 
 impl Done {
     fn finish(&self, result: Result<()>) {
-        let waker = {
+        let (waker, sleeping) = {
             let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
             slot.result = Some(result);
-            slot.waker.take()
+            (slot.waker.take(), slot.sleeping)
         };
-        self.ready.notify_all();
+        if sleeping {
+            self.ready.notify_all();
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -99,6 +104,7 @@ impl Done {
             if let Some(r) = slot.result.take() {
                 return r;
             }
+            slot.sleeping = true;
             slot = self
                 .ready
                 .wait(slot)

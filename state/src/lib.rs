@@ -1015,24 +1015,9 @@ impl Store {
         let mut skipped = 0;
         for item in self.scan_raw(b"i\0").rev() {
             let (key, named) = item?;
-            // Index entries name their run's workflow (those written before that do not:
-            // their run is read).
-            if let Some(w) = workflow {
-                if !named.is_empty() && named.as_ref() != w.as_bytes() {
-                    continue;
-                }
-            }
-            let id = key
-                .rsplit(|b| *b == 0)
-                .next()
-                .map(|id| String::from_utf8_lossy(id).into_owned())
-                .unwrap_or_default();
-            let Some(run) = self.run(&id)? else {
-                return Err(self.corrupt(&key, "index entry without a run record"));
-            };
-            if workflow.is_some_and(|w| w != run.workflow) || !keep(&run) {
+            let Some(run) = self.indexed_run(&key, &named, workflow, &keep)? else {
                 continue;
-            }
+            };
             if skipped < offset {
                 skipped += 1;
                 continue;
@@ -1082,22 +1067,9 @@ impl Store {
         let mut more = false;
         for item in entries {
             let (key, named) = item?;
-            if let Some(w) = workflow {
-                if !named.is_empty() && named.as_ref() != w.as_bytes() {
-                    continue;
-                }
-            }
-            let id = key
-                .rsplit(|b| *b == 0)
-                .next()
-                .map(|id| String::from_utf8_lossy(id).into_owned())
-                .unwrap_or_default();
-            let Some(run) = self.run(&id)? else {
-                return Err(self.corrupt(&key, "index entry without a run record"));
-            };
-            if workflow.is_some_and(|w| w != run.workflow) || !keep(&run) {
+            let Some(run) = self.indexed_run(&key, &named, workflow, &keep)? else {
                 continue;
-            }
+            };
             if out.len() == limit {
                 more = true;
                 break;
@@ -1108,6 +1080,33 @@ impl Store {
             out.reverse();
         }
         Ok(Some((out, more)))
+    }
+
+    /// The run of index entry `key` (whose value `named` is its workflow's name), if it
+    /// is of `workflow` and `keep` accepts it.
+    fn indexed_run(
+        &self,
+        key: &[u8],
+        named: &[u8],
+        workflow: Option<&str>,
+        keep: &impl Fn(&RunRecord) -> bool,
+    ) -> Result<Option<RunRecord>> {
+        // Index entries name their run's workflow (those written before that do not: their
+        // run is read).
+        if let Some(w) = workflow {
+            if !named.is_empty() && named != w.as_bytes() {
+                return Ok(None);
+            }
+        }
+        let id = key
+            .rsplit(|b| *b == 0)
+            .next()
+            .map(|id| String::from_utf8_lossy(id).into_owned())
+            .unwrap_or_default();
+        let Some(run) = self.run(&id)? else {
+            return Err(self.corrupt(key, "index entry without a run record"));
+        };
+        Ok((workflow.is_none_or(|w| w == run.workflow) && keep(&run)).then_some(run))
     }
 
     /// Runs a crash left `interrupted` that nothing had resumed when this store was

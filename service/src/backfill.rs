@@ -353,12 +353,13 @@ impl Observer for Quiet {
     fn event(&self, _: &Event<'_>) {}
 }
 
-/// Executes the backfill's dates (those neither skipped nor already finished), at most
-/// `parallel` at once, writing the record as it goes; `on_done` is called with each date
-/// that ends. Returns the final record.
 /// How often a running backfill's record is saved while it starts runs.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
+/// Executes the backfill's dates (those neither skipped nor already finished), at most
+/// `parallel` at once, writing the record as it goes; `on_done` is called with each date
+/// that ends. Returns the final record. The caller has recorded `bf` before announcing
+/// its id (so `--resume ID` finds what was announced).
 pub async fn drive(
     exec: Executor,
     mut bf: BackfillRecord,
@@ -367,7 +368,6 @@ pub async fn drive(
     on_done: &(dyn Fn(&DateView) + Sync),
 ) -> Result<BackfillRecord, Error> {
     let store = exec.store().clone();
-    store.commit_async(&[Write::Backfill(bf.clone())]).await?;
     let mut saved = std::time::Instant::now();
     let exec = Arc::new(exec);
     let req = request_of(&bf);
@@ -626,6 +626,8 @@ pub fn start_in_daemon(
     }
     let header = header(&b, parallel);
     let id = b.id.clone();
+    // Recorded before its id is answered: `--resume ID` must find what was announced.
+    store.commit(&[Write::Backfill(b.clone())])?;
     let exec = Executor::Daemon { store, commands };
     tokio::spawn(async move {
         let id = b.id.clone();

@@ -155,6 +155,16 @@ impl Browser {
             .unwrap_or_else(|e| panic!("load {url}: {e}"));
     }
 
+    /// A page load that takes longer than this fails `goto` (WebDriver's default: 300 s).
+    pub fn page_load_timeout(&self, timeout: std::time::Duration) {
+        self.call(
+            "POST",
+            "/timeouts",
+            Some(json!({"pageLoad": timeout.as_millis() as u64})),
+        )
+        .unwrap_or_else(|e| panic!("set the page load timeout: {e}"));
+    }
+
     pub fn find_all(&self, css: &str) -> Vec<String> {
         self.call(
             "POST",

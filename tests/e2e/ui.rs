@@ -659,3 +659,146 @@ fn the_runs_pages_walk_the_history_with_cursors_both_ways() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn a_thousand_task_run_page_draws_what_is_visible_and_loads_the_rest_on_demand() {
+    let sb = Sandbox::new();
+    // 1,000 noops: ten roots, each task after one of the previous tens (bench-ui's shape).
+    let tasks: String = (0..1000)
+        .map(|i| {
+            let after = if i >= 10 {
+                format!("    after: [t{:04}]\n", i / 10 - 1)
+            } else {
+                String::new()
+            };
+            format!("  t{i:04}:\n    kind: noop\n{after}")
+        })
+        .collect();
+    sb.write(
+        "wide.yaml",
+        &format!("name: wide\nmax_parallel: 64\ntasks:\n{tasks}"),
+    );
+    let out = sb.run(&["run", "wide.yaml", "-q"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let id = out.run_id();
+    let mut child = sb
+        .command(&["ui", "--workflows", "."])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = ui_url(&sb);
+
+    // Without scripts: the whole drawings and every section are one link away.
+    let (code, whole) = request(&url, "GET", &format!("/runs/{id}?drawing=dag"), None);
+    assert_eq!(code, 200, "{whole}");
+    assert_eq!(whole.matches("<g class=\"node").count(), 1000);
+    let (code, page) = request(&url, "GET", &format!("/runs/{id}?tasks=all"), None);
+    assert_eq!(code, 200);
+    assert_eq!(page.matches("<section class=\"task\"").count(), 1000);
+    let (code, page) = request(&url, "GET", &format!("/runs/{id}"), None);
+    assert_eq!(code, 200);
+    assert_eq!(page.matches("<section class=\"task\"").count(), 50);
+    assert!(page.contains(&format!("href=\"/runs/{id}?drawing=gantt\"")));
+    let (code, _) = request(
+        &url,
+        "GET",
+        &format!("/runs/{id}?fragment=tasks&from=0&until=nope"),
+        None,
+    );
+    assert_eq!(code, 404);
+
+    let b = Browser::start();
+    b.goto(&format!("{url}/runs/{id}"));
+    let count = |css: &str| {
+        b.execute(&format!(
+            "return document.querySelectorAll('{css}').length;"
+        ))
+        .as_u64()
+        .unwrap()
+    };
+    // The graph and the timeline hold a screenful of their shapes, not all of them.
+    let nodes = count("svg.dag g.node");
+    assert!(nodes > 0 && nodes < 500, "{nodes} nodes drawn");
+    let rows = count("svg.gantt rect.bar");
+    assert!(rows > 0 && rows < 500, "{rows} timeline rows drawn");
+    assert_eq!(count("#task-t0999"), 0);
+    assert_eq!(count("section.task"), 50);
+    // Drawn by the page's script as the server draws it whole.
+    let drawn = b.execute(
+        "const g = document.querySelector('svg.dag g.node[data-task=t0005]'); return g.closest('a').getAttribute('href') + ' ' + g.querySelector('title').textContent + ' ' + g.querySelector('rect').getAttribute('x') + ',' + g.querySelector('rect').getAttribute('y');",
+    );
+    assert_eq!(drawn, "#task-t0005 t0005: succeeded 10,240");
+    assert!(
+        whole.contains(r##"<a href="#task-t0005"><g class="node succeeded" data-task="t0005" data-status="succeeded"><title>t0005: succeeded</title><rect x="10" y="240""##),
+        "{}",
+        &whole[..2000]
+    );
+    b.screenshot("run-1000-tasks");
+
+    // Scrolling the graph's box to its end draws its last tasks.
+    b.execute("document.querySelector('[data-virtual=dag]').scrollTop = 1e9;");
+    wait_until("the graph's last node drawn", || {
+        count("svg.dag g.node[data-task=t0999]") == 1
+    });
+    assert!(count("svg.dag g.node") < 500);
+    b.execute("document.querySelector('[data-virtual=gantt]').scrollTop = 1e9;");
+    wait_until("the timeline's last row drawn", || {
+        b.execute("return [...document.querySelectorAll('svg.gantt text')].some(t => t.textContent === 't0999');")
+            == Value::Bool(true)
+    });
+
+    // A click on a task not loaded yet loads the sections up to it and shows it.
+    b.click(&b.find("svg.dag g.node[data-task=t0999]"));
+    wait_until("task t0999's section", || count("#task-t0999") == 1);
+    assert!(b.url().ends_with("#task-t0999"), "{}", b.url());
+    assert_eq!(count("section.task"), 1000);
+    let sections: Vec<String> = serde_json::from_value(b.execute(
+        "return [...document.querySelectorAll('section.task')].map(s => s.dataset.task);",
+    ))
+    .unwrap();
+    let expected: Vec<String> = (0..1000).map(|i| format!("t{i:04}")).collect();
+    assert_eq!(sections, expected, "every section once, in order");
+
+    // Scrolling down the task list loads the rest, a chunk at a time.
+    b.goto(&format!("{url}/runs/{id}"));
+    wait_until("every section, by scrolling", || {
+        b.execute(
+            "const m = document.querySelector('.more-tasks'); if (m) m.scrollIntoView(); return document.querySelectorAll('section.task').length;",
+        )
+        .as_u64()
+            == Some(1000)
+    });
+    assert_eq!(count(".more-tasks"), 0);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn pages_left_behind_close_their_live_streams_so_the_seventh_page_loads() {
+    let sb = Sandbox::new();
+    sb.write("n.yaml", "name: n\ntasks:\n  a: { kind: noop }\n");
+    let out = sb.run(&["run", "n.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut child = sb
+        .command(&["ui", "--workflows", "."])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = ui_url(&sb);
+    let b = Browser::start();
+    // A browser opens at most six connections to one host over HTTP/1.1. Each live page
+    // holds one for its event stream; a page left open would keep the next one waiting
+    // (a minute, before its stream was closed on leaving). Far below that minute:
+    b.page_load_timeout(std::time::Duration::from_secs(20));
+    for i in 0..10 {
+        b.goto(&format!("{url}/runs"));
+        wait_until(&format!("load {i}'s live stream"), || {
+            b.execute("return document.body.dataset.live || '';") == "connected"
+        });
+        b.goto("about:blank");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

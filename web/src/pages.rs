@@ -48,6 +48,7 @@ pub fn router(source: Arc<dyn Source>, options: Options) -> Router {
         ("base.html", include_str!("../assets/base.html")),
         ("runs.html", include_str!("../assets/runs.html")),
         ("run.html", include_str!("../assets/run.html")),
+        ("run_tasks.html", include_str!("../assets/run_tasks.html")),
         ("workflows.html", include_str!("../assets/workflows.html")),
         ("catalog.html", include_str!("../assets/catalog.html")),
         ("table.html", include_str!("../assets/table.html")),
@@ -297,43 +298,120 @@ fn enc(v: &str) -> String {
         .collect()
 }
 
+/// Task sections a run page carries at first; the rest come a chunk at a time as the
+/// reader scrolls to them (`app.js`), or all at once with `?tasks=all` (no script needed).
+const FIRST_TASKS: usize = 50;
+/// Most task sections one `?fragment=tasks` request returns.
+const TASK_CHUNK: usize = 200;
+
 async fn run_page(
     State(ui): State<Shared>,
     UrlPath(id): UrlPath<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    match ui.source.run(&id).await {
-        Ok(mut run) => {
-            let dag = dag::svg(&run);
-            let gantt = dag::gantt(&run);
-            // Each task's outputs: its own, or (a failed task has none) its last attempt's.
-            if let Some(tasks) = run["tasks"].as_array_mut() {
-                for t in tasks {
-                    let own = t["outputs"].as_object().is_some_and(|o| !o.is_empty());
-                    if !own {
-                        let last = t["history"]
-                            .as_array()
-                            .and_then(|h| h.last())
-                            .map(|a| a["outputs"].clone())
-                            .unwrap_or(Value::Null);
-                        t["outputs"] = last;
-                    }
-                }
+    let mut run = match ui.source.run(&id).await {
+        Ok(run) => run,
+        Err(e) => return ui.error_page(e),
+    };
+    // `?drawing=dag|gantt`: one drawing as a whole SVG (what a big run's page links to
+    // for readers without scripts).
+    if let Some(which) = q.get("drawing") {
+        let svg = match which.as_str() {
+            "dag" => dag::svg(&run, dag::Mode::Whole),
+            "gantt" => dag::gantt(&run, dag::Mode::Whole),
+            _ => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "drawing= takes dag or gantt".to_string(),
+                )
+                    .into_response()
             }
-            ui.render(
-                "run.html",
-                json!({
-                    "page_name": "runs",
-                    "partial": q.contains_key("partial"),
-                    "live_events": format!("/events/runs/{}", enc(&id)),
-                    "run": run,
-                    "dag": dag,
-                    "gantt": gantt,
-                }),
-            )
-        }
-        Err(e) => ui.error_page(e),
+        };
+        return (
+            [(axum::http::header::CONTENT_TYPE, "image/svg+xml")],
+            ui.redactor.redact(&svg).into_owned(),
+        )
+            .into_response();
     }
+    // Each task's outputs: its own, or (a failed task has none) its last attempt's.
+    if let Some(tasks) = run["tasks"].as_array_mut() {
+        for t in tasks {
+            let own = t["outputs"].as_object().is_some_and(|o| !o.is_empty());
+            if !own {
+                let last = t["history"]
+                    .as_array()
+                    .and_then(|h| h.last())
+                    .map(|a| a["outputs"].clone())
+                    .unwrap_or(Value::Null);
+                t["outputs"] = last;
+            }
+        }
+    }
+    let all: &[Value] = run["tasks"].as_array().map_or(&[], Vec::as_slice);
+    let total = all.len();
+    let number = |key: &str| q.get(key).and_then(|v| v.parse::<usize>().ok());
+    // `?fragment=tasks&from=N` (and `count=M`, or `until=TASK`): the next task sections,
+    // for the page's script to append.
+    if q.get("fragment").map(String::as_str) == Some("tasks") {
+        let from = number("from").unwrap_or(0).min(total);
+        let to = match q.get("until") {
+            Some(task) => match all.iter().position(|t| t["id"] == task.as_str()) {
+                Some(at) => (at + 1).max(from),
+                None => {
+                    return (
+                        StatusCode::NOT_FOUND,
+                        format!("run {id} has no task {task:?}"),
+                    )
+                        .into_response()
+                }
+            },
+            None => from + number("count").unwrap_or(TASK_CHUNK).clamp(1, TASK_CHUNK),
+        }
+        .min(total);
+        return ui.render(
+            "run_tasks.html",
+            json!({
+                "run": {"id": run["id"], "status": run["status"]},
+                "tasks": &all[from..to],
+                "more": (to < total).then(|| json!({"from": to, "total": total})),
+            }),
+        );
+    }
+    let shown = match q.get("tasks").map(String::as_str) {
+        Some("all") => total,
+        _ => number("tasks")
+            .unwrap_or(FIRST_TASKS)
+            .max(FIRST_TASKS)
+            .min(total),
+    };
+    let base = format!("/runs/{}", enc(&id));
+    let dag = dag::svg(
+        &run,
+        dag::Mode::Virtual {
+            full_url: &format!("{base}?drawing=dag"),
+        },
+    );
+    let gantt = dag::gantt(
+        &run,
+        dag::Mode::Virtual {
+            full_url: &format!("{base}?drawing=gantt"),
+        },
+    );
+    let tasks = all[..shown].to_vec();
+    let more = (shown < total).then(|| json!({"from": shown, "total": total}));
+    ui.render(
+        "run.html",
+        json!({
+            "page_name": "runs",
+            "partial": q.contains_key("partial"),
+            "live_events": format!("/events/runs/{}", enc(&id)),
+            "run": run,
+            "tasks": tasks,
+            "more": more,
+            "dag": dag,
+            "gantt": gantt,
+        }),
+    )
 }
 
 /// A schedule expression in words, for the common shapes; the expression otherwise.

@@ -572,3 +572,33 @@ tasks:
     assert!(!sb.state_dir().join("warehouse/fresh").exists());
     assert!(!sb.run(&["tables"]).stdout.contains("fresh"));
 }
+
+#[test]
+fn a_sort_budget_that_is_not_a_number_of_mib_is_refused_saying_how_to_write_one() {
+    let sb = Sandbox::new();
+    let out = sb
+        .command(&["query", "SELECT 1 AS x"])
+        .env("ORCHESTRATOR_SORT_MEMORY_MB", "lots")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(r#"ORCHESTRATOR_SORT_MEMORY_MB="lots" is not a budget for sorts"#)
+            && stderr.contains("512 or 2048"),
+        "{stderr}"
+    );
+    // A valid budget (and `unlimited`) answers.
+    for budget in ["64", "unlimited"] {
+        let out = sb
+            .command(&["query", "SELECT 1 AS x"])
+            .env("ORCHESTRATOR_SORT_MEMORY_MB", budget)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{budget}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

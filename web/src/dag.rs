@@ -160,9 +160,13 @@ pub fn gantt(run: &Value, mode: Mode) -> String {
 
 const EDGE: usize = 0;
 const NODE: usize = 1;
-const DAG_TEMPLATES: [&str; 2] = [
+const NODE_SHORT: usize = 2;
+/// A node's values: id, status, x, y, text x, text y, then (NODE) its title and label; a
+/// short id with no error (NODE_SHORT) is its own label and its title is `id: status`.
+const DAG_TEMPLATES: [&str; 3] = [
     r#"<path class="edge" d="M{0},{1} C{2},{1} {2},{3} {4},{3}"/>"#,
-    r##"<a href="#task-{0}"><g class="node {1}" data-task="{0}" data-status="{1}"><title>{2}</title><rect x="{3}" y="{4}" width="160" height="30" rx="5"/><text x="{5}" y="{6}">{7}</text></g></a>"##,
+    r##"<a href="#task-{0}"><g class="node {1}" data-task="{0}" data-status="{1}"><title>{6}</title><rect x="{2}" y="{3}" width="160" height="30" rx="5"/><text x="{4}" y="{5}">{7}</text></g></a>"##,
+    r##"<a href="#task-{0}"><g class="node {1}" data-task="{0}" data-status="{1}"><title>{0}: {1}</title><rect x="{2}" y="{3}" width="160" height="30" rx="5"/><text x="{4}" y="{5}">{0}</text></g></a>"##,
 ];
 
 /// `run` is the run JSON: `tasks` (in definition order) and `upstream`.
@@ -270,17 +274,26 @@ fn dag(run: &Value) -> Drawing {
             y,
             w: W,
             h: H,
-            template: NODE,
-            values: vec![
-                Value::from(esc(id)),
-                Value::from(status),
-                Value::from(esc(&title)),
-                tenth(x),
-                tenth(y),
-                tenth(x + 8.0),
-                tenth(y + 19.0),
-                Value::from(esc(&label)),
-            ],
+            template: if why.is_empty() && label == id {
+                NODE_SHORT
+            } else {
+                NODE
+            },
+            values: {
+                let mut v = vec![
+                    Value::from(esc(id)),
+                    Value::from(esc(status)),
+                    tenth(x),
+                    tenth(y),
+                    tenth(x + 8.0),
+                    tenth(y + 19.0),
+                ];
+                if !why.is_empty() || label != id {
+                    v.push(Value::from(esc(&title)));
+                    v.push(Value::from(esc(&label)));
+                }
+                v
+            },
         });
     }
     Drawing {

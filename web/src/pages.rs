@@ -300,7 +300,7 @@ fn enc(v: &str) -> String {
 
 /// Task sections a run page carries at first; the rest come a chunk at a time as the
 /// reader scrolls to them (`app.js`), or all at once with `?tasks=all` (no script needed).
-const FIRST_TASKS: usize = 50;
+const FIRST_TASKS: usize = 20;
 /// Most task sections one `?fragment=tasks` request returns.
 const TASK_CHUNK: usize = 200;
 
@@ -397,8 +397,15 @@ async fn run_page(
             full_url: &format!("{base}?drawing=gantt"),
         },
     );
-    let tasks = all[..shown].to_vec();
     let more = (shown < total).then(|| json!({"from": shown, "total": total}));
+    // The template reads the run's own fields and `tasks`: not the whole task list and
+    // the graph again (1,000 tasks' worth of values to convert).
+    let mut tasks = match run["tasks"].take() {
+        Value::Array(all) => all,
+        _ => Vec::new(),
+    };
+    tasks.truncate(shown);
+    run["upstream"] = Value::Null;
     ui.render(
         "run.html",
         json!({

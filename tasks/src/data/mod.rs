@@ -17,6 +17,7 @@ pub mod delta;
 pub mod isolated;
 pub mod local;
 pub mod maintenance;
+pub mod memory;
 pub mod publish;
 pub mod quality;
 pub mod sql;
@@ -99,6 +100,9 @@ pub enum EngineError {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Utf8(#[from] std::string::FromUtf8Error),
+    /// `ORCHESTRATOR_SORT_MEMORY_MB` is not a budget.
+    #[error(transparent)]
+    MemoryLimit(#[from] memory::LimitError),
 }
 
 impl From<EngineError> for TaskFailure {
@@ -213,21 +217,23 @@ pub fn schema_of(table: &TableRecord) -> Result<SchemaRef, EngineError> {
 /// A session with every catalog table registered under its name.
 pub async fn session(catalog: &dyn Catalog) -> Result<SessionContext, EngineError> {
     register_all(
-        new_session(datafusion::prelude::SessionConfig::new()),
+        new_session(datafusion::prelude::SessionConfig::new())?,
         catalog,
     )
     .await
 }
 
 /// A DataFusion session with this crate's physical optimizations
-/// ([`window::MovingWindows`]).
-fn new_session(config: datafusion::prelude::SessionConfig) -> SessionContext {
+/// ([`window::MovingWindows`]), on the process's one runtime (its sorts' memory budget
+/// and spill files, [`memory::runtime`]).
+fn new_session(config: datafusion::prelude::SessionConfig) -> Result<SessionContext, EngineError> {
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_config(config)
+        .with_runtime_env(memory::runtime()?)
         .with_default_features()
         .with_physical_optimizer_rules(window::MovingWindows::with_default_rules())
         .build();
-    SessionContext::new_with_state(state)
+    Ok(SessionContext::new_with_state(state))
 }
 
 async fn register_all(
@@ -317,7 +323,7 @@ pub async fn query_tables(
     on_engine(async move {
         // The information schema makes `SHOW TABLES` and `SHOW COLUMNS FROM t` work.
         let config = datafusion::prelude::SessionConfig::new().with_information_schema(true);
-        let ctx = register_all(new_session(config), catalog.as_ref()).await?;
+        let ctx = register_all(new_session(config)?, catalog.as_ref()).await?;
         ctx.register_udtf(
             as_of::NAME,
             Arc::new(as_of::AsOf::new(catalog.tables().unwrap_or_default())),

@@ -48,6 +48,17 @@ pub(crate) fn ui_url(sb: &Sandbox) -> String {
     url
 }
 
+/// `orchestrator ui --workflows DIR` over the sandbox's state: the process and its URL.
+fn ui_over(sb: &Sandbox, workflows: &str) -> (std::process::Child, String) {
+    let child = sb
+        .command(&["ui", "--workflows", workflows])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, ui_url(sb))
+}
+
 fn show(sb: &Sandbox, id: &str) -> Value {
     sb.show(id)
 }
@@ -601,13 +612,7 @@ fn the_runs_pages_walk_the_history_with_cursors_both_ways() {
         "8",
     ]);
     assert_eq!(out.code, 0, "{out:?}");
-    let mut child = sb
-        .command(&["ui", "--workflows", "."])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = ui_url(&sb);
+    let (mut child, url) = ui_over(&sb, ".");
     let ids = |page: &str| -> Vec<String> {
         let mut found = Vec::new();
         for part in page.split("href=\"/runs/").skip(1) {
@@ -681,13 +686,7 @@ fn a_thousand_task_run_page_draws_what_is_visible_and_loads_the_rest_on_demand()
     let out = sb.run(&["run", "wide.yaml", "-q"]);
     assert_eq!(out.code, 0, "{out:?}");
     let id = out.run_id();
-    let mut child = sb
-        .command(&["ui", "--workflows", "."])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = ui_url(&sb);
+    let (mut child, url) = ui_over(&sb, ".");
 
     // Without scripts: the whole drawings and every section are one link away.
     let (code, whole) = request(&url, "GET", &format!("/runs/{id}?drawing=dag"), None);
@@ -780,13 +779,7 @@ fn pages_left_behind_close_their_live_streams_so_the_seventh_page_loads() {
     sb.write("n.yaml", "name: n\ntasks:\n  a: { kind: noop }\n");
     let out = sb.run(&["run", "n.yaml"]);
     assert_eq!(out.code, 0, "{out:?}");
-    let mut child = sb
-        .command(&["ui", "--workflows", "."])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = ui_url(&sb);
+    let (mut child, url) = ui_over(&sb, ".");
     let b = Browser::start();
     // A browser opens at most six connections to one host over HTTP/1.1. Each live page
     // holds one for its event stream; a page left open would keep the next one waiting

@@ -220,6 +220,24 @@ mod tests {
         own + plan.children().iter().map(|c| spills(c)).sum::<usize>()
     }
 
+    /// Runs `sql`: the spills of its operators and its rows.
+    async fn run(
+        ctx: &datafusion::prelude::SessionContext,
+        sql: &str,
+    ) -> (usize, Vec<datafusion::arrow::record_batch::RecordBatch>) {
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let batches = datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx())
+            .await
+            .unwrap();
+        (spills(&plan), batches)
+    }
+
     #[tokio::test]
     async fn a_sort_over_its_budget_spills_and_still_answers() {
         use datafusion::arrow::array::{Array, Int64Array};
@@ -233,15 +251,12 @@ mod tests {
             runtime,
         );
         // 2 M shuffled integers: 16 MB as one column, four times the budget.
-        let df = ctx
-            .sql("SELECT (value * 7919) % 4000037 AS v FROM generate_series(1, 2000000) ORDER BY v")
-            .await
-            .unwrap();
-        let plan = df.create_physical_plan().await.unwrap();
-        let batches = datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx())
-            .await
-            .unwrap();
-        assert!(spills(&plan) > 0, "the sort spilled");
+        let (spilled, batches) = run(
+            &ctx,
+            "SELECT (value * 7919) % 4000037 AS v FROM generate_series(1, 2000000) ORDER BY v",
+        )
+        .await;
+        assert!(spilled > 0, "the sort spilled");
         let mut last = i64::MIN;
         let mut rows = 0;
         for b in &batches {
@@ -254,18 +269,15 @@ mod tests {
         }
         assert_eq!(rows, 2_000_000);
         // An aggregation over as much stays in memory.
-        let df = ctx
-            .sql("SELECT (value * 7919) % 4000037 AS v, count(*) FROM generate_series(1, 2000000) GROUP BY 1")
-            .await
-            .unwrap();
-        let plan = df.create_physical_plan().await.unwrap();
-        let batches = datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx())
-            .await
-            .unwrap();
+        let (spilled, batches) = run(
+            &ctx,
+            "SELECT (value * 7919) % 4000037 AS v, count(*) FROM generate_series(1, 2000000) GROUP BY 1",
+        )
+        .await;
         assert_eq!(
             batches.iter().map(|b| b.num_rows()).sum::<usize>(),
             2_000_000
         );
-        assert_eq!(spills(&plan), 0, "the aggregation did not spill");
+        assert_eq!(spilled, 0, "the aggregation did not spill");
     }
 }

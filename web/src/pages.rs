@@ -333,38 +333,28 @@ async fn run_page(
         )
             .into_response();
     }
-    // Each task's outputs: its own, or (a failed task has none) its last attempt's.
-    if let Some(tasks) = run["tasks"].as_array_mut() {
-        for t in tasks {
-            let own = t["outputs"].as_object().is_some_and(|o| !o.is_empty());
-            if !own {
-                let last = t["history"]
-                    .as_array()
-                    .and_then(|h| h.last())
-                    .map(|a| a["outputs"].clone())
-                    .unwrap_or(Value::Null);
-                t["outputs"] = last;
-            }
-        }
-    }
-    let all: &[Value] = run["tasks"].as_array().map_or(&[], Vec::as_slice);
-    let total = all.len();
+    let total = run["tasks"].as_array().map_or(0, Vec::len);
     let number = |key: &str| q.get(key).and_then(|v| v.parse::<usize>().ok());
     // `?fragment=tasks&from=N` (and `count=M`, or `until=TASK`): the next task sections,
     // for the page's script to append.
     if q.get("fragment").map(String::as_str) == Some("tasks") {
         let from = number("from").unwrap_or(0).min(total);
         let to = match q.get("until") {
-            Some(task) => match all.iter().position(|t| t["id"] == task.as_str()) {
-                Some(at) => (at + 1).max(from),
-                None => {
-                    return (
-                        StatusCode::NOT_FOUND,
-                        format!("run {id} has no task {task:?}"),
-                    )
-                        .into_response()
+            Some(task) => {
+                let at = run["tasks"]
+                    .as_array()
+                    .and_then(|all| all.iter().position(|t| t["id"] == task.as_str()));
+                match at {
+                    Some(at) => (at + 1).max(from),
+                    None => {
+                        return (
+                            StatusCode::NOT_FOUND,
+                            format!("run {id} has no task {task:?}"),
+                        )
+                            .into_response()
+                    }
                 }
-            },
+            }
             None => from + number("count").unwrap_or(TASK_CHUNK).clamp(1, TASK_CHUNK),
         }
         .min(total);
@@ -372,7 +362,7 @@ async fn run_page(
             "run_tasks.html",
             json!({
                 "run": {"id": run["id"], "status": run["status"]},
-                "tasks": &all[from..to],
+                "tasks": shown_tasks(&mut run, from..to),
                 "more": (to < total).then(|| json!({"from": to, "total": total})),
             }),
         );
@@ -400,11 +390,7 @@ async fn run_page(
     let more = (shown < total).then(|| json!({"from": shown, "total": total}));
     // The template reads the run's own fields and `tasks`: not the whole task list and
     // the graph again (1,000 tasks' worth of values to convert).
-    let mut tasks = match run["tasks"].take() {
-        Value::Array(all) => all,
-        _ => Vec::new(),
-    };
-    tasks.truncate(shown);
+    let tasks = shown_tasks(&mut run, 0..shown);
     run["upstream"] = Value::Null;
     ui.render(
         "run.html",
@@ -419,6 +405,29 @@ async fn run_page(
             "gantt": gantt,
         }),
     )
+}
+
+/// Takes the tasks in `range` out of the run JSON, each with its outputs: its own, or (a
+/// failed task has none) its last attempt's.
+fn shown_tasks(run: &mut Value, range: std::ops::Range<usize>) -> Vec<Value> {
+    let mut tasks = match run["tasks"].take() {
+        Value::Array(all) => all,
+        _ => Vec::new(),
+    };
+    let end = range.end.min(tasks.len());
+    let mut shown: Vec<Value> = tasks.drain(range.start.min(end)..end).collect();
+    for t in &mut shown {
+        let own = t["outputs"].as_object().is_some_and(|o| !o.is_empty());
+        if !own {
+            let last = t["history"]
+                .as_array()
+                .and_then(|h| h.last())
+                .map(|a| a["outputs"].clone())
+                .unwrap_or(Value::Null);
+            t["outputs"] = last;
+        }
+    }
+    shown
 }
 
 /// A schedule expression in words, for the common shapes; the expression otherwise.

@@ -1,5 +1,5 @@
-//! The embedded engine's memory budget for sorts: one DataFusion runtime per process,
-//! whose sorts spill to the OS's temporary directory beyond it.
+//! The embedded engine's memory budget for sorts: one pool per process, in every
+//! session's DataFusion runtime; beyond it sorts spill to the OS's temporary directory.
 //!
 //! Without a budget DataFusion holds a sort's whole input in memory: the 5 M-row WAP
 //! benchmark's `create_temp` (a sort by symbol and date under its window functions)
@@ -69,7 +69,7 @@ pub fn parse_limit(text: &str) -> Result<Option<u64>, LimitError> {
 /// caches of its own. Only the pool is shared: a runtime also caches file listings and
 /// statistics, and a shared one served a table's files as they were before it was
 /// rebuilt (a backfill's second day read the first day's deleted temp files).
-pub fn runtime() -> Result<Arc<RuntimeEnv>, LimitError> {
+pub fn runtime() -> Result<Arc<RuntimeEnv>, super::EngineError> {
     static POOL: OnceLock<Result<Option<Arc<dyn MemoryPool>>, LimitError>> = OnceLock::new();
     let pool = POOL
         .get_or_init(|| {
@@ -84,10 +84,7 @@ pub fn runtime() -> Result<Arc<RuntimeEnv>, LimitError> {
     if let Some(pool) = pool {
         builder = builder.with_memory_pool(pool);
     }
-    builder.build_arc().map_err(|e| LimitError {
-        value: std::env::var(VAR).unwrap_or_default(),
-        why: e.to_string(),
-    })
+    Ok(builder.build_arc()?)
 }
 
 /// A pool that bounds sorts (fairly, as `FairSpillPool` does) and only counts the other

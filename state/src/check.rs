@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::{disk, recovery, AttemptRecord, Store, TableRecord, TaskRecord};
+use crate::{disk, recovery, AttemptRecord, Store, TableRecord};
 
 /// Findings of a check: `problems` make it fail; `facts` are for the reader.
 #[derive(Debug, Default)]
@@ -84,6 +84,7 @@ impl Store {
         let mut indexed = BTreeSet::new();
         let mut owners: Vec<(String, String)> = Vec::new(); // (record, run id)
         let (mut n_tasks, mut n_attempts, mut tables) = (0usize, 0usize, Vec::new());
+        let mut live = 0u64;
         for item in self.scan_raw(b"") {
             let (key, value) = match item {
                 Ok(kv) => kv,
@@ -92,6 +93,7 @@ impl Store {
                     return r;
                 }
             };
+            live += (key.len() + value.len()) as u64;
             let shown = String::from_utf8_lossy(&key).replace('\0', "/");
             let bad = |e: crate::StateError| format!("record {shown}: {e}");
             match key.split(|b| *b == 0).next() {
@@ -121,7 +123,7 @@ impl Store {
                     let id = key.rsplit(|b| *b == 0).next().unwrap_or_default();
                     indexed.insert(String::from_utf8_lossy(id).into_owned());
                 }
-                Some(b"t") => match self.decode::<TaskRecord>(&key, &value) {
+                Some(b"t") => match self.decode_task(&key, &value, |k| self.get(k)) {
                     Ok(t) => {
                         n_tasks += 1;
                         owners.push((format!("task {}/{}", t.run_id, t.task_id), t.run_id));
@@ -221,6 +223,12 @@ impl Store {
             "{} runs, {n_tasks} task records, {n_attempts} attempts, {} tables",
             runs.len(),
             tables.len()
+        ));
+        // What sled's log takes beyond its records is rewritten pages not reclaimed yet.
+        r.facts.push(format!(
+            "{:.1} MB on disk for {:.1} MB of keys and values (stored compressed)",
+            self.size_on_disk() as f64 / 1e6,
+            live as f64 / 1e6
         ));
         r
     }

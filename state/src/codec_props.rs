@@ -410,12 +410,17 @@ fn write() -> impl Strategy<Value = Write> {
     ]
 }
 
-/// Encodes as the store does, then decodes as the store and as a recovery point do.
+/// Encodes as the store does, then decodes as the store and as a recovery point do (a
+/// recovery point holds the unpacked JSON).
 fn check<T>(value: &T) -> Result<(), TestCaseError>
 where
     T: Serialize + DeserializeOwned + Clone + PartialEq + std::fmt::Debug,
 {
-    let bytes = encode(value);
+    let packed = encode(value);
+    // As stored: compressed (or not, if that would not shrink it), and back.
+    let bytes = crate::codec::unpack(&packed)
+        .map_err(|e| TestCaseError::fail(format!("the stored form does not unpack: {e}")))?;
+    prop_assert_eq!(bytes.as_ref(), &crate::encode_json(value)[..]);
     let stored: Envelope<T> = serde_json::from_slice(&bytes)
         .map_err(|e| TestCaseError::fail(format!("the store cannot read it back: {e}")))?;
     prop_assert_eq!(&stored.data, value);

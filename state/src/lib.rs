@@ -23,7 +23,8 @@
 //! | `f\0{workflow}\0{path}`               | [`FileRecord`] (a file that started a run) |
 //!
 //! Values are JSON wrapped in `{"v": N, ...}` so a newer binary can read an older store;
-//! fields added later carry `#[serde(default)]`.
+//! fields added later carry `#[serde(default)]`. They are stored compressed against a
+//! dictionary of typical records (see [`codec`]).
 //!
 //! **Invariant:** one process at a time owns a state directory (an OS file lock on
 //! `LOCK`, which also records the owner's pid). So when [`Store::open`] succeeds, any run
@@ -34,6 +35,7 @@
 //! [`recovery`] for the recovery points `state recover` rebuilds from.
 
 pub mod check;
+mod codec;
 pub mod disk;
 pub mod group;
 pub mod journal;
@@ -70,7 +72,12 @@ pub use records::{
 /// (`\0sha256:HEX`); the text is stored once, under `d\0HEX`. Opening a v2 store for
 /// writing marks it v3 and rewrites its runs that way (see [`Store::migrate_definitions`]);
 /// records still holding their text read as before.
-pub const SCHEMA_VERSION: u32 = 3;
+///
+/// v4: values may be compressed (see [`codec`]). Values written before read as they are;
+/// opening a v3 store for writing marks it v4, so an older binary then refuses it
+/// (`TooNew`) instead of reporting compressed records as corrupt. `gc`, which compacts
+/// the db, rewrites the older values compressed.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// How a stored run record's `definition` refers to its text under `d\0{hex}`. A NUL
 /// cannot start a workflow file's text (YAML refuses it), so nothing real looks like it.
@@ -932,9 +939,10 @@ impl Store {
     /// once per distinct text, before the first run that refers to it (see [`DEF_REF`]).
     fn ops_of(&self, writes: &[Write]) -> Vec<Op> {
         let mut ops = Vec::with_capacity(writes.len() + 1);
+        let mut stored_runs = Vec::new();
         for w in writes {
-            let w = match w {
-                Write::Run(r) if !r.definition.is_empty() && !r.definition.starts_with(DEF_REF) => {
+            if let Write::Run(r) = w {
+                if !r.definition.is_empty() && !r.definition.starts_with(DEF_REF) {
                     let hex = sha256_hex(&r.definition);
                     let key = def_key(&hex);
                     // Known when this process read or wrote it; else ask the db (a commit
@@ -946,17 +954,26 @@ impl Store {
                         .unwrap_or(false)
                         || self.db.contains_key(&key).unwrap_or(false);
                     if !known {
+                        // Before the run that refers to it.
                         ops.push(Op::Put(key, r.definition.as_bytes().to_vec()));
                     }
                     let mut stored = r.clone();
                     stored.definition = format!("{DEF_REF}{hex}");
-                    ops_of(std::slice::from_ref(&Write::Run(stored)), &mut ops);
-                    continue;
+                    stored_runs.push(Write::Run(stored));
+                }
+            }
+        }
+        let mut stored_runs = stored_runs.iter();
+        let stored: Vec<&Write> = writes
+            .iter()
+            .map(|w| match w {
+                Write::Run(r) if !r.definition.is_empty() && !r.definition.starts_with(DEF_REF) => {
+                    stored_runs.next().unwrap_or(w)
                 }
                 w => w,
-            };
-            ops_of(std::slice::from_ref(w), &mut ops);
-        }
+            })
+            .collect();
+        ops_of(&stored, &mut ops);
         ops
     }
 
@@ -1120,7 +1137,12 @@ impl Store {
 
     /// Task records of a run, in no particular order.
     pub fn tasks(&self, run_id: &str) -> Result<Vec<TaskRecord>> {
-        self.scan(prefix(&["t", run_id]))
+        self.scan_raw(prefix(&["t", run_id]))
+            .map(|item| {
+                let (k, v) = item?;
+                self.decode_task(&k, &v, |key| self.get(key))
+            })
+            .collect()
     }
 
     /// Attempts of one task, oldest first.
@@ -1174,7 +1196,8 @@ impl Store {
         self.db
             .update_and_fetch(&key, |old| {
                 let before = old
-                    .and_then(|v| serde_json::from_slice::<Envelope<UsageRecord>>(v).ok())
+                    .and_then(|v| codec::unpack(v).ok())
+                    .and_then(|v| serde_json::from_slice::<Envelope<UsageRecord>>(&v).ok())
                     .map_or(0, |e| e.data.calls);
                 total = before.saturating_add(calls);
                 Some(encode(&UsageRecord {
@@ -1259,9 +1282,34 @@ impl Store {
             .collect()
     }
 
+    /// A task record with its outputs, read from the attempt that holds them if it was
+    /// stored without (see [`StoredTask`]); `get` reads that attempt (callers already
+    /// holding a read turn read the db directly).
+    fn decode_task(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+        get: impl Fn(&[u8]) -> Result<Option<sled::IVec>>,
+    ) -> Result<TaskRecord> {
+        let stored: StoredTask = self.decode(key, bytes)?;
+        let mut task = stored.task;
+        if let Some(n) = stored.outputs_in {
+            let at = attempt_key(&task.run_id, &task.task_id, n);
+            let Some(value) = get(&at)? else {
+                return Err(self.corrupt(
+                    key,
+                    format!("its outputs are stored in attempt {n}, which is missing"),
+                ));
+            };
+            task.outputs = self.decode::<AttemptRecord>(&at, &value)?.outputs;
+        }
+        Ok(task)
+    }
+
     fn decode<T: DeserializeOwned>(&self, key: &[u8], bytes: &[u8]) -> Result<T> {
+        let json = codec::unpack(bytes).map_err(|e| self.corrupt(key, e))?;
         let env: Envelope<T> =
-            serde_json::from_slice(bytes).map_err(|e| self.corrupt(key, e.to_string()))?;
+            serde_json::from_slice(&json).map_err(|e| self.corrupt(key, e.to_string()))?;
         if env.v > SCHEMA_VERSION {
             return Err(StateError::TooNew {
                 dir: self.dir.clone(),
@@ -1272,6 +1320,18 @@ impl Store {
     }
 }
 
+/// A task record as stored. Its outputs are those of its last succeeded attempt, often
+/// large (a crawl's new partitions, a quality check's rules); when they are exactly those
+/// of an attempt committed with it, they are stored once, in the attempt, and
+/// `outputs_in` names it ([`Store::decode_task`] puts them back).
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredTask {
+    #[serde(flatten)]
+    task: TaskRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    outputs_in: Option<u32>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Envelope<T> {
     v: u32,
@@ -1279,7 +1339,13 @@ struct Envelope<T> {
     data: T,
 }
 
+/// A record as stored: its JSON, compressed (see [`codec`]).
 fn encode<T: Serialize + Clone>(value: &T) -> Vec<u8> {
+    codec::pack(encode_json(value))
+}
+
+/// A record as JSON, as recovery points hold it.
+fn encode_json<T: Serialize + Clone>(value: &T) -> Vec<u8> {
     // Serializing plain data structs to JSON cannot fail (no maps with non-string keys).
     serde_json::to_vec(&Envelope {
         v: SCHEMA_VERSION,
@@ -1335,9 +1401,12 @@ fn open_sled(dir: &Path, db_dir: &Path) -> Result<sled::Db> {
     })?;
     let config = sled::Config::new()
         .path(db_dir)
-        // Every commit flushes explicitly (group commit), so sled's periodic flusher
-        // thread adds nothing — and it would keep the db open briefly after drop.
-        .flush_every_ms(None)
+        // Every commit flushes explicitly (group commit); what sled's periodic flusher
+        // thread is kept for is the segment cleaning it alone does (`attempt_gc` runs
+        // nowhere else in sled 0.34): relocating the live pages out of mostly-garbage
+        // segments so they can be reused. Without it, no space a rewritten page left
+        // behind was ever reclaimed. Its own flush is a no-op after ours.
+        .flush_every_ms(Some(500))
         // sled keeps up to this much of the db in memory (1 GiB by default). The hot set is
         // the run being written and the newest runs' index; a 100,000-task run should not
         // hold its whole history in RAM.
@@ -1373,9 +1442,20 @@ fn open_sled(dir: &Path, db_dir: &Path) -> Result<sled::Db> {
 }
 
 /// Appends the key-level changes `writes` make, in order, to `ops` (run records as they
-/// are: see [`Store::ops_of`]).
-fn ops_of(writes: &[Write], ops: &mut Vec<Op>) {
-    for w in writes {
+/// are: see [`Store::ops_of`]). A task record whose outputs are those of a succeeded
+/// attempt written with it is stored without them (see [`StoredTask`]), after that
+/// attempt, so that no piece of a commit refers to an attempt a later piece writes.
+fn ops_of(writes: &[&Write], ops: &mut Vec<Op>) {
+    let mut with_outputs = std::collections::HashMap::new();
+    for (i, w) in writes.iter().enumerate() {
+        if let Write::Attempt(a) = w {
+            if a.status == TaskStatus::Succeeded && !a.outputs.is_empty() {
+                with_outputs.insert((a.run_id.as_str(), a.task_id.as_str()), (i, a));
+            }
+        }
+    }
+    let mut after: std::collections::HashMap<usize, Vec<Op>> = std::collections::HashMap::new();
+    for (i, w) in writes.iter().enumerate() {
         match w {
             Write::Run(r) => {
                 ops.push(Op::Put(run_key(&r.id), encode(r)));
@@ -1390,11 +1470,34 @@ fn ops_of(writes: &[Write], ops: &mut Vec<Op>) {
                     ops.push(Op::Del(active_key(&r.id)));
                 }
             }
-            Write::Task(t) => ops.push(Op::Put(task_key(&t.run_id, &t.task_id), encode(t))),
-            Write::Attempt(a) => ops.push(Op::Put(
-                attempt_key(&a.run_id, &a.task_id, a.attempt),
-                encode(a),
-            )),
+            Write::Task(t) => {
+                let key = task_key(&t.run_id, &t.task_id);
+                match with_outputs.get(&(t.run_id.as_str(), t.task_id.as_str())) {
+                    Some(&(at, a)) if a.outputs == t.outputs => {
+                        let stored = StoredTask {
+                            task: TaskRecord {
+                                outputs: Default::default(),
+                                ..(*t).clone()
+                            },
+                            outputs_in: Some(a.attempt),
+                        };
+                        let op = Op::Put(key, encode(&stored));
+                        if at > i {
+                            after.entry(at).or_default().push(op);
+                        } else {
+                            ops.push(op);
+                        }
+                    }
+                    _ => ops.push(Op::Put(key, encode(t))),
+                }
+            }
+            Write::Attempt(a) => {
+                ops.push(Op::Put(
+                    attempt_key(&a.run_id, &a.task_id, a.attempt),
+                    encode(a),
+                ));
+                ops.extend(after.remove(&i).unwrap_or_default());
+            }
             Write::Table(t) => ops.push(Op::Put(table_key(&t.name), encode(t))),
             Write::DropTable(name) => ops.push(Op::Del(table_key(name))),
             Write::Schedule(r) => ops.push(Op::Put(schedule_key(&r.workflow), encode(r))),

@@ -297,10 +297,20 @@ impl Store {
             if kind == "run" {
                 // With its workflow text in place: a recovery point stands alone.
                 let run = self.decode_run(&key, &value)?;
-                out.write_all(&crate::encode(&run)).map_err(io_err)?;
+                out.write_all(&crate::encode_json(&run)).map_err(io_err)?;
+            } else if kind == "task" {
+                // With its outputs in place, wherever they are stored.
+                let task =
+                    self.decode_task(&key, &value, |k| self.db.get(k).map_err(|e| self.db_err(e)))?;
+                out.write_all(&crate::encode_json(&task)).map_err(io_err)?;
             } else {
-                // Values are stored as JSON already; copy them byte for byte.
-                out.write_all(&value).map_err(io_err)?;
+                // Values are stored as JSON, maybe compressed: copy the JSON byte for byte.
+                let json = crate::codec::unpack(&value).map_err(|why| StateError::Corrupt {
+                    dir: self.dir.clone(),
+                    key: String::from_utf8_lossy(&key).replace('\0', "/"),
+                    reason: why,
+                })?;
+                out.write_all(&json).map_err(io_err)?;
             }
             out.write_all(b"}\n").map_err(io_err)?;
             records += 1;

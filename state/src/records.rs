@@ -199,6 +199,10 @@ pub struct TableRecord {
     /// Files known (relative to `location`), for crawls to tell what is new.
     #[serde(default)]
     pub files: Vec<String>,
+    /// Rows of each of `files`, in the same order, when a crawl counted them file by file
+    /// (CSV); empty when not known. Lets a crawl subtract the files that have gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_rows: Vec<u64>,
     #[serde(default)]
     pub row_count: Option<u64>,
     /// True when the warehouse owns the files (created by orchestrator): `DROP TABLE`

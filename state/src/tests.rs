@@ -298,6 +298,7 @@ fn catalog_tables_are_stored_and_dropped() {
         partition_columns: vec!["dt".into()],
         partitions: vec!["dt=2025-04-09".into()],
         files: vec!["dt=2025-04-09/NVDA.csv".into()],
+        file_rows: vec![3],
         row_count: Some(3),
         managed: false,
         created_by: None,

@@ -12,6 +12,7 @@ pub mod alert;
 pub mod alpha_vantage;
 pub mod aws;
 pub mod data;
+pub mod expire;
 pub mod files;
 mod noop;
 pub mod plugin;
@@ -27,6 +28,7 @@ pub use data::create_table_as::CreateTableAsConfig;
 pub use data::publish::PublishConfig;
 pub use data::quality::QualityCheckConfig;
 pub use data::sql::SqlConfig;
+pub use expire::ExpireFilesConfig;
 pub use noop::NoopConfig;
 pub use shell::ShellConfig;
 
@@ -51,6 +53,7 @@ pub fn builtin() -> Registry {
         .register::<QuoteConfig>()
         .register::<AthenaQueryConfig>()
         .register::<GlueJobConfig>()
-        .register::<AlertConfig>();
+        .register::<AlertConfig>()
+        .register::<ExpireFilesConfig>();
     r
 }

@@ -602,3 +602,133 @@ fn a_sort_budget_that_is_not_a_number_of_mib_is_refused_saying_how_to_write_one(
         );
     }
 }
+
+/// Sets a file's modification time `secs` seconds back.
+fn age(path: &std::path::Path, secs: u64) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(secs))
+        .unwrap();
+}
+
+#[test]
+fn expired_landing_files_leave_the_crawled_table_without_rereading_the_rest() {
+    let sb = Sandbox::new();
+    sb.write(
+        "landing.yaml",
+        "name: landing\ntasks:\n  expire:\n    kind: expire_files\n    path: raw\n    older_than: 1h\n  crawl:\n    kind: crawl\n    after: expire\n    path: raw\n    table: bars\n",
+    );
+    bars(
+        &sb,
+        "dt=2025-04-09",
+        "a.csv",
+        &["NVDA,2025-04-09,101.5,1000", "AMD,2025-04-09,90.25,2000"],
+    );
+    bars(&sb, "dt=2025-04-10", "a.csv", &["NVDA,2025-04-10,103,1500"]);
+    bars(&sb, "dt=2025-04-11", "a.csv", &["NVDA,2025-04-11,104,1500"]);
+    let out = sb.run(&["run", "landing.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let show = sb.show(&out.run_id());
+    assert_eq!(task(&show, "expire")["outputs"]["deleted_files"], 0);
+    assert_eq!(task(&show, "expire")["outputs"]["kept_files"], 3);
+    assert_eq!(task(&show, "crawl")["outputs"]["row_count"], 4);
+
+    age(&sb.path("raw/dt=2025-04-09/a.csv"), 7200);
+    // A file the crawl knows, rewritten in place: a crawl that re-read the files left
+    // would count its new row (5); one that subtracts the expired file's rows says 2.
+    let kept = sb.path("raw/dt=2025-04-11/a.csv");
+    std::fs::write(
+        &kept,
+        "symbol,date,close,volume\nNVDA,2025-04-11,104,1500\nAMD,2025-04-11,91,900\n",
+    )
+    .unwrap();
+    let out = sb.run(&["run", "landing.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let show = sb.show(&out.run_id());
+    let expire = &task(&show, "expire")["outputs"];
+    assert_eq!(expire["deleted_files"], 1);
+    assert_eq!(expire["deleted_dirs"], 1);
+    assert_eq!(expire["kept_files"], 2);
+    assert!(!sb.path("raw/dt=2025-04-09").exists());
+    let crawl = &task(&show, "crawl")["outputs"];
+    assert_eq!(crawl["files_seen"], 2);
+    assert_eq!(crawl["new_files"], 0);
+    assert_eq!(crawl["row_count"], 2);
+    let tables: Value = serde_json::from_str(&sb.run(&["tables", "--json"]).stdout).unwrap();
+    assert_eq!(
+        tables[0]["partitions"],
+        serde_json::json!(["dt=2025-04-10", "dt=2025-04-11"])
+    );
+    assert_eq!(
+        query(
+            &sb,
+            "SELECT count(*) AS n FROM bars WHERE dt = '2025-04-09'"
+        ),
+        serde_json::json!([{"n": 0}])
+    );
+}
+
+#[test]
+fn expire_files_refuses_the_warehouse_and_an_age_that_could_take_this_runs_files() {
+    let sb = Sandbox::new();
+    sb.write(
+        "soon.yaml",
+        "name: soon\ntasks:\n  expire:\n    kind: expire_files\n    path: raw\n    older_than: 30s\n",
+    );
+    let out = sb.run(&["validate", "soon.yaml"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("soon.yaml:") && out.stderr.contains("under the minimum of 1m"),
+        "{out:?}"
+    );
+
+    let warehouse = sb.state_dir().join("warehouse");
+    std::fs::create_dir_all(warehouse.join("t")).unwrap();
+    std::fs::write(warehouse.join("t/part-0.parquet"), "x").unwrap();
+    age(&warehouse.join("t/part-0.parquet"), 86_400);
+    sb.write(
+        "own.yaml",
+        &format!(
+            "name: own\ntasks:\n  expire:\n    kind: expire_files\n    path: {}\n    older_than: 1h\n",
+            sb.state_dir().display()
+        ),
+    );
+    let out = sb.run(&["run", "own.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("holds the warehouse"), "{out:?}");
+    assert!(warehouse.join("t/part-0.parquet").exists());
+
+    // A state dir whose warehouse is elsewhere: its own files are refused too.
+    sb.write(
+        "state.yaml",
+        &format!(
+            "name: state
+warehouse: {}
+tasks:
+  expire:
+    kind: expire_files
+    path: {}
+    older_than: 1h
+",
+            sb.path("lake").display(),
+            sb.state_dir().join("db").display()
+        ),
+    );
+    let aged: Vec<std::path::PathBuf> = std::fs::read_dir(sb.state_dir().join("db"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(!aged.is_empty());
+    for p in &aged {
+        age(p, 86_400);
+    }
+    let out = sb.run(&["run", "state.yaml"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("is an orchestrator state directory"),
+        "{out:?}"
+    );
+    for p in &aged {
+        assert!(p.exists(), "{} was deleted", p.display());
+    }
+}

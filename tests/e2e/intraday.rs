@@ -101,3 +101,65 @@ fn replaying_one_symbol_raises_the_daily_tables_buy_sell_sequence_and_moves_once
     assert_eq!(count(&sb), n);
     assert_eq!(alerts().len(), got.len());
 }
+
+#[test]
+fn an_expired_landing_zone_keeps_the_replay_going_and_the_crawl_counting() {
+    let sb = Sandbox::new();
+    let dir = sb.path("intraday");
+    let landing = format!("landing={}", dir.display());
+    let run = || {
+        let out = sb.run(&[
+            "run",
+            &intraday(),
+            "--param",
+            "symbols=NVDA,AMD",
+            "--param",
+            &landing,
+            "--param",
+            "landing_keep=1m",
+            "-q",
+        ]);
+        assert_eq!(out.code, 0, "{out:?}");
+        out.run_id()
+    };
+    let first: Vec<String> = (0..2).map(|_| run()).collect();
+    run();
+    for id in &first {
+        for entry in std::fs::read_dir(dir.join(format!("ticks/run={id}"))).unwrap() {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(entry.unwrap().path())
+                .unwrap();
+            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+                .unwrap();
+        }
+    }
+    let fourth = run();
+    let show = sb.show(&fourth);
+    let expire = &task(&show, "expire_landing")["outputs"];
+    assert_eq!(expire["deleted_files"], 4, "{expire}");
+    assert_eq!(expire["deleted_dirs"], 2, "{expire}");
+    assert!(!dir.join(format!("ticks/run={}", first[0])).exists());
+
+    // The fifth run replays each symbol's fifth bar (not the third again, as counting the
+    // runs left in the landing zone would), and its crawl counts the three runs left.
+    let fifth = run();
+    let show = sb.show(&fifth);
+    let crawl = &task(&show, "crawl")["outputs"];
+    assert_eq!(crawl["files_seen"], 6, "{crawl}");
+    assert_eq!(crawl["row_count"], 6, "{crawl}");
+    assert_eq!(task(&show, "append")["outputs"]["inserted"], 2);
+    let out = sb.run(&[
+        "query",
+        "SELECT symbol, count(DISTINCT ts) AS n FROM ticks GROUP BY symbol ORDER BY symbol",
+        "--json",
+    ]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap(),
+        serde_json::json!([{"symbol": "AMD", "n": 5}, {"symbol": "NVDA", "n": 5}])
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ticks/_replay/NVDA")).unwrap(),
+        "5"
+    );
+}

@@ -180,13 +180,22 @@ impl Quote {
         super::api_key(&self.api_key, &self.api_key_env)
     }
 
-    /// The next bar of `symbol` not yet replayed, as a tick; `None` when all were.
+    /// Where the replay of `symbol` stands: `{output}/_replay/{SYMBOL}` holds the index of
+    /// its next bar (`_`: crawls and expiry skip it). Kept apart from the landed ticks, so
+    /// a landing zone whose old runs were expired (`expire_files`) does not restart the
+    /// replay, and a run does not list every earlier run to find its bar.
+    fn cursor(&self, symbol: &str) -> PathBuf {
+        self.output.join("_replay").join(symbol)
+    }
+
+    /// The next bar of `symbol` not yet replayed, as a tick, with its index; `None` when
+    /// all were.
     fn replay(
         &self,
         dir: &std::path::Path,
         symbol: &str,
         run_dir: &str,
-    ) -> Result<Option<Tick>, IngestError> {
+    ) -> Result<Option<(usize, Tick)>, IngestError> {
         let src = dir.join(format!("{symbol}.json"));
         let body = match std::fs::read_to_string(&src) {
             Ok(body) => body,
@@ -199,23 +208,39 @@ impl Quote {
             }
         };
         let bars = parse_daily(symbol, &body).map_err(IngestError::Response)?;
-        // Ticks landed by earlier runs: one file per run.
-        let done = match std::fs::read_dir(&self.output) {
-            Ok(entries) => entries
-                .filter_map(Result::ok)
-                .filter(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name.starts_with("run=") && name != run_dir
-                })
-                .filter(|e| e.path().join(format!("{symbol}.csv")).exists())
-                .count(),
-            Err(_) => 0,
+        let cursor = self.cursor(symbol);
+        let done = match std::fs::read_to_string(&cursor) {
+            Ok(text) => text.trim().parse::<usize>().map_err(|_| {
+                IngestError::Response(ResponseError::Malformed(format!(
+                    "{symbol}: the replay's cursor {} holds `{}`, not a bar index: delete it to count the landed runs again",
+                    cursor.display(),
+                    text.trim()
+                )))
+            })?,
+            // A landing zone of an earlier release (or a new one): ticks landed by earlier
+            // runs, one file per run.
+            Err(_) => match std::fs::read_dir(&self.output) {
+                Ok(entries) => entries
+                    .filter_map(Result::ok)
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.starts_with("run=") && name != run_dir
+                    })
+                    .filter(|e| e.path().join(format!("{symbol}.csv")).exists())
+                    .count(),
+                Err(_) => 0,
+            },
         };
-        Ok(bars.get(done).map(|b| Tick {
-            ts: format!("{}T00:00:00", b.date),
-            price: b.close,
-            volume: b.volume,
-            trading_day: b.date.clone(),
+        Ok(bars.get(done).map(|b| {
+            (
+                done,
+                Tick {
+                    ts: format!("{}T00:00:00", b.date),
+                    price: b.close,
+                    volume: b.volume,
+                    trading_day: b.date.clone(),
+                },
+            )
         }))
     }
 
@@ -304,13 +329,23 @@ impl Task for Quote {
                 continue;
             }
             let tick = match (&key, &client, &self.sample_dir) {
-                (Some(key), Some(client), _) => self.live(client, key, symbol, ctx).await.map(Some),
-                (_, _, Some(dir)) => self.replay(dir, symbol, &run_dir),
+                (Some(key), Some(client), _) => self
+                    .live(client, key, symbol, ctx)
+                    .await
+                    .map(|t| Some((None, t))),
+                (_, _, Some(dir)) => self
+                    .replay(dir, symbol, &run_dir)
+                    .map(|r| r.map(|(i, t)| (Some(i), t))),
                 _ => Ok(None),
             };
             match tick {
-                Ok(Some(t)) => {
+                Ok(Some((replayed, t))) => {
                     write_atomic(&path, tick_csv(symbol, &t).as_bytes())?;
+                    // After the tick: a crash between the two replays this bar once more,
+                    // and its (symbol, ts) key makes the second landing a no-op downstream.
+                    if let Some(i) = replayed {
+                        write_atomic(&self.cursor(symbol), (i + 1).to_string().as_bytes())?;
+                    }
                     ctx.output
                         .line(&format!("{symbol}: {} at {}", t.price, t.ts));
                     landed.push(symbol.clone());

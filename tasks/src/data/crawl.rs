@@ -484,13 +484,38 @@ async fn crawl(
             .iter()
             .filter(|f| known.contains(f.rel.as_str()))
             .count();
+    // Each file's rows, when the previous crawl knew them all (CSV): then files that have
+    // gone (expired, deleted) are subtracted instead of recounting those that are left.
+    let old_rows: Option<std::collections::HashMap<&str, u64>> = existing
+        .as_ref()
+        .filter(|t| !t.files.is_empty() && t.file_rows.len() == t.files.len())
+        .map(|t| {
+            t.files
+                .iter()
+                .map(String::as_str)
+                .zip(t.file_rows.iter().copied())
+                .collect()
+        });
+    let gone_rows = if gone {
+        let current: BTreeSet<&str> = files.iter().map(|f| f.rel.as_str()).collect();
+        old_rows.as_ref().map(|rows| {
+            rows.iter()
+                .filter(|(f, _)| !current.contains(*f))
+                .map(|(_, n)| n)
+                .sum::<u64>()
+        })
+    } else {
+        Some(0)
+    };
     let previous = existing
         .as_ref()
         .and_then(|t| t.row_count)
-        .filter(|_| !gone);
+        .zip(gone_rows)
+        .map(|(n, g)| n.saturating_sub(g));
     let is_new = |f: &&Found| !known.contains(f.rel.as_str());
     // CSV: one parallel pass over each file gives its schema and its rows (csv_scan).
     let mut csv: Option<(std::collections::HashMap<String, Schema>, u64)> = None;
+    let mut file_rows: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     if format == Format::Csv {
         for f in files.iter().filter(is_new) {
             check_csv_header(&f.abs, &f.rel)?;
@@ -514,6 +539,7 @@ async fn crawl(
         let mut rows = previous.unwrap_or(0);
         for (f, s) in scanned {
             rows += s.rows;
+            file_rows.insert(f.rel.clone(), s.rows);
             if let Some(schema) = s.schema {
                 schemas.insert(f.rel, schema);
             }
@@ -604,6 +630,17 @@ async fn crawl(
         partition_columns: keys,
         partitions: partitions.iter().cloned().collect(),
         files: files.iter().map(|f| f.rel.clone()).collect(),
+        file_rows: files
+            .iter()
+            .map(|f| {
+                file_rows.get(&f.rel).copied().or_else(|| {
+                    old_rows
+                        .as_ref()
+                        .and_then(|rows| rows.get(f.rel.as_str()).copied())
+                })
+            })
+            .collect::<Option<Vec<u64>>>()
+            .unwrap_or_default(),
         row_count: None,
         managed: false,
         created_by: None,

@@ -540,6 +540,7 @@ fn managed_record(
         partition_columns: Vec::new(),
         partitions: Vec::new(),
         files: Vec::new(),
+        file_rows: Vec::new(),
         row_count: Some(rows),
         managed: true,
         created_by: creator,

@@ -82,6 +82,7 @@ impl Store {
         let mut r = Report::default();
         let mut runs = BTreeSet::new();
         let mut indexed = BTreeSet::new();
+        let mut by_workflow = BTreeSet::new();
         let mut owners: Vec<(String, String)> = Vec::new(); // (record, run id)
         let (mut n_tasks, mut n_attempts, mut tables) = (0usize, 0usize, Vec::new());
         let mut live = 0u64;
@@ -122,6 +123,26 @@ impl Store {
                 Some(b"i") => {
                     let id = key.rsplit(|b| *b == 0).next().unwrap_or_default();
                     indexed.insert(String::from_utf8_lossy(id).into_owned());
+                }
+                // The per-workflow index: `j/{workflow}/{started_at}/{run}`.
+                Some(b"j") => {
+                    let mut parts = key.split(|b| *b == 0).skip(1);
+                    let workflow = String::from_utf8_lossy(parts.next().unwrap_or_default());
+                    let id =
+                        String::from_utf8_lossy(key.rsplit(|b| *b == 0).next().unwrap_or_default())
+                            .into_owned();
+                    match self.run(&id) {
+                        Ok(Some(run)) if run.workflow == workflow => {
+                            by_workflow.insert(id);
+                        }
+                        Ok(Some(run)) => r.problems.push(format!(
+                            "record {shown}: lists run {id} under workflow {workflow}, but it is a run of {}",
+                            run.workflow
+                        )),
+                        _ => r
+                            .problems
+                            .push(format!("record {shown}: indexes a run that does not exist")),
+                    }
                 }
                 Some(b"t") => match self.decode_task(&key, &value, |k| self.get(k)) {
                     Ok(t) => {
@@ -198,6 +219,13 @@ impl Store {
             r.problems.push(format!(
                 "run {id} is missing from the run index (`runs` will not list it)"
             ));
+        }
+        if matches!(self.has_workflow_index(), Ok(true)) {
+            for id in runs.difference(&by_workflow) {
+                r.problems.push(format!(
+                    "run {id} is missing from its workflow's index (its workflow's page will not list it)"
+                ));
+            }
         }
         for id in indexed.difference(&runs) {
             r.problems

@@ -15,6 +15,7 @@
 //! | `r\0{run}`                            | [`RunRecord`] (its `definition` as a hash: see [`SCHEMA_VERSION`]) |
 //! | `d\0{sha256 hex}`                     | a workflow file's text, once per distinct text |
 //! | `i\0{started_at, fixed width}\0{run}` | the run's workflow name (newest-first index; empty in entries written before) |
+//! | `j\0{workflow}\0{started_at}\0{run}`  | empty: the same index, one workflow's runs together (a workflow's page reads only its own) |
 //! | `x\0{run}`                            | empty: the run is running, or interrupted and not resumed (what an open looks at) |
 //! | `t\0{run}\0{task}`                    | [`TaskRecord`]   |
 //! | `a\0{run}\0{task}\0{attempt:010}`     | [`AttemptRecord`] |
@@ -86,6 +87,12 @@ const DEF_REF: &str = "\0sha256:";
 /// Present while runs of an older store still hold their definition's text: the
 /// migration runs (again) at the next writable open. Written with the schema bump.
 const MIGRATE_KEY: &[u8] = b"meta\0migrate-definitions";
+
+/// Present once every run has its entry in the per-workflow index (`j\0`). A store
+/// written by an earlier release has none until a writable open builds them
+/// ([`Store::build_workflow_index`]); until then a workflow's runs are found by the
+/// run index, as before.
+const WORKFLOW_INDEX_KEY: &[u8] = b"meta\0workflow-index";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -445,6 +452,7 @@ impl Store {
         store.replay_journal()?;
         store.settle_changes()?;
         store.migrate_definitions()?;
+        store.build_workflow_index()?;
         let recovered = store.recover_interrupted()?;
         Ok((store, recovered))
     }
@@ -570,6 +578,11 @@ impl Store {
             .db
             .insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
             .map_err(|e| store.db_err(e))?;
+        // The writes index every run they hold.
+        store
+            .db
+            .insert(WORKFLOW_INDEX_KEY, &b"1"[..])
+            .map_err(|e| store.db_err(e))?;
         store.commit(writes)?;
         Ok((store, moved))
     }
@@ -590,6 +603,7 @@ impl Store {
             let run: RunRecord = self.decode(&key, &value)?;
             let mut ops = vec![
                 Op::Del(index_key(&run.started_at, id)),
+                Op::Del(workflow_index_key(&run.workflow, &run.started_at, id)),
                 Op::Del(active_key(id)),
                 Op::Del(key),
             ];
@@ -599,7 +613,7 @@ impl Store {
                     ops.push(Op::Del(k.to_vec()));
                 }
             }
-            removed += ops.len() as u64 - 2; // The index entries are not records.
+            removed += ops.len() as u64 - 3; // The index entries are not records.
             per_run.push(ops);
         }
         let ops: Vec<Op> = backfills
@@ -1007,6 +1021,49 @@ impl Store {
         self.flush()
     }
 
+    /// Gives every run its entry in the per-workflow index, once, in one atomic batch
+    /// with [`WORKFLOW_INDEX_KEY`] (a crash midway leaves neither). Runs written since
+    /// are indexed by their commits ([`ops_of`]).
+    fn build_workflow_index(&self) -> Result<()> {
+        if self.read_only.is_some() || self.has_workflow_index()? {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for item in self.scan_raw(b"i\0") {
+            let (key, named) = item?;
+            let id = String::from_utf8_lossy(key.rsplit(|b| *b == 0).next().unwrap_or_default())
+                .into_owned();
+            let Some(run) = self.run(&id)? else {
+                // `state check` reports it; the workflow index has nothing to point at.
+                continue;
+            };
+            debug_assert!(named.is_empty() || named == run.workflow.as_bytes());
+            batch.insert(
+                workflow_index_key(&run.workflow, &run.started_at, &run.id),
+                &[][..],
+            );
+        }
+        batch.insert(WORKFLOW_INDEX_KEY, &b"1"[..]);
+        let _turn = self.write_turn();
+        self.db.apply_batch(batch).map_err(|e| self.db_err(e))?;
+        self.flush()
+    }
+
+    fn has_workflow_index(&self) -> Result<bool> {
+        self.db
+            .contains_key(WORKFLOW_INDEX_KEY)
+            .map_err(|e| self.db_err(e))
+    }
+
+    /// The index a listing of `workflow`'s runs reads: its own part of the per-workflow
+    /// index when the store has one, else the whole run index. Returns the prefix.
+    fn index_for(&self, workflow: Option<&str>) -> Result<Vec<u8>> {
+        Ok(match workflow {
+            Some(w) if self.has_workflow_index()? => prefix(&["j", w]),
+            _ => b"i\0".to_vec(),
+        })
+    }
+
     /// Runs, newest first, optionally of one workflow, at most `limit`.
     pub fn runs(&self, workflow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
         self.runs_page(workflow, |_| true, 0, limit)
@@ -1025,7 +1082,7 @@ impl Store {
     ) -> Result<(Vec<RunRecord>, bool)> {
         let mut out = Vec::new();
         let mut skipped = 0;
-        for item in self.scan_raw(b"i\0").rev() {
+        for item in self.scan_raw(self.index_for(workflow)?).rev() {
             let (key, named) = item?;
             let Some(run) = self.indexed_run(&key, &named, workflow, &keep)? else {
                 continue;
@@ -1058,12 +1115,25 @@ impl Store {
         let Some(anchor) = self.run(from)? else {
             return Ok(None);
         };
-        let at = index_key(&anchor.started_at, &anchor.id);
+        let start = self.index_for(workflow)?;
+        // In the workflow's own index, at `from`'s time (`from` may be another
+        // workflow's run: the page is still the runs before or after it).
+        let at = match workflow {
+            Some(w) if start.starts_with(b"j\0") => {
+                workflow_index_key(w, &anchor.started_at, &anchor.id)
+            }
+            _ => index_key(&anchor.started_at, &anchor.id),
+        };
+        // Just past the index's last entry: its prefix with the final NUL made 1.
+        let mut end = start.clone();
+        if let Some(last) = end.last_mut() {
+            *last = 1;
+        }
         let entries: Box<dyn Iterator<Item = Result<(sled::IVec, sled::IVec)>>> = if older {
             Box::new(
                 Scan {
                     store: self,
-                    iter: self.db.range(b"i\0".to_vec()..at),
+                    iter: self.db.range(start..at),
                 }
                 .rev(),
             )
@@ -1072,7 +1142,7 @@ impl Store {
             after.push(0); // just past `from`'s own entry
             Box::new(Scan {
                 store: self,
-                iter: self.db.range(after..b"i\x01".to_vec()),
+                iter: self.db.range(after..end),
             })
         };
         let mut out = Vec::new();
@@ -1458,6 +1528,10 @@ fn ops_of(writes: &[&Write], ops: &mut Vec<Op>) {
                 // runs reads no other run's record.
                 let name = r.workflow.as_bytes().to_vec();
                 ops.push(Op::Put(index_key(&r.started_at, &r.id), name));
+                ops.push(Op::Put(
+                    workflow_index_key(&r.workflow, &r.started_at, &r.id),
+                    Vec::new(),
+                ));
                 // The runs an open must look at (see `recover_interrupted`).
                 if is_active(r) {
                     ops.push(Op::Put(active_key(&r.id), Vec::new()));
@@ -1568,6 +1642,13 @@ fn index_key(started_at: &DateTime<Utc>, id: &str) -> Vec<u8> {
     // Fixed-width UTC timestamp so byte order is time order.
     let ts = started_at.format("%Y%m%dT%H%M%S%.9f").to_string();
     let mut k = prefix(&["i", &ts]);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn workflow_index_key(workflow: &str, started_at: &DateTime<Utc>, id: &str) -> Vec<u8> {
+    let ts = started_at.format("%Y%m%dT%H%M%S%.9f").to_string();
+    let mut k = prefix(&["j", workflow, &ts]);
     k.extend_from_slice(id.as_bytes());
     k
 }

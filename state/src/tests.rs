@@ -1093,3 +1093,76 @@ fn cursor_pages_match_offset_pages_both_ways() {
         .unwrap()
         .is_none());
 }
+
+#[test]
+fn a_workflows_runs_come_from_its_own_index_which_an_older_store_gets_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    let writes: Vec<Write> = (0..30)
+        .map(|i| {
+            let mut r = run(&format!("r{i:03}"), RunStatus::Succeeded, i);
+            if i % 3 == 0 {
+                r.workflow = "other".into();
+            }
+            Write::Run(r)
+        })
+        .collect();
+    store.commit(&writes).unwrap();
+    // As a store of an earlier release: no per-workflow index.
+    let older: Vec<sled::IVec> = store
+        .db
+        .scan_prefix(b"j\0")
+        .map(|kv| kv.unwrap().0)
+        .collect();
+    assert_eq!(older.len(), 30);
+    for k in older {
+        store.db.remove(k).unwrap();
+    }
+    store.db.remove(WORKFLOW_INDEX_KEY).unwrap();
+    store.flush().unwrap();
+    drop(store);
+
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    assert!(store.has_workflow_index().unwrap());
+    let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let want: Vec<String> = (0..30)
+        .rev()
+        .filter(|i| i % 3 != 0)
+        .map(|i| format!("r{i:03}"))
+        .collect();
+    assert_eq!(ids(store.runs(Some("demo"), 100).unwrap()), want);
+    assert!(
+        store.check().problems.is_empty(),
+        "{:?}",
+        store.check().problems
+    );
+
+    // An entry of the whole run index that names no run: a listing that scanned the
+    // whole index would trip on it; one workflow's listing does not read it.
+    let ghost = index_key(&Utc::now(), "ghost");
+    store.db.insert(&ghost, &[][..]).unwrap();
+    assert!(store.runs(None, 100).is_err());
+    assert_eq!(ids(store.runs(Some("demo"), 100).unwrap()), want);
+    let (page, more) = store
+        .runs_from(Some("demo"), |_| true, "r020", true, 5)
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids(page), ["r019", "r017", "r016", "r014", "r013"]);
+    assert!(more);
+    // A cursor that is another workflow's run: the page is still the runs before it.
+    let (page, _) = store
+        .runs_from(Some("demo"), |_| true, "r021", true, 2)
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids(page), ["r020", "r019"]);
+
+    // Deleting a run takes its entries out of both indexes.
+    store.db.remove(&ghost).unwrap();
+    store.delete_runs(&["r029".into()], &[]).unwrap();
+    assert_eq!(store.runs(Some("demo"), 1).unwrap()[0].id, "r028");
+    assert!(
+        store.check().problems.is_empty(),
+        "{:?}",
+        store.check().problems
+    );
+}

@@ -979,8 +979,25 @@ impl Store {
                 w => Cow::Borrowed(w),
             })
             .collect();
+        // Runs whose index entries are already on disk (a run's later transitions): their
+        // keys depend only on the start time and workflow, so they are not written again.
+        let indexed: HashSet<&str> = stored
+            .iter()
+            .filter_map(|w| match w.as_ref() {
+                Write::Run(r)
+                    if self
+                        .db
+                        .contains_key(index_key(&r.started_at, &r.id))
+                        .unwrap_or(false) =>
+                {
+                    Some(r.id.as_str())
+                }
+                _ => None,
+            })
+            .collect();
         ops_of(
             &stored.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+            &indexed,
             &mut ops,
         );
         ops
@@ -1510,7 +1527,8 @@ fn open_sled(dir: &Path, db_dir: &Path) -> Result<sled::Db> {
 /// are: see [`Store::ops_of`]). A task record whose outputs are those of a succeeded
 /// attempt written with it is stored without them (see [`StoredTask`]), after that
 /// attempt, so that no piece of a commit refers to an attempt a later piece writes.
-fn ops_of(writes: &[&Write], ops: &mut Vec<Op>) {
+/// The ops of `writes`. `indexed`: runs whose index entries are on disk already.
+fn ops_of(writes: &[&Write], indexed: &HashSet<&str>, ops: &mut Vec<Op>) {
     let mut with_outputs = std::collections::HashMap::new();
     for (i, w) in writes.iter().enumerate() {
         if let Write::Attempt(a) = w {
@@ -1526,12 +1544,14 @@ fn ops_of(writes: &[&Write], ops: &mut Vec<Op>) {
                 ops.push(Op::Put(run_key(&r.id), encode(r)));
                 // The index entry holds the workflow's name, so listing one workflow's
                 // runs reads no other run's record.
-                let name = r.workflow.as_bytes().to_vec();
-                ops.push(Op::Put(index_key(&r.started_at, &r.id), name));
-                ops.push(Op::Put(
-                    workflow_index_key(&r.workflow, &r.started_at, &r.id),
-                    Vec::new(),
-                ));
+                if !indexed.contains(r.id.as_str()) {
+                    let name = r.workflow.as_bytes().to_vec();
+                    ops.push(Op::Put(index_key(&r.started_at, &r.id), name));
+                    ops.push(Op::Put(
+                        workflow_index_key(&r.workflow, &r.started_at, &r.id),
+                        Vec::new(),
+                    ));
+                }
                 // The runs an open must look at (see `recover_interrupted`).
                 if is_active(r) {
                     ops.push(Op::Put(active_key(&r.id), Vec::new()));

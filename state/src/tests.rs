@@ -3,7 +3,11 @@ use super::*;
 /// The ops of `writes`, run records as they are.
 fn ops_of(writes: &[Write]) -> Vec<journal::Op> {
     let mut ops = Vec::new();
-    super::ops_of(&writes.iter().collect::<Vec<_>>(), &mut ops);
+    super::ops_of(
+        &writes.iter().collect::<Vec<_>>(),
+        &HashSet::new(),
+        &mut ops,
+    );
     ops
 }
 

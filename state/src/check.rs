@@ -161,6 +161,32 @@ impl Store {
                     }
                     Err(e) => r.problems.push(bad(e)),
                 },
+                // A finished run's tasks and attempts, sealed together.
+                Some(b"z") => match self.decode::<crate::SealedRun>(&key, &value) {
+                    Ok(sealed) => {
+                        let id = String::from_utf8_lossy(&key[2..]).into_owned();
+                        for t in &sealed.tasks {
+                            n_tasks += 1;
+                            if t.run_id != id {
+                                r.problems.push(format!(
+                                    "record {shown}: holds task {}/{} of another run",
+                                    t.run_id, t.task_id
+                                ));
+                            }
+                        }
+                        for a in &sealed.attempts {
+                            n_attempts += 1;
+                            if a.run_id != id {
+                                r.problems.push(format!(
+                                    "record {shown}: holds attempt {}/{}#{} of another run",
+                                    a.run_id, a.task_id, a.attempt
+                                ));
+                            }
+                        }
+                        owners.push((format!("sealed run {id}"), id));
+                    }
+                    Err(e) => r.problems.push(bad(e)),
+                },
                 Some(b"w") => {
                     if let Err(e) = self.decode::<crate::ScheduleRecord>(&key, &value) {
                         r.problems.push(bad(e));

@@ -19,9 +19,17 @@
 //! | `x\0{run}`                            | empty: the run is running, or interrupted and not resumed (what an open looks at) |
 //! | `t\0{run}\0{task}`                    | [`TaskRecord`]   |
 //! | `a\0{run}\0{task}\0{attempt:010}`     | [`AttemptRecord`] |
+//! | `z\0{run}`                            | a finished run's tasks and attempts together ([`SealedRun`]): see below |
 //! | `c\0{table}`                          | [`TableRecord`] (the catalog) |
 //! | `w\0{workflow}`                       | [`ScheduleRecord`] (the daemon's last fire) |
 //! | `f\0{workflow}\0{path}`               | [`FileRecord`] (a file that started a run) |
+//!
+//! **Sealed runs.** The commit that finishes a run (succeeded, failed, cancelled, skipped)
+//! also moves its task and attempt records into one value, `z\0{run}`, deleting theirs.
+//! A store's size and the time sled takes to open it grow with its number of pages (a
+//! leaf holds at most 16 keys), and a finished daily run had 16 keys: sealed, it has 4,
+//! and its one value compresses far better than 14 small ones. Readers overlay records
+//! still live (a rerun writes them) on the sealed ones; the next finish seals them all.
 //!
 //! Values are JSON wrapped in `{"v": N, ...}` so a newer binary can read an older store;
 //! fields added later carry `#[serde(default)]`. They are stored compressed against a
@@ -78,7 +86,12 @@ pub use records::{
 /// opening a v3 store for writing marks it v4, so an older binary then refuses it
 /// (`TooNew`) instead of reporting compressed records as corrupt. `gc`, which compacts
 /// the db, rewrites the older values compressed.
-pub const SCHEMA_VERSION: u32 = 4;
+///
+/// v5: finished runs' tasks and attempts are sealed into one value (`z\0`). Records of
+/// runs finished before stay as they are (readers take both); opening a v4 store for
+/// writing marks it v5, so an older binary then refuses it instead of showing sealed
+/// runs without their tasks.
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// How a stored run record's `definition` refers to its text under `d\0{hex}`. A NUL
 /// cannot start a workflow file's text (YAML refuses it), so nothing real looks like it.
@@ -228,6 +241,9 @@ pub struct Core {
     /// Workflow texts read by their hash (see [`DEF_REF`]): a history of runs shares a
     /// handful of definitions.
     definitions: Mutex<std::collections::HashMap<String, String>>,
+    /// The last sealed run read, by its stored bytes: a run page asks for each task's
+    /// attempts, and decoding the run's one value once per task would cost O(tasks²).
+    sealed: Mutex<Option<(sled::IVec, Arc<SealedRun>)>>,
 }
 
 impl Core {
@@ -607,6 +623,13 @@ impl Store {
                 Op::Del(active_key(id)),
                 Op::Del(key),
             ];
+            if self
+                .db
+                .contains_key(sealed_key(id))
+                .map_err(|e| self.db_err(e))?
+            {
+                ops.push(Op::Del(sealed_key(id)));
+            }
             for kind in ["t", "a", "o", "p"] {
                 for item in self.db.scan_prefix(prefix(&[kind, id])) {
                     let (k, _) = item.map_err(|e| self.db_err(e))?;
@@ -707,6 +730,7 @@ impl Store {
             group: Default::default(),
             batches: std::sync::atomic::AtomicU64::new(0),
             definitions: Mutex::new(Default::default()),
+            sealed: Mutex::new(None),
         };
         Ok(Store {
             core: Arc::new(core),
@@ -995,12 +1019,97 @@ impl Store {
                 _ => None,
             })
             .collect();
-        ops_of(
-            &stored.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
-            &indexed,
-            &mut ops,
-        );
+        // Runs this commit finishes: their tasks and attempts go into one sealed value
+        // (a run whose records cannot be read is left as it is: `check` reports it).
+        let mut seals = Vec::new();
+        let mut sealed: HashSet<&str> = HashSet::new();
+        let mut of_run: std::collections::HashMap<&str, Vec<&Write>> = Default::default();
+        for w in &stored {
+            match w.as_ref() {
+                Write::Task(t) => of_run.entry(t.run_id.as_str()).or_default().push(w),
+                Write::Attempt(a) => of_run.entry(a.run_id.as_str()).or_default().push(w),
+                _ => {}
+            }
+        }
+        for w in &stored {
+            if let Write::Run(r) = w.as_ref() {
+                if is_finished(r) {
+                    let writes = of_run.get(r.id.as_str()).map_or(&[][..], Vec::as_slice);
+                    if let Some(run_ops) = self.seal_ops(&r.id, writes) {
+                        seals.extend(run_ops);
+                        sealed.insert(r.id.as_str());
+                    }
+                }
+            }
+        }
+        let rest: Vec<&Write> = stored
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|w| match w {
+                Write::Task(t) => !sealed.contains(t.run_id.as_str()),
+                Write::Attempt(a) => !sealed.contains(a.run_id.as_str()),
+                _ => true,
+            })
+            .collect();
+        ops_of(&rest, &indexed, &mut ops);
+        ops.extend(seals);
         ops
+    }
+
+    /// The ops that seal run `id`: its sealed value (what was sealed before, the live
+    /// records over it, this commit's `writes` over those) and the deletion of its live
+    /// records. `None` if they cannot be read.
+    fn seal_ops(&self, id: &str, writes: &[&Write]) -> Option<Vec<Op>> {
+        use std::collections::BTreeMap;
+        let before = self.sealed_run(id).ok()?;
+        let mut tasks: BTreeMap<String, TaskRecord> = BTreeMap::new();
+        let mut attempts: BTreeMap<(String, u32), AttemptRecord> = BTreeMap::new();
+        if let Some(s) = &before {
+            for t in &s.tasks {
+                tasks.insert(t.task_id.clone(), t.clone());
+            }
+            for a in &s.attempts {
+                attempts.insert((a.task_id.clone(), a.attempt), a.clone());
+            }
+        }
+        let mut dels = Vec::new();
+        for item in self.scan_raw(prefix(&["t", id])) {
+            let (k, v) = item.ok()?;
+            let t = self
+                .decode_task(&k, &v, |key| self.attempt_bytes(key))
+                .ok()?;
+            tasks.insert(t.task_id.clone(), t);
+            dels.push(Op::Del(k.to_vec()));
+        }
+        for item in self.scan_raw(prefix(&["a", id])) {
+            let (k, v) = item.ok()?;
+            let a: AttemptRecord = self.decode(&k, &v).ok()?;
+            attempts.insert((a.task_id.clone(), a.attempt), a);
+            dels.push(Op::Del(k.to_vec()));
+        }
+        for w in writes {
+            match w {
+                Write::Task(t) if t.run_id == id => {
+                    tasks.insert(t.task_id.clone(), t.clone());
+                }
+                Write::Attempt(a) if a.run_id == id => {
+                    attempts.insert((a.task_id.clone(), a.attempt), a.clone());
+                }
+                _ => {}
+            }
+        }
+        if tasks.is_empty() && attempts.is_empty() {
+            return Some(Vec::new());
+        }
+        let value = SealedRun {
+            tasks: tasks.into_values().collect(),
+            attempts: attempts.into_values().collect(),
+        };
+        // The sealed value first: a reader between the two sees every record twice
+        // (the live one wins), never none.
+        let mut ops = vec![Op::Put(sealed_key(id), encode(&value))];
+        ops.extend(dels);
+        Some(ops)
     }
 
     /// Rewrites the runs of a store from before v3 so that each refers to its workflow
@@ -1219,17 +1328,77 @@ impl Store {
 
     /// Task records of a run, in no particular order.
     pub fn tasks(&self, run_id: &str) -> Result<Vec<TaskRecord>> {
-        self.scan_raw(prefix(&["t", run_id]))
-            .map(|item| {
-                let (k, v) = item?;
-                self.decode_task(&k, &v, |key| self.get(key))
+        let mut by_id: std::collections::BTreeMap<String, TaskRecord> = self
+            .sealed_run(run_id)?
+            .map(|s| {
+                s.tasks
+                    .iter()
+                    .map(|t| (t.task_id.clone(), t.clone()))
+                    .collect()
             })
-            .collect()
+            .unwrap_or_default();
+        // Live records (a rerun's) over sealed ones.
+        for item in self.scan_raw(prefix(&["t", run_id])) {
+            let (k, v) = item?;
+            let t = self.decode_task(&k, &v, |key| self.attempt_bytes(key))?;
+            by_id.insert(t.task_id.clone(), t);
+        }
+        Ok(by_id.into_values().collect())
     }
 
     /// Attempts of one task, oldest first.
     pub fn attempts(&self, run_id: &str, task_id: &str) -> Result<Vec<AttemptRecord>> {
-        self.scan(prefix(&["a", run_id, task_id]))
+        let mut by_n: std::collections::BTreeMap<u32, AttemptRecord> = self
+            .sealed_run(run_id)?
+            .map(|s| {
+                s.attempts
+                    .iter()
+                    .filter(|a| a.task_id == task_id)
+                    .map(|a| (a.attempt, a.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for a in self.scan::<AttemptRecord>(prefix(&["a", run_id, task_id]))? {
+            by_n.insert(a.attempt, a);
+        }
+        Ok(by_n.into_values().collect())
+    }
+
+    /// An attempt's stored bytes, live or sealed (a live task may name a sealed attempt
+    /// as holding its outputs), re-encoded for [`Store::decode_task`].
+    fn attempt_bytes(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        if let Some(v) = self.get(key)? {
+            return Ok(Some(v));
+        }
+        let mut parts = key.split(|b| *b == 0).skip(1);
+        let (Some(run), Some(task), Some(n)) = (parts.next(), parts.next(), parts.next()) else {
+            return Ok(None);
+        };
+        let (run, task) = (String::from_utf8_lossy(run), String::from_utf8_lossy(task));
+        let n: Option<u32> = std::str::from_utf8(n).ok().and_then(|n| n.parse().ok());
+        Ok(self.sealed_run(&run)?.and_then(|s| {
+            s.attempts
+                .iter()
+                .find(|a| a.task_id == task && Some(a.attempt) == n)
+                .map(|a| sled::IVec::from(encode(a)))
+        }))
+    }
+
+    /// The sealed part of a run, if it has one.
+    fn sealed_run(&self, run_id: &str) -> Result<Option<Arc<SealedRun>>> {
+        let key = sealed_key(run_id);
+        let Some(bytes) = self.get(&key)? else {
+            return Ok(None);
+        };
+        let mut cache = self.sealed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((cached, run)) = cache.as_ref() {
+            if *cached == bytes {
+                return Ok(Some(run.clone()));
+            }
+        }
+        let run: Arc<SealedRun> = Arc::new(self.decode(&key, &bytes)?);
+        *cache = Some((bytes, run.clone()));
+        Ok(Some(run))
     }
 
     /// A catalog table by name.
@@ -1412,6 +1581,14 @@ struct StoredTask {
     task: TaskRecord,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     outputs_in: Option<u32>,
+}
+
+/// A finished run's tasks (with their outputs) and attempts, stored as one value under
+/// `z\0{run}` (see the crate's docs).
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub(crate) struct SealedRun {
+    pub(crate) tasks: Vec<TaskRecord>,
+    pub(crate) attempts: Vec<AttemptRecord>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1721,6 +1898,20 @@ fn table_key(name: &str) -> Vec<u8> {
     let mut k = prefix(&["c"]);
     k.extend_from_slice(name.as_bytes());
     k
+}
+
+fn sealed_key(run_id: &str) -> Vec<u8> {
+    let mut k = prefix(&["z"]);
+    k.extend_from_slice(run_id.as_bytes());
+    k
+}
+
+/// A run that will not change unless a rerun reopens it: its records can be sealed.
+fn is_finished(r: &RunRecord) -> bool {
+    matches!(
+        r.status,
+        RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled | RunStatus::Skipped
+    )
 }
 
 fn task_key(run_id: &str, task_id: &str) -> Vec<u8> {

@@ -278,6 +278,30 @@ impl Store {
         let _turn = self.read_turn();
         for item in self.db.iter() {
             let (key, value) = item.map_err(|e| self.db_err(e))?;
+            if key.starts_with(b"z\0") {
+                // A sealed run: its tasks and attempts, each as its own record, except
+                // those a live record (exported before it: `a` and `t` sort first)
+                // replaces.
+                let sealed: crate::SealedRun = self.decode(&key, &value)?;
+                let live = |k: Vec<u8>| self.db.contains_key(k).map_err(|e| self.db_err(e));
+                for t in &sealed.tasks {
+                    if !live(crate::task_key(&t.run_id, &t.task_id))? {
+                        write!(out, "{{\"task\":").map_err(io_err)?;
+                        out.write_all(&crate::encode_json(t)).map_err(io_err)?;
+                        out.write_all(b"}\n").map_err(io_err)?;
+                        records += 1;
+                    }
+                }
+                for a in &sealed.attempts {
+                    if !live(crate::attempt_key(&a.run_id, &a.task_id, a.attempt))? {
+                        write!(out, "{{\"attempt\":").map_err(io_err)?;
+                        out.write_all(&crate::encode_json(a)).map_err(io_err)?;
+                        out.write_all(b"}\n").map_err(io_err)?;
+                        records += 1;
+                    }
+                }
+                continue;
+            }
             let kind = match key.first() {
                 Some(b'r') if key.starts_with(b"r\0") => "run",
                 Some(b't') if key.starts_with(b"t\0") => "task",

@@ -209,10 +209,11 @@ fn a_v3_store_of_plain_json_reads_and_is_compressed_from_then_on() {
         store.flush().unwrap();
     }
     let (store, _) = Store::open(dir.path(), "test").unwrap();
-    // Marked v4, so a v3 binary refuses it rather than misread compressed values.
+    // Marked current (v4 or later), so a v3 binary refuses it rather than misread
+    // compressed values.
     assert_eq!(
         store.db.get(b"meta\0schema").unwrap().unwrap().as_ref(),
-        b"4"
+        SCHEMA_VERSION.to_string().as_bytes()
     );
     assert_eq!(store.run("old").unwrap().unwrap().id, "old");
     assert_eq!(store.tasks("old").unwrap(), vec![t.clone()]);
@@ -1169,4 +1170,90 @@ fn a_workflows_runs_come_from_its_own_index_which_an_older_store_gets_at_open() 
         "{:?}",
         store.check().problems
     );
+}
+
+#[test]
+fn a_finished_run_is_sealed_into_one_value_and_a_rerun_reads_over_it_and_reseals() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    let live = |store: &Store, kind: &str| store.db.scan_prefix(prefix(&[kind, "r"])).count();
+    let mut a = task("r", "a", TaskStatus::Succeeded);
+    a.outputs = serde_json::from_str(r#"{"rows":7}"#).unwrap();
+    let mut a1 = attempt("r", "a", 1, TaskStatus::Succeeded);
+    a1.outputs = a.outputs.clone();
+    let b = task("r", "b", TaskStatus::Failed);
+    let b1 = attempt("r", "b", 1, TaskStatus::Failed);
+    // As the executor writes them: one commit per transition, the run's last.
+    store
+        .commit(&[
+            Write::Run(run("r", RunStatus::Running, 0)),
+            Write::Task(task("r", "a", TaskStatus::Running)),
+            Write::Attempt(attempt("r", "a", 1, TaskStatus::Running)),
+        ])
+        .unwrap();
+    store
+        .commit(&[Write::Attempt(a1.clone()), Write::Task(a.clone())])
+        .unwrap();
+    store
+        .commit(&[Write::Task(b.clone()), Write::Attempt(b1.clone())])
+        .unwrap();
+    assert_eq!((live(&store, "t"), live(&store, "a")), (2, 2));
+    store
+        .commit(&[Write::Run(run("r", RunStatus::Failed, 0))])
+        .unwrap();
+    assert_eq!((live(&store, "t"), live(&store, "a")), (0, 0), "sealed");
+    assert!(store.db.contains_key(sealed_key("r")).unwrap());
+    assert_eq!(store.tasks("r").unwrap(), vec![a.clone(), b.clone()]);
+    assert_eq!(store.attempts("r", "a").unwrap(), vec![a1.clone()]);
+    assert_eq!(store.attempts("r", "b").unwrap(), vec![b1.clone()]);
+    assert!(store.check().problems.is_empty(), "{:?}", store.check());
+    let back = recovery::read(&store.write_recovery_point().unwrap()).unwrap();
+    assert_eq!(back.tasks, vec![a.clone(), b.clone()]);
+    assert_eq!(back.attempts.len(), 2);
+
+    // A rerun of b: its live records read over the sealed ones, and a recovery point
+    // holds each record once, the live one.
+    let mut b_running = task("r", "b", TaskStatus::Running);
+    b_running.attempts = 2;
+    let b2_running = attempt("r", "b", 2, TaskStatus::Running);
+    store
+        .commit(&[
+            Write::Run(run("r", RunStatus::Running, 0)),
+            Write::Task(b_running.clone()),
+            Write::Attempt(b2_running.clone()),
+        ])
+        .unwrap();
+    assert_eq!(
+        store.tasks("r").unwrap(),
+        vec![a.clone(), b_running.clone()]
+    );
+    assert_eq!(
+        store.attempts("r", "b").unwrap(),
+        vec![b1.clone(), b2_running.clone()]
+    );
+    let back = recovery::read(&store.write_recovery_point().unwrap()).unwrap();
+    assert_eq!(back.tasks.len(), 2);
+    assert!(back.tasks.contains(&b_running));
+    assert_eq!(back.attempts.len(), 3);
+
+    // Its finish seals everything again.
+    let mut b_done = b_running.clone();
+    b_done.status = TaskStatus::Succeeded;
+    let b2 = attempt("r", "b", 2, TaskStatus::Succeeded);
+    store
+        .commit(&[
+            Write::Attempt(b2.clone()),
+            Write::Task(b_done.clone()),
+            Write::Run(run("r", RunStatus::Succeeded, 0)),
+        ])
+        .unwrap();
+    assert_eq!((live(&store, "t"), live(&store, "a")), (0, 0));
+    assert_eq!(store.tasks("r").unwrap(), vec![a, b_done]);
+    assert_eq!(store.attempts("r", "b").unwrap(), vec![b1, b2]);
+    assert!(store.check().problems.is_empty(), "{:?}", store.check());
+
+    // Deleting the run deletes its sealed value.
+    store.delete_runs(&["r".into()], &[]).unwrap();
+    assert!(!store.db.contains_key(sealed_key("r")).unwrap());
+    assert!(store.tasks("r").unwrap().is_empty());
 }

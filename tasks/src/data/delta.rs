@@ -391,6 +391,10 @@ pub async fn convert(
         ConvertToDeltaBuilder::new()
             .with_location(url(dir)?.to_string())
             .with_table_name(name)
+            .with_configuration_property(
+                deltalake::TableProperty::CheckpointInterval,
+                Some(CHECKPOINT_INTERVAL),
+            )
             .with_commit_properties(props)
             .await
             .map_err(table_err(dir))?
@@ -408,12 +412,22 @@ pub async fn convert(
             .create()
             .with_table_name(name)
             .with_columns(columns)
+            .with_configuration_property(
+                deltalake::TableProperty::CheckpointInterval,
+                Some(CHECKPOINT_INTERVAL),
+            )
             .with_commit_properties(props)
             .await
             .map_err(table_err(dir))?
     };
     Ok(version_of(&table))
 }
+
+/// `delta.checkpointInterval` of the tables orchestrator creates: a checkpoint every this
+/// many commits. A reader that opens a table afresh (each `orchestrator run` is a new
+/// process) replays the commits since its last checkpoint: a table published every
+/// minute would have it read up to 100 small files (the default) per open.
+pub const CHECKPOINT_INTERVAL: &str = "10";
 
 /// Creates a Delta table at `loc` (an S3 location, where files cannot be shared by hard
 /// links) holding the rows of `rows`, as one commit, version 0, by `who`: the data files
@@ -459,6 +473,10 @@ pub async fn create(
         .with_table_name(name)
         .with_columns(kernel.fields().cloned().collect::<Vec<_>>())
         .with_actions(adds.into_iter().map(Action::Add))
+        .with_configuration_property(
+            deltalake::TableProperty::CheckpointInterval,
+            Some(CHECKPOINT_INTERVAL),
+        )
         .with_save_mode(SaveMode::ErrorIfExists)
         .with_commit_properties(who.properties(n, Some(0)))
         .await
@@ -693,11 +711,17 @@ impl Version {
 
 /// Every version the log still holds, newest first.
 pub async fn history(dir: &Path) -> Result<Vec<Version>, DeltaError> {
+    newest(dir, None).await
+}
+
+/// The newest `limit` versions of the table (all with `None`), newest first: reads only
+/// their commits.
+pub async fn newest(dir: &Path, limit: Option<usize>) -> Result<Vec<Version>, DeltaError> {
     use futures::TryStreamExt;
-    let table = open(dir, None).await?;
+    let table = read(dir, None).await?;
     let latest = version_of(&table);
     let infos: Vec<_> = table
-        .history(None)
+        .history(limit)
         .try_collect()
         .await
         .map_err(table_err(dir))?;

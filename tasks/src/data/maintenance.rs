@@ -84,7 +84,16 @@ pub async fn apply(
 ) -> Result<(Option<Value>, u64), DeltaError> {
     let mut done = serde_json::Map::new();
     if let Some(every) = policy.optimize_every {
-        let history = delta::history(dir).await?;
+        // The newest commits only: a table published every minute has thousands. Whether
+        // a compaction is due is known once `every` publishes or an OPTIMIZE are found.
+        let window = (every as usize).saturating_mul(2).saturating_add(16);
+        let mut history = delta::newest(dir, Some(window)).await?;
+        if history.len() >= window
+            && publishes_since_optimize(&history) < every
+            && !history.iter().any(|v| v.operation == "OPTIMIZE")
+        {
+            history = delta::history(dir).await?;
+        }
         if publishes_since_optimize(&history) >= every {
             let o = delta::optimize(dir, &policy.zorder_by, Some(who)).await?;
             done.insert("optimized".into(), json!(o));
@@ -97,7 +106,7 @@ pub async fn apply(
             done.insert("vacuumed_files".into(), json!(v.files.len()));
         }
     }
-    let version = delta::version_of(&delta::open(dir, None).await?);
+    let version = delta::version_of(&delta::read(dir, None).await?);
     Ok(((!done.is_empty()).then_some(Value::Object(done)), version))
 }
 

@@ -224,7 +224,7 @@ fn a_v3_store_of_plain_json_reads_and_is_compressed_from_then_on() {
     let raw = store.db.get(task_key("old", "b")).unwrap().unwrap();
     assert_eq!(raw[0], codec::ZSTD_V1);
     assert_eq!(store.tasks("old").unwrap(), vec![t, later]);
-    assert!(store.check().problems.is_empty(), "{:?}", store.check());
+    assert_clean(&store);
     // A recovery point holds plain JSON, the compressed records included.
     let point = store.write_recovery_point().unwrap();
     let text = std::fs::read_to_string(&point).unwrap();
@@ -261,7 +261,7 @@ fn a_tasks_outputs_are_stored_once_with_the_attempt_that_made_them() {
     assert_eq!(json["outputs"], serde_json::json!({}));
     assert_eq!(json["outputs_in"], 1);
     assert_eq!(store.tasks("r").unwrap(), vec![t.clone()]);
-    assert!(store.check().problems.is_empty(), "{:?}", store.check());
+    assert_clean(&store);
     // A recovery point stands alone: the task's line holds its outputs.
     let point = store.write_recovery_point().unwrap();
     let back = recovery::read(&point).unwrap();
@@ -546,7 +546,7 @@ fn a_commit_cut_short_by_a_crash_is_completed_when_the_store_opens() {
         TaskStatus::Succeeded
     );
     assert_eq!(store.journal.get(journal::KEY).unwrap(), None);
-    assert!(store.check().problems.is_empty(), "{:?}", store.check());
+    assert_clean(&store);
 }
 
 #[test]
@@ -982,11 +982,7 @@ fn a_thousand_runs_of_one_definition_store_it_once() {
         .runs
         .iter()
         .all(|r| !r.definition.starts_with(DEF_REF)));
-    assert!(
-        store.check().problems.is_empty(),
-        "{:?}",
-        store.check().problems
-    );
+    assert_clean(&store);
 }
 
 #[test]
@@ -1046,11 +1042,16 @@ fn an_open_reads_only_the_active_runs() {
     assert_eq!(active, vec![sled::IVec::from(&b"x\0live"[..])]);
 }
 
-#[test]
-fn cursor_pages_match_offset_pages_both_ways() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(dir.path(), "test").unwrap();
-    let writes: Vec<Write> = (0..95)
+/// `state check` finds nothing wrong.
+fn assert_clean(store: &Store) {
+    let problems = store.check().problems;
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// `n` succeeded runs a second apart, `r000`...: every third of workflow `other`, the
+/// rest of `demo`.
+fn two_workflows(n: i64) -> Vec<Write> {
+    (0..n)
         .map(|i| {
             let mut r = run(&format!("r{i:03}"), RunStatus::Succeeded, i);
             if i % 3 == 0 {
@@ -1058,8 +1059,14 @@ fn cursor_pages_match_offset_pages_both_ways() {
             }
             Write::Run(r)
         })
-        .collect();
-    store.commit(&writes).unwrap();
+        .collect()
+}
+
+#[test]
+fn cursor_pages_match_offset_pages_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    store.commit(&two_workflows(95)).unwrap();
     let ids = |runs: &[RunRecord]| runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
     for workflow in [None, Some("demo")] {
         // Walk older with `before`, comparing each page with the offset page.
@@ -1103,16 +1110,7 @@ fn cursor_pages_match_offset_pages_both_ways() {
 fn a_workflows_runs_come_from_its_own_index_which_an_older_store_gets_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), "test").unwrap();
-    let writes: Vec<Write> = (0..30)
-        .map(|i| {
-            let mut r = run(&format!("r{i:03}"), RunStatus::Succeeded, i);
-            if i % 3 == 0 {
-                r.workflow = "other".into();
-            }
-            Write::Run(r)
-        })
-        .collect();
-    store.commit(&writes).unwrap();
+    store.commit(&two_workflows(30)).unwrap();
     // As a store of an earlier release: no per-workflow index.
     let older: Vec<sled::IVec> = store
         .db
@@ -1136,11 +1134,7 @@ fn a_workflows_runs_come_from_its_own_index_which_an_older_store_gets_at_open() 
         .map(|i| format!("r{i:03}"))
         .collect();
     assert_eq!(ids(store.runs(Some("demo"), 100).unwrap()), want);
-    assert!(
-        store.check().problems.is_empty(),
-        "{:?}",
-        store.check().problems
-    );
+    assert_clean(&store);
 
     // An entry of the whole run index that names no run: a listing that scanned the
     // whole index would trip on it; one workflow's listing does not read it.
@@ -1165,11 +1159,7 @@ fn a_workflows_runs_come_from_its_own_index_which_an_older_store_gets_at_open() 
     store.db.remove(&ghost).unwrap();
     store.delete_runs(&["r029".into()], &[]).unwrap();
     assert_eq!(store.runs(Some("demo"), 1).unwrap()[0].id, "r028");
-    assert!(
-        store.check().problems.is_empty(),
-        "{:?}",
-        store.check().problems
-    );
+    assert_clean(&store);
 }
 
 #[test]
@@ -1206,7 +1196,7 @@ fn a_finished_run_is_sealed_into_one_value_and_a_rerun_reads_over_it_and_reseals
     assert_eq!(store.tasks("r").unwrap(), vec![a.clone(), b.clone()]);
     assert_eq!(store.attempts("r", "a").unwrap(), vec![a1.clone()]);
     assert_eq!(store.attempts("r", "b").unwrap(), vec![b1.clone()]);
-    assert!(store.check().problems.is_empty(), "{:?}", store.check());
+    assert_clean(&store);
     let back = recovery::read(&store.write_recovery_point().unwrap()).unwrap();
     assert_eq!(back.tasks, vec![a.clone(), b.clone()]);
     assert_eq!(back.attempts.len(), 2);
@@ -1250,7 +1240,7 @@ fn a_finished_run_is_sealed_into_one_value_and_a_rerun_reads_over_it_and_reseals
     assert_eq!((live(&store, "t"), live(&store, "a")), (0, 0));
     assert_eq!(store.tasks("r").unwrap(), vec![a, b_done]);
     assert_eq!(store.attempts("r", "b").unwrap(), vec![b1, b2]);
-    assert!(store.check().problems.is_empty(), "{:?}", store.check());
+    assert_clean(&store);
 
     // Deleting the run deletes its sealed value.
     store.delete_runs(&["r".into()], &[]).unwrap();

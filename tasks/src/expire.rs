@@ -120,7 +120,7 @@ impl Task for ExpireFiles {
             .map_err(|e| TaskFailure::new(format!("the expiry stopped: {e}")))?
         {
             return Err(TaskFailure::new(format!(
-                "{} is an orchestrator state directory (it has LOCK and db/), under or around {}: expire_files deletes landed files only; point `path` at the landing zone",
+                "{} is an orchestrator state directory (it has LOCK and db/), and {} is or holds its own files: expire_files deletes landed files only; point `path` at the landing zone",
                 state.display(),
                 dir.display()
             )));
@@ -192,12 +192,26 @@ fn refuse_owned(dir: &Path, ctx: &TaskContext) -> Result<(), TaskFailure> {
     Ok(())
 }
 
-/// A state directory (its lock file beside its sled db) at `dir`, above it or below it:
-/// its files may be old, and are never a landing zone's.
+/// A state directory (its lock file beside its sled db) whose own files `dir` would
+/// reach: one at `dir` or below it, or one above it when `dir` is inside its db, its
+/// recovery points or its warehouse. A landing zone elsewhere inside a state dir (the
+/// bundled workflows' default, `.orchestrator/landing`) is allowed.
 fn state_dir_in(dir: &Path) -> Option<PathBuf> {
     let is_state = |p: &Path| p.join("LOCK").is_file() && p.join("db").is_dir();
-    if let Some(p) = dir.ancestors().find(|p| is_state(p)) {
-        return Some(p.to_path_buf());
+    for above in dir.ancestors().skip(1) {
+        if !is_state(above) {
+            continue;
+        }
+        let first = dir
+            .strip_prefix(above)
+            .ok()
+            .and_then(|rel| rel.components().next())
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // `db-…`: a db a rebuild set aside.
+        if first.starts_with("db") || first == "recovery" || first == "warehouse" {
+            return Some(above.to_path_buf());
+        }
     }
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

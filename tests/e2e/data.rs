@@ -731,4 +731,24 @@ tasks:
     for p in &aged {
         assert!(p.exists(), "{} was deleted", p.display());
     }
+
+    // A landing zone inside the state dir, as the bundled workflows' default
+    // (`.orchestrator/landing`), is a landing zone like any other.
+    let landed = sb.state_dir().join("landing/dt=1/a.csv");
+    std::fs::create_dir_all(landed.parent().unwrap()).unwrap();
+    std::fs::write(&landed, "a\n1\n").unwrap();
+    age(&landed, 86_400);
+    sb.write(
+        "inside.yaml",
+        &format!(
+            "name: inside\ntasks:\n  expire:\n    kind: expire_files\n    path: {}\n    older_than: 1h\n",
+            sb.state_dir().join("landing").display()
+        ),
+    );
+    let out = sb.run(&["run", "inside.yaml"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!landed.exists());
+    for p in &aged {
+        assert!(p.exists(), "{} was deleted", p.display());
+    }
 }

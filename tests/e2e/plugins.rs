@@ -438,12 +438,13 @@ echo "not json: $secret""#,
     );
 }
 
-/// The Rust example plugin, built with the workspace beside the binary under test.
+/// The Rust example plugin, built beside the binary under test (by scripts/test: cargo
+/// builds it for no test, its package having none).
 fn files_present() -> PathBuf {
     let path = Path::new(BIN).with_file_name("files_present");
     assert!(
         path.exists(),
-        "{} is missing: build the workspace (`cargo nextest run --workspace` does)",
+        "{} is missing: build it with `cargo build -p orchestrator-plugin --bins` (scripts/test does)",
         path.display()
     );
     path

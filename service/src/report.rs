@@ -191,10 +191,16 @@ impl RunDetails {
             .collect();
         let pos = |id: &str| order.get(id).copied().unwrap_or(usize::MAX);
         records.sort_by_cached_key(|t| (pos(&t.task_id), t.task_id.clone()));
+        // All attempts in one read, not one per task (see `Store::run_attempts`).
+        let mut attempts: std::collections::HashMap<String, Vec<_>> =
+            std::collections::HashMap::new();
+        for a in store.run_attempts(&run.id)? {
+            attempts.entry(a.task_id.clone()).or_default().push(a);
+        }
         let mut tasks = Vec::with_capacity(records.len());
         for t in records {
-            let attempts = store.attempts(&run.id, &t.task_id)?;
-            tasks.push((t, attempts));
+            let of_task = attempts.remove(&t.task_id).unwrap_or_default();
+            tasks.push((t, of_task));
         }
         let notifications = store.outbox(&run.id)?;
         let rolled_back = store

@@ -1073,18 +1073,23 @@ impl Store {
             }
         }
         let mut dels = Vec::new();
-        for item in self.scan_raw(prefix(&["t", id])) {
-            let (k, v) = item.ok()?;
-            let t = self
-                .decode_task(&k, &v, |key| self.attempt_bytes(key))
-                .ok()?;
-            tasks.insert(t.task_id.clone(), t);
-            dels.push(Op::Del(k.to_vec()));
-        }
+        // Attempts first: a live task's outputs may be stored in one (see `StoredTaskOut`),
+        // read from here instead of reading and decoding it a second time.
         for item in self.scan_raw(prefix(&["a", id])) {
             let (k, v) = item.ok()?;
             let a: AttemptRecord = self.decode(&k, &v).ok()?;
             attempts.insert((a.task_id.clone(), a.attempt), a);
+            dels.push(Op::Del(k.to_vec()));
+        }
+        for item in self.scan_raw(prefix(&["t", id])) {
+            let (k, v) = item.ok()?;
+            let stored: StoredTaskIn = self.decode(&k, &v).ok()?;
+            let outputs_in = stored.outputs_in;
+            let mut t = stored.into_task();
+            if let Some(n) = outputs_in {
+                t.outputs = attempts.get(&(t.task_id.clone(), n))?.outputs.clone();
+            }
+            tasks.insert(t.task_id.clone(), t);
             dels.push(Op::Del(k.to_vec()));
         }
         for w in writes {
@@ -1364,6 +1369,26 @@ impl Store {
         Ok(by_n.into_values().collect())
     }
 
+    /// Every attempt of a run, by task id then number: what [`Store::attempts`] returns
+    /// for each of its tasks, read at once. A run's report reads this: asking for each
+    /// task's attempts in turn searched the sealed value once per task, quadratic in the
+    /// run's size (5 s at the end of a 10,000-task run).
+    pub fn run_attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
+        let mut by_key: std::collections::BTreeMap<(String, u32), AttemptRecord> = self
+            .sealed_run(run_id)?
+            .map(|s| {
+                s.attempts
+                    .iter()
+                    .map(|a| ((a.task_id.clone(), a.attempt), a.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for a in self.scan::<AttemptRecord>(prefix(&["a", run_id]))? {
+            by_key.insert((a.task_id.clone(), a.attempt), a);
+        }
+        Ok(by_key.into_values().collect())
+    }
+
     /// An attempt's stored bytes, live or sealed (a live task may name a sealed attempt
     /// as holding its outputs), re-encoded for [`Store::decode_task`].
     fn attempt_bytes(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
@@ -1448,8 +1473,8 @@ impl Store {
             .update_and_fetch(&key, |old| {
                 let before = old
                     .and_then(|v| codec::unpack(v).ok())
-                    .and_then(|v| serde_json::from_slice::<Envelope<UsageRecord>>(&v).ok())
-                    .map_or(0, |e| e.data.calls);
+                    .and_then(|v| decode_json::<UsageRecord>(&v).ok())
+                    .map_or(0, |(_, r)| r.calls);
                 total = before.saturating_add(calls);
                 Some(encode(&UsageRecord {
                     counter: counter.to_string(),
@@ -1534,7 +1559,7 @@ impl Store {
     }
 
     /// A task record with its outputs, read from the attempt that holds them if it was
-    /// stored without (see [`StoredTask`]); `get` reads that attempt (callers already
+    /// stored without (see [`StoredTaskOut`]); `get` reads that attempt (callers already
     /// holding a read turn read the db directly).
     fn decode_task(
         &self,
@@ -1542,9 +1567,10 @@ impl Store {
         bytes: &[u8],
         get: impl Fn(&[u8]) -> Result<Option<sled::IVec>>,
     ) -> Result<TaskRecord> {
-        let stored: StoredTask = self.decode(key, bytes)?;
-        let mut task = stored.task;
-        if let Some(n) = stored.outputs_in {
+        let stored: StoredTaskIn = self.decode(key, bytes)?;
+        let outputs_in = stored.outputs_in;
+        let mut task = stored.into_task();
+        if let Some(n) = outputs_in {
             let at = attempt_key(&task.run_id, &task.task_id, n);
             let Some(value) = get(&at)? else {
                 return Err(self.corrupt(
@@ -1559,15 +1585,46 @@ impl Store {
 
     fn decode<T: DeserializeOwned>(&self, key: &[u8], bytes: &[u8]) -> Result<T> {
         let json = codec::unpack(bytes).map_err(|e| self.corrupt(key, e))?;
-        let env: Envelope<T> =
-            serde_json::from_slice(&json).map_err(|e| self.corrupt(key, e.to_string()))?;
-        if env.v > SCHEMA_VERSION {
+        // The version first: a newer binary's record may not parse as this one's.
+        if let Some(v) = version_of(&json) {
+            if v > SCHEMA_VERSION {
+                return Err(StateError::TooNew {
+                    dir: self.dir.clone(),
+                    found: v,
+                });
+            }
+        }
+        let (v, data) = decode_json::<T>(&json).map_err(|e| self.corrupt(key, e.to_string()))?;
+        if v > SCHEMA_VERSION {
             return Err(StateError::TooNew {
                 dir: self.dir.clone(),
-                found: env.v,
+                found: v,
             });
         }
-        Ok(env.data)
+        Ok(data)
+    }
+}
+
+/// The schema version at the start of a record as [`encode_json`] writes it, `{"v":N,` or
+/// `{"v":N}`; `None` if it does not start so.
+fn version_of(json: &[u8]) -> Option<u32> {
+    let rest = json.strip_prefix(b"{\"v\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if !(1..=9).contains(&digits) || !matches!(rest.get(digits), Some(b',' | b'}')) {
+        return None;
+    }
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+/// A record's schema version and body. The body is read straight from the JSON, whose
+/// `v` the record's struct ignores as an unknown field: serde's `flatten` (what
+/// [`Envelope`] needs) buffers every value before reading it, which made decoding 2-3x
+/// slower and was most of the cost of sealing a 10,000-task run. JSON that does not start
+/// with the version (none we write) is read through [`Envelope`].
+fn decode_json<T: DeserializeOwned>(json: &[u8]) -> serde_json::Result<(u32, T)> {
+    match version_of(json) {
+        Some(v) => Ok((v, serde_json::from_slice(json)?)),
+        None => serde_json::from_slice::<Envelope<T>>(json).map(|e| (e.v, e.data)),
     }
 }
 
@@ -1575,12 +1632,87 @@ impl Store {
 /// large (a crawl's new partitions, a quality check's rules); when they are exactly those
 /// of an attempt committed with it, they are stored once, in the attempt, and
 /// `outputs_in` names it ([`Store::decode_task`] puts them back).
-#[derive(Clone, Serialize, Deserialize)]
-struct StoredTask {
-    #[serde(flatten)]
-    task: TaskRecord,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+///
+/// Written as [`StoredTaskOut`] and read as [`StoredTaskIn`]: TaskRecord's fields and
+/// `outputs_in` side by side, without serde's slow `flatten` (see [`decode_json`]). Both
+/// list TaskRecord's fields exhaustively, so a field added to it fails to compile here
+/// until it is added to them.
+#[derive(Serialize)]
+struct StoredTaskOut<'a> {
+    run_id: &'a str,
+    task_id: &'a str,
+    status: TaskStatus,
+    attempts: u32,
+    started_at: &'a Option<DateTime<Utc>>,
+    ended_at: &'a Option<DateTime<Utc>>,
+    error: &'a Option<String>,
+    outputs: &'a serde_json::Map<String, serde_json::Value>,
+    outputs_in: u32,
+}
+
+impl<'a> StoredTaskOut<'a> {
+    /// `task` without its outputs, which attempt `outputs_in` holds.
+    fn new(
+        task: &'a TaskRecord,
+        outputs_in: u32,
+        empty: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        let TaskRecord {
+            run_id,
+            task_id,
+            status,
+            attempts,
+            started_at,
+            ended_at,
+            error,
+            outputs: _,
+        } = task;
+        StoredTaskOut {
+            run_id,
+            task_id,
+            status: *status,
+            attempts: *attempts,
+            started_at,
+            ended_at,
+            error,
+            outputs: empty,
+            outputs_in,
+        }
+    }
+}
+
+/// A task record as read back (see [`StoredTaskOut`]); plain task records read as this too.
+#[derive(Deserialize)]
+struct StoredTaskIn {
+    run_id: String,
+    task_id: String,
+    status: TaskStatus,
+    attempts: u32,
+    #[serde(default)]
+    started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    ended_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    outputs: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
     outputs_in: Option<u32>,
+}
+
+impl StoredTaskIn {
+    fn into_task(self) -> TaskRecord {
+        TaskRecord {
+            run_id: self.run_id,
+            task_id: self.task_id,
+            status: self.status,
+            attempts: self.attempts,
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            error: self.error,
+            outputs: self.outputs,
+        }
+    }
 }
 
 /// A finished run's tasks (with their outputs) and attempts, stored as one value under
@@ -1599,18 +1731,32 @@ struct Envelope<T> {
 }
 
 /// A record as stored: its JSON, compressed (see [`codec`]).
-fn encode<T: Serialize + Clone>(value: &T) -> Vec<u8> {
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     codec::pack(encode_json(value))
 }
 
-/// A record as JSON, as recovery points hold it.
-fn encode_json<T: Serialize + Clone>(value: &T) -> Vec<u8> {
+/// A record as JSON, as recovery points hold it: `{"v":N,` and the record's own fields,
+/// what [`Envelope`] would write, without its `flatten` (see [`decode_json`]).
+fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = format!("{{\"v\":{SCHEMA_VERSION}").into_bytes();
     // Serializing plain data structs to JSON cannot fail (no maps with non-string keys).
-    serde_json::to_vec(&Envelope {
-        v: SCHEMA_VERSION,
-        data: value.clone(),
-    })
-    .unwrap_or_default()
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    match body.as_slice() {
+        [b'{', b'}'] => out.push(b'}'),
+        [b'{', fields @ ..] => {
+            out.push(b',');
+            out.extend_from_slice(fields);
+        }
+        // Not an object (no record is one): what `Envelope` would make of it.
+        _ => {
+            return serde_json::to_vec(&Envelope {
+                v: SCHEMA_VERSION,
+                data: value,
+            })
+            .unwrap_or_default()
+        }
+    }
+    out
 }
 
 const SCHEMA_KEY: &[u8] = b"meta\0schema";
@@ -1702,7 +1848,7 @@ fn open_sled(dir: &Path, db_dir: &Path) -> Result<sled::Db> {
 
 /// Appends the key-level changes `writes` make, in order, to `ops` (run records as they
 /// are: see [`Store::ops_of`]). A task record whose outputs are those of a succeeded
-/// attempt written with it is stored without them (see [`StoredTask`]), after that
+/// attempt written with it is stored without them (see [`StoredTaskOut`]), after that
 /// attempt, so that no piece of a commit refers to an attempt a later piece writes.
 /// The ops of `writes`. `indexed`: runs whose index entries are on disk already.
 fn ops_of(writes: &[&Write], indexed: &HashSet<&str>, ops: &mut Vec<Op>) {
@@ -1740,14 +1886,8 @@ fn ops_of(writes: &[&Write], indexed: &HashSet<&str>, ops: &mut Vec<Op>) {
                 let key = task_key(&t.run_id, &t.task_id);
                 match with_outputs.get(&(t.run_id.as_str(), t.task_id.as_str())) {
                     Some(&(at, a)) if a.outputs == t.outputs => {
-                        let stored = StoredTask {
-                            task: TaskRecord {
-                                outputs: Default::default(),
-                                ..(*t).clone()
-                            },
-                            outputs_in: Some(a.attempt),
-                        };
-                        let op = Op::Put(key, encode(&stored));
+                        let empty = serde_json::Map::new();
+                        let op = Op::Put(key, encode(&StoredTaskOut::new(t, a.attempt, &empty)));
                         if at > i {
                             after.entry(at).or_default().push(op);
                         } else {

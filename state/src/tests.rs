@@ -492,9 +492,12 @@ fn check_finds_records_that_disagree() {
 }
 
 /// What a crash between a journal entry and the end of its piece leaves on disk (sled
-/// recovers a prefix of its log): the entry and the piece's first ops.
+/// recovers a prefix of its log): the entry and the piece's first ops. Before them, as a
+/// commit does, its replication entry if replication is on (another test of this process
+/// may have turned it on: an open re-applies the newest entry, which must be this one).
 fn crash_midway(store: Store, writes: &[Write], applied: usize) {
     let ops = ops_of(writes);
+    store.log_change(&ops).unwrap();
     store
         .journal
         .insert(journal::KEY, journal::encode(&ops))
@@ -1221,6 +1224,11 @@ fn a_finished_run_is_sealed_into_one_value_and_a_rerun_reads_over_it_and_reseals
         store.attempts("r", "b").unwrap(),
         vec![b1.clone(), b2_running.clone()]
     );
+    // All of the run's attempts at once: the same, sealed and live together.
+    assert_eq!(
+        store.run_attempts("r").unwrap(),
+        vec![a1.clone(), b1.clone(), b2_running.clone()]
+    );
     let back = recovery::read(&store.write_recovery_point().unwrap()).unwrap();
     assert_eq!(back.tasks.len(), 2);
     assert!(back.tasks.contains(&b_running));
@@ -1239,7 +1247,11 @@ fn a_finished_run_is_sealed_into_one_value_and_a_rerun_reads_over_it_and_reseals
         .unwrap();
     assert_eq!((live(&store, "t"), live(&store, "a")), (0, 0));
     assert_eq!(store.tasks("r").unwrap(), vec![a, b_done]);
-    assert_eq!(store.attempts("r", "b").unwrap(), vec![b1, b2]);
+    assert_eq!(
+        store.attempts("r", "b").unwrap(),
+        vec![b1.clone(), b2.clone()]
+    );
+    assert_eq!(store.run_attempts("r").unwrap(), vec![a1, b1, b2]);
     assert_clean(&store);
 
     // Deleting the run deletes its sealed value.

@@ -426,6 +426,11 @@ where
     let stored: Envelope<T> = serde_json::from_slice(&bytes)
         .map_err(|e| TestCaseError::fail(format!("the store cannot read it back: {e}")))?;
     prop_assert_eq!(&stored.data, value);
+    // As the store reads it (without the envelope's `flatten`).
+    let (v, read) = crate::decode_json::<T>(&bytes)
+        .map_err(|e| TestCaseError::fail(format!("the store's reader fails: {e}")))?;
+    prop_assert_eq!(v, crate::SCHEMA_VERSION);
+    prop_assert_eq!(&read, value);
     let json: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| TestCaseError::fail(format!("not JSON: {e}")))?;
     let recovered: T = recovery::decode_value(json)
@@ -456,6 +461,32 @@ proptest! {
     #[test]
     fn every_record_reads_back_as_written(w in write()) {
         roundtrip(&w)?;
+    }
+
+    /// A task stored without its outputs names the attempt that holds them, and reads back
+    /// as the same task; a task stored whole reads back as itself, naming none.
+    #[test]
+    fn a_task_stored_without_its_outputs_reads_back_naming_its_attempt(
+        t in task_record(),
+        n in any::<u32>(),
+    ) {
+        let read = |packed: Vec<u8>| -> Result<crate::StoredTaskIn, TestCaseError> {
+            let bytes = crate::codec::unpack(&packed)
+                .map_err(|e| TestCaseError::fail(format!("does not unpack: {e}")))?;
+            crate::decode_json(&bytes)
+                .map(|(_, task)| task)
+                .map_err(|e| TestCaseError::fail(format!("does not read back: {e}")))
+        };
+        let empty = serde_json::Map::new();
+        let without = read(encode(&crate::StoredTaskOut::new(&t, n, &empty)))?;
+        prop_assert_eq!(without.outputs_in, Some(n));
+        prop_assert_eq!(
+            without.into_task(),
+            TaskRecord { outputs: Default::default(), ..t.clone() }
+        );
+        let whole = read(encode(&t))?;
+        prop_assert_eq!(whole.outputs_in, None);
+        prop_assert_eq!(whole.into_task(), t);
     }
 }
 

@@ -42,10 +42,15 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
     Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
 }
 
-/// `Err((free MiB, needed MiB))` when `dir`'s file system has less than the margin free.
+/// `Err((free MiB, needed MiB))` when `dir`'s file system has less than the margin free
+/// ([`min_free_mb`], read when called: a store reads it once, at open).
 /// A file system that cannot be asked is assumed to have room: sled will say otherwise.
 pub fn check_free_space(dir: &Path) -> Result<(), (u64, u64)> {
-    let need = min_free_mb();
+    check_free_space_of(dir, min_free_mb())
+}
+
+/// [`check_free_space`] with the margin given: `need` MiB.
+pub fn check_free_space_of(dir: &Path, need: u64) -> Result<(), (u64, u64)> {
     match free_bytes(dir) {
         Ok(free) if free < need * MIB => Err((free / MIB, need)),
         _ => Ok(()),

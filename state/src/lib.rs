@@ -244,6 +244,10 @@ pub struct Core {
     /// The last sealed run read, by its stored bytes: a run page asks for each task's
     /// attempts, and decoding the run's one value once per task would cost O(tasks²).
     sealed: Mutex<Option<(sled::IVec, Arc<SealedRun>)>>,
+    /// The free space every batch needs, in MiB: `ORCHESTRATOR_MIN_FREE_MB` as it was at
+    /// open (a process's environment does not change under it; tests set this instead of
+    /// the environment, which every thread of a test process shares).
+    min_free_mb: std::sync::atomic::AtomicU64,
 }
 
 impl Core {
@@ -254,7 +258,8 @@ impl Core {
         // The margin is checked before every batch, not only at open: a disk that fills
         // while a daemon runs is refused here, before sled meets ENOSPC (after which sled
         // fails every write until the process restarts).
-        if let Err((free_mb, need_mb)) = disk::check_free_space(&self.dir) {
+        let need = self.min_free_mb.load(std::sync::atomic::Ordering::Relaxed);
+        if let Err((free_mb, need_mb)) = disk::check_free_space_of(&self.dir, need) {
             return Err(StateError::DiskFull {
                 dir: self.dir.clone(),
                 free_mb,
@@ -731,6 +736,7 @@ impl Store {
             batches: std::sync::atomic::AtomicU64::new(0),
             definitions: Mutex::new(Default::default()),
             sealed: Mutex::new(None),
+            min_free_mb: std::sync::atomic::AtomicU64::new(disk::min_free_mb()),
         };
         Ok(Store {
             core: Arc::new(core),

@@ -867,7 +867,9 @@ fn a_failed_batch_fails_every_commit_in_it() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), "test").unwrap();
     // More free space required than any disk has: the batch is refused before writing.
-    std::env::set_var("ORCHESTRATOR_MIN_FREE_MB", "999999999");
+    store
+        .min_free_mb
+        .store(999_999_999, std::sync::atomic::Ordering::Relaxed);
     let turn = store.write_turn();
     let results = std::thread::scope(|s| {
         let store = &store;
@@ -892,7 +894,6 @@ fn a_failed_batch_fails_every_commit_in_it() {
             .map(|h| h.join().unwrap())
             .collect::<Vec<_>>()
     });
-    std::env::remove_var("ORCHESTRATOR_MIN_FREE_MB");
     for r in results {
         assert!(matches!(r, Err(StateError::DiskFull { .. })), "{r:?}");
     }

@@ -350,6 +350,13 @@ impl BuildContext {
         let line = self.field_lines.get(field)?;
         Some(format!("{}:{line}", self.file.display()))
     }
+
+    /// A path from the task's config: relative to the workflow file's directory (so a
+    /// workflow runs the same from any working directory), an absolute one as it is.
+    pub fn resolve(&self, path: impl AsRef<std::path::Path>) -> PathBuf {
+        // `join` keeps an absolute argument whole.
+        self.base_dir.join(path)
+    }
 }
 
 /// Why a task's config is invalid. Plain messages are reported at the task's line; with

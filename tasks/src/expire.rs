@@ -63,13 +63,8 @@ impl TaskConfig for ExpireFilesConfig {
                 "`expire_files` runs on the local backend only; on S3, give the prefix a lifecycle rule (an Expiration after N days) instead"
             ));
         }
-        let dir = if self.path.is_absolute() {
-            self.path
-        } else {
-            ctx.base_dir.join(self.path)
-        };
         Ok(Arc::new(ExpireFiles {
-            dir,
+            dir: ctx.resolve(self.path),
             older_than: self.older_than.0,
             dry_run: self.dry_run,
         }))

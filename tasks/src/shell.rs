@@ -56,8 +56,7 @@ impl TaskConfig for ShellConfig {
             return Err("`command` is empty; give the shell command to run".into());
         }
         let workdir = match self.workdir {
-            Some(w) if w.is_absolute() => w,
-            Some(w) => ctx.base_dir.join(w),
+            Some(w) => ctx.resolve(w),
             None => ctx.base_dir.clone(),
         };
         Ok(Arc::new(Shell {

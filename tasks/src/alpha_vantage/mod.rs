@@ -181,13 +181,6 @@ impl TaskConfig for AlphaVantageConfig {
                 "`calls_per_minute` must be more than 0, found {cpm}"
             ));
         }
-        let abs = |p: PathBuf| {
-            if p.is_absolute() {
-                p
-            } else {
-                ctx.base_dir.join(p)
-            }
-        };
         Ok(Arc::new(AlphaVantage {
             symbols: self.symbols,
             output: match self.output.to_str() {
@@ -199,7 +192,7 @@ impl TaskConfig for AlphaVantageConfig {
                         ))
                     }
                 },
-                _ => Output::Dir(abs(self.output)),
+                _ => Output::Dir(ctx.resolve(self.output)),
             },
             api_key: self.api_key.filter(|k| !k.trim().is_empty()),
             api_key_env: self.api_key_env.unwrap_or_else(|| DEFAULT_KEY_ENV.into()),
@@ -213,7 +206,7 @@ impl TaskConfig for AlphaVantageConfig {
                 .map_or(Duration::from_secs(30), |d| d.0),
             throttle_wait: self.throttle_wait.map_or(Duration::from_secs(60), |d| d.0),
             max_attempts: self.max_attempts.unwrap_or(5).max(1),
-            sample_dir: self.sample_dir.map(abs),
+            sample_dir: self.sample_dir.map(|p| ctx.resolve(p)),
         }))
     }
 }

@@ -73,16 +73,9 @@ impl TaskConfig for QuoteConfig {
             return Err("`output` on S3 is not supported by `alpha_vantage_quote` yet; land ticks in a local directory".into());
         }
         let base_url = super::check_request(&symbols, self.base_url)?;
-        let abs = |p: PathBuf| {
-            if p.is_absolute() {
-                p
-            } else {
-                ctx.base_dir.join(p)
-            }
-        };
         Ok(Arc::new(Quote {
             symbols,
-            output: abs(self.output),
+            output: ctx.resolve(self.output),
             api_key: self.api_key,
             api_key_env: self.api_key_env.unwrap_or_else(|| DEFAULT_KEY_ENV.into()),
             base_url,
@@ -90,7 +83,7 @@ impl TaskConfig for QuoteConfig {
             timeout: self
                 .request_timeout
                 .map_or(Duration::from_secs(10), |d| d.0),
-            sample_dir: self.sample_dir.map(abs),
+            sample_dir: self.sample_dir.map(|p| ctx.resolve(p)),
         }))
     }
 }

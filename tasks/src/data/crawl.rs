@@ -225,13 +225,8 @@ impl TaskConfig for CrawlConfig {
                 table: self.table,
             }));
         }
-        let dir = if self.path.is_absolute() {
-            self.path
-        } else {
-            ctx.base_dir.join(self.path)
-        };
         Ok(Arc::new(Crawl {
-            dir,
+            dir: ctx.resolve(self.path),
             table: self.table,
             format: self.format,
         }))

@@ -79,25 +79,32 @@ fn alive(proc: &Path, pid: i32) -> bool {
 }
 
 /// Kills what [`find`] finds for `run_id` (each process and its process group) and waits
-/// up to 10 s for it to go. Returns what was found.
+/// up to 10 s until nothing of the run is left. Returns what was found first.
+///
+/// It looks again after each kill, not only at what it found: a process can fork between
+/// the look and the kill (a shell starting its command), and its child, killed with the
+/// group, is still dying — or was not in the group — when the first ones are gone.
 pub fn stop(run_id: &str) -> Vec<Orphan> {
     let found = find(run_id);
-    if found.is_empty() {
-        return found;
-    }
-    for o in &found {
-        let pid = Pid::from_raw(o.pid);
-        if let Ok(group) = getpgid(Some(pid)) {
-            // Never our own group (a task started without a group of its own).
-            if group != nix::unistd::getpgrp() {
-                let _ = killpg(group, Signal::SIGKILL);
-            }
-        }
-        let _ = kill(pid, Signal::SIGKILL);
-    }
     let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline && found.iter().any(|o| alive(Path::new("/proc"), o.pid)) {
+    let mut left = found.clone();
+    while !left.is_empty() {
+        for o in &left {
+            let pid = Pid::from_raw(o.pid);
+            if let Ok(group) = getpgid(Some(pid)) {
+                // Never our own group (a task started without a group of its own).
+                if group != nix::unistd::getpgrp() {
+                    let _ = killpg(group, Signal::SIGKILL);
+                }
+            }
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        // Processes that are not our children: nothing to wait on but /proc.
         std::thread::sleep(Duration::from_millis(10));
+        left = find(run_id);
     }
     found
 }

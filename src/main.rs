@@ -19,7 +19,7 @@ use commands::{backfill, daemon, doctor, inspect, notify, plugins, run, state, w
 /// mimalloc instead of glibc's malloc: a WAP's stages allocate and free hundreds of
 /// megabytes of Arrow buffers from many threads, and glibc's per-thread arenas keep what
 /// one stage freed where the next cannot reuse it (README, *Memory*: the 5 M-row WAP's
-/// peak RSS fell from 800–940 MB to 730–775 MB, at the same speed).
+/// peak RSS fell from 800–940 MB to 686–778 MB, at the same speed).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -241,8 +241,9 @@ pub struct Core {
     /// Workflow texts read by their hash (see [`DEF_REF`]): a history of runs shares a
     /// handful of definitions.
     definitions: Mutex<std::collections::HashMap<String, String>>,
-    /// The last sealed run read, by its stored bytes: a run page asks for each task's
-    /// attempts, and decoding the run's one value once per task would cost O(tasks²).
+    /// The last sealed run read, by its stored bytes: a run's readers ask for it more than
+    /// once (its tasks, its attempts, a rerun's lookups of one attempt), and each decode
+    /// costs O(tasks).
     sealed: Mutex<Option<(sled::IVec, Arc<SealedRun>)>>,
     /// The free space every batch needs, in MiB: `ORCHESTRATOR_MIN_FREE_MB` as it was at
     /// open (a process's environment does not change under it; tests set this instead of
@@ -1359,20 +1360,7 @@ impl Store {
 
     /// Attempts of one task, oldest first.
     pub fn attempts(&self, run_id: &str, task_id: &str) -> Result<Vec<AttemptRecord>> {
-        let mut by_n: std::collections::BTreeMap<u32, AttemptRecord> = self
-            .sealed_run(run_id)?
-            .map(|s| {
-                s.attempts
-                    .iter()
-                    .filter(|a| a.task_id == task_id)
-                    .map(|a| (a.attempt, a.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for a in self.scan::<AttemptRecord>(prefix(&["a", run_id, task_id]))? {
-            by_n.insert(a.attempt, a);
-        }
-        Ok(by_n.into_values().collect())
+        self.attempts_of(run_id, Some(task_id))
     }
 
     /// Every attempt of a run, by task id then number: what [`Store::attempts`] returns
@@ -1380,16 +1368,28 @@ impl Store {
     /// task's attempts in turn searched the sealed value once per task, quadratic in the
     /// run's size (5 s at the end of a 10,000-task run).
     pub fn run_attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
+        self.attempts_of(run_id, None)
+    }
+
+    /// A run's attempts (of one task, or all), by task id then number: the sealed ones
+    /// with the live ones (a rerun's) over them.
+    fn attempts_of(&self, run_id: &str, task_id: Option<&str>) -> Result<Vec<AttemptRecord>> {
+        let wanted = |a: &AttemptRecord| task_id.is_none_or(|t| a.task_id == t);
         let mut by_key: std::collections::BTreeMap<(String, u32), AttemptRecord> = self
             .sealed_run(run_id)?
             .map(|s| {
                 s.attempts
                     .iter()
+                    .filter(|a| wanted(a))
                     .map(|a| ((a.task_id.clone(), a.attempt), a.clone()))
                     .collect()
             })
             .unwrap_or_default();
-        for a in self.scan::<AttemptRecord>(prefix(&["a", run_id]))? {
+        let live = match task_id {
+            Some(t) => prefix(&["a", run_id, t]),
+            None => prefix(&["a", run_id]),
+        };
+        for a in self.scan::<AttemptRecord>(live)? {
             by_key.insert((a.task_id.clone(), a.attempt), a);
         }
         Ok(by_key.into_values().collect())
@@ -1652,17 +1652,14 @@ struct StoredTaskOut<'a> {
     started_at: &'a Option<DateTime<Utc>>,
     ended_at: &'a Option<DateTime<Utc>>,
     error: &'a Option<String>,
-    outputs: &'a serde_json::Map<String, serde_json::Value>,
+    /// Always empty (`{}`): attempt `outputs_in` holds them.
+    outputs: std::collections::BTreeMap<&'static str, ()>,
     outputs_in: u32,
 }
 
 impl<'a> StoredTaskOut<'a> {
     /// `task` without its outputs, which attempt `outputs_in` holds.
-    fn new(
-        task: &'a TaskRecord,
-        outputs_in: u32,
-        empty: &'a serde_json::Map<String, serde_json::Value>,
-    ) -> Self {
+    fn new(task: &'a TaskRecord, outputs_in: u32) -> Self {
         let TaskRecord {
             run_id,
             task_id,
@@ -1681,7 +1678,7 @@ impl<'a> StoredTaskOut<'a> {
             started_at,
             ended_at,
             error,
-            outputs: empty,
+            outputs: std::collections::BTreeMap::new(),
             outputs_in,
         }
     }
@@ -1892,8 +1889,7 @@ fn ops_of(writes: &[&Write], indexed: &HashSet<&str>, ops: &mut Vec<Op>) {
                 let key = task_key(&t.run_id, &t.task_id);
                 match with_outputs.get(&(t.run_id.as_str(), t.task_id.as_str())) {
                     Some(&(at, a)) if a.outputs == t.outputs => {
-                        let empty = serde_json::Map::new();
-                        let op = Op::Put(key, encode(&StoredTaskOut::new(t, a.attempt, &empty)));
+                        let op = Op::Put(key, encode(&StoredTaskOut::new(t, a.attempt)));
                         if at > i {
                             after.entry(at).or_default().push(op);
                         } else {

@@ -241,15 +241,25 @@ impl Store {
                 entry.len()
             ));
         }
-        for id in runs.difference(&indexed) {
-            r.problems.push(format!(
-                "run {id} is missing from the run index (`runs` will not list it)"
-            ));
+        // Since v6 the per-workflow index is the only one (a store before it had both, or
+        // only the global one).
+        let one_index = matches!(self.has_one_index(), Ok(true));
+        if !one_index {
+            for id in runs.difference(&indexed) {
+                r.problems.push(format!(
+                    "run {id} is missing from the run index (`runs` will not list it)"
+                ));
+            }
         }
-        if matches!(self.has_workflow_index(), Ok(true)) {
+        if one_index || matches!(self.has_workflow_index(), Ok(true)) {
+            let pages = if one_index {
+                "`runs` and its workflow's page"
+            } else {
+                "its workflow's page"
+            };
             for id in runs.difference(&by_workflow) {
                 r.problems.push(format!(
-                    "run {id} is missing from its workflow's index (its workflow's page will not list it)"
+                    "run {id} is missing from its workflow's index ({pages} will not list it)"
                 ));
             }
         }

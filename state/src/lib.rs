@@ -14,8 +14,7 @@
 //! | `meta\0schema`                        | schema version   |
 //! | `r\0{run}`                            | [`RunRecord`] (its `definition` as a hash: see [`SCHEMA_VERSION`]) |
 //! | `d\0{sha256 hex}`                     | a workflow file's text, once per distinct text |
-//! | `i\0{started_at, fixed width}\0{run}` | the run's workflow name (newest-first index; empty in entries written before) |
-//! | `j\0{workflow}\0{started_at}\0{run}`  | empty: the same index, one workflow's runs together (a workflow's page reads only its own) |
+//! | `j\0{workflow}\0{started_at}\0{run}`  | empty: the run index, one workflow's runs together, oldest first (see below) |
 //! | `x\0{run}`                            | empty: the run is running, or interrupted and not resumed (what an open looks at) |
 //! | `t\0{run}\0{task}`                    | [`TaskRecord`]   |
 //! | `a\0{run}\0{task}\0{attempt:010}`     | [`AttemptRecord`] |
@@ -30,6 +29,13 @@
 //! leaf holds at most 16 keys), and a finished daily run had 16 keys: sealed, it has 4,
 //! and its one value compresses far better than 14 small ones. Readers overlay records
 //! still live (a rerun writes them) on the sealed ones; the next finish seals them all.
+//!
+//! **One run index.** Runs are listed from `j\0`: a workflow's page reads its own part,
+//! the page of all runs merges every workflow's part by start time ([`Merged`]). Stores
+//! before v6 also kept a global index, `i\0{started_at}\0{run}`; it doubled the keys a
+//! finished run leaves (and so the pages sled loads at every open) to save a merge of a
+//! few iterators. A writable open drops it ([`Store::reindex`]); a read-only view of an
+//! older store still lists through it.
 //!
 //! Values are JSON wrapped in `{"v": N, ...}` so a newer binary can read an older store;
 //! fields added later carry `#[serde(default)]`. They are stored compressed against a
@@ -91,7 +97,11 @@ pub use records::{
 /// runs finished before stay as they are (readers take both); opening a v4 store for
 /// writing marks it v5, so an older binary then refuses it instead of showing sealed
 /// runs without their tasks.
-pub const SCHEMA_VERSION: u32 = 5;
+///
+/// v6: no global run index (`i\0`): every run is listed through `j\0`. Opening a v5
+/// store for writing drops it (see [`Store::reindex`]), so an older binary, which lists
+/// all runs through it, then refuses the store instead of showing none of its runs.
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// How a stored run record's `definition` refers to its text under `d\0{hex}`. A NUL
 /// cannot start a workflow file's text (YAML refuses it), so nothing real looks like it.
@@ -106,6 +116,10 @@ const MIGRATE_KEY: &[u8] = b"meta\0migrate-definitions";
 /// ([`Store::build_workflow_index`]); until then a workflow's runs are found by the
 /// run index, as before.
 const WORKFLOW_INDEX_KEY: &[u8] = b"meta\0workflow-index";
+
+/// Present once the global run index (`i\0`) is gone and every listing reads `j\0`
+/// (schema v6; see [`Store::reindex`]). Set in the same atomic batch that deletes it.
+const ONE_INDEX_KEY: &[u8] = b"meta\0one-run-index";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -474,7 +488,7 @@ impl Store {
         store.replay_journal()?;
         store.settle_changes()?;
         store.migrate_definitions()?;
-        store.build_workflow_index()?;
+        store.reindex()?;
         let recovered = store.recover_interrupted()?;
         Ok((store, recovered))
     }
@@ -600,11 +614,13 @@ impl Store {
             .db
             .insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
             .map_err(|e| store.db_err(e))?;
-        // The writes index every run they hold.
-        store
-            .db
-            .insert(WORKFLOW_INDEX_KEY, &b"1"[..])
-            .map_err(|e| store.db_err(e))?;
+        // The writes index every run they hold, in the one index.
+        for key in [WORKFLOW_INDEX_KEY, ONE_INDEX_KEY] {
+            store
+                .db
+                .insert(key, &b"1"[..])
+                .map_err(|e| store.db_err(e))?;
+        }
         store.commit(writes)?;
         Ok((store, moved))
     }
@@ -624,7 +640,6 @@ impl Store {
             };
             let run: RunRecord = self.decode(&key, &value)?;
             let mut ops = vec![
-                Op::Del(index_key(&run.started_at, id)),
                 Op::Del(workflow_index_key(&run.workflow, &run.started_at, id)),
                 Op::Del(active_key(id)),
                 Op::Del(key),
@@ -642,7 +657,7 @@ impl Store {
                     ops.push(Op::Del(k.to_vec()));
                 }
             }
-            removed += ops.len() as u64 - 3; // The index entries are not records.
+            removed += ops.len() as u64 - 2; // The index entry and the active mark are not records.
             per_run.push(ops);
         }
         let ops: Vec<Op> = backfills
@@ -1018,7 +1033,7 @@ impl Store {
                 Write::Run(r)
                     if self
                         .db
-                        .contains_key(index_key(&r.started_at, &r.id))
+                        .contains_key(workflow_index_key(&r.workflow, &r.started_at, &r.id))
                         .unwrap_or(false) =>
                 {
                     Some(r.id.as_str())
@@ -1159,20 +1174,27 @@ impl Store {
         self.flush()
     }
 
-    /// Gives every run its entry in the per-workflow index, once, in one atomic batch
-    /// with [`WORKFLOW_INDEX_KEY`] (a crash midway leaves neither). Runs written since
-    /// are indexed by their commits ([`ops_of`]).
-    fn build_workflow_index(&self) -> Result<()> {
-        if self.read_only.is_some() || self.has_workflow_index()? {
+    /// Brings a store's run index to v6, once, in one atomic batch (a crash midway leaves
+    /// the store as it was): every run gets its entry in the per-workflow index (`j\0`,
+    /// stores before it had none; [`WORKFLOW_INDEX_KEY`]) and the global index (`i\0`)
+    /// is deleted ([`ONE_INDEX_KEY`]). Runs written since are indexed by their commits
+    /// ([`ops_of`]).
+    fn reindex(&self) -> Result<()> {
+        if self.read_only.is_some() || self.has_one_index()? {
             return Ok(());
         }
+        let build = !self.has_workflow_index()?;
         let mut batch = sled::Batch::default();
-        for item in self.scan_raw(b"i\0") {
+        for item in self.scan_raw(LEGACY_INDEX) {
             let (key, named) = item?;
+            batch.remove(key.clone());
+            if !build {
+                continue;
+            }
             let id = String::from_utf8_lossy(key.rsplit(|b| *b == 0).next().unwrap_or_default())
                 .into_owned();
             let Some(run) = self.run(&id)? else {
-                // `state check` reports it; the workflow index has nothing to point at.
+                // `state check` reported it; the workflow index has nothing to point at.
                 continue;
             };
             debug_assert!(named.is_empty() || named == run.workflow.as_bytes());
@@ -1182,6 +1204,7 @@ impl Store {
             );
         }
         batch.insert(WORKFLOW_INDEX_KEY, &b"1"[..]);
+        batch.insert(ONE_INDEX_KEY, &b"1"[..]);
         let _turn = self.write_turn();
         self.db.apply_batch(batch).map_err(|e| self.db_err(e))?;
         self.flush()
@@ -1193,12 +1216,103 @@ impl Store {
             .map_err(|e| self.db_err(e))
     }
 
-    /// The index a listing of `workflow`'s runs reads: its own part of the per-workflow
-    /// index when the store has one, else the whole run index. Returns the prefix.
-    fn index_for(&self, workflow: Option<&str>) -> Result<Vec<u8>> {
+    fn has_one_index(&self) -> Result<bool> {
+        self.db
+            .contains_key(ONE_INDEX_KEY)
+            .map_err(|e| self.db_err(e))
+    }
+
+    /// The index a listing of `workflow`'s runs (all runs for `None`) reads.
+    fn index_for(&self, workflow: Option<&str>) -> Result<Index> {
         Ok(match workflow {
-            Some(w) if self.has_workflow_index()? => prefix(&["j", w]),
-            _ => b"i\0".to_vec(),
+            _ if self.has_one_index()? => match workflow {
+                Some(w) => Index::Workflow(w.to_string()),
+                None => Index::Merged,
+            },
+            // A read-only view of a store before v6 (writable opens reindex it).
+            Some(w) if self.has_workflow_index()? => Index::Workflow(w.to_string()),
+            _ => Index::Legacy,
+        })
+    }
+
+    /// The names of the workflows with runs, from the index: one seek per workflow.
+    fn indexed_workflows(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let end = b"j\x01".to_vec();
+        let mut from = b"j\0".to_vec();
+        loop {
+            let next = {
+                let _turn = self.read_turn();
+                self.db.range(from.clone()..end.clone()).next()
+            };
+            let Some(item) = next else {
+                return Ok(names);
+            };
+            let (key, _) = item.map_err(|e| self.db_err(e))?;
+            let name = key[2..].split(|b| *b == 0).next().unwrap_or_default();
+            // Just past every key of this workflow: its prefix with the final NUL made 1.
+            from = prefix(&["j"]);
+            from.extend_from_slice(name);
+            from.push(1);
+            names.push(String::from_utf8_lossy(name).into_owned());
+        }
+    }
+
+    /// The entries of `index` between `from` and `to`, each bound an index entry's
+    /// position as (started_at, run) (`None`: that end of the index), newest first when
+    /// `newest_first`, each bound itself excluded.
+    fn index_entries(
+        &self,
+        index: &Index,
+        after: Option<(&DateTime<Utc>, &str)>,
+        before: Option<(&DateTime<Utc>, &str)>,
+        newest_first: bool,
+    ) -> Result<Box<dyn Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_>> {
+        let range = |start: Vec<u8>, key: &dyn Fn(&DateTime<Utc>, &str) -> Vec<u8>| {
+            let low = match after {
+                Some((t, id)) => {
+                    let mut k = key(t, id);
+                    k.push(0); // just past its own entry
+                    k
+                }
+                None => start.clone(),
+            };
+            let high = match before {
+                Some((t, id)) => key(t, id),
+                None => {
+                    // Just past the index's last entry: its prefix with the final NUL made 1.
+                    let mut end = start;
+                    if let Some(last) = end.last_mut() {
+                        *last = 1;
+                    }
+                    end
+                }
+            };
+            Scan {
+                store: self,
+                iter: self.db.range(low..high),
+            }
+        };
+        let scan = |start: Vec<u8>, key: &dyn Fn(&DateTime<Utc>, &str) -> Vec<u8>| {
+            let scan = range(start, key);
+            let it: Box<dyn Iterator<Item = _>> = if newest_first {
+                Box::new(scan.rev())
+            } else {
+                Box::new(scan)
+            };
+            it
+        };
+        Ok(match index {
+            Index::Legacy => scan(LEGACY_INDEX.to_vec(), &legacy_index_key),
+            Index::Workflow(w) => scan(prefix(&["j", w]), &|t, id| workflow_index_key(w, t, id)),
+            Index::Merged => {
+                let mut parts = Vec::new();
+                for w in self.indexed_workflows()? {
+                    let start = prefix(&["j", &w]);
+                    parts.push(scan(start, &|t, id| workflow_index_key(&w, t, id)));
+                }
+                Box::new(Merged::new(parts, newest_first))
+            }
         })
     }
 
@@ -1220,7 +1334,8 @@ impl Store {
     ) -> Result<(Vec<RunRecord>, bool)> {
         let mut out = Vec::new();
         let mut skipped = 0;
-        for item in self.scan_raw(self.index_for(workflow)?).rev() {
+        let index = self.index_for(workflow)?;
+        for item in self.index_entries(&index, None, None, true)? {
             let (key, named) = item?;
             let Some(run) = self.indexed_run(&key, &named, workflow, &keep)? else {
                 continue;
@@ -1253,35 +1368,14 @@ impl Store {
         let Some(anchor) = self.run(from)? else {
             return Ok(None);
         };
-        let start = self.index_for(workflow)?;
-        // In the workflow's own index, at `from`'s time (`from` may be another
-        // workflow's run: the page is still the runs before or after it).
-        let at = match workflow {
-            Some(w) if start.starts_with(b"j\0") => {
-                workflow_index_key(w, &anchor.started_at, &anchor.id)
-            }
-            _ => index_key(&anchor.started_at, &anchor.id),
-        };
-        // Just past the index's last entry: its prefix with the final NUL made 1.
-        let mut end = start.clone();
-        if let Some(last) = end.last_mut() {
-            *last = 1;
-        }
-        let entries: Box<dyn Iterator<Item = Result<(sled::IVec, sled::IVec)>>> = if older {
-            Box::new(
-                Scan {
-                    store: self,
-                    iter: self.db.range(start..at),
-                }
-                .rev(),
-            )
+        let index = self.index_for(workflow)?;
+        // `from` may be another workflow's run: the page is still the runs before or after
+        // its start.
+        let at = (&anchor.started_at, anchor.id.as_str());
+        let entries = if older {
+            self.index_entries(&index, None, Some(at), true)?
         } else {
-            let mut after = at;
-            after.push(0); // just past `from`'s own entry
-            Box::new(Scan {
-                store: self,
-                iter: self.db.range(after..end),
-            })
+            self.index_entries(&index, Some(at), None, false)?
         };
         let mut out = Vec::new();
         let mut more = false;
@@ -1868,11 +1962,8 @@ fn ops_of(writes: &[&Write], indexed: &HashSet<&str>, ops: &mut Vec<Op>) {
         match w {
             Write::Run(r) => {
                 ops.push(Op::Put(run_key(&r.id), encode(r)));
-                // The index entry holds the workflow's name, so listing one workflow's
-                // runs reads no other run's record.
+                // The index entry, once: its key never changes.
                 if !indexed.contains(r.id.as_str()) {
-                    let name = r.workflow.as_bytes().to_vec();
-                    ops.push(Op::Put(index_key(&r.started_at, &r.id), name));
                     ops.push(Op::Put(
                         workflow_index_key(&r.workflow, &r.started_at, &r.id),
                         Vec::new(),
@@ -1927,6 +2018,114 @@ fn ops_of(writes: &[&Write], indexed: &HashSet<&str>, ops: &mut Vec<Op>) {
     }
 }
 
+/// The run index a listing reads (see [`Store::index_for`]).
+enum Index {
+    /// One workflow's part of the index.
+    Workflow(String),
+    /// Every workflow's part, merged by start time.
+    Merged,
+    /// The global index of a store before v6, read-only.
+    Legacy,
+}
+
+/// An index entry as a key and value of sled.
+type Entry = (sled::IVec, sled::IVec);
+
+/// Several workflows' parts of the run index merged into one, ordered by position
+/// (start time, then run id) as the global index of a store before v6 was. Each part is
+/// read lazily, one entry ahead: a page of 20 runs reads about 20 entries plus one a
+/// workflow.
+struct Merged<'a> {
+    parts: Vec<Box<dyn Iterator<Item = Result<Entry>> + 'a>>,
+    /// Each part's next entry.
+    heads: Vec<Option<Entry>>,
+    /// Which part holds the next entry to yield (by position).
+    order: std::collections::BinaryHeap<(Position, usize)>,
+    newest_first: bool,
+    started: bool,
+}
+
+/// An entry's position in the merged order: the key's bytes after `j\0{workflow}\0`
+/// (a fixed-width start time, NUL, the run id), compared backwards when the merge runs
+/// oldest first so that the heap's top is always the next entry.
+#[derive(PartialEq, Eq)]
+struct Position {
+    at: Vec<u8>,
+    newest_first: bool,
+}
+
+impl Ord for Position {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let by_time = self.at.cmp(&other.at);
+        if self.newest_first {
+            by_time
+        } else {
+            by_time.reverse()
+        }
+    }
+}
+
+impl PartialOrd for Position {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<'a> Merged<'a> {
+    fn new(parts: Vec<Box<dyn Iterator<Item = Result<Entry>> + 'a>>, newest_first: bool) -> Self {
+        let heads = parts.iter().map(|_| None).collect();
+        Merged {
+            parts,
+            heads,
+            order: std::collections::BinaryHeap::new(),
+            newest_first,
+            started: false,
+        }
+    }
+
+    /// Reads part `i`'s next entry into its head.
+    fn advance(&mut self, i: usize) -> Result<()> {
+        if let Some((key, value)) = self.parts[i].next().transpose()? {
+            // `j`, NUL, the workflow's name, NUL: the rest is the position.
+            let name_end = key[2..]
+                .iter()
+                .position(|b| *b == 0)
+                .map_or(key.len(), |n| n + 3);
+            let at = key.get(name_end..).unwrap_or_default().to_vec();
+            self.order.push((
+                Position {
+                    at,
+                    newest_first: self.newest_first,
+                },
+                i,
+            ));
+            self.heads[i] = Some((key, value));
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for Merged<'_> {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if !self.started {
+            self.started = true;
+            for i in 0..self.parts.len() {
+                if let Err(e) = self.advance(i) {
+                    return Some(Err(e));
+                }
+            }
+        }
+        let (_, i) = self.order.pop()?;
+        let entry = self.heads[i].take()?;
+        if let Err(e) = self.advance(i) {
+            return Some(Err(e));
+        }
+        Some(Ok(entry))
+    }
+}
+
 /// A prefix scan whose every step is one read under [`Store::read_turn`].
 struct Scan<'a> {
     store: &'a Store,
@@ -1977,10 +2176,17 @@ fn run_key(id: &str) -> Vec<u8> {
     k
 }
 
-fn index_key(started_at: &DateTime<Utc>, id: &str) -> Vec<u8> {
+/// Where a store before v6 indexed all its runs (see [`Store::reindex`]).
+const LEGACY_INDEX: &[u8] = b"i\0";
+
+/// A run's entry in the global index of a store before v6, valued with its workflow's
+/// name (empty in entries written before v3).
+fn legacy_index_key(started_at: &DateTime<Utc>, id: &str) -> Vec<u8> {
     // Fixed-width UTC timestamp so byte order is time order.
     let ts = started_at.format("%Y%m%dT%H%M%S%.9f").to_string();
-    let mut k = prefix(&["i", &ts]);
+    let mut k = LEGACY_INDEX.to_vec();
+    k.extend_from_slice(ts.as_bytes());
+    k.push(0);
     k.extend_from_slice(id.as_bytes());
     k
 }

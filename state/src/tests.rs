@@ -1110,42 +1110,109 @@ fn cursor_pages_match_offset_pages_both_ways() {
         .is_none());
 }
 
-#[test]
-fn a_workflows_runs_come_from_its_own_index_which_an_older_store_gets_at_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(dir.path(), "test").unwrap();
-    store.commit(&two_workflows(30)).unwrap();
-    // As a store of an earlier release: no per-workflow index.
-    let older: Vec<sled::IVec> = store
-        .db
-        .scan_prefix(b"j\0")
-        .map(|kv| kv.unwrap().0)
-        .collect();
-    assert_eq!(older.len(), 30);
-    for k in older {
-        store.db.remove(k).unwrap();
+/// Makes `store`'s runs indexed as an earlier release indexed them: in the global index
+/// (`i\0`, valued with the workflow's name) and, `with_workflow_index`, in the
+/// per-workflow one too (v3 to v5), else in the global one alone (before).
+fn as_older_store(store: &Store, with_workflow_index: bool) {
+    for run in store.runs(None, usize::MAX).unwrap() {
+        store
+            .db
+            .insert(
+                legacy_index_key(&run.started_at, &run.id),
+                run.workflow.as_bytes(),
+            )
+            .unwrap();
+        if !with_workflow_index {
+            store
+                .db
+                .remove(workflow_index_key(&run.workflow, &run.started_at, &run.id))
+                .unwrap();
+        }
     }
-    store.db.remove(WORKFLOW_INDEX_KEY).unwrap();
+    store.db.remove(ONE_INDEX_KEY).unwrap();
+    if !with_workflow_index {
+        store.db.remove(WORKFLOW_INDEX_KEY).unwrap();
+    }
     store.flush().unwrap();
-    drop(store);
+}
 
-    let (store, _) = Store::open(dir.path(), "test").unwrap();
-    assert!(store.has_workflow_index().unwrap());
+#[test]
+fn runs_are_listed_from_one_index_which_an_older_store_gets_at_open() {
     let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
-    let want: Vec<String> = (0..30)
+    let all: Vec<String> = (0..30).rev().map(|i| format!("r{i:03}")).collect();
+    let demo: Vec<String> = (0..30)
         .rev()
         .filter(|i| i % 3 != 0)
         .map(|i| format!("r{i:03}"))
         .collect();
-    assert_eq!(ids(store.runs(Some("demo"), 100).unwrap()), want);
-    assert_clean(&store);
+    for with_workflow_index in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), "test").unwrap();
+        store.commit(&two_workflows(30)).unwrap();
+        // A run's one index entry: in its workflow's part.
+        assert_eq!(store.db.scan_prefix(b"j\0").count(), 30);
+        assert_eq!(store.db.scan_prefix(LEGACY_INDEX).count(), 0);
+        assert_eq!(ids(store.runs(None, 100).unwrap()), all);
+        as_older_store(&store, with_workflow_index);
+        drop(store);
 
-    // An entry of the whole run index that names no run: a listing that scanned the
-    // whole index would trip on it; one workflow's listing does not read it.
-    let ghost = index_key(&Utc::now(), "ghost");
+        // A read-only view lists through the older store's indexes, as its release did.
+        let (copy, _) = Store::open_copy(dir.path(), "test", "checking".into()).unwrap();
+        assert!(!copy.has_one_index().unwrap());
+        assert_eq!(ids(copy.runs(None, 100).unwrap()), all);
+        assert_eq!(ids(copy.runs(Some("demo"), 100).unwrap()), demo);
+        assert_clean(&copy);
+        drop(copy);
+
+        // A writable open reindexes it: the per-workflow index alone, complete.
+        let (store, _) = Store::open(dir.path(), "test").unwrap();
+        assert!(store.has_one_index().unwrap() && store.has_workflow_index().unwrap());
+        assert_eq!(store.db.scan_prefix(LEGACY_INDEX).count(), 0);
+        assert_eq!(store.db.scan_prefix(b"j\0").count(), 30);
+        assert_eq!(ids(store.runs(None, 100).unwrap()), all);
+        assert_eq!(ids(store.runs(Some("demo"), 100).unwrap()), demo);
+        assert_clean(&store);
+    }
+}
+
+#[test]
+fn all_runs_merge_every_workflows_index_and_a_workflow_reads_only_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    store.commit(&two_workflows(30)).unwrap();
+    let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(store.indexed_workflows().unwrap(), ["demo", "other"]);
+
+    // Pages of all runs either side of a cursor, merged from both workflows.
+    let (page, more) = store
+        .runs_from(None, |_| true, "r020", true, 5)
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids(page), ["r019", "r018", "r017", "r016", "r015"]);
+    assert!(more);
+    let (page, more) = store
+        .runs_from(None, |_| true, "r026", false, 5)
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids(page), ["r029", "r028", "r027"]);
+    assert!(!more);
+    let (page, more) = store
+        .runs_page(None, |r| r.workflow == "other", 2, 3)
+        .unwrap();
+    assert_eq!(ids(page), ["r021", "r018", "r015"]);
+    assert!(more);
+
+    // An index entry of workflow `other` that names no run: a listing of all runs trips on
+    // it; one workflow's listing does not read it.
+    let ghost = workflow_index_key("other", &Utc::now(), "ghost");
     store.db.insert(&ghost, &[][..]).unwrap();
     assert!(store.runs(None, 100).is_err());
-    assert_eq!(ids(store.runs(Some("demo"), 100).unwrap()), want);
+    let demo: Vec<String> = (0..30)
+        .rev()
+        .filter(|i| i % 3 != 0)
+        .map(|i| format!("r{i:03}"))
+        .collect();
+    assert_eq!(ids(store.runs(Some("demo"), 100).unwrap()), demo);
     let (page, more) = store
         .runs_from(Some("demo"), |_| true, "r020", true, 5)
         .unwrap()
@@ -1159,10 +1226,11 @@ fn a_workflows_runs_come_from_its_own_index_which_an_older_store_gets_at_open() 
         .unwrap();
     assert_eq!(ids(page), ["r020", "r019"]);
 
-    // Deleting a run takes its entries out of both indexes.
+    // Deleting a run takes its entry out of the index.
     store.db.remove(&ghost).unwrap();
     store.delete_runs(&["r029".into()], &[]).unwrap();
-    assert_eq!(store.runs(Some("demo"), 1).unwrap()[0].id, "r028");
+    assert_eq!(store.runs(None, 1).unwrap()[0].id, "r028");
+    assert_eq!(store.db.scan_prefix(b"j\0").count(), 29);
     assert_clean(&store);
 }
 

@@ -1258,16 +1258,16 @@ impl Store {
         }
     }
 
-    /// The entries of `index` between `from` and `to`, each bound an index entry's
-    /// position as (started_at, run) (`None`: that end of the index), newest first when
-    /// `newest_first`, each bound itself excluded.
+    /// The entries of `index` strictly after `after` and before `before`, each bound a
+    /// run's place in the index, (started_at, run id), or `None` for that end of the
+    /// index; newest first when `newest_first`.
     fn index_entries(
         &self,
         index: &Index,
         after: Option<(&DateTime<Utc>, &str)>,
         before: Option<(&DateTime<Utc>, &str)>,
         newest_first: bool,
-    ) -> Result<Box<dyn Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_>> {
+    ) -> Result<Entries<'_>> {
         let range = |start: Vec<u8>, key: &dyn Fn(&DateTime<Utc>, &str) -> Vec<u8>| {
             let low = match after {
                 Some((t, id)) => {
@@ -1295,7 +1295,7 @@ impl Store {
         };
         let scan = |start: Vec<u8>, key: &dyn Fn(&DateTime<Utc>, &str) -> Vec<u8>| {
             let scan = range(start, key);
-            let it: Box<dyn Iterator<Item = _>> = if newest_first {
+            let it: Entries<'_> = if newest_first {
                 Box::new(scan.rev())
             } else {
                 Box::new(scan)
@@ -2031,12 +2031,15 @@ enum Index {
 /// An index entry as a key and value of sled.
 type Entry = (sled::IVec, sled::IVec);
 
+/// Index entries in the order a listing reads them.
+type Entries<'a> = Box<dyn Iterator<Item = Result<Entry>> + 'a>;
+
 /// Several workflows' parts of the run index merged into one, ordered by position
 /// (start time, then run id) as the global index of a store before v6 was. Each part is
 /// read lazily, one entry ahead: a page of 20 runs reads about 20 entries plus one a
 /// workflow.
 struct Merged<'a> {
-    parts: Vec<Box<dyn Iterator<Item = Result<Entry>> + 'a>>,
+    parts: Vec<Entries<'a>>,
     /// Each part's next entry.
     heads: Vec<Option<Entry>>,
     /// Which part holds the next entry to yield (by position).
@@ -2072,7 +2075,7 @@ impl PartialOrd for Position {
 }
 
 impl<'a> Merged<'a> {
-    fn new(parts: Vec<Box<dyn Iterator<Item = Result<Entry>> + 'a>>, newest_first: bool) -> Self {
+    fn new(parts: Vec<Entries<'a>>, newest_first: bool) -> Self {
         let heads = parts.iter().map(|_| None).collect();
         Merged {
             parts,

@@ -1268,7 +1268,7 @@ impl Store {
         before: Option<(&DateTime<Utc>, &str)>,
         newest_first: bool,
     ) -> Result<Entries<'_>> {
-        let range = |start: Vec<u8>, key: &dyn Fn(&DateTime<Utc>, &str) -> Vec<u8>| {
+        let scan = |start: Vec<u8>, key: &dyn Fn(&DateTime<Utc>, &str) -> Vec<u8>| {
             let low = match after {
                 Some((t, id)) => {
                     let mut k = key(t, id);
@@ -1288,13 +1288,10 @@ impl Store {
                     end
                 }
             };
-            Scan {
+            let scan = Scan {
                 store: self,
                 iter: self.db.range(low..high),
-            }
-        };
-        let scan = |start: Vec<u8>, key: &dyn Fn(&DateTime<Utc>, &str) -> Vec<u8>| {
-            let scan = range(start, key);
+            };
             let it: Entries<'_> = if newest_first {
                 Box::new(scan.rev())
             } else {

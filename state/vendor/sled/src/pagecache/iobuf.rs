@@ -728,32 +728,15 @@ impl IoBufs {
         {
             let f = &self.config.file;
             pwrite_all(f, data, log_offset)?;
+            // orchestrator: `fdatasync`, not `sync_file_range`. The latter writes the
+            // range to the device but neither flushes the device's volatile write cache
+            // nor the file's size, so a power loss could drop a flushed (acknowledged)
+            // write: sled's issues #1351 and #1452. What made `sync_file_range` cheaper
+            // was mostly the size: the log's tip segment is now preallocated
+            // (`SegmentAccountant::bump_tip`), so a write there changes no metadata and
+            // `fdatasync` costs the data and the device's cache flush.
             if !self.config.temporary {
-                #[cfg(target_os = "linux")]
-                {
-                    use std::os::unix::io::AsRawFd;
-                    let ret = unsafe {
-                        libc::sync_file_range(
-                            f.as_raw_fd(),
-                            i64::try_from(log_offset).unwrap(),
-                            i64::try_from(total_len).unwrap(),
-                            libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                                | libc::SYNC_FILE_RANGE_WRITE
-                                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                        )
-                    };
-                    if ret < 0 {
-                        let err = std::io::Error::last_os_error();
-                        if let Some(libc::ENOSYS) = err.raw_os_error() {
-                            f.sync_all()?;
-                        } else {
-                            return Err(err.into());
-                        }
-                    }
-                }
-
-                #[cfg(not(target_os = "linux"))]
-                f.sync_all()?;
+                f.sync_data()?;
             }
         }
         io_fail!(self, "buffer write post");
@@ -933,7 +916,11 @@ pub(in crate::pagecache) fn make_stable_inner(
             // nothing to write, don't bother sealing
             // current IO buffer.
         } else {
-            maybe_seal_and_write_iobuf(iobufs, &iobuf, header, false)?;
+            // orchestrator: the caller waits for this write anyway, so it writes the
+            // buffer itself instead of handing it to a pool thread and sleeping until
+            // that thread wakes it (two context switches per flush; on a chain of
+            // tasks, one flush per task).
+            maybe_seal_and_write_iobuf_inner(iobufs, &iobuf, header, false, true)?;
             stable = iobufs.stable();
             // NB we have to continue here to possibly clear
             // the next io buffer, which may have dirty
@@ -1022,6 +1009,19 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
     iobuf: &Arc<IoBuf>,
     header: Header,
     from_reserve: bool,
+) -> Result<()> {
+    maybe_seal_and_write_iobuf_inner(iobufs, iobuf, header, from_reserve, false)
+}
+
+/// orchestrator: `inline` writes a sealed buffer with no writers on this thread (a
+/// caller of `make_stable`, which blocks until it is written anyway) instead of on a
+/// pool thread.
+fn maybe_seal_and_write_iobuf_inner(
+    iobufs: &Arc<IoBufs>,
+    iobuf: &Arc<IoBuf>,
+    header: Header,
+    from_reserve: bool,
+    inline: bool,
 ) -> Result<()> {
     if header::is_sealed(header) {
         // this buffer is already sealed. nothing to do here.
@@ -1178,6 +1178,20 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
             "asynchronously writing iobuf with lsn {} to log from maybe_seal",
             lsn
         );
+        if inline {
+            if let Err(e) = iobufs.write_to_log(iobuf) {
+                error!(
+                    "hit error while writing iobuf with lsn {}: {:?}",
+                    lsn, e
+                );
+                iobufs.config.set_global_error(e.clone());
+                let intervals = iobufs.intervals.lock();
+                drop(intervals);
+                let _notified = iobufs.interval_updated.notify_all();
+                return Err(e);
+            }
+            return Ok(());
+        }
         let iobufs = iobufs.clone();
         let iobuf = iobuf.clone();
         let _result = threadpool::spawn(move || {

@@ -17,6 +17,12 @@
 //!   the whole queue each time until it is empty, then goes idle. Leadership goes to a
 //!   thread that always runs, never to a waiter: a waiting async task needs a worker to
 //!   be polled, and workers may all be blocked in sync commits.
+//! - Except while commits arrive together (one arrived during a batch's write in the last
+//!   20 ms): then an async commit that finds no batch being written *hands off* to the
+//!   committer thread instead of leading, so the async worker is never blocked in the disk
+//!   write while other runs could be preparing the next batch (`Role::HandOff`). A chain
+//!   never overlaps, so it still writes on its own thread; a backfill of 64 runs at once
+//!   keeps both workers running runs while the committer waits on the disk.
 //!
 //! A batch is one `turn`: the disk-space check, one replica change, the journal pieces of
 //! all its entries (an entry is never split across pieces unless it is larger than a
@@ -29,6 +35,7 @@
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use crate::journal::Op;
 use crate::{Core, Result, StateError, Store};
@@ -39,9 +46,11 @@ pub(crate) struct Group {
     queue: Mutex<Queue>,
     /// Wakes the committer thread: there is a batch for it, or the store closed.
     work: Condvar,
+    /// The thread that wrote the last batch (tests ask who did).
+    #[cfg(test)]
+    pub(crate) writer: Mutex<Option<std::thread::ThreadId>>,
 }
 
-#[derive(Default)]
 struct Queue {
     entries: Vec<Entry>,
     leader: Leader,
@@ -49,6 +58,30 @@ struct Queue {
     thread: bool,
     /// The store was dropped: the committer ends.
     closed: bool,
+    /// When a commit last arrived while a batch was being written: commits are arriving
+    /// together, and for a while an async commit hands its batch to the committer
+    /// thread instead of writing it on its worker (see [`Role::HandOff`]).
+    overlapped_at: Option<Instant>,
+    /// How long after an overlap that lasts ([`HAND_OFF_FOR`]; tests change it).
+    hand_off_for: Duration,
+}
+
+/// How long commits count as arriving together after two last overlapped. Within a burst
+/// (a backfill, a daemon's busy minute) they overlap every few hundred microseconds, so
+/// this bridges every gap; a chain of tasks never overlaps and never hands off.
+const HAND_OFF_FOR: Duration = Duration::from_millis(20);
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            entries: Vec::new(),
+            leader: Leader::None,
+            thread: false,
+            closed: false,
+            overlapped_at: None,
+            hand_off_for: HAND_OFF_FOR,
+        }
+    }
 }
 
 #[derive(Default, PartialEq, Eq, Clone, Copy)]
@@ -126,20 +159,61 @@ impl Done {
     }
 }
 
+/// What a caller does once its commit is queued.
+#[derive(PartialEq, Eq)]
+enum Role {
+    /// Write the queue now, on this thread.
+    Lead,
+    /// Wake the committer thread, which now leads: an async commit while commits
+    /// arrive together. Written on its worker, it would block that worker (one of two on
+    /// this machine) for the disk write, and the runs queued on it with it, so fewer
+    /// commits would be ready to share the next write. Its durability is the same: it
+    /// completes only when its batch is on disk.
+    HandOff,
+    /// Wait: a batch is being written, and the next one will hold this commit.
+    Follow,
+}
+
 impl Group {
-    /// Queues `ops`; returns where its result arrives and whether the caller leads now.
-    fn enqueue(&self, ops: Vec<Op>) -> (Arc<Done>, bool) {
+    /// Queues `ops`; returns where its result arrives and what the caller does now.
+    /// `async_caller`: the caller is a future on an async worker, which may hand its batch
+    /// to the committer thread rather than block the worker in the disk write.
+    fn enqueue(&self, ops: Vec<Op>, async_caller: bool) -> (Arc<Done>, Role) {
         let done = Arc::new(Done::default());
         let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         q.entries.push(Entry {
             ops,
             done: done.clone(),
         });
-        let lead = q.leader == Leader::None;
-        if lead {
-            q.leader = Leader::Inline;
-        }
-        (done, lead)
+        let role = match q.leader {
+            Leader::None
+                if async_caller
+                    && q.thread
+                    && q.overlapped_at
+                        .is_some_and(|t| t.elapsed() < q.hand_off_for) =>
+            {
+                q.leader = Leader::Thread;
+                Role::HandOff
+            }
+            Leader::None => {
+                q.leader = Leader::Inline;
+                Role::Lead
+            }
+            _ => {
+                q.overlapped_at = Some(Instant::now());
+                Role::Follow
+            }
+        };
+        (done, role)
+    }
+
+    /// How long commits count as arriving together after an overlap (tests).
+    #[cfg(test)]
+    pub(crate) fn set_hand_off_for(&self, d: Duration) {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .hand_off_for = d;
     }
 
     /// Commits queued and not yet taken into a batch (tests wait on it).
@@ -175,8 +249,8 @@ impl Group {
 impl Core {
     /// Queues `ops` and returns once they are durable: as the leader, or as a follower.
     pub(crate) fn commit_ops(self: &Arc<Self>, ops: Vec<Op>) -> Result<()> {
-        let (done, lead) = self.group.enqueue(ops);
-        if lead {
+        let (done, role) = self.group.enqueue(ops, false);
+        if role == Role::Lead {
             self.lead_inline();
         }
         done.wait()
@@ -227,6 +301,14 @@ impl Core {
 
     /// Writes `batch` as one durable write and completes each of its entries.
     fn write_batch(&self, batch: Vec<Entry>) {
+        #[cfg(test)]
+        {
+            *self
+                .group
+                .writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(std::thread::current().id());
+        }
         let mut ops = Vec::with_capacity(batch.iter().map(|e| e.ops.len()).sum());
         let mut units = Vec::with_capacity(batch.len());
         let mut dones = Vec::with_capacity(batch.len());
@@ -377,10 +459,12 @@ impl std::future::Future for Commit<'_> {
                 State::Start(Err(e)) => return Poll::Ready(Err(e)),
                 State::Start(Ok(ops)) => {
                     let core = this.store.core();
-                    let (done, lead) = core.group.enqueue(ops);
-                    if lead {
+                    let (done, role) = core.group.enqueue(ops, true);
+                    match role {
                         // Written here and now, as a lone commit always was.
-                        core.lead_inline();
+                        Role::Lead => core.lead_inline(),
+                        Role::HandOff => core.group.work.notify_all(),
+                        Role::Follow => {}
                     }
                     this.state = State::Queued(done);
                 }

@@ -912,6 +912,64 @@ fn a_lone_commit_is_written_by_its_caller_without_waiting() {
 }
 
 #[test]
+fn async_commits_arriving_together_are_written_by_the_committer_not_their_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "test").unwrap();
+    let writer = || store.group.writer.lock().unwrap().take();
+    let me = std::thread::current().id();
+    // Commits count as arriving together until told otherwise (not for 20 ms: this test
+    // must not depend on how fast it runs).
+    store
+        .group
+        .set_hand_off_for(std::time::Duration::from_secs(3600));
+    // A lone async commit is written on its caller's thread, as a chain's always is.
+    block_on(store.commit_async(&[Write::Run(run("lone", RunStatus::Running, 0))])).unwrap();
+    assert_eq!(writer(), Some(me));
+    // Commits arrive together once: one leads and waits for the turn, three queue, and
+    // the committer thread writes those three as one batch.
+    let turn = store.write_turn();
+    std::thread::scope(|s| {
+        let store = &store;
+        for i in 0..4 {
+            if i == 1 {
+                while !(store.group.leading() && store.group.queued() == 0) {
+                    std::thread::yield_now();
+                }
+            }
+            s.spawn(move || {
+                store
+                    .commit(&[Write::Run(run(&format!("t{i}"), RunStatus::Running, i))])
+                    .unwrap()
+            });
+        }
+        while store.group.queued() < 3 {
+            std::thread::yield_now();
+        }
+        drop(turn);
+    });
+    while store.group.leading() {
+        std::thread::yield_now();
+    }
+    // So the next async commit does not block its worker in the disk write: the
+    // committer writes it, and the worker goes on polling other runs.
+    block_on(store.commit_async(&[Write::Run(run("handed", RunStatus::Running, 5))])).unwrap();
+    assert_ne!(writer(), Some(me));
+    assert!(store.run("handed").unwrap().is_some());
+    // Once commits have not overlapped for a while, the next async commit is written by
+    // its caller again. A sync caller always writes its own.
+    store.group.set_hand_off_for(std::time::Duration::ZERO);
+    while store.group.leading() {
+        std::thread::yield_now();
+    }
+    block_on(store.commit_async(&[Write::Run(run("again", RunStatus::Running, 6))])).unwrap();
+    assert_eq!(writer(), Some(me));
+    store
+        .commit(&[Write::Run(run("sync", RunStatus::Running, 7))])
+        .unwrap();
+    assert_eq!(writer(), Some(me));
+}
+
+#[test]
 fn a_failed_batch_fails_every_commit_in_it() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), "test").unwrap();

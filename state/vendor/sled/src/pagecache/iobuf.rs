@@ -1174,28 +1174,11 @@ fn maybe_seal_and_write_iobuf_inner(
     // if writers is 0, it's our responsibility to write the buffer.
     if header::n_writers(sealed) == 0 {
         iobufs.config.global_error()?;
-        trace!(
-            "asynchronously writing iobuf with lsn {} to log from maybe_seal",
-            lsn
-        );
-        if inline {
-            if let Err(e) = iobufs.write_to_log(iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-                iobufs.config.set_global_error(e.clone());
-                let intervals = iobufs.intervals.lock();
-                drop(intervals);
-                let _notified = iobufs.interval_updated.notify_all();
-                return Err(e);
-            }
-            return Ok(());
-        }
-        let iobufs = iobufs.clone();
-        let iobuf = iobuf.clone();
-        let _result = threadpool::spawn(move || {
-            if let Err(e) = iobufs.write_to_log(&iobuf) {
+        // orchestrator: one write path for both threads, a failure stored before the
+        // waiters are woken so that they see it.
+        fn write_or_fail(iobufs: &IoBufs, iobuf: &IoBuf, lsn: Lsn) -> Result<()> {
+            let res = iobufs.write_to_log(iobuf);
+            if let Err(e) = &res {
                 error!(
                     "hit error while writing iobuf with lsn {}: {:?}",
                     lsn, e
@@ -1203,7 +1186,7 @@ fn maybe_seal_and_write_iobuf_inner(
 
                 // store error before notifying so that waiting threads will see
                 // it
-                iobufs.config.set_global_error(e);
+                iobufs.config.set_global_error(e.clone());
 
                 let intervals = iobufs.intervals.lock();
 
@@ -1213,6 +1196,20 @@ fn maybe_seal_and_write_iobuf_inner(
 
                 let _notified = iobufs.interval_updated.notify_all();
             }
+            res
+        }
+        if inline {
+            trace!("writing iobuf with lsn {} to log from make_stable", lsn);
+            return write_or_fail(iobufs, iobuf, lsn);
+        }
+        trace!(
+            "asynchronously writing iobuf with lsn {} to log from maybe_seal",
+            lsn
+        );
+        let iobufs = iobufs.clone();
+        let iobuf = iobuf.clone();
+        let _result = threadpool::spawn(move || {
+            let _ = write_or_fail(&iobufs, &iobuf, lsn);
         })?;
 
         #[cfg(feature = "event_log")]

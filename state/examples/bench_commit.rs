@@ -9,13 +9,13 @@
 //! It prints the average of each and their difference: the store's own cost per commit
 //! (encoding, sled's inserts, its flush), which a chain pays per task on top of the floor.
 
+mod common;
+
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use orchestrator_state::{
-    AttemptRecord, RunRecord, RunStatus, Store, TaskRecord, TaskStatus, Write,
-};
+use orchestrator_state::{AttemptRecord, Store, TaskRecord, TaskStatus, Write};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = match std::env::args().nth(1) {
@@ -24,27 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let dir = tempfile::tempdir()?;
     let (store, _) = Store::open(dir.path(), "bench_commit")?;
-    let run = RunRecord {
-        id: "r1".into(),
-        workflow: "chain".into(),
-        workflow_path: "/tmp/chain.yaml".into(),
-        definition: "name: chain".into(),
-        params: Default::default(),
-        logical_date: "2026-01-02".into(),
-        status: RunStatus::Running,
-        started_at: Utc::now(),
-        ended_at: None,
-        pid: std::process::id(),
-        reruns: 0,
-        task_order: (0..n).map(|i| format!("t{i}")).collect(),
-        trigger: None,
-        note: None,
-        backend: None,
-        channels_file: None,
-        trigger_files: vec![],
-        resume_pending: false,
-        execution_started_at: None,
-    };
+    let run = common::chain_run(n);
     let task = |i: usize, status| TaskRecord {
         run_id: "r1".into(),
         task_id: format!("t{i}"),

@@ -7,12 +7,12 @@
 //! the time a task commit took on average and the time of the finishing commit: the part
 //! of a big run's end that grows with its size. README, *Overhead*, has the figures.
 
+mod common;
+
 use std::time::Instant;
 
 use chrono::Utc;
-use orchestrator_state::{
-    AttemptRecord, RunRecord, RunStatus, Store, TaskRecord, TaskStatus, Write,
-};
+use orchestrator_state::{AttemptRecord, RunStatus, Store, TaskRecord, TaskStatus, Write};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = match std::env::args().nth(1) {
@@ -21,27 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let dir = tempfile::tempdir()?;
     let (store, _) = Store::open(dir.path(), "bench_seal")?;
-    let mut run = RunRecord {
-        id: "r1".into(),
-        workflow: "chain".into(),
-        workflow_path: "/tmp/chain.yaml".into(),
-        definition: "name: chain".into(),
-        params: Default::default(),
-        logical_date: "2026-01-02".into(),
-        status: RunStatus::Running,
-        started_at: Utc::now(),
-        ended_at: None,
-        pid: std::process::id(),
-        reruns: 0,
-        task_order: (0..n).map(|i| format!("t{i}")).collect(),
-        trigger: None,
-        note: None,
-        backend: None,
-        channels_file: None,
-        trigger_files: vec![],
-        resume_pending: false,
-        execution_started_at: None,
-    };
+    let mut run = common::chain_run(n);
     let task = |i: usize, status, outputs: serde_json::Map<_, _>| TaskRecord {
         run_id: "r1".into(),
         task_id: format!("t{i}"),

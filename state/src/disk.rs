@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 /// share the file system. Override with `ORCHESTRATOR_MIN_FREE_MB`.
 pub const DEFAULT_MIN_FREE_MB: u64 = 32;
 
-const MIB: u64 = 1024 * 1024;
+pub(crate) const MIB: u64 = 1024 * 1024;
 
 /// The margin in force: `ORCHESTRATOR_MIN_FREE_MB` if set to a number, else the default.
 pub fn min_free_mb() -> u64 {
@@ -46,14 +46,16 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
 /// ([`min_free_mb`], read when called: a store reads it once, at open).
 /// A file system that cannot be asked is assumed to have room: sled will say otherwise.
 pub fn check_free_space(dir: &Path) -> Result<(), (u64, u64)> {
-    check_free_space_of(dir, min_free_mb())
+    check_free_space_of(dir, min_free_mb()).map(drop)
 }
 
-/// [`check_free_space`] with the margin given: `need` MiB.
-pub fn check_free_space_of(dir: &Path, need: u64) -> Result<(), (u64, u64)> {
+/// [`check_free_space`] with the margin given: `need` MiB. `Ok` holds the free bytes,
+/// or `None` when the file system cannot be asked.
+pub fn check_free_space_of(dir: &Path, need: u64) -> Result<Option<u64>, (u64, u64)> {
     match free_bytes(dir) {
-        Ok(free) if free < need * MIB => Err((free / MIB, need)),
-        _ => Ok(()),
+        Ok(free) if free < need.saturating_mul(MIB) => Err((free / MIB, need)),
+        Ok(free) => Ok(Some(free)),
+        Err(_) => Ok(None),
     }
 }
 

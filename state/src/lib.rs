@@ -69,6 +69,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use disk::MIB;
 use journal::Op;
 pub use records::{
     AttemptRecord, BackfillDate, BackfillRecord, BackfillStatus, ColumnRecord, DeliveryStatus,
@@ -299,24 +300,20 @@ impl Core {
                 return Ok(());
             }
         }
-        match disk::free_bytes(&self.dir) {
-            Ok(free) if free < need.saturating_mul(MIB) => {
+        match disk::check_free_space_of(&self.dir, need) {
+            Ok(free) => {
+                // A file system that cannot be asked is assumed to have room (sled will
+                // say otherwise), and is asked again next time.
+                *space = free.map(|free| (now, free));
+                Ok(())
+            }
+            Err((free_mb, need_mb)) => {
                 *space = None;
                 Err(StateError::DiskFull {
                     dir: self.dir.clone(),
-                    free_mb: free / MIB,
-                    need_mb: need,
+                    free_mb,
+                    need_mb,
                 })
-            }
-            Ok(free) => {
-                *space = Some((now, free));
-                Ok(())
-            }
-            // A file system that cannot be asked is assumed to have room: sled will say
-            // otherwise.
-            Err(_) => {
-                *space = None;
-                Ok(())
             }
         }
     }
@@ -1851,8 +1848,6 @@ fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 const SCHEMA_KEY: &[u8] = b"meta\0schema";
-
-const MIB: u64 = 1024 * 1024;
 
 /// How long an answer about free space stands (see [`Core::check_space`]).
 const SPACE_FRESH: std::time::Duration = std::time::Duration::from_millis(100);

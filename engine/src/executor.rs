@@ -73,6 +73,11 @@ pub enum Event<'a> {
 
 pub trait Observer: Send + Sync {
     fn event(&self, event: &Event<'_>);
+    /// The execution is about to wait (for its commit, or for running tasks): whatever
+    /// the observer buffered of this turn's events should be shown now. A chain reports
+    /// two events per task; printing them in one write instead of two saved a system
+    /// call per task.
+    fn turn_end(&self) {}
 }
 
 /// How a task enters an execution.
@@ -284,6 +289,7 @@ impl Loop<'_> {
             }
             self.decide();
             self.start_ready();
+            self.ex.observer.turn_end();
             if !self.writes.is_empty() {
                 // Awaited, not blocking: while this commit waits for the disk, this
                 // worker thread runs other runs, whose commits share the next write.
@@ -317,6 +323,7 @@ impl Loop<'_> {
             if self.running == 0 && next_retry.is_none() && self.ready.is_empty() {
                 break;
             }
+            self.ex.observer.turn_end();
             tokio::select! {
                 Some(joined) = joins.join_next() => {
                     self.finished(joined);
@@ -828,6 +835,7 @@ impl Loop<'_> {
             let payload = crate::notify::run_payload(event, &run, &self.ex.records);
             self.queue_notifications(event, &run, (run.reruns + 1).to_string(), &payload);
         }
+        self.ex.observer.turn_end();
         self.ex.store.commit_async(&self.writes).await?;
         self.writes.clear();
         Ok(run)

@@ -14,18 +14,76 @@ use serde_json::{json, Value};
 
 use crate::console::{outln, Console};
 
-/// Prints one line per task transition to the console.
+/// Prints one line per task transition to the console: the lines of one turn of the
+/// executor in one write, when it is about to wait ([`Observer::turn_end`]).
 pub struct Printer {
-    pub quiet: bool,
-    pub console: std::sync::Arc<dyn Console>,
+    quiet: bool,
+    console: std::sync::Arc<dyn Console>,
+    /// This turn's lines, not yet written.
+    lines: std::sync::Mutex<String>,
+}
+
+impl Printer {
+    pub fn new(quiet: bool, console: std::sync::Arc<dyn Console>) -> Self {
+        Printer {
+            quiet,
+            console,
+            lines: Default::default(),
+        }
+    }
+
+    fn flush(&self) {
+        let text = std::mem::take(
+            &mut *self
+                .lines
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if !text.is_empty() {
+            self.console.out(&text);
+        }
+    }
+}
+
+impl Drop for Printer {
+    /// An execution that ends in an error has turned its last turn already; this only
+    /// keeps a line from being lost if one ever does not.
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// What [`outln!`] needs of a context: a console. The printer's is its own buffer.
+struct Buffered<'a>(&'a Printer);
+
+impl Console for Buffered<'_> {
+    fn out(&self, text: &str) {
+        self.0
+            .lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_str(text);
+    }
+    fn err(&self, text: &str) {
+        self.0.console.err(text);
+    }
 }
 
 impl Observer for Printer {
+    fn turn_end(&self) {
+        self.flush();
+    }
+
     fn event(&self, event: &Event<'_>) {
         if self.quiet {
             return;
         }
-        let ctx = self;
+        struct Ctx<'a> {
+            console: Buffered<'a>,
+        }
+        let ctx = Ctx {
+            console: Buffered(self),
+        };
         match event {
             Event::Started { task, attempt } => {
                 outln!(ctx, "{task}: started (attempt {attempt})")
@@ -593,7 +651,7 @@ pub fn tables_table(tables: &[TableRecord]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::round_readable;
+    use super::*;
 
     #[test]
     fn floats_read_at_six_significant_digits_but_keep_their_units() {
@@ -606,5 +664,53 @@ mod tests {
         assert!(round_readable(f64::NAN).is_nan());
         assert_eq!(round_readable(f64::INFINITY), f64::INFINITY);
         assert_eq!(round_readable(1e-300), 1e-300);
+    }
+
+    /// Records each write the printer makes, separately.
+    #[derive(Default)]
+    struct Writes(std::sync::Mutex<Vec<String>>);
+
+    impl Console for Writes {
+        fn out(&self, text: &str) {
+            self.0.lock().unwrap().push(text.to_string());
+        }
+        fn err(&self, text: &str) {
+            self.0.lock().unwrap().push(format!("err: {text}"));
+        }
+    }
+
+    #[test]
+    fn a_turns_lines_are_written_together_when_it_ends_and_none_is_lost() {
+        let writes = std::sync::Arc::new(Writes::default());
+        let printer = Printer::new(false, writes.clone());
+        printer.event(&Event::Succeeded {
+            task: "t0",
+            attempt: 1,
+            elapsed: Duration::from_millis(3),
+        });
+        printer.event(&Event::Started {
+            task: "t1",
+            attempt: 1,
+        });
+        assert!(
+            writes.0.lock().unwrap().is_empty(),
+            "held until the turn ends"
+        );
+        printer.turn_end();
+        printer.turn_end();
+        assert_eq!(
+            *writes.0.lock().unwrap(),
+            ["t0: succeeded in 3ms (attempt 1)\nt1: started (attempt 1)\n"],
+            "one write, in order; an empty turn writes nothing"
+        );
+        // A line left when the printer goes is written then.
+        printer.event(&Event::Cancelled { task: "t1" });
+        drop(printer);
+        assert_eq!(writes.0.lock().unwrap()[1], "t1: cancelled\n");
+
+        let quiet = Printer::new(true, writes.clone());
+        quiet.event(&Event::Cancelled { task: "t2" });
+        quiet.turn_end();
+        assert_eq!(writes.0.lock().unwrap().len(), 2);
     }
 }

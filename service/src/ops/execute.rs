@@ -84,10 +84,7 @@ pub async fn run(
         wf.tasks.len(),
         dir.display()
     );
-    let printer = report::Printer {
-        quiet,
-        console: ctx.console.clone(),
-    };
+    let printer = report::Printer::new(quiet, ctx.console.clone());
     let env = run_env(ctx, &store, &printer);
     let run = crate::notify::delivering_during(
         ctx,
@@ -177,10 +174,7 @@ pub async fn rerun(
         run.logical_date,
         run.workflow_path
     );
-    let printer = report::Printer {
-        quiet,
-        console: ctx.console.clone(),
-    };
+    let printer = report::Printer::new(quiet, ctx.console.clone());
     let env = run_env(ctx, &store, &printer);
     crate::notify::deliver(ctx, &store).await;
     let id = run.id.clone();

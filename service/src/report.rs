@@ -12,7 +12,7 @@ use orchestrator_engine::workflow::Workflow;
 use orchestrator_tasks::data::datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{json, Value};
 
-use crate::console::{outln, Console};
+use crate::console::Console;
 
 /// Prints one line per task transition to the console: the lines of one turn of the
 /// executor in one write, when it is about to wait ([`Observer::turn_end`]).
@@ -53,22 +53,6 @@ impl Drop for Printer {
     }
 }
 
-/// What [`outln!`] needs of a context: a console. The printer's is its own buffer.
-struct Buffered<'a>(&'a Printer);
-
-impl Console for Buffered<'_> {
-    fn out(&self, text: &str) {
-        self.0
-            .lines
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push_str(text);
-    }
-    fn err(&self, text: &str) {
-        self.0.console.err(text);
-    }
-}
-
 impl Observer for Printer {
     fn turn_end(&self) {
         self.flush();
@@ -78,22 +62,22 @@ impl Observer for Printer {
         if self.quiet {
             return;
         }
-        struct Ctx<'a> {
-            console: Buffered<'a>,
-        }
-        let ctx = Ctx {
-            console: Buffered(self),
-        };
-        match event {
+        use std::fmt::Write as _;
+        let mut lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Writing into a String cannot fail.
+        let _ = match event {
             Event::Started { task, attempt } => {
-                outln!(ctx, "{task}: started (attempt {attempt})")
+                writeln!(lines, "{task}: started (attempt {attempt})")
             }
             Event::Succeeded {
                 task,
                 attempt,
                 elapsed,
-            } => outln!(
-                ctx,
+            } => writeln!(
+                lines,
                 "{task}: succeeded in {} (attempt {attempt})",
                 fmt_duration(*elapsed)
             ),
@@ -103,16 +87,16 @@ impl Observer for Printer {
                 error,
                 retry_in,
             } => match retry_in {
-                Some(d) => outln!(
-                    ctx,
+                Some(d) => writeln!(
+                    lines,
                     "{task}: failed (attempt {attempt}): {error}; retrying in {}",
                     fmt_duration(*d)
                 ),
-                None => outln!(ctx, "{task}: failed (attempt {attempt}): {error}"),
+                None => writeln!(lines, "{task}: failed (attempt {attempt}): {error}"),
             },
-            Event::Skipped { task, reason } => outln!(ctx, "{task}: skipped: {reason}"),
-            Event::Cancelled { task } => outln!(ctx, "{task}: cancelled"),
-        }
+            Event::Skipped { task, reason } => writeln!(lines, "{task}: skipped: {reason}"),
+            Event::Cancelled { task } => writeln!(lines, "{task}: cancelled"),
+        };
     }
 }
 
